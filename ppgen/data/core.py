@@ -1,0 +1,98 @@
+"""The in-memory dataset every family and routine sees: fixed splits, deterministic batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import torch
+
+Kind = Literal["binary", "continuous"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a family needs to know to build itself: the shape and kind of one example."""
+
+    event_shape: tuple[int, ...]
+    kind: Kind
+    num_classes: int | None = None
+
+    @property
+    def dim(self) -> int:
+        out = 1
+        for s in self.event_shape:
+            out *= s
+        return out
+
+
+@dataclass
+class Dataset:
+    """Train/val/test tensors plus how to present them.
+
+    ``*_x`` hold float32 values of shape ``(N, *event_shape)``; for images they are intensities in
+    [0, 1] and ``binarize`` says how they become binary: ``dynamic`` draws x ~ Bernoulli(intensity) afresh
+    each epoch, ``static`` once with a fixed seed, ``none`` keeps intensities. Validation and test sets
+    are always binarized once with a fixed seed so that every evaluation sees the same data.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    val_x: torch.Tensor
+    test_x: torch.Tensor
+    train_y: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    binarize: Literal["dynamic", "static", "none"] = "none"
+    num_classes: int | None = None
+    checksum: str = ""
+    _fixed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def info(self) -> DataInfo:
+        kind: Kind = "binary" if self.binarize != "none" else "continuous"
+        return DataInfo(tuple(self.train_x.shape[1:]), kind, self.num_classes)
+
+    def _binarize(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.bernoulli(x, generator=gen)
+
+    def split(self, which: Literal["train", "val", "test"]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A whole split as the model sees it (train: the static binarization or intensities)."""
+        x = getattr(self, f"{which}_x")
+        y = getattr(self, f"{which}_y")
+        if self.binarize == "none" or (which == "train" and self.binarize == "dynamic"):
+            return x, y
+        if which not in self._fixed:
+            self._fixed[which] = self._binarize(x, seed={"train": 1, "val": 2, "test": 3}[which])
+        return self._fixed[which], y
+
+    def batches(
+        self, epoch: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1, skip: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Training batches for one epoch, a pure function of (seed, epoch, rank).
+
+        The order and the dynamic binarization come from a generator seeded by ``(seed, epoch)``, so a
+        resumed run sees exactly the batches it would have seen; ``skip`` drops the first batches of the
+        epoch (resuming mid-epoch). With several ranks each takes every ``world_size``-th batch.
+        """
+        gen = torch.Generator().manual_seed(1_000_003 * (seed + 1) + epoch)
+        n = self.train_x.shape[0]
+        perm = torch.randperm(n, generator=gen)
+        if self.binarize == "dynamic":
+            x_all = torch.bernoulli(self.train_x, generator=gen)
+        else:
+            x_all, _ = self.split("train")
+        y_all = self.train_y
+        n_batches = n // batch_size if n >= batch_size else 1
+        n_batches -= n_batches % world_size if n_batches >= world_size else 0
+        for b in range(rank, n_batches, world_size):
+            if b // world_size < skip:
+                continue
+            idx = perm[b * batch_size : (b + 1) * batch_size]
+            yield x_all[idx], (y_all[idx] if y_all is not None else None)
+
+    def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        n = self.train_x.shape[0]
+        n_batches = n // batch_size if n >= batch_size else 1
+        return max(1, n_batches // world_size)

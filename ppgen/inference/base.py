@@ -1,0 +1,110 @@
+"""The contract of an inference routine: two verbs over explicit state.
+
+``init(model, config, runtime) -> state`` and ``step(state, batch) -> (state, info)``, where ``info`` is
+a dict of floats with at least ``loss``. Whatever must survive a restart (optimizers, persistent chains,
+moving averages) lives in the state and round-trips through ``state_dict``/``load_state_dict`` as
+tensors and plain Python values, so checkpoints load with ``torch.load(weights_only=True)``.
+
+Routines know nothing of epochs, progress bars, logging or checkpoint files: that is ``ppgen.train``.
+The ``runtime`` handed to ``init`` is the routine's only view of the devices: ``backward`` for the loss
+and ``reduce_gradients`` to average gradients across data-parallel processes before an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Protocol
+
+import torch
+
+from ppgen.spec import InferenceSpec, OptimizerSpec
+
+
+class Runtime(Protocol):
+    device: torch.device
+    rank: int
+    world_size: int
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def reduce_gradients(self, params: Iterable[torch.nn.Parameter]) -> None: ...
+
+
+class LocalRuntime:
+    """One process: backward is ``loss.backward()`` and there is nothing to reduce."""
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.rank = 0
+        self.world_size = 1
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def reduce_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        return None
+
+
+@dataclass
+class State:
+    """What a routine carries between steps. ``optimizers`` maps a name to a torch optimizer; ``extra``
+    holds tensors and plain values that must be checkpointed (e.g. persistent chains)."""
+
+    model: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Routine:
+    """Base class: subclasses set ``Config`` and implement ``init`` and ``step``."""
+
+    Config: ClassVar[type[InferenceSpec]]
+    routine_name: ClassVar[str]
+
+    def __init__(self, config: InferenceSpec, runtime: Runtime | None = None) -> None:
+        self.config = config
+        self.runtime = runtime or LocalRuntime()
+
+    def init(self, model: torch.nn.Module) -> State:
+        raise NotImplementedError
+
+    def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
+        raise NotImplementedError
+
+    def state_dict(self, state: State) -> dict[str, Any]:
+        return {
+            "step": state.step,
+            "optimizers": {k: opt.state_dict() for k, opt in state.optimizers.items()},
+            "extra": state.extra,
+        }
+
+    def load_state_dict(self, state: State, sd: dict[str, Any]) -> State:
+        state.step = int(sd["step"])
+        for k, opt in state.optimizers.items():
+            opt.load_state_dict(sd["optimizers"][k])
+        state.extra = dict(sd.get("extra", {}))
+        return state
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    if spec.name == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    if spec.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, spec: OptimizerSpec) -> float | None:
+    """Clip the global gradient norm if the recipe asks, then update; returns the norm when clipped."""
+    norm = None
+    if spec.clip_norm is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, spec.clip_norm))
+    optimizer.step()
+    return norm

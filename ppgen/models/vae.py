@@ -1,0 +1,189 @@
+"""Variational autoencoder: a latent Normal(0, I) prior, a neural likelihood p(x|z) and an amortized
+Gaussian guide q(z|x), fitted by stochastic variational inference on the ELBO or the IWAE bound.
+
+With a linear decoder and a Gaussian likelihood of learned isotropic scale the model is probabilistic
+PCA (Tipping & Bishop 1999), whose exact marginal likelihood the tests use to check the estimators.
+
+References:
+    Kingma & Welling (2013), Auto-Encoding Variational Bayes, arXiv:1312.6114.
+    Rezende, Mohamed & Wierstra (2014), Stochastic Backpropagation and Approximate Inference in Deep
+    Generative Models, arXiv:1401.4082.
+    Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders, arXiv:1509.00519.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from ppgen.data.core import DataInfo, Dataset
+from ppgen.models.base import Family
+from ppgen.nets import NetSpec, build_decoder, build_encoder
+from ppgen.registry import register_family
+from ppgen.spec import ModelSpec, Strict
+
+
+class LatentSpec(Strict):
+    dim: int = Field(2, ge=1, le=4096)
+    prior: Literal["normal"] = "normal"
+
+
+class LikelihoodSpec(Strict):
+    """``bernoulli`` for binary data; ``gaussian`` with a fixed ``scale`` or, with ``learn_scale``, an
+    isotropic scale learned from ``scale`` as its starting value."""
+
+    kind: Literal["bernoulli", "gaussian"] = "bernoulli"
+    scale: float = Field(0.1, gt=0)
+    learn_scale: bool = False
+
+
+class VAESpec(ModelSpec):
+    family: Literal["vae"] = "vae"
+    latent: LatentSpec = Field(default_factory=LatentSpec)
+    likelihood: LikelihoodSpec = Field(default_factory=LikelihoodSpec)
+    encoder: NetSpec = Field(default_factory=NetSpec)
+    decoder: NetSpec = Field(default_factory=NetSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "VAESpec":
+        if self.likelihood.kind == "bernoulli" and self.data.name in ("toy1d", "toy2d"):
+            raise ValueError("likelihood.kind 'bernoulli' needs binary data; use 'gaussian' for toy data")
+        return self
+
+
+@register_family("vae")
+class VAE(Family):
+    Spec = VAESpec
+    default_routine = "svi"
+
+    def __init__(self, spec: VAESpec, info: DataInfo) -> None:
+        super().__init__(spec, info)
+        if spec.likelihood.kind == "bernoulli" and info.kind != "binary":
+            raise ValueError(
+                "likelihood.kind is 'bernoulli' but the data are continuous (data.binarize is 'none'); "
+                "set data.binarize to 'dynamic' or 'static', or likelihood.kind to 'gaussian'"
+            )
+        self.z_dim = spec.latent.dim
+        self.event_shape = info.event_shape
+        self.encoder = build_encoder(spec.encoder, info.event_shape, 2 * self.z_dim)
+        self.decoder = build_decoder(spec.decoder, self.z_dim, info.event_shape)
+        log_scale = torch.tensor(math.log(spec.likelihood.scale))
+        if spec.likelihood.learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.register_buffer("_zero", torch.zeros(()))
+
+    # -- distributions ------------------------------------------------------------------------
+    def prior(self, batch: tuple[int, ...] = ()) -> dist.Distribution:
+        zeros = self._zero.expand(*batch, self.z_dim)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """q(z|x): a diagonal Gaussian whose parameters the encoder computes."""
+        h = self.encoder(x)
+        loc, raw = h[..., : self.z_dim], h[..., self.z_dim :]
+        return dist.Normal(loc, nn.functional.softplus(raw) + 1e-4).to_event(1)
+
+    def likelihood(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x|z) for z of shape (..., z_dim), batched over the leading dims."""
+        batch = z.shape[:-1]
+        out = self.decoder(z.reshape(-1, self.z_dim))
+        out = out.reshape(*batch, *self.event_shape)
+        n_event = len(self.event_shape)
+        if self.spec.likelihood.kind == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(n_event)
+        return dist.Normal(out, self.log_scale.exp().expand_as(out)).to_event(n_event)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z]: pixel probabilities or Gaussian means, shape (batch, *event_shape)."""
+        return self.likelihood(z).mean
+
+    # -- Pyro model and guide (site names shared: "z", observed "x") --------------------------
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior((x.shape[0],)))
+            return pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", self.posterior(x))
+
+    # -- fused objectives: the same numbers as Pyro's ELBOs, without the tracing overhead -----
+    def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1) -> torch.Tensor:
+        """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (``trace``),
+        TraceMeanField_ELBO (``meanfield``) or RenyiELBO(alpha=0) (``iwae``) on this model and guide."""
+        q = self.posterior(x)
+        shape = (num_particles,) if num_particles > 1 or elbo == "iwae" else ()
+        z = q.rsample(shape)
+        log_lik = self.likelihood(z).log_prob(x)
+        if elbo == "meanfield":
+            kl = dist.kl_divergence(q, self.prior(x.shape[:1]))
+            bound = log_lik - kl
+            return -(bound.mean(0) if shape else bound).sum()
+        log_w = log_lik + self.prior(z.shape[:-1]).log_prob(z) - q.log_prob(z)
+        if elbo == "trace":
+            return -(log_w.mean(0) if shape else log_w).sum()
+        if elbo == "iwae":
+            return -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
+        raise ValueError(f"unknown elbo {elbo!r}")
+
+    # -- sampling and likelihood -----------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = False) -> torch.Tensor:
+        z = self.prior((n,)).sample()
+        lik = self.likelihood(z)
+        return lik.mean if mean else lik.sample()
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x: torch.Tensor, k: int = 1000, chunk: int = 250, **_: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Importance-sampling estimate of log p(x) with q(z|x) as proposal and ``k`` samples:
+        log (1/k) sum_i p(x, z_i) / q(z_i|x), the IWAE bound at ``k`` (Burda et al. 2015, eq. 8).
+
+        The standard error of each estimate is the delta-method error of the log of the mean weight.
+        """
+        q = self.posterior(x)
+        log_ws = []
+        for start in range(0, k, chunk):
+            m = min(chunk, k - start)
+            z = q.sample((m,))
+            log_ws.append(self.likelihood(z).log_prob(x) + self.prior(z.shape[:-1]).log_prob(z) - q.log_prob(z))
+        log_w = torch.cat(log_ws, 0)
+        est = torch.logsumexp(log_w, 0) - math.log(k)
+        w = torch.exp(log_w - log_w.max(0).values)
+        rel_var = w.var(0) / (w.mean(0) ** 2 * k)
+        return est, rel_var.sqrt()
+
+    @torch.no_grad()
+    def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        q = self.posterior(x)
+        z = q.rsample()
+        lik = self.likelihood(z)
+        kl = dist.kl_divergence(q, self.prior(x.shape[:1]))
+        elbo = lik.log_prob(x) - kl
+        err = ((self.likelihood(q.mean).mean - x) ** 2).flatten(1).sum(1)
+        return {
+            "elbo": float(elbo.mean()),
+            "kl": float(kl.mean()),
+            "reconstruction_log_lik": float(lik.log_prob(x).mean()),
+            "reconstruction_sq_error": float(err.mean()),
+        }
+
+    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
+        from ppgen import plots
+
+        return plots.vae_figures(self, data, folder)
+
+    def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
+        from ppgen import diagnostics
+
+        return diagnostics.vae_inference_data(self, data, metrics)

@@ -1,0 +1,81 @@
+"""Family and routine registries.
+
+A family module in ``ppgen/models/`` registers its class with :func:`register_family`; a routine module
+in ``ppgen/inference/`` registers with :func:`register_routine`. Both packages are imported on the first
+lookup, so adding a file is all it takes to add a family or a routine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, TypeVar
+
+from ppgen.spec import SpecError
+
+T = TypeVar("T")
+_FAMILIES: dict[str, Any] = {}
+_ROUTINES: dict[str, Any] = {}
+_loaded = False
+
+
+def register_family(name: str) -> Callable[[T], T]:
+    """Class decorator: ``@register_family("vae")`` on a PyroModule with a ``Spec`` attribute."""
+
+    def deco(cls: T) -> T:
+        if name in _FAMILIES and _FAMILIES[name] is not cls:
+            raise RuntimeError(f"family {name!r} is registered twice")
+        cls.family_name = name  # type: ignore[attr-defined]
+        _FAMILIES[name] = cls
+        return cls
+
+    return deco
+
+
+def register_routine(name: str) -> Callable[[T], T]:
+    """Class decorator: ``@register_routine("svi")`` on a routine with a ``Config`` attribute."""
+
+    def deco(cls: T) -> T:
+        if name in _ROUTINES and _ROUTINES[name] is not cls:
+            raise RuntimeError(f"routine {name!r} is registered twice")
+        cls.routine_name = name  # type: ignore[attr-defined]
+        _ROUTINES[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for pkg_name in ("ppgen.models", "ppgen.inference"):
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{info.name}")
+
+
+def family_names() -> list[str]:
+    _load_all()
+    return sorted(_FAMILIES)
+
+
+def routine_names() -> list[str]:
+    _load_all()
+    return sorted(_ROUTINES)
+
+
+def family(name: str) -> Any:
+    _load_all()
+    if name not in _FAMILIES:
+        raise SpecError(f"family: unknown family {name!r}; accepted families: {', '.join(family_names())}")
+    return _FAMILIES[name]
+
+
+def routine(name: str) -> Any:
+    _load_all()
+    if name not in _ROUTINES:
+        raise SpecError(f"routine: unknown routine {name!r}; accepted routines: {', '.join(routine_names())}")
+    return _ROUTINES[name]
