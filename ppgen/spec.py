@@ -82,6 +82,9 @@ class InferenceSpec(Strict):
     epochs: int = Field(10, ge=1)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     log_every: int = Field(10, ge=1, description="steps between train records in metrics.jsonl")
+    snapshots: list[int] = Field(
+        default_factory=list, description="epochs after which to keep a copy of the weights (checkpoints/epoch-NNNN.pt)"
+    )
 
 
 # --------------------------------------------------------------------------- reading and errors

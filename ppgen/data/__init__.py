@@ -1,0 +1,49 @@
+"""Data sets: ``load(spec)`` gives a :class:`~ppgen.data.core.Dataset` for any ``data.name``.
+
+Sources: ``mnist`` (:mod:`ppgen.data.mnist`), ``digits``, ``npz`` and ``images``
+(:mod:`ppgen.data.sources`), ``toy1d`` and ``toy2d`` (:mod:`ppgen.data.toy`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ppgen.data.core import DataInfo, Dataset
+from ppgen.data.sources import Arrays, cache_dir, make_dataset
+from ppgen.spec import DataSpec
+
+__all__ = ["DataInfo", "Dataset", "load", "cache_dir", "SOURCES"]
+
+
+def _loader(name: str) -> Callable[[DataSpec], Arrays]:
+    if name == "mnist":
+        from ppgen.data.mnist import load_mnist
+
+        return load_mnist
+    from ppgen.data import sources, toy
+
+    return {
+        "digits": sources.load_digits,
+        "npz": sources.load_npz,
+        "images": sources.load_images,
+        "toy1d": toy.load_toy1d,
+        "toy2d": toy.load_toy2d,
+    }[name]
+
+
+#: The data sources and what each is, for ``ppgen list``.
+SOURCES = {
+    "mnist": "MNIST 28x28 digits, 50k/10k/10k train/val/test (fetched once into the cache)",
+    "digits": "scikit-learn's 8x8 digits, 1797 images (ships with scikit-learn)",
+    "toy1d": "1-D densities with exact CDFs: normal, exponential, mixture",
+    "toy2d": "2-D benchmarks: ring8, grid25, moons, spiral",
+    "npz": "your own .npz with an array x (N, ...) and optional labels y",
+    "images": "your own folder of png/jpg/bmp images, optionally one sub-folder per class",
+}
+
+
+def load(spec: DataSpec | dict | None = None, **fields: object) -> Dataset:
+    """The data set a spec describes: ``load(DataSpec(name="digits"))`` or ``load(name="digits")``."""
+    if spec is None or isinstance(spec, dict):
+        spec = DataSpec(**{**(spec or {}), **fields})
+    return make_dataset(spec, _loader(spec.name)(spec))

@@ -72,6 +72,11 @@ class Routine:
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         raise NotImplementedError
 
+    def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
+        and with the RNG forked, so validating never changes the training stream."""
+        return {}
+
     def state_dict(self, state: State) -> dict[str, Any]:
         return {
             "step": state.step,

@@ -91,3 +91,15 @@ class SVI(Routine):
             info["grad_norm"] = norm
         state.step += 1
         return state, info
+
+    def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        total, n = 0.0, x.shape[0]
+        for start in range(0, n, 500):
+            xb = x[start : start + 500]
+            yb = y[start : start + 500] if y is not None else None
+            if self.use_fused:
+                loss = state.model.fused_loss(xb, self.config.elbo, self.config.num_particles)
+            else:
+                loss = pyro_loss(state.model, self.elbo, xb, yb, differentiate=False) * xb.shape[0]
+            total += float(loss)
+        return {"val_loss": total / n}

@@ -47,12 +47,19 @@ class Family(PyroModule):
         raise NotImplementedError
 
     # -- optional ---------------------------------------------------------------------------
-    def log_likelihood(self, x: torch.Tensor, **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-example log p(x) in nats and the Monte Carlo standard error of each (zeros if exact);
-        ``None`` where the family has no likelihood."""
+        ``None`` where the family has no likelihood. ``k`` is the estimator's sample budget where it
+        has one; ``y`` the labels, for class-conditional families."""
         return None
 
+    def evaluation_setup(self, data: Dataset, **opts: Any) -> dict[str, Any]:
+        """Called once by ``ppgen evaluate`` before ``log_likelihood`` (e.g. to estimate a partition
+        function); returns numbers for the evaluation report."""
+        return {}
+
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """Family metrics on the test split for ``ppgen evaluate`` (e.g. the ELBO)."""
         return {}
 
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:

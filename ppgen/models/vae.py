@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import pyro
 import pyro.distributions as dist
+from torch.distributions import kl_divergence
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -125,7 +126,7 @@ class VAE(Family):
         z = q.rsample(shape)
         log_lik = self.likelihood(z).log_prob(x)
         if elbo == "meanfield":
-            kl = dist.kl_divergence(q, self.prior(x.shape[:1]))
+            kl = kl_divergence(q, self.prior(x.shape[:1]))
             bound = log_lik - kl
             return -(bound.mean(0) if shape else bound).sum()
         log_w = log_lik + self.prior(z.shape[:-1]).log_prob(z) - q.log_prob(z)
@@ -168,7 +169,7 @@ class VAE(Family):
         q = self.posterior(x)
         z = q.rsample()
         lik = self.likelihood(z)
-        kl = dist.kl_divergence(q, self.prior(x.shape[:1]))
+        kl = kl_divergence(q, self.prior(x.shape[:1]))
         elbo = lik.log_prob(x) - kl
         err = ((self.likelihood(q.mean).mean - x) ** 2).flatten(1).sum(1)
         return {

@@ -1,0 +1,210 @@
+"""Figures: sample grids, reconstructions, the 2-D latent manifold, latent traversals, training curves.
+
+Generic helpers (:func:`image_grid`, :func:`save_samples`, :func:`training_curves`) serve every
+family; :func:`vae_figures` draws the lecture's VAE pictures. Every function writes a PNG and returns
+its path; nothing is shown on screen (the Agg backend), so they work on a server and in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def is_image(event_shape: Sequence[int]) -> bool:
+    return len(event_shape) == 3 and event_shape[0] in (1, 3)
+
+
+def image_grid(x: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile images (N, C, H, W) with values in [0, 1] into one (rows*H, cols*W[, 3]) array; blank
+    cells are white-free grey so a short grid is visibly short."""
+    x = torch.as_tensor(x).detach().float().cpu().clamp(0, 1)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    n, c, h, w = x.shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    grid = torch.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top : top + h, left : left + w] = x[i]
+    arr = grid.numpy()
+    return arr[0] if c == 1 else np.transpose(arr, (1, 2, 0))
+
+
+def show_grid(ax: Any, x: torch.Tensor, nrow: int | None = None, title: str | None = None) -> None:
+    """Draw an image grid on a matplotlib axis."""
+    ax.imshow(image_grid(x, nrow), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_samples(x: torch.Tensor, path: str | Path, title: str | None = None, nrow: int | None = None,
+                 reference: torch.Tensor | None = None) -> Path:
+    """Samples as a picture: an image grid for images, a scatter (over ``reference`` data) for 2-D
+    points, a histogram for 1-D values."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() == 4 or (x.dim() == 3 and x.shape[-1] > 2):
+        side = max(4.0, min(10.0, 0.5 * math.sqrt(x.shape[0]) * x.shape[-1] / 8))
+        fig, ax = plt.subplots(figsize=(side, side))
+        show_grid(ax, x, nrow, title)
+        return save_figure(fig, path)
+    flat = x.reshape(x.shape[0], -1)
+    fig, ax = plt.subplots(figsize=(5, 5) if flat.shape[1] >= 2 else (6, 4))
+    ref = None if reference is None else torch.as_tensor(reference).float().reshape(len(reference), -1)
+    if flat.shape[1] >= 2:
+        if ref is not None:
+            ax.scatter(ref[:, 0], ref[:, 1], s=3, alpha=0.3, color="0.6", label="data")
+        ax.scatter(flat[:, 0], flat[:, 1], s=3, alpha=0.6, color="C0", label="samples")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        bins = 80
+        if ref is not None:
+            ax.hist(ref[:, 0].numpy(), bins=bins, density=True, alpha=0.4, color="0.5", label="data")
+        ax.hist(flat[:, 0].numpy(), bins=bins, density=True, alpha=0.6, color="C0", label="samples")
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
+    """Every numeric quantity of the train records against step, with epoch means (and validation
+    numbers) on top; one panel per quantity."""
+    train = [m for m in metrics if m.get("kind") == "train"]
+    epochs = [m for m in metrics if m.get("kind") == "epoch"]
+    if not train and not epochs:
+        return None
+    skip = {"kind", "epoch", "step", "time_s"}
+    keys = sorted({k for m in train + epochs for k, v in m.items() if k not in skip and isinstance(v, (int, float))})
+    keys = [k for k in keys if not k.startswith("val_")] or keys
+    n = len(keys)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(m["step"], m[key]) for m in train if key in m]
+        if pts:
+            s, v = zip(*pts)
+            ax.plot(s, v, lw=0.8, alpha=0.5, label="train (batch)")
+        ep = [(m["step"], m[key]) for m in epochs if key in m]
+        if ep:
+            s, v = zip(*ep)
+            ax.plot(s, v, "o-", ms=3, label="train (epoch mean)")
+        val = [(m["step"], m[f"val_{key}"]) for m in epochs if f"val_{key}" in m]
+        if val:
+            s, v = zip(*val)
+            ax.plot(s, v, "s-", ms=3, label="validation")
+        ax.set_xlabel("step")
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+@torch.no_grad()
+def vae_figures(model: Any, data: Any, folder: str | Path, n: int = 100, seed: int = 0) -> dict[str, Path]:
+    """samples.png, reconstructions.png, traversals.png and, for a 2-D latent, manifold.png."""
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    out: dict[str, Path] = {}
+    image = is_image(model.event_shape)
+    x_test, y_test = data.split("test")
+    x_test = x_test.to(model.device)
+    samples = model.sample(n, mean=image)
+    out["samples"] = save_samples(samples, folder / "samples.png", "samples: E[x|z], z ~ p(z)" if image else "samples",
+                                  reference=None if image else x_test)
+    if image:
+        out["reconstructions"] = reconstructions(model, x_test[:10], folder / "reconstructions.png")
+        out["traversals"] = traversals(model, folder / "traversals.png")
+        if model.z_dim == 2:
+            out["manifold"] = manifold(model, folder / "manifold.png")
+    if model.z_dim == 2:
+        out["latent"] = latent_scatter(model, x_test[:2000], y_test[:2000] if y_test is not None else None,
+                                       folder / "latent.png")
+    return out
+
+
+@torch.no_grad()
+def reconstructions(model: Any, x: torch.Tensor, path: str | Path) -> Path:
+    """Top row: data; bottom row: E[x|z] at the posterior mean z = E[z|x]."""
+    recon = model.decode_mean(model.posterior(x).mean)
+    both = torch.cat([x, recon]).cpu()
+    fig, ax = plt.subplots(figsize=(0.9 * len(x), 2.1))
+    show_grid(ax, both, nrow=len(x), title="data (top) and reconstructions (bottom)")
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def traversals(model: Any, path: str | Path, dims: int = 8, steps: int = 9, span: float = 2.5) -> Path:
+    """The lecture's "vary z1, vary z2": row i moves latent dimension i from -span to +span with the
+    others held at zero (the prior mean)."""
+    dims = min(dims, model.z_dim)
+    values = torch.linspace(-span, span, steps)
+    z = torch.zeros(dims, steps, model.z_dim, device=model.device)
+    for i in range(dims):
+        z[i, :, i] = values
+    imgs = model.decode_mean(z.reshape(-1, model.z_dim)).cpu()
+    fig, ax = plt.subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
+    ax.imshow(image_grid(imgs, nrow=steps), cmap="gray", vmin=0, vmax=1)
+    h = imgs.shape[-2] + 1
+    ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"z{i + 1}" for i in range(dims)])
+    w = imgs.shape[-1] + 1
+    ax.set_xticks([1 + w * (j + 0.5) for j in range(steps)], [f"{v:+.1f}" for v in values.tolist()], fontsize=7)
+    ax.set_title(f"traversals: one latent dimension from {-span} to {span}, the others at 0", fontsize=9)
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def manifold(model: Any, path: str | Path, steps: int = 20) -> Path:
+    """The 2-D latent manifold: E[x|z] on a grid of z at the prior's quantiles 0.05..0.95 (Kingma &
+    Welling 2013, fig. 4), z1 left to right, z2 bottom to top."""
+    q = torch.linspace(0.05, 0.95, steps)
+    vals = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    z1, z2 = torch.meshgrid(vals, vals.flip(0), indexing="xy")
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device)
+    imgs = model.decode_mean(z).cpu()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    show_grid(ax, imgs, nrow=steps, title="learned 2-D manifold: E[x|z] on a grid of prior quantiles (z1 across, z2 up)")
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def latent_scatter(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: str | Path) -> Path:
+    """Posterior means E[z|x] of test examples, coloured by label."""
+    z = model.posterior(x).mean.cpu()
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    sc = ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
+    if y is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title("posterior means of test examples", fontsize=10)
+    return save_figure(fig, path)
