@@ -61,8 +61,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def environment(seed: int, data_checksum: str, devices: int, accelerator: str) -> dict[str, Any]:
-    import arviz
-    import pyro
+    from importlib.metadata import version
 
     try:
         commit = subprocess.run(
@@ -73,8 +72,8 @@ def environment(seed: int, data_checksum: str, devices: int, accelerator: str) -
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "arviz": arviz.__version__,
+        "pyro": version("pyro-ppl"),
+        "arviz": version("arviz"),
         "platform": platform.platform(),
         "seed": seed,
         "git_commit": commit,
@@ -154,12 +153,11 @@ class Run:
     @cached_property
     def idata(self) -> Any:
         """ArviZ InferenceData: ``idata.nc`` if ``ppgen diagnose`` wrote it, else built now."""
-        import arviz as az
+        from ppgen import diagnostics
 
         p = self.path / "idata.nc"
         if p.exists():
-            return az.from_netcdf(p)
-        from ppgen import diagnostics
+            return diagnostics.arviz().from_netcdf(p)
 
         return diagnostics.inference_data(self)
 

@@ -61,6 +61,8 @@ class VAESpec(ModelSpec):
 
 @register_family("vae")
 class VAE(Family):
+    """Variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)), fitted with an amortized q(z|x)."""
+
     Spec = VAESpec
     default_routine = "svi"
 

@@ -1,0 +1,285 @@
+"""``ppgen``: the command line.
+
+::
+
+    ppgen list                                   families, zoo specs, recipes, datasets
+    ppgen data fetch NAME                        into the cache (~/.cache/ppgen or $PPGEN_DATA)
+    ppgen fit SPEC [--inference RECIPE] [--set KEY=VALUE]... [--epochs N] [--out RUN] [--seed S]
+                   [--resume] [--device D] [--devices N]
+    ppgen sample RUN [-n N] [-o FILE.png|FILE.npz]
+    ppgen evaluate RUN [--json] [--k K] [--limit N]
+    ppgen diagnose RUN
+    ppgen compare RUN... [-o FILE.png]
+
+Exit status: 0 ok, 2 bad input (spec, flags, data; the message says what to change), 130 interrupted
+(a checkpoint was saved; continue with ``--resume``), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from ppgen.spec import SpecError
+    from ppgen.train import Interrupted, TrainingError
+
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as exc:
+        print(f"ppgen: error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"ppgen: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("ppgen: interrupted", file=sys.stderr)
+        return 130
+    except TrainingError as exc:
+        print(f"ppgen: training failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the last resort: say what happened, keep the traceback for PPGEN_DEBUG
+        if os.environ.get("PPGEN_DEBUG"):
+            traceback.print_exc()
+        print(f"ppgen: unexpected error: {type(exc).__name__}: {exc} (set PPGEN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ppgen", description="Define, fit, sample, evaluate and diagnose generative models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="families, zoo specs, inference recipes and data sets")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("data", help="data sets: ppgen data fetch NAME")
+    dsub = s.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="fetch a data set into the cache")
+    f.add_argument("name", help="data set name (see ppgen list)")
+    f.set_defaults(func=cmd_data_fetch)
+
+    s = sub.add_parser("fit", help="fit a model spec with an inference recipe")
+    s.add_argument("spec", help="model spec YAML (e.g. models/vae.yaml)")
+    s.add_argument("--inference", "-i", metavar="RECIPE", help="inference recipe YAML (default: the family's routine)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key (latent.dim=2); keys under inference. go to the recipe")
+    s.add_argument("--epochs", type=int, help="number of epochs (overrides the recipe)")
+    s.add_argument("--out", "-o", metavar="RUN", help="run folder (default runs/<name>-<time>)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    s.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
+    s.add_argument("--no-figures", action="store_true", help="skip the figures after fitting")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal)")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("sample", help="draw samples from a fitted run")
+    s.add_argument("run")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
+    s.add_argument("run")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
+    s.add_argument("--limit", type=int, help="evaluate only the first N test examples")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_diagnose)
+
+    s = sub.add_parser("compare", help="one table and one figure across runs")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("-o", "--output", default="compare.png", help="figure path (default compare.png)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_compare)
+    return p
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def repo_folder(name: str) -> Path | None:
+    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout,
+    else in the current directory."""
+    here = Path(__file__).resolve().parent.parent / name
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / name
+    return cwd if cwd.is_dir() else None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ppgen import registry
+    from ppgen.data import SOURCES
+
+    print("families:")
+    for name in registry.family_names():
+        doc = (registry.family(name).__doc__ or "").strip().splitlines()
+        print(f"  {name:16s} {doc[0] if doc else ''}")
+    print("routines:")
+    for name in registry.routine_names():
+        doc = (sys.modules[registry.routine(name).__module__].__doc__ or "").strip().splitlines()
+        print(f"  {name:16s} {doc[0] if doc else ''}")
+    for title, folder in (("zoo specs", "models"), ("inference recipes", "inference")):
+        where = repo_folder(folder)
+        print(f"{title} ({where if where else 'no ' + folder + '/ folder here'}):")
+        for path in sorted(where.glob("*.yaml")) if where else []:
+            first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            print(f"  {path.stem:16s} {first}")
+    print("data sets:")
+    for name, text in SOURCES.items():
+        print(f"  {name:16s} {text}")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from ppgen.data import SOURCES
+    from ppgen.spec import SpecError
+
+    if args.name == "mnist":
+        from ppgen.data.mnist import fetch_mnist
+
+        print(fetch_mnist())
+        return 0
+    if args.name not in SOURCES:
+        raise SpecError(f"data fetch: unknown data set {args.name!r}; accepted: {', '.join(SOURCES)}")
+    print(f"{args.name}: nothing to fetch ({SOURCES[args.name]})")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import ppgen
+    from ppgen.plots import training_curves
+
+    spec_over = [o for o in args.overrides if not o.startswith("inference.")]
+    recipe_over = [o.removeprefix("inference.") for o in args.overrides if o.startswith("inference.")]
+    run = ppgen.fit(
+        args.spec,
+        args.inference,
+        out=args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        resume=args.resume,
+        overrides=spec_over,
+        recipe_overrides=recipe_over,
+        devices=args.devices,
+        accelerator=args.device,
+        progress=args.progress,
+    )
+    print(f"run: {run.path}")
+    if not args.no_figures:
+        folder = run.path / "figures"
+        paths = dict(run.model.figures(folder, run.data))
+        curves = training_curves(run.metrics, folder / "training_curves.png", title=run.spec.name or run.spec.family)
+        if curves:
+            paths["training_curves"] = curves
+        for name, path in paths.items():
+            print(f"  {name}: {path}")
+    last = [m for m in run.metrics if m.get("kind") == "epoch"]
+    if last:
+        rec = last[-1]
+        extra = f", validation loss {rec['val_loss']:.4f}" if "val_loss" in rec else ""
+        print(f"epoch {rec['epoch']}: training loss {rec['loss']:.4f}{extra}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ppgen.plots import save_samples
+    from ppgen.runs import open_run
+    from ppgen.spec import SpecError
+
+    if args.n < 1:
+        raise SpecError(f"-n: must be at least 1, got {args.n}")
+    run = open_run(args.run)
+    x = run.samples(args.n, seed=args.seed)
+    out = Path(args.output) if args.output else run.path / "figures" / f"samples-{args.n}.png"
+    if out.suffix == ".npz":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, x=x.cpu().numpy())
+    elif out.suffix.lower() in (".png", ".jpg", ".pdf", ".svg"):
+        ref = None if x.dim() == 4 else run.data.split("test")[0]
+        save_samples(x, out, f"{args.n} samples from {run.spec.name or run.spec.family}", reference=ref)
+    else:
+        raise SpecError(f"-o {out}: expected a .png, .jpg, .pdf, .svg or .npz file")
+    print(out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ppgen.evaluate import evaluate
+    from ppgen.spec import SpecError
+
+    if args.k < 1:
+        raise SpecError(f"--k: must be at least 1, got {args.k}")
+    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for key, value in res.items():
+            print(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ppgen.diagnostics import diagnose
+    from ppgen.runs import open_run
+
+    out = diagnose(open_run(args.run))
+    with pd.option_context("display.width", 140, "display.max_columns", 20):
+        print(out["summary"])
+    print(f"idata: {out['idata']}")
+    for name, path in out["figures"].items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ppgen.compare import compare
+
+    table, fig = compare(args.runs, args.output)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        _print_table(table)
+        print(f"figure: {fig}")
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

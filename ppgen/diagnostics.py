@@ -1,0 +1,141 @@
+"""ArviZ at the boundary: a run becomes InferenceData, summaries and plots.
+
+Families build their own InferenceData through the ``inference_data(data, metrics)`` hook; this module
+holds what they share (``arviz`` imported quietly, the loss trace as ``sample_stats``), the VAE's
+conversion, and :func:`diagnose`, which writes ``RUN/idata.nc`` and prints ``az.summary``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def arviz() -> Any:
+    """``import arviz``, without the banner about its refactor that it prints as a FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def loss_trace(metrics: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The training records as ``sample_stats`` arrays of shape (1 chain, n records): loss and every
+    other per-step number, aligned on the records that carry it."""
+    train = [m for m in metrics if m.get("kind") == "train"]
+    if not train:
+        return {}
+    keys = [k for k, v in train[0].items() if k not in ("kind",) and isinstance(v, (int, float))]
+    return {k: np.asarray([[float(m.get(k, np.nan)) for m in train]]) for k in keys}
+
+
+@torch.no_grad()
+def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_obs: int = 16,
+                       draws: int = 200, seed: int = 0) -> Any:
+    """InferenceData for a VAE: for the first ``n_obs`` test examples,
+
+    - ``posterior``: ``z`` drawn from q(z|x), dims (chain, draw, obs, latent);
+    - ``posterior_predictive``: ``x`` reconstructions E[x|z] at those draws, dims (chain, draw, obs, pixel);
+    - ``observed_data``: the examples, dims (obs, pixel);
+    - ``sample_stats``: the training loss trace, dims (chain, draw=record);
+    - ``constant_data``: the labels of the examples, where the data have them.
+    """
+    az = arviz()
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        x, y = data.split("test")
+        x = x[:n_obs].to(model.device)
+        q = model.posterior(x)
+        z = q.sample((draws,))  # (draw, obs, latent)
+        recon = model.decode_mean(z.reshape(-1, model.z_dim)).reshape(draws, n_obs, -1)
+    finally:
+        torch.set_rng_state(gen_state)
+    obs = np.arange(n_obs)
+    coords = {"obs": obs, "latent": np.arange(model.z_dim), "pixel": np.arange(recon.shape[-1])}
+    stats = loss_trace(metrics)
+    kwargs: dict[str, Any] = {}
+    if stats:
+        kwargs["sample_stats"] = stats
+    if y is not None:
+        kwargs["constant_data"] = {"label": y[:n_obs].cpu().numpy()}
+    return az.from_dict(
+        posterior={"z": z.cpu().numpy()[None]},
+        posterior_predictive={"x": recon.cpu().numpy()[None]},
+        observed_data={"x": x.reshape(n_obs, -1).cpu().numpy()},
+        coords=coords,
+        dims={"z": ["obs", "latent"], "x": ["obs", "pixel"], "label": ["obs"]},
+        **kwargs,
+    )
+
+
+def inference_data(run: Any) -> Any:
+    """The run's InferenceData, built by its family; a :class:`~ppgen.spec.SpecError` if the family
+    has no posterior to convert."""
+    from ppgen.spec import SpecError
+
+    idata = run.model.inference_data(run.data, run.metrics)
+    if idata is None:
+        raise SpecError(f"{run.path}: the {run.spec.family!r} family has no posterior to convert to ArviZ")
+    return idata
+
+
+def summary(idata: Any, max_vars: int = 40) -> Any:
+    """``az.summary`` of the posterior group, cut to its first ``max_vars`` rows (a VAE's z has
+    obs x latent entries) so that it prints."""
+    az = arviz()
+    with warnings.catch_warnings():
+        # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(idata, kind="all" if idata.posterior.sizes.get("chain", 1) > 1 else "stats")
+    return table.iloc[:max_vars]
+
+
+def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
+    """Write ``RUN/idata.nc`` and diagnostic figures; return the summary table and the paths."""
+    az = arviz()
+    idata = inference_data(run)
+    path = Path(run.path) / "idata.nc"
+    tmp = path.with_name("idata.nc.tmp")
+    idata.to_netcdf(str(tmp))
+    tmp.replace(path)
+    table = summary(idata)
+    figures: dict[str, Path] = {}
+    hook = getattr(run.model, "diagnostic_figures", None)
+    folder = Path(run.path) / "figures"
+    if hook is not None:
+        figures.update(hook(idata, folder))
+    else:
+        figures.update(_default_figures(az, idata, folder))
+    return {"idata": path, "summary": table, "figures": figures}
+
+
+def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
+    """Posterior densities of the first latent coordinates of the first examples and the loss trace."""
+    from ppgen.plots import plt, save_figure
+
+    out: dict[str, Path] = {}
+    post = idata.posterior
+    var = next(iter(post.data_vars))
+    sel = {d: slice(0, 4) for d in post[var].dims if d not in ("chain", "draw")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        axes = az.plot_posterior(idata, var_names=[var], coords=sel, hdi_prob=0.9, textsize=8)
+    fig = np.asarray(axes).flat[0].figure
+    fig.suptitle(f"posterior of {var} for the first examples (q(z|x))", fontsize=10)
+    out["posterior"] = save_figure(fig, folder / "posterior.png")
+    if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        loss = idata.sample_stats["loss"].values[0]
+        step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
+        ax.plot(step, loss, lw=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per example)")
+        ax.grid(alpha=0.3)
+        out["loss_trace"] = save_figure(fig, folder / "loss_trace.png")
+    return out
