@@ -86,7 +86,10 @@ class Dataset:
         y_all = self.train_y
         n_batches = n // batch_size if n >= batch_size else 1
         n_batches -= n_batches % world_size if n_batches >= world_size else 0
-        for b in range(rank, n_batches, world_size):
+        # Fewer batches than ranks: each rank takes one (ranks may share it), so that every rank takes
+        # steps_per_epoch() steps and none waits forever on a rank that has no batch.
+        mine = range(rank, n_batches, world_size) if n_batches >= world_size else [rank % n_batches]
+        for b in mine:
             if b // world_size < skip:
                 continue
             idx = perm[b * batch_size : (b + 1) * batch_size]
