@@ -208,8 +208,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise SpecError(f"-n: must be at least 1, got {args.n}")
     run = open_run(args.run)
-    x = run.samples(args.n, seed=args.seed)
     out = Path(args.output) if args.output else run.path / "figures" / f"samples-{args.n}.png"
+    x = run.samples(args.n, seed=args.seed, display=out.suffix != ".npz")
     if out.suffix == ".npz":
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, x=x.cpu().numpy())

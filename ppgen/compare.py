@@ -52,7 +52,7 @@ def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: 
         ax = fig.add_subplot(grid[0, i])
         label = f"{run.spec.name or run.spec.family} ({run.path.name})"
         with torch.no_grad():
-            x = run.samples(n, seed=seed).cpu()
+            x = run.samples(n, seed=seed, display=True).cpu()
         if x.dim() == 4:
             show_grid(ax, x, title=label)
         else:

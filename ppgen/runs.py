@@ -145,10 +145,12 @@ class Run:
         model.load_state_dict(load_checkpoint(path)["model"])
         return model.eval()
 
-    def samples(self, n: int = 64, seed: int = 0) -> torch.Tensor:
+    def samples(self, n: int = 64, seed: int = 0, display: bool = False) -> torch.Tensor:
+        """``n`` draws from the fitted model; with ``display`` as a picture shows them (e.g. pixel
+        probabilities instead of binary draws)."""
         torch.manual_seed(seed)
         with torch.no_grad():
-            return self.model.sample(n)
+            return self.model.display_samples(n) if display else self.model.sample(n)
 
     @cached_property
     def idata(self) -> Any:

@@ -373,6 +373,12 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
             if rank == 0:
                 with torch.no_grad(), torch.random.fork_rng(devices=[]):
                     record.update(routine.validate(state, val_x, val_y))
+            if world > 1:
+                # Averaged gradients keep the ranks in step; say so in the record, and stop if they are not.
+                digests = _gather(fabric, _param_digest(model))
+                record["rank_param_digests"] = digests
+                if len(set(digests)) != 1:
+                    raise TrainingError(f"the {world} processes hold different parameters after epoch {epoch + 1}")
             record["time_s"] = time.perf_counter() - t0
             log.write(record)
             if show:
@@ -387,6 +393,16 @@ def _gather(fabric: Any, obj: Any) -> list[Any]:
     out: list[Any] = [None] * fabric.world_size
     tdist.all_gather_object(out, obj)
     return out
+
+
+def _param_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _mean_across(fabric: Any, values: list[float]) -> float:

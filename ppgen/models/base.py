@@ -27,6 +27,8 @@ class Family(PyroModule):
 
     Spec: ClassVar[type[ModelSpec]]
     default_routine: ClassVar[str] = "svi"
+    #: The deepest nesting of plates in ``model``/``guide``, where known (Pyro guesses it otherwise).
+    max_plate_nesting: ClassVar[int | None] = None
     family_name: ClassVar[str]
 
     def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
@@ -45,6 +47,12 @@ class Family(PyroModule):
     def sample(self, n: int) -> torch.Tensor:
         """``n`` draws of x from the model, shape ``(n, *event_shape)``."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def display_samples(self, n: int) -> torch.Tensor:
+        """Samples as a picture should show them; families with a pixelwise likelihood may return its
+        mean (pixel probabilities) rather than a noisy draw."""
+        return self.sample(n)
 
     # -- optional ---------------------------------------------------------------------------
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:

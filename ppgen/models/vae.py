@@ -65,6 +65,7 @@ class VAE(Family):
 
     Spec = VAESpec
     default_routine = "svi"
+    max_plate_nesting = 1
 
     def __init__(self, spec: VAESpec, info: DataInfo) -> None:
         super().__init__(spec, info)
@@ -144,6 +145,10 @@ class VAE(Family):
         z = self.prior((n,)).sample()
         lik = self.likelihood(z)
         return lik.mean if mean else lik.sample()
+
+    @torch.no_grad()
+    def display_samples(self, n: int) -> torch.Tensor:
+        return self.sample(n, mean=True)
 
     @torch.no_grad()
     def log_likelihood(
