@@ -205,7 +205,8 @@ def load_npz(spec: DataSpec) -> Arrays:
     if not path.is_file():
         raise SpecError(f"{where}: no such file; give the path of an .npz file with an array 'x'")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # numpy leaves the file open when it fails to parse it; opening it here closes it either way.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             keys = list(npz.files)
             if "x" not in keys:
                 raise SpecError(f"{where}: no array 'x' in the file (it has {keys}); save with np.savez(path, x=..., y=...)")
