@@ -94,7 +94,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     if not train and not epochs:
         return None
-    skip = {"kind", "epoch", "step", "time_s"}
+    skip = {"kind", "epoch", "step", "time_s", "train_time_s"}
     keys = sorted({k for m in train + epochs for k, v in m.items() if k not in skip and isinstance(v, (int, float))})
     keys = [k for k in keys if not k.startswith("val_")] or keys
     n = len(keys)

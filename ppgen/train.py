@@ -367,6 +367,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                     bar.close()
                     raise Interrupted(save(epoch, done))
             bar.close()
+            train_s = time.perf_counter() - t0
             skip = 0
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": state.step}
             record["loss"] = _mean_across(fabric, losses)
@@ -379,6 +380,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 record["rank_param_digests"] = digests
                 if len(set(digests)) != 1:
                     raise TrainingError(f"the {world} processes hold different parameters after epoch {epoch + 1}")
+            record["train_time_s"] = train_s
             record["time_s"] = time.perf_counter() - t0
             log.write(record)
             if show:

@@ -139,3 +139,18 @@ def test_conv_vae_shapes_and_sampling() -> None:
     tr = pyro.poutine.trace(model.model).get_trace(x)
     assert tr.nodes["x"]["fn"].event_shape == (1, 28, 28)
     assert tr.nodes["z"]["fn"].event_shape == (4,)
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_fused_loss_equals_pyro_elbo_gaussian(elbo: str) -> None:
+    spec = VAESpec(data={"name": "digits", "binarize": "none"}, latent={"dim": 2}, encoder={"hidden": [8]},
+                   decoder={"kind": "linear"}, likelihood={"kind": "gaussian", "scale": 0.7, "learn_scale": True})
+    model = VAE(spec, DataInfo((5,), "continuous"))
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(2))
+    for k in (1, 3):
+        config = SVIConfig(elbo=elbo, num_particles=k)
+        torch.manual_seed(11)
+        fused = model.fused_loss(x, elbo, k) / x.shape[0]
+        torch.manual_seed(11)
+        through_pyro = pyro_loss(model, pyro_elbo(config, max_plate_nesting=1), x, None, differentiate=True)
+        torch.testing.assert_close(fused, torch.as_tensor(through_pyro), rtol=1e-5, atol=1e-4)

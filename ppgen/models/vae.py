@@ -123,21 +123,41 @@ class VAE(Family):
     # -- fused objectives: the same numbers as Pyro's ELBOs, without the tracing overhead -----
     def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1) -> torch.Tensor:
         """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (``trace``),
-        TraceMeanField_ELBO (``meanfield``) or RenyiELBO(alpha=0) (``iwae``) on this model and guide."""
-        q = self.posterior(x)
-        shape = (num_particles,) if num_particles > 1 or elbo == "iwae" else ()
-        z = q.rsample(shape)
-        log_lik = self.likelihood(z).log_prob(x)
+        TraceMeanField_ELBO (``meanfield``) or, per example, RenyiELBO(alpha=0) (``iwae``) on this model
+        and guide, from the same random draws.
+
+        Written with plain tensor operations rather than distribution objects: this runs once per
+        training step, and the objects' construction and checks cost about a tenth of a step.
+        """
+        h = self.encoder(x)
+        loc = h[..., : self.z_dim]
+        scale = nn.functional.softplus(h[..., self.z_dim :]) + 1e-4
+        per_example = num_particles > 1 or elbo == "iwae"
+        eps = torch.randn((num_particles, *loc.shape) if per_example else loc.shape, dtype=loc.dtype, device=loc.device)
+        z = loc + eps * scale
+        log_lik = self._log_lik(z, x, reduce=not per_example)
         if elbo == "meanfield":
-            kl = kl_divergence(q, self.prior(x.shape[:1]))
-            bound = log_lik - kl
-            return -(bound.mean(0) if shape else bound).sum()
-        log_w = log_lik + self.prior(z.shape[:-1]).log_prob(z) - q.log_prob(z)
+            kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1).sum() - scale.log().sum()
+            return kl - (log_lik.mean(0).sum() if per_example else log_lik)
+        # log p(z) - log q(z|x), the normalising constants cancel
+        log_ratio = (0.5 * (eps.pow(2) - z.pow(2))).sum(-1) + scale.log().sum(-1)
         if elbo == "trace":
-            return -(log_w.mean(0) if shape else log_w).sum()
+            return -(log_lik.mean(0).sum() + log_ratio.mean(0).sum() if per_example else log_lik + log_ratio.sum())
         if elbo == "iwae":
-            return -(torch.logsumexp(log_w, 0) - math.log(num_particles)).sum()
+            return -(torch.logsumexp(log_lik + log_ratio, 0) - math.log(num_particles)).sum()
         raise ValueError(f"unknown elbo {elbo!r}")
+
+    def _log_lik(self, z: torch.Tensor, x: torch.Tensor, reduce: bool) -> torch.Tensor:
+        """log p(x|z) summed over each example (shape ``z.shape[:-1]``), or over everything if ``reduce``."""
+        out = self.decoder(z.reshape(-1, self.z_dim)).reshape(*z.shape[:-1], *self.event_shape)
+        target = x.expand_as(out)
+        if self.spec.likelihood.kind == "bernoulli":
+            nll = nn.functional.binary_cross_entropy_with_logits(out, target, reduction="sum" if reduce else "none")
+        else:
+            log_scale = self.log_scale
+            nll = 0.5 * ((target - out) * torch.exp(-log_scale)).pow(2) + log_scale + 0.5 * math.log(2 * math.pi)
+            nll = nll.sum() if reduce else nll
+        return -nll if reduce else -nll.flatten(z.dim() - 1).sum(-1)
 
     # -- sampling and likelihood -----------------------------------------------------------------
     @torch.no_grad()
