@@ -123,3 +123,24 @@ def test_console_script_list_and_exit_code() -> None:
     assert "vae" in out.stdout and "mnist" in out.stdout and "svi" in out.stdout
     bad = subprocess.run([str(exe), "fit", "missing.yaml"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.yaml: no such file" in bad.stderr
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path) -> None:
+    import signal
+    import time
+
+    exe = Path(sys.executable).parent / "ppgen"
+    run = tmp_path / "run"
+    proc = subprocess.Popen([str(exe), "fit", _spec(tmp_path, GOOD), "--epochs", "1000", "--out", str(run),
+                             "--no-figures"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "last.pt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; saved" in err and "--resume" in err and "Traceback" not in err
+    import torch
+
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] >= 1
