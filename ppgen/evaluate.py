@@ -53,6 +53,10 @@ def evaluate(
         if nll is not None:
             result.update(nll)
         result.update(model.evaluate_extra(x, y))
+        from ppgen import quality
+
+        # Sample quality (ppgen.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).
+        result.update(quality.sample_metrics(model, data, seed=seed))
     result["seconds"] = time.perf_counter() - t0
     if write:
         atomic_write_text(json.dumps(result, indent=2) + "\n", run.path / "evaluation.json")

@@ -1,0 +1,230 @@
+"""Adversarial training: alternating updates of a discriminator D and a generator G.
+
+Each step takes one batch of real examples and updates D on it against as many generated examples;
+every ``n_critic``-th step G is then updated against the new D (Arjovsky et al. train the critic on
+``n_critic`` fresh batches per generator update, which this schedule reproduces). D outputs a real
+score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma the logistic function:
+
+``minimax`` (Goodfellow et al. 2014, eq. 1), the lecture's game min_G max_D V(D, G),
+    V = E_x log sigma(s(x)) + E_z log(1 - sigma(s(G(z)))); D minimises -V, G minimises
+    E_z log(1 - sigma(s(G(z)))). At the optimal D, V = 2 JSD(p_data || p_G) - log 4 (their Theorem 1).
+``nonsaturating`` (Goodfellow et al. 2014, sec. 3): D as above; G minimises -E_z log sigma(s(G(z))),
+    whose gradient does not vanish while D rejects the samples with confidence.
+``wasserstein`` (Arjovsky et al. 2017; Gulrajani et al. 2017): the critic minimises
+    E_z s(G(z)) - E_x s(x) + lambda E (||grad s(x_hat)||_2 - 1)^2 on interpolates
+    x_hat = eps x + (1 - eps) G(z), eps ~ U(0, 1); G minimises -E_z s(G(z)).
+``hinge`` (Lim & Ye 2017; Miyato et al. 2018): D minimises E_x max(0, 1 - s(x)) + E_z max(0, 1 + s(G(z)));
+    G minimises -E_z s(G(z)).
+
+``gradient_penalty`` (lambda) may be added to any loss (Fedus et al. 2018); ``wasserstein`` requires it.
+``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
+``sample`` then uses (Yazici et al. 2019). Both networks' weights (and the average) are in the model's
+state dict and both optimizers in the routine's, so a resumed run continues exactly.
+
+Reported per step: ``loss`` (D's loss, penalty included), ``g_loss`` (on generator steps), ``d_real``
+and ``d_fake`` (mean sigma(s) for minimax and non-saturating, so 0.5 at equilibrium; mean s for the
+others), ``gp`` where a penalty is used. ``validate`` gives ``val_loss``, D's loss without penalty on
+held-out examples, whose gap to the training loss shows a discriminator that memorises.
+
+References:
+    Goodfellow et al. (2014), Generative Adversarial Nets, NeurIPS; arXiv:1406.2661.
+    Arjovsky, Chintala & Bottou (2017), Wasserstein GAN, ICML; arXiv:1701.07875.
+    Gulrajani, Ahmed, Arjovsky, Dumoulin & Courville (2017), Improved Training of Wasserstein GANs,
+    NeurIPS; arXiv:1704.00028.
+    Lim & Ye (2017), Geometric GAN, arXiv:1705.02894.
+    Miyato, Kataoka, Koyama & Yoshida (2018), Spectral Normalization for GANs, ICLR; arXiv:1802.05957.
+    Fedus et al. (2018), Many Paths to Equilibrium: GANs Do Not Need to Decrease a Divergence at Every
+    Step, ICLR; arXiv:1710.08446.
+    Yazici et al. (2019), The Unusual Effectiveness of Averaging in GAN Training, ICLR; arXiv:1806.04498.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn.functional import relu, softplus
+
+from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.registry import register_routine
+from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
+
+LossName = Literal["minimax", "nonsaturating", "wasserstein", "hinge"]
+
+
+class AdversarialConfig(InferenceSpec):
+    """``optimizer`` updates the generator; ``discriminator_optimizer`` the discriminator (the same
+    settings when left out). The defaults are DCGAN's Adam(lr 2e-4, betas (0.5, 0.999))."""
+
+    routine: Literal["adversarial"] = "adversarial"
+    loss: LossName = "nonsaturating"
+    n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
+    gradient_penalty: float = Field(0.0, ge=0.0, description="lambda of the gradient penalty on interpolates")
+    ema: float | None = Field(None, gt=0.0, lt=1.0, description="decay of the generator's moving average")
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=2e-4, betas=(0.5, 0.999)))
+    discriminator_optimizer: OptimizerSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "AdversarialConfig":
+        if self.loss == "wasserstein" and self.gradient_penalty <= 0:
+            raise ValueError(
+                "loss 'wasserstein' needs a Lipschitz constraint on the critic: set gradient_penalty "
+                "(Gulrajani et al. 2017 use 10)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- the losses
+
+
+class AdversarialLoss:
+    """A loss is two functions of D's scores, each a scalar to minimise: ``discriminator(real, fake)``
+    and ``generator(fake)``; ``probabilities`` says whether sigma(score) is a probability of "real"."""
+
+    def __init__(self, name: str, discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 generator: Callable[[torch.Tensor], torch.Tensor], probabilities: bool) -> None:
+        self.name = name
+        self.discriminator = discriminator
+        self.generator = generator
+        self.probabilities = probabilities
+
+
+def _d_logistic(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # -log sigma(s) = softplus(-s) and -log(1 - sigma(s)) = softplus(s), without overflow.
+    return softplus(-real).mean() + softplus(fake).mean()
+
+
+LOSSES: dict[str, AdversarialLoss] = {
+    "minimax": AdversarialLoss("minimax", _d_logistic, lambda fake: -softplus(fake).mean(), True),
+    "nonsaturating": AdversarialLoss("nonsaturating", _d_logistic, lambda fake: softplus(-fake).mean(), True),
+    "wasserstein": AdversarialLoss("wasserstein", lambda real, fake: fake.mean() - real.mean(),
+                                   lambda fake: -fake.mean(), False),
+    "hinge": AdversarialLoss("hinge", lambda real, fake: relu(1 - real).mean() + relu(1 + fake).mean(),
+                             lambda fake: -fake.mean(), False),
+}
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """E (||grad_x s(x_hat)||_2 - 1)^2 at x_hat = eps real + (1 - eps) fake, one eps ~ U(0, 1) per
+    example (Gulrajani et al. 2017, Algorithm 1); differentiable with respect to the critic."""
+    if eps is None:
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    eps = eps.reshape(-1, *([1] * (real.dim() - 1)))
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return ((grad.reshape(grad.shape[0], -1).norm(dim=1) - 1) ** 2).mean()
+
+
+# --------------------------------------------------------------------------- the routine
+
+
+@register_routine("adversarial")
+class Adversarial(Routine):
+    Config = AdversarialConfig
+
+    def init(self, model: torch.nn.Module) -> State:
+        for attr in ("generator", "discriminator", "prior", "score"):
+            if not hasattr(model, attr):
+                raise SpecError(
+                    f"routine 'adversarial' needs a family with a generator and a discriminator (the 'gan' "
+                    f"family); {type(model).__name__} has no {attr!r}"
+                )
+        cfg = self.config
+        if cfg.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                            for m in model.discriminator.modules()):
+            raise SpecError(
+                "the gradient penalty is a per-example quantity, but batch norm in the discriminator mixes "
+                "the examples of a batch; set discriminator.norm to 'layer' or 'none' in the model spec"
+            )
+        self.loss = LOSSES[cfg.loss]
+        d_spec = cfg.discriminator_optimizer or cfg.optimizer
+        return State(
+            model=model,
+            optimizers={
+                "generator": make_optimizer(model.generator.parameters(), cfg.optimizer),
+                "discriminator": make_optimizer(model.discriminator.parameters(), d_spec),
+            },
+        )
+
+    def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
+        x, _ = batch
+        model, cfg = state.model, self.config
+        opt_g, opt_d = state.optimizers["generator"], state.optimizers["discriminator"]
+        n = x.shape[0]
+
+        # Discriminator: real against generated, G's output detached so no gradient reaches G. On a step
+        # that also updates G the same samples serve G's update (one generator pass, as in DCGAN).
+        g_step = (state.step + 1) % cfg.n_critic == 0
+        with torch.set_grad_enabled(g_step):
+            fake = model.generator(model.prior((n,)).sample())
+        real_s, fake_s = model.score(x), model.score(fake.detach())
+        d_loss = self.loss.discriminator(real_s, fake_s)
+        info: dict[str, float] = {}
+        if cfg.gradient_penalty > 0:
+            gp = gradient_penalty(model.score, x, fake)
+            d_loss = d_loss + cfg.gradient_penalty * gp
+            info["gp"] = float(gp.detach())
+        opt_d.zero_grad(set_to_none=True)
+        self.runtime.backward(d_loss)
+        self.runtime.reduce_gradients(model.discriminator.parameters())
+        clip_and_step(opt_d, cfg.discriminator_optimizer or cfg.optimizer)
+        info["loss"] = float(d_loss.detach())
+        squash = torch.sigmoid if self.loss.probabilities else (lambda t: t)
+        info["d_real"] = float(squash(real_s.detach()).mean())
+        info["d_fake"] = float(squash(fake_s.detach()).mean())
+
+        # Generator, every n_critic-th step, against the updated discriminator.
+        if g_step:
+            g_loss = self.loss.generator(model.score(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.runtime.backward(g_loss)
+            self.runtime.reduce_gradients(model.generator.parameters())
+            clip_and_step(opt_g, cfg.optimizer)
+            # D's parameters received gradients too; they are cleared before D's next update.
+            info["g_loss"] = float(g_loss.detach())
+            if cfg.ema is not None:
+                update_ema(model, cfg.ema)
+        state.step += 1
+        return state, info
+
+    def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """D's loss (no penalty) on held-out examples against as many fresh samples, in eval mode."""
+        model = state.model
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            total, real_sum, fake_sum = 0.0, 0.0, 0.0
+            squash = torch.sigmoid if self.loss.probabilities else (lambda t: t)
+            for start in range(0, x.shape[0], 1000):
+                xb = x[start : start + 1000]
+                fake = model.generator(model.prior((xb.shape[0],)).sample())
+                rs, fs = model.score(xb), model.score(fake)
+                total += float(self.loss.discriminator(rs, fs)) * xb.shape[0]
+                real_sum += float(squash(rs).sum())
+                fake_sum += float(squash(fs).sum())
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        n = x.shape[0]
+        return {"val_loss": total / n, "val_d_real": real_sum / n, "val_d_fake": fake_sum / n}
+
+
+@torch.no_grad()
+def update_ema(model: torch.nn.Module, decay: float) -> None:
+    """generator_ema <- decay generator_ema + (1 - decay) generator, parameter by parameter; buffers
+    (batch norm's running statistics) are copied. The first update copies the generator."""
+    first = int(model.ema_updates) == 0
+    ema_params = dict(model.generator_ema.named_parameters())
+    for name, p in model.generator.named_parameters():
+        if first:
+            ema_params[name].copy_(p)
+        else:
+            ema_params[name].lerp_(p, 1.0 - decay)
+    ema_buffers = dict(model.generator_ema.named_buffers())
+    for name, b in model.generator.named_buffers():
+        ema_buffers[name].copy_(b)
+    model.ema_updates += 1
