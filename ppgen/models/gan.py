@@ -54,16 +54,21 @@ class GANLatentSpec(Strict):
 
     dim: int = Field(64, ge=1, le=4096)
     prior: Literal["normal", "uniform"] = "normal"
-    low: float = 0.0
-    high: float = 1.0
+    low: float | None = Field(None, description="uniform prior only; default 0")
+    high: float | None = Field(None, description="uniform prior only; default 1")
 
     @model_validator(mode="after")
     def _check(self) -> "GANLatentSpec":
-        if self.prior == "normal" and ({"low", "high"} & self.model_fields_set):
+        if self.prior == "normal" and (self.low is not None or self.high is not None):
             raise ValueError("latent.low and latent.high apply to prior 'uniform' only; remove them or set prior: uniform")
-        if self.low >= self.high:
-            raise ValueError(f"latent.low ({self.low}) must be below latent.high ({self.high})")
+        if self.bounds[0] >= self.bounds[1]:
+            raise ValueError(f"latent.low ({self.bounds[0]}) must be below latent.high ({self.bounds[1]})")
         return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of the uniform prior."""
+        return (0.0 if self.low is None else self.low, 1.0 if self.high is None else self.high)
 
 
 class GeneratorSpec(Strict):
@@ -280,12 +285,9 @@ class GAN(Family):
         # routine writes it, never an optimizer.
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        if spec.latent.prior == "uniform":
-            self.register_buffer("_low", torch.tensor(float(spec.latent.low)))
-            self.register_buffer("_high", torch.tensor(float(spec.latent.high)))
-        else:
-            self.register_buffer("_low", torch.tensor(0.0))
-            self.register_buffer("_high", torch.tensor(1.0))
+        low, high = spec.latent.bounds
+        self.register_buffer("_low", torch.tensor(float(low)))
+        self.register_buffer("_high", torch.tensor(float(high)))
 
     # -- distributions ------------------------------------------------------------------------
     def prior(self, batch: tuple[int, ...] = ()) -> dist.Distribution:
@@ -507,7 +509,7 @@ def generator_figure(model: GAN, path: Path, reference: torch.Tensor | None = No
         ax = axes[0, 1]
         u = torch.linspace(0.0005, 0.9995, 999, dtype=torch.float64)
         if model.spec.latent.prior == "uniform":
-            lo_z, hi_z = model.spec.latent.low, model.spec.latent.high
+            lo_z, hi_z = model.spec.latent.bounds
             z = lo_z + (hi_z - lo_z) * u
         else:
             z = torch.special.ndtri(u)
