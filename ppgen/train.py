@@ -296,6 +296,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         state = routine.load_state_dict(state, ckpt["routine"])
         start_epoch, skip = int(ckpt["epoch"]), int(ckpt["batches_done"])
         set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])
+        if rank == 0:
+            _truncate_metrics(out / "metrics.jsonl", state.step, start_epoch)
         if start_epoch >= job.epochs:
             if rank == 0:
                 print(f"{out}: already fitted for {start_epoch} epochs; raise --epochs to continue", file=sys.stderr)
@@ -387,6 +389,15 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 extra = f", val {record['val_loss']:.3f}" if "val_loss" in record else ""
                 print(f"epoch {epoch + 1}: loss {record['loss']:.3f}{extra} ({record['time_s']:.1f} s)", file=sys.stderr)
             save(epoch + 1, 0)
+
+
+def _truncate_metrics(path: Path, step: int, epoch: int) -> None:
+    """Drop the records written after the checkpoint (a run stopped by a NaN goes on logging until it
+    stops), so that a resumed run's metrics read as one run's."""
+    from ppgen.runs import read_metrics
+
+    keep = [m for m in read_metrics(path) if m.get("step", 0) <= step and (m.get("kind") != "epoch" or m["epoch"] <= epoch)]
+    atomic_write_text("".join(json.dumps(m) + "\n" for m in keep), path)
 
 
 def _gather(fabric: Any, obj: Any) -> list[Any]:

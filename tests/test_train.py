@@ -92,6 +92,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch) ->
     after = torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)
     _assert_same(good["model"], after["model"])
     assert after["epoch"] == 1
+    # resuming from there drops the records of the failed epoch: the metrics read as one run
+    monkeypatch.setattr(VAE, "fused_loss", original)
+    run = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "r", resume=True, progress=False)
+    steps = [m["step"] for m in run.metrics if m["kind"] == "train"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
 def test_checkpoint_holds_only_plain_data(tmp_path) -> None:
