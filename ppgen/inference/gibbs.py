@@ -1,0 +1,288 @@
+"""Gibbs sampling for energy-based families: CD-k and persistent CD training, and a Pyro MCMC kernel.
+
+Training (``routine: cd`` and ``routine: pcd``) follows the Boltzmann learning rule: the gradient of the
+log-likelihood per example is <s_i s_j>_data - <s_i s_j>_model. The data side (positive phase) is exact
+for RBMs (p(h | v) is factorial) and a few clamped Gibbs sweeps for a general BM; the model side
+(negative phase) comes from chains that run ``k`` Gibbs steps either from the data (CD-k, Hinton 2002)
+or from where they stopped at the previous update (PCD, Tieleman 2008). Persistent chains live in the
+routine's state (``State.extra["chains"]``), so they are checkpointed and a resumed run continues
+exactly. Updates are SGD with momentum (0.5 for the first ``momentum_epochs`` epochs, then the
+optimizer's momentum, Hinton 2010 §9), a learning-rate schedule over epochs, and weight decay declared
+by the model as a Gaussian prior on the weights (``prior.weight_decay`` in the model spec).
+
+The reported ``loss`` is minus the stochastic pseudo-log-likelihood per example for binary visible units
+(the estimator scikit-learn's BernoulliRBM reports), the reconstruction error for Gaussian ones.
+
+:class:`GibbsKernel` is the same block Gibbs sampler as a :class:`pyro.infer.mcmc.MCMCKernel`, so
+``pyro.infer.MCMC`` runs it on any energy family and ``arviz.from_pyro`` converts its chains.
+
+References:
+    Hinton (2002), Training Products of Experts by Minimizing Contrastive Divergence, Neural Comp. 14.
+    Tieleman (2008), Training Restricted Boltzmann Machines using Approximations to the Likelihood
+    Gradient, ICML.
+    Hinton (2010), A Practical Guide to Training Restricted Boltzmann Machines, UTML TR 2010-003.
+    Geman & Geman (1984), Stochastic Relaxation, Gibbs Distributions, and the Bayesian Restoration of
+    Images, IEEE PAMI 6.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.registry import register_routine
+from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError, Strict
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class LRScheduleSpec(Strict):
+    """Learning rate over epochs: ``constant``; ``linear`` from ``optimizer.lr`` down to
+    ``final_factor * optimizer.lr`` at the last epoch (Tieleman 2008 decays PCD's rate linearly to 0);
+    ``exponential``, multiplied by ``gamma`` after each epoch."""
+
+    kind: Literal["constant", "linear", "exponential"] = "constant"
+    final_factor: float = Field(0.0, ge=0, le=1)
+    gamma: float = Field(0.9, gt=0, le=1)
+
+    def factor(self, epoch: float, epochs: int) -> float:
+        if self.kind == "linear":
+            return 1.0 - (1.0 - self.final_factor) * min(1.0, epoch / max(epochs, 1))
+        if self.kind == "exponential":
+            return self.gamma ** math.floor(epoch)
+        return 1.0
+
+
+def _sgd_default() -> OptimizerSpec:
+    return OptimizerSpec(name="sgd", lr=0.05, momentum=0.9)
+
+
+class GibbsConfig(InferenceSpec):
+    """What CD, PCD and layer-wise training share."""
+
+    k: int = Field(1, ge=1, le=100_000, description="Gibbs steps of the negative phase per update")
+    optimizer: OptimizerSpec = Field(default_factory=_sgd_default)
+    initial_momentum: float | None = Field(0.5, ge=0, lt=1, description="momentum for the first momentum_epochs epochs")
+    momentum_epochs: int = Field(5, ge=0, description="epochs at initial_momentum before optimizer.momentum")
+    lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec)
+    positive_sweeps: int = Field(5, ge=1, le=10_000, description="general BM only: clamped Gibbs sweeps of the hidden units")
+
+    @model_validator(mode="after")
+    def _check_gibbs(self) -> "GibbsConfig":
+        if self.optimizer.weight_decay != 0:
+            raise ValueError(
+                "optimizer.weight_decay must be 0 for Gibbs training: weight decay is the model's Gaussian "
+                "prior on the weights; set prior.weight_decay in the model spec instead"
+            )
+        if self.initial_momentum is not None and self.optimizer.name not in ("sgd", "rmsprop") and self.momentum_epochs > 0:
+            raise ValueError(
+                f"initial_momentum applies to optimizer.name sgd or rmsprop, not {self.optimizer.name!r}; "
+                "set initial_momentum: null or choose sgd"
+            )
+        return self
+
+
+class CDConfig(GibbsConfig):
+    """Contrastive divergence: each update's chains start at the data and run k Gibbs steps."""
+
+    routine: Literal["cd"] = "cd"
+
+
+class PCDConfig(GibbsConfig):
+    """Persistent contrastive divergence (stochastic maximum likelihood): ``chains`` fantasy particles
+    (default: the batch size) keep running across updates."""
+
+    routine: Literal["pcd"] = "pcd"
+    chains: int | None = Field(None, ge=1, le=1_000_000)
+
+
+# --------------------------------------------------------------------------- helpers shared with layerwise
+
+
+def energy_core(model: torch.nn.Module, routine: str) -> Any:
+    """The family's energy core (``model.core``); a SpecError naming the fix for other families."""
+    core = getattr(model, "core", None)
+    if core is None or not hasattr(core, "negative_phase"):
+        family = getattr(model, "family_name", type(model).__name__)
+        hint = "use routine: layerwise (inference/layerwise.yaml)" if hasattr(model, "layers") else (
+            "these routines train the energy families rbm, gbrbm and bm"
+        )
+        raise SpecError(f"routine {routine!r} cannot train the {family!r} family: {hint}")
+    return core
+
+
+def training_data(model: torch.nn.Module) -> Any:
+    """The data set the model's spec names, as the loop loads it (to size epochs and set data-driven
+    initial biases; the routine never sees epochs otherwise)."""
+    from ppgen import data as data_mod
+
+    return data_mod.load(model.spec.data)
+
+
+def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, epochs: int) -> float:
+    """Apply the learning-rate schedule and momentum warm-up for fractional ``epoch``; returns the lr."""
+    lr = config.optimizer.lr * config.lr_schedule.factor(epoch, epochs)
+    momentum = config.optimizer.momentum
+    if config.initial_momentum is not None and epoch < config.momentum_epochs:
+        momentum = config.initial_momentum
+    for group in opt.param_groups:
+        group["lr"] = lr
+        if "momentum" in group:
+            group["momentum"] = momentum
+    return lr
+
+
+def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | None, config: GibbsConfig,
+                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+    """One CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the chains'
+    next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood applies)."""
+    with torch.no_grad():
+        pos = core.positive_phase(v, config.positive_sweeps)
+        start = core.chains_from_data(pos) if chains is None else chains
+        neg, nxt = core.negative_phase(start, config.k)
+    core.set_gradients(pos, neg)
+    runtime.reduce_gradients(core.parameters())
+    info = core.monitor(pos, neg, binary=binary)
+    norm = clip_and_step(opt, config.optimizer)
+    if norm is not None:
+        info["grad_norm"] = norm
+    return (nxt if chains is not None else None), info
+
+
+# --------------------------------------------------------------------------- CD and PCD
+
+
+class _ContrastiveDivergence(Routine):
+    persistent = False
+
+    def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
+        """``steps_per_epoch`` defaults to what the loop will run, computed from the model's data spec."""
+        core = energy_core(model, self.config.routine)
+        data = training_data(model)
+        if steps_per_epoch is None:
+            steps_per_epoch = data.steps_per_epoch(model.spec.data.batch_size, self.runtime.world_size)
+        self.steps_per_epoch = steps_per_epoch
+        model.init_from_data(data.split("train")[0])
+        self.sweeps = self.config.positive_sweeps
+        state = State(model=model, optimizers={"main": make_optimizer(core.parameters(), self.config.optimizer)})
+        if self.persistent:
+            n = self.config.chains or model.spec.data.batch_size
+            with torch.no_grad():
+                state.extra["chains"] = core.init_chains(n)
+        return state
+
+    def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
+        model = state.model
+        core = model.core
+        opt = state.optimizers["main"]
+        lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
+        v = model.to_visible(batch[0])
+        chains = state.extra["chains"] if self.persistent else None
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime)
+        if self.persistent:
+            state.extra["chains"] = nxt
+        info["lr"] = lr
+        state.step += 1
+        return state, info
+
+    def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        model = state.model
+        out = model.core.validation_metrics(model.to_visible(x), self.config.positive_sweeps)
+        return {f"val_{k}": v for k, v in out.items()}
+
+
+@register_routine("cd")
+class CD(_ContrastiveDivergence):
+    """CD-k: negative chains start at the data batch (Hinton 2002)."""
+
+    Config = CDConfig
+    persistent = False
+
+
+@register_routine("pcd")
+class PCD(_ContrastiveDivergence):
+    """Persistent CD: negative chains carry over between updates (Tieleman 2008)."""
+
+    Config = PCDConfig
+    persistent = True
+
+
+# --------------------------------------------------------------------------- Pyro MCMC kernel
+
+
+class GibbsKernel(MCMCKernel):
+    """Block Gibbs sampling of an energy family's joint distribution as a Pyro MCMC kernel.
+
+    The family provides ``joint_model(n)`` (the Pyro model over its units, whose log density is -E up
+    to a constant), ``gibbs_init(n)`` (random starting states), ``gibbs_sweep(sites)`` (one sweep that
+    leaves the joint invariant). ``parallel`` independent chains run vectorized inside one Pyro chain
+    (sites gain a leading dimension of that size); Pyro's own ``num_chains`` runs more of these.
+
+    >>> mcmc = pyro.infer.MCMC(GibbsKernel(rbm), num_samples=500, warmup_steps=200)
+    >>> mcmc.run(); idata = arviz.from_pyro(mcmc, log_likelihood=False)
+    """
+
+    def __init__(self, family: Any, parallel: int = 1, sweeps: int = 1) -> None:
+        if parallel < 1 or sweeps < 1:
+            raise ValueError(f"GibbsKernel: parallel and sweeps must be >= 1, got {parallel} and {sweeps}")
+        for hook in ("joint_model", "gibbs_init", "gibbs_sweep"):
+            if not hasattr(family, hook):
+                raise ValueError(f"GibbsKernel: {type(family).__name__} has no {hook}(); it is not an energy family")
+        self.family = family
+        self.parallel = parallel
+        self.sweeps = sweeps
+        self.transforms: dict[str, Any] = {}  # binary sites need no change of support
+        self._user_init: dict[str, torch.Tensor] | None = None
+        self._init: dict[str, torch.Tensor] | None = None
+        self._count = 0
+
+    def model(self, *args: Any, **kwargs: Any) -> Any:
+        """The joint model the chains sample (ArviZ traces it to find observed sites: there are none)."""
+        return self.family.joint_model(None if self.parallel == 1 else self.parallel)
+
+    def _squeeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in sites.items()} if self.parallel == 1 else sites
+
+    def _unsqueeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.unsqueeze(0) for k, v in sites.items()} if self.parallel == 1 else sites
+
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        self._count = 0
+        if self._user_init is not None:
+            self._init = dict(self._user_init)
+        else:
+            with torch.no_grad():
+                self._init = self._squeeze(self.family.gibbs_init(self.parallel))
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        if self._init is None:
+            self.setup(0)
+        assert self._init is not None
+        return self._init
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._user_init = {k: v.detach().clone() for k, v in params.items()}
+        self._init = dict(self._user_init)
+
+    @torch.no_grad()
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        sites = self._unsqueeze({k: v.clone() for k, v in params.items()})
+        for _ in range(self.sweeps):
+            sites = self.family.gibbs_sweep(sites)
+        self._count += self.sweeps
+        return self._squeeze(sites)
+
+    def logging(self) -> dict[str, Any]:
+        return {"sweeps": self._count}
+
+    def diagnostics(self) -> dict[str, Any]:
+        # Gibbs moves are always accepted and never diverge; ArviZ reads "divergences".
+        return {"divergences": [], "acceptance rate": 1.0}

@@ -1,0 +1,459 @@
+"""Restricted Boltzmann machines: Bernoulli-Bernoulli (``rbm``) for binary data and Gaussian-Bernoulli
+(``gbrbm``) for real-valued data, fitted by contrastive divergence (``inference/cd.yaml``) or persistent
+CD (``inference/pcd.yaml``), with log Z by annealed importance sampling for a test likelihood in nats.
+
+As a Pyro model an RBM is an unnormalized likelihood: ``model(x)`` adds the negative free energy
+-F(x) = log sum_h exp(-E(x, h)) of each example as a ``pyro.factor`` and declares weight decay as a
+Gaussian prior on W; log Z, the normalizer, is what AIS estimates. ``joint_model`` is the model over
+both layers that :class:`~ppgen.inference.gibbs.GibbsKernel` samples.
+
+:class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, figures (weight
+filters, samples after k Gibbs steps), and ArviZ diagnostics of several Gibbs chains.
+
+References:
+    Smolensky (1986), Information Processing in Dynamical Systems: Foundations of Harmony Theory.
+    Hinton (2002), Training Products of Experts by Minimizing Contrastive Divergence, Neural Comp. 14.
+    Salakhutdinov & Murray (2008), On the Quantitative Analysis of Deep Belief Networks, ICML.
+    Hinton (2010), A Practical Guide to Training Restricted Boltzmann Machines, UTML TR 2010-003.
+    Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images, ch. 1 (Gaussian-Bernoulli RBM).
+    Cho, Ilin & Raiko (2011), Improved Learning of Gaussian-Bernoulli Restricted Boltzmann Machines, ICANN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pydantic import Field, model_validator
+
+from ppgen.data.core import DataInfo, Dataset
+from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits
+from ppgen.models.base import Family
+from ppgen.registry import register_family
+from ppgen.spec import ModelSpec, Strict
+
+#: The chain statistics recorded for diagnostics.
+CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
+
+
+# --------------------------------------------------------------------------- shared family machinery
+
+
+class EnergyFamily(Family):
+    """What the RBM, GB-RBM, BM and DBN families share. Subclasses provide ``to_visible``,
+    ``from_visible``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model``,
+    ``chain_statistics`` and ``visible_of`` (the sites' visible units, shaped like the data)."""
+
+    default_routine = "cd"
+
+    def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
+        super().__init__(spec, info)
+        self.event_shape = info.event_shape
+        self.n_visible = info.dim
+        self._log_z: LogZ | None = None
+
+    # -- data <-> visible units ---------------------------------------------------------------------
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples (B, *event_shape) as visible vectors (B, D)."""
+        return x.reshape(x.shape[0], -1)
+
+    def from_visible(self, v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(v.shape[0], *self.event_shape)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-driven initial biases (called by the Gibbs routines before training)."""
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+        raise NotImplementedError
+
+    def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
+                         **_: Any) -> dict[str, Any]:
+        """log Z, once per evaluation: exact enumeration where one side is small, else AIS with the
+        spec's ``ais.runs`` and ``ais.steps`` (override with ``ais_runs=``/``ais_steps=``)."""
+        self._log_z = self.log_partition(data, ais_runs, ais_steps)
+        return self._log_z.report()
+
+    def current_log_z(self) -> LogZ:
+        if self._log_z is None:
+            self._log_z = self.log_partition(None)
+        return self._log_z
+
+    # -- sampling ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_chains(self, n: int, steps: int, start: torch.Tensor | None = None,
+                   record: list[int] | None = None) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """``n`` Gibbs chains for ``steps`` sweeps from random states (or from the examples ``start``);
+        returns the final sites and the visible means after each sweep count in ``record``."""
+        sites = self.gibbs_init(n) if start is None else self.gibbs_start(start)
+        shots = []
+        record = sorted(set(record or []))
+        if 0 in record:
+            shots.append(self.visible_of(sites, mean=True))
+        for i in range(1, steps + 1):
+            sites = self.gibbs_sweep(sites)
+            if i in record:
+                shots.append(self.visible_of(sites, mean=True))
+        return sites, shots
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int | None = None, mean: bool = False) -> torch.Tensor:
+        """``n`` draws after ``steps`` Gibbs sweeps (the spec's ``sampling.steps``) from random states;
+        ``mean`` gives E[v | h] of the last sweep instead of a draw of v."""
+        sites, _ = self.run_chains(n, steps or self.spec.sampling.steps)
+        return self.visible_of(sites, mean=mean)
+
+    # -- figures ----------------------------------------------------------------------------------------
+    def filter_weights(self) -> torch.Tensor | None:
+        """First-layer weights (D, H) to draw as filters, or None."""
+        return None
+
+    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
+        from ppgen import plots
+
+        folder = Path(folder)
+        out: dict[str, Path] = {}
+        gen = torch.get_rng_state()
+        torch.manual_seed(0)
+        try:
+            image = plots.is_image(self.event_shape)
+            W = self.filter_weights()
+            if image and W is not None:
+                out["filters"] = filters_figure(W, self.event_shape, folder / "filters.png")
+            x_test, _ = data.split("test")
+            x_test = x_test[:10].to(self.device)
+            steps = self.spec.sampling.steps
+            if image:
+                marks = sorted({0, 1, 10, 100, steps} | {m for m in (1000, 10_000) if m < steps})
+                _, shots = self.run_chains(x_test.shape[0], max(marks), start=x_test, record=marks)
+                out["gibbs_chains"] = chains_figure(shots, marks, folder / "gibbs_chains.png")
+                samples = self.sample(100, mean=True)
+                out["samples"] = plots.save_samples(samples, folder / "samples.png",
+                                                    f"samples: E[v | h] after {steps} Gibbs steps from random states")
+            else:
+                samples = self.sample(1000)
+                ref = data.split("test")[0]
+                out["samples"] = plots.save_samples(samples, folder / "samples.png",
+                                                    f"{steps} Gibbs steps per sample", reference=ref)
+        finally:
+            torch.set_rng_state(gen)
+        return out
+
+    # -- ArviZ ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def gibbs_chains(self, chains: int | None = None, warmup: int | None = None, draws: int | None = None,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+        """Chain statistics (free energy, energy, mean activations) of ``chains`` Gibbs chains started at
+        independent random states, run by ``pyro.infer.MCMC`` with :class:`GibbsKernel`; arrays of shape
+        (chain, draw)."""
+        from pyro.infer import MCMC
+
+        from ppgen.inference.gibbs import GibbsKernel
+
+        s = self.spec.sampling
+        chains, warmup, draws = chains or s.chains, s.warmup if warmup is None else warmup, draws or s.draws
+        gen = torch.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            kernel = GibbsKernel(self, parallel=chains)
+            stats: dict[str, list[torch.Tensor]] = {k: [] for k in CHAIN_STATS}
+
+            def hook(kern: Any, params: dict[str, torch.Tensor], stage: str, i: int) -> None:
+                if stage.startswith("Sample"):
+                    for k, v in self.chain_statistics(params).items():
+                        stats[k].append(v.detach().cpu())
+
+            mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, hook_fn=hook, disable_progbar=True,
+                        save_params=[])
+            mcmc.run()
+        finally:
+            torch.set_rng_state(gen)
+        return {k: torch.stack(v, 1).double().numpy() for k, v in stats.items() if v}
+
+    def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
+        """Several Gibbs chains as InferenceData: the posterior group holds the chain statistics
+        (dims chain, draw), so ``az.summary`` gives their R-hat and effective sample size."""
+        from ppgen.diagnostics import arviz
+
+        az = arviz()
+        post = self.gibbs_chains()
+        return az.from_dict(posterior=post, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
+                                                   "family": self.family_name})
+
+    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
+        """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
+        from ppgen.diagnostics import arviz
+        from ppgen.plots import save_figure
+
+        az = arviz()
+        folder = Path(folder)
+        names = [k for k in CHAIN_STATS if k in idata.posterior]
+        out = {}
+        with warnings.catch_warnings():
+            # ArviZ's plotting code trips matplotlib deprecations that are not ours to fix
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            axes = az.plot_trace(idata, var_names=names, compact=False)
+            fig = np.asarray(axes).flat[0].figure
+            fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
+            fig.tight_layout()
+            out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
+            axes = az.plot_rank(idata, var_names=names)
+            fig = np.asarray(axes).flat[0].figure
+            fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
+            fig.tight_layout()
+            out["rank"] = save_figure(fig, folder / "gibbs_rank.png")
+        return out
+
+
+def filters_figure(W: torch.Tensor, event_shape: tuple[int, ...], path: Path, n: int = 100) -> Path:
+    """The first ``n`` hidden units' incoming weights as images (each scaled to its own range): the
+    "weight filters" mosaic."""
+    from ppgen import plots
+
+    W = W.detach().float().cpu()[:, :n].t()  # (n, D)
+    lo = W.min(1, keepdim=True).values
+    hi = W.max(1, keepdim=True).values
+    imgs = ((W - lo) / (hi - lo).clamp_min(1e-8)).reshape(-1, *event_shape)
+    fig, ax = plots.plt.subplots(figsize=(7, 7))
+    plots.show_grid(ax, imgs, title=f"weight filters of the first {imgs.shape[0]} hidden units")
+    return plots.save_figure(fig, path)
+
+
+def chains_figure(shots: list[torch.Tensor], marks: list[int], path: Path) -> Path:
+    """Rows: chains started at test examples; columns: E[v | h] after k Gibbs steps."""
+    from ppgen import plots
+
+    n = shots[0].shape[0]
+    grid = torch.stack(shots, 1).reshape(n * len(shots), *shots[0].shape[1:]).cpu()
+    fig, ax = plots.plt.subplots(figsize=(1.0 * len(marks) + 0.8, 1.0 * n + 0.6))
+    ax.imshow(plots.image_grid(grid, nrow=len(marks)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    w = shots[0].shape[-1] + 1
+    ax.set_xticks([1 + w * (j + 0.5) for j in range(len(marks))], [f"k={m}" for m in marks], fontsize=7)
+    ax.set_yticks([])
+    ax.set_title("samples after k Gibbs steps, chains started at test examples", fontsize=9)
+    return plots.save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- RBM families
+
+
+class GaussianVisibleSpec(Strict):
+    """Gaussian visible units: ``sigma`` per unit (of the standardized data when ``standardize``), fixed
+    or learned (``learn_sigma``; Cho et al. 2011). Standardizing to zero mean and unit variance with
+    sigma = 1 is the usual recipe (Hinton 2010, §13.2)."""
+
+    sigma: float = Field(1.0, gt=0, le=100)
+    learn_sigma: bool = False
+    standardize: bool = True
+
+
+class _RBMSpecBase(ModelSpec):
+    hidden: int = Field(500, ge=1, le=100_000, description="number of hidden units")
+    init: InitSpec = Field(default_factory=InitSpec)
+    prior: PriorSpec = Field(default_factory=PriorSpec)
+    ais: AISSpec = Field(default_factory=AISSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+
+class RBMSpec(_RBMSpecBase):
+    family: Literal["rbm"] = "rbm"
+
+    @model_validator(mode="after")
+    def _check(self) -> "RBMSpec":
+        if self.data.name in ("toy1d", "toy2d"):
+            raise ValueError("family 'rbm' has binary visible units; for real-valued data use family 'gbrbm'")
+        if self.data.binarize == "none":
+            raise ValueError("family 'rbm' needs binary data: set data.binarize to dynamic or static, or use family 'gbrbm'")
+        return self
+
+
+class GBRBMSpec(_RBMSpecBase):
+    family: Literal["gbrbm"] = "gbrbm"
+    visible: GaussianVisibleSpec = Field(default_factory=GaussianVisibleSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "GBRBMSpec":
+        if self.data.binarize in ("dynamic", "static"):
+            raise ValueError("family 'gbrbm' models real values: set data.binarize: none, or use family 'rbm' for binary data")
+        return self
+
+
+@register_family("rbm")
+class RBM(EnergyFamily):
+    """A restricted Boltzmann machine with binary visible and hidden units."""
+
+    Spec = RBMSpec
+    gaussian = False
+
+    def __init__(self, spec: RBMSpec, info: DataInfo) -> None:
+        super().__init__(spec, info)
+        if self.gaussian:
+            if info.kind != "continuous":
+                raise ValueError("family 'gbrbm' needs real-valued data: set data.binarize: none (or use family 'rbm')")
+        elif info.kind != "binary":
+            raise ValueError(
+                "family 'rbm' needs binary data but the data are continuous (data.binarize is 'none'); set "
+                "data.binarize to 'dynamic' or 'static', or use family 'gbrbm'"
+            )
+        vis = getattr(spec, "visible", None)
+        self.core = RBMCore(
+            info.dim,
+            spec.hidden,
+            gaussian=self.gaussian,
+            weight_std=spec.init.weight_std,
+            hidden_bias=spec.init.hidden_bias,
+            sigma=vis.sigma if vis else 1.0,
+            learn_sigma=vis.learn_sigma if vis else False,
+            weight_decay=spec.prior.weight_decay,
+        )
+        self.register_buffer("x_mean", torch.zeros(info.dim))
+        self.register_buffer("x_std", torch.ones(info.dim))
+
+    # -- data <-> visible units (Gaussian: standardized) ---------------------------------------------
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.reshape(x.shape[0], -1)
+        return (v - self.x_mean) / self.x_std if self.gaussian else v
+
+    def from_visible(self, v: torch.Tensor) -> torch.Tensor:
+        if self.gaussian:
+            v = v * self.x_std + self.x_mean
+        return v.reshape(v.shape[0], *self.event_shape)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        flat = x.reshape(x.shape[0], -1).to(self.x_mean.device)
+        with torch.no_grad():
+            if self.gaussian and self.spec.visible.standardize:
+                self.x_mean.copy_(flat.mean(0))
+                self.x_std.copy_(flat.std(0).clamp_min(1e-3))
+        if self.spec.init.visible_bias == "data":
+            self.core.init_from_data(self.to_visible(flat))
+
+    # -- Pyro -----------------------------------------------------------------------------------------
+    def weight_prior(self, batch: int, site: str = "W", core: RBMCore | None = None) -> None:
+        """Weight decay as a declared Gaussian prior: W ~ N(0, 1/lambda) per example, i.e. scaled by the
+        batch size, so that the batch's log joint divided by its size is mean log-lik - lambda/2 |W|^2."""
+        core = core or self.core
+        if core.weight_decay > 0:
+            prior = dist.Normal(torch.zeros_like(core.W), core.weight_decay**-0.5).to_event(2)
+            with pyro.poutine.scale(scale=float(batch)):
+                pyro.sample(site, prior, obs=core.W)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The unnormalized likelihood: each example contributes -F(x) (log Z is left out)."""
+        v = self.to_visible(x)
+        self.weight_prior(v.shape[0])
+        with pyro.plate("data", v.shape[0]):
+            pyro.factor("x", -self.core.free_energy(v))
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """No latent sites: the hidden units are summed out in the free energy."""
+
+    def joint_model(self, n: int | None = None) -> None:
+        """The joint Boltzmann distribution p(v, h) ~ exp(-E(v, h)) as a Pyro model: uniform (or, for
+        Gaussian units, N(b, sigma^2)) base measures on v and h and a factor for the rest of -E."""
+        core = self.core
+        D, H = core.n_visible, core.n_hidden
+        shape = (n,) if n else ()
+        zeros_h = core.c.new_zeros(*shape, H)
+        with pyro.plate("chains", n) if n else contextlib.nullcontext():
+            if self.gaussian:
+                v = pyro.sample("v", dist.Normal(core.b.expand(*shape, D), core.sigma.expand(*shape, D)).to_event(1))
+            else:
+                v = pyro.sample("v", dist.Bernoulli(logits=core.b.new_zeros(*shape, D)).to_event(1))
+            h = pyro.sample("h", dist.Bernoulli(logits=zeros_h).to_event(1))
+            rest = -core.energy(v, h)
+            if self.gaussian:
+                # the base N(b, sigma^2) already carries the quadratic term of -E
+                rest = rest + (((v - core.b) / core.sigma) ** 2).sum(-1) / 2
+            pyro.factor("energy", rest)
+
+    # -- Gibbs (GibbsKernel protocol) ---------------------------------------------------------------------
+    def gibbs_init(self, n: int) -> dict[str, torch.Tensor]:
+        core = self.core
+        if self.gaussian:
+            v = 2 * torch.randn(n, core.n_visible, device=core.W.device)  # over-dispersed starts
+        else:
+            v = torch.bernoulli(torch.full((n, core.n_visible), 0.5, device=core.W.device))
+        h, _ = core.sample_h(v)
+        return {"v": v, "h": h}
+
+    def gibbs_start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        v = self.to_visible(x)
+        h, _ = self.core.sample_h(v)
+        return {"v": v, "h": h}
+
+    def gibbs_sweep(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """h ~ p(h | v), then v ~ p(v | h): one block-Gibbs sweep."""
+        h, _ = self.core.sample_h(sites["v"])
+        v, mean = self.core.sample_v(h)
+        return {"v": v, "h": h, "_mean": mean}
+
+    def visible_of(self, sites: dict[str, torch.Tensor], mean: bool = False) -> torch.Tensor:
+        v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
+        return self.from_visible(v)
+
+    def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        v, h = sites["v"], sites["h"]
+        if v.dim() == 1:
+            v, h = v.unsqueeze(0), h.unsqueeze(0)
+        return {
+            "free_energy": self.core.free_energy(v),
+            "energy": self.core.energy(v, h),
+            "mean_visible": v.mean(-1),
+            "mean_hidden": h.mean(-1),
+        }
+
+    # -- likelihood -----------------------------------------------------------------------------------------
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+        """log Z: exact when one side has at most 20 units, else AIS from the base-rate model of the
+        training data (the model's own visible biases when no data are given)."""
+        core = self.core
+        if core.can_enumerate():
+            return LogZ(core.log_z_exact(), 0.0, "exact")
+        base = None
+        if not self.gaussian:
+            if data is not None:
+                base = base_rate_logits(self.to_visible(data.split("train")[0].to(self.device)))
+            else:
+                base = core.b.detach().clone()
+        return core.ais_log_z(runs or self.spec.ais.runs, steps or self.spec.ais.steps, base_logits=base)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
+                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x) = -F(x) - log Z (minus log|det| of the standardization for Gaussian units); the Monte
+        Carlo error is that of log Z, common to every example."""
+        lz = self.current_log_z()
+        ll = -self.core.free_energy(self.to_visible(x)).double() - lz.value
+        if self.gaussian:
+            ll = ll - self.x_std.log().sum().double()
+        return ll, torch.full_like(ll, lz.stderr)
+
+    @torch.no_grad()
+    def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """Pseudo-likelihood, reconstruction error and mean free energy of the test set; and the Monte
+        Carlo error of the test NLL, which is log Z's (it is shared by all examples, so it does not
+        shrink with their number)."""
+        out = {f"test_{k}": v for k, v in self.core.validation_metrics(self.to_visible(x)).items() if k != "loss"}
+        if self._log_z is not None:
+            out["test_nll_mc_stderr"] = self._log_z.stderr
+        return out
+
+    def filter_weights(self) -> torch.Tensor:
+        return self.core.W
+
+
+@register_family("gbrbm")
+class GBRBM(RBM):
+    """A Gaussian-Bernoulli RBM: real-valued visible units with standard deviations sigma, binary hidden
+    units; a mixture of 2^H Gaussians with shared diagonal covariance."""
+
+    Spec = GBRBMSpec
+    gaussian = True
