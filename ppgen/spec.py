@@ -33,7 +33,7 @@ class DataSpec(Strict):
     files, optionally one sub-folder per class).
     """
 
-    name: Literal["mnist", "digits", "toy1d", "toy2d", "npz", "images"] = "mnist"
+    name: Literal["mnist", "digits", "toy1d", "toy2d", "npz", "images", "toyseq", "macro", "toymix"] = "mnist"
     path: str | None = Field(None, description="file or folder for npz/images")
     distribution: str | None = Field(None, description="toy distribution name")
     n: int | None = Field(None, ge=2, description="number of toy examples")

@@ -20,7 +20,7 @@ def _loader(name: str) -> Callable[[DataSpec], Arrays]:
         from ppgen.data.mnist import load_mnist
 
         return load_mnist
-    from ppgen.data import sources, toy
+    from ppgen.data import mixtures, sequences, sources, toy
 
     return {
         "digits": sources.load_digits,
@@ -28,6 +28,9 @@ def _loader(name: str) -> Callable[[DataSpec], Arrays]:
         "images": sources.load_images,
         "toy1d": toy.load_toy1d,
         "toy2d": toy.load_toy2d,
+        "toyseq": sequences.load_toyseq,
+        "macro": sequences.load_macro,
+        "toymix": mixtures.load_toymix,
     }[name]
 
 
@@ -39,6 +42,9 @@ SOURCES = {
     "toy2d": "2-D benchmarks: ring8, grid25, moons, spiral",
     "npz": "your own .npz with an array x (N, ...) and optional labels y",
     "images": "your own folder of png/jpg/bmp images, optionally one sub-folder per class",
+    "toyseq": "HMM sequences (N, T, 1) with known parameters: gaussian (3 states), casino (Durbin et al.)",
+    "macro": "US quarterly GDP growth or inflation 1959-2009 (ships with statsmodels), 2-year windows",
+    "toymix": "Gaussian mixtures with known parameters: blobs3 (2-D), trio1d, duo1d",
 }
 
 

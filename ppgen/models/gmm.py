@@ -1,0 +1,379 @@
+"""Gaussian mixture model with declared priors, fitted by MAP (TraceEnum_ELBO) or NUTS.
+
+    weights ~ Dirichlet(alpha, ..., alpha)
+    locs[k, d] ~ Normal(m, s)
+    scales[k, d] ~ LogNormal(log median, log_std)     (covariance: diag; spherical: one per component)
+    corr_cholesky[k] ~ LKJCholesky(D, eta)            (covariance: full)
+    z_n ~ Categorical(weights)
+    x_n | z_n ~ Normal(locs[z_n], diag(scales[z_n]^2))  or MultivariateNormal with scale_tril
+                                                         diag(scales[z_n]) corr_cholesky[z_n]
+
+The assignment ``z`` is a sample site marked for parallel enumeration, so TraceEnum_ELBO sums it out
+exactly (MAP with a Delta guide on the globals, routine ``enum_svi``) and ``infer_discrete`` recovers it
+(temperature 0: the most probable component; 1: a posterior draw). :meth:`GMM.marginal_model` states the
+same density with ``z`` summed out by ``MixtureSameFamily``, which is what NUTS samples (routine
+``nuts``). Labels are made consistent across draws and chains by :func:`ppgen.bayes.relabel` with the
+component means and log scales as signature, so that R-hat is meaningful.
+
+Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); labels, where a
+data set has them, are not used to fit, only to score clusterings in ``ppgen evaluate``.
+
+References:
+    McLachlan & Peel (2000), Finite Mixture Models, Wiley.
+    Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM algorithm, JRSS B 39.
+    Richardson & Green (1997), On Bayesian analysis of mixtures with an unknown number of components,
+    JRSS B 59, 731-792 (priors; label switching).
+    Lewandowski, Kurowicka & Joe (2009), Generating random correlation matrices based on vines and
+    extended onion method, J. Multivariate Analysis 100 (the LKJ prior).
+    Arthur & Vassilvitskii (2007), k-means++: the advantages of careful seeding, SODA (initialization).
+    Obermeyer et al. (2019), Tensor variable elimination for plated factor graphs, ICML (TraceEnum_ELBO).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pydantic import Field, model_validator
+from pyro import poutine
+from pyro.infer import infer_discrete
+from torch.distributions import constraints
+
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta
+from ppgen.data.core import DataInfo, Dataset
+from ppgen.registry import register_family
+from ppgen.spec import ModelSpec, Strict
+
+
+class GMMPrior(Strict):
+    """Priors: Dirichlet concentration of the weights (below 1 favours emptying unneeded components),
+    Normal on every mean coordinate, LogNormal on every standard deviation, LKJ on correlations."""
+
+    weights_concentration: float = Field(1.0, gt=0)
+    loc: NormalPrior = Field(default_factory=NormalPrior)
+    scale: ScalePrior = Field(default_factory=ScalePrior)
+    lkj_concentration: float = Field(2.0, gt=0, description="eta of LKJCholesky (covariance: full); 1 is uniform")
+
+
+class GMMSpec(ModelSpec):
+    family: Literal["gmm"] = "gmm"
+    components: int = Field(3, ge=1, le=200)
+    covariance: Literal["diag", "spherical", "full"] = "diag"
+    prior: GMMPrior = Field(default_factory=GMMPrior)
+
+    @model_validator(mode="after")
+    def _check(self) -> "GMMSpec":
+        if self.data.name in ("mnist", "digits", "images") and self.data.binarize in (None, "dynamic", "static"):
+            raise ValueError(
+                f"a Gaussian mixture needs real-valued vectors; data {self.data.name!r} are images to binarize. "
+                "Use toy1d, toy2d or an npz of shape (N, D)"
+            )
+        return self
+
+
+@register_family("gmm")
+class GMM(BayesFamily):
+    """Gaussian mixture with Dirichlet, Normal, LogNormal (and LKJ) priors; MAP by enumeration or NUTS."""
+
+    Spec = GMMSpec
+    default_routine = "enum_svi"
+    unit = "data point"
+
+    def __init__(self, spec: GMMSpec, info: DataInfo) -> None:
+        if len(info.event_shape) != 1:
+            raise ValueError(
+                f"a Gaussian mixture models vectors, but one example has shape {info.event_shape}; "
+                "give data of shape (N, D)"
+            )
+        self.k = spec.components
+        self.d = info.event_shape[0]
+        self.cov = spec.covariance
+        if self.cov == "full" and self.d < 2:
+            raise ValueError("covariance 'full' needs at least 2 dimensions; use covariance: diag for 1-D data")
+        self.p = spec.prior
+        super().__init__(spec, info)
+
+    # -- declared priors --------------------------------------------------------------------------------
+    def build_sites(self) -> list[Site]:
+        k, d = self.k, self.d
+        sites = [
+            Site("weights", (k,), constraints.simplex, ("component",), (0,)),
+            Site("locs", (k, d), constraints.real, ("component", "dim"), (0,)),
+        ]
+        if self.cov == "spherical":
+            sites.append(Site("scales", (k,), constraints.positive, ("component",), (0,)))
+        else:
+            sites.append(Site("scales", (k, d), constraints.positive, ("component", "dim"), (0,)))
+        if self.cov == "full":
+            sites.append(Site("corr_cholesky", (k, d, d), constraints.corr_cholesky, ("component", "dim", "dim_b"), (0,)))
+        return sites
+
+    def prior(self, name: str) -> dist.Distribution:
+        p, k, d = self.p, self.k, self.d
+        if name == "weights":
+            return dist.Dirichlet(torch.full((k,), p.weights_concentration))
+        if name == "locs":
+            return dist.Normal(torch.tensor(p.loc.mean), torch.tensor(p.loc.std)).expand((k, d)).to_event(2)
+        if name == "scales":
+            shape = (k,) if self.cov == "spherical" else (k, d)
+            base = dist.LogNormal(torch.tensor(math.log(p.scale.median)), torch.tensor(p.scale.log_std))
+            return base.expand(shape).to_event(len(shape))
+        if name == "corr_cholesky":
+            return dist.LKJCholesky(d, torch.tensor(p.lkj_concentration)).expand((k,)).to_event(1)
+        raise KeyError(name)
+
+    def default_values(self) -> Theta:
+        k, d = self.k, self.d
+        # Distinct starting means, so that gradients can tell components apart before data arrive.
+        offsets = torch.linspace(-1.0, 1.0, k)[:, None].expand(k, d) if k > 1 else torch.zeros(k, d)
+        values = {
+            "weights": torch.full((k,), 1.0 / k),
+            "locs": self.p.loc.mean + offsets.clone(),
+            "scales": torch.full((k,) if self.cov == "spherical" else (k, d), self.p.scale.median),
+        }
+        if self.cov == "full":
+            values["corr_cholesky"] = torch.eye(d).expand(k, d, d).clone()
+        return values
+
+    # -- densities ----------------------------------------------------------------------------------------
+    def _scale_tril(self, theta: Theta) -> torch.Tensor:
+        return theta["scales"][..., :, None] * theta["corr_cholesky"]
+
+    def component_log_prob(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        """log N(x_n | component k of parameter value s): shape (S, N, K)."""
+        xs = x[None, :, None, :]
+        locs = theta["locs"][:, None]  # (S, 1, K, D)
+        if self.cov == "full":
+            return dist.MultivariateNormal(locs, scale_tril=self._scale_tril(theta)[:, None]).log_prob(xs)
+        scales = theta["scales"][:, None]
+        if self.cov == "spherical":
+            scales = scales[..., None]
+        return dist.Normal(locs, scales).log_prob(xs).sum(-1)
+
+    def responsibilities(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
+        """p(z_n = k | x_n, theta_s): shape (S, N, K)."""
+        theta = self.theta() if theta is None else theta
+        joint = torch.log(theta["weights"])[:, None, :] + self.component_log_prob(x, theta)
+        return torch.softmax(joint, -1)
+
+    def log_lik(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        joint = torch.log(theta["weights"])[:, None, :] + self.component_log_prob(x, theta)
+        return torch.logsumexp(joint, -1)
+
+    def chunk_factor(self) -> int:
+        return 4 * self.k * (self.d if self.cov == "full" else 1)
+
+    def _component(self, theta: Theta, z: torch.Tensor | None = None) -> dist.Distribution:
+        """The component distributions, all of them (batch K) or those that ``z`` picks."""
+        locs, scales = theta["locs"], theta["scales"]
+        if self.cov == "spherical":
+            scales = scales[..., None].expand_as(locs)
+        if self.cov == "full":
+            tril = self._scale_tril(theta)
+            return dist.MultivariateNormal(locs if z is None else locs[z], scale_tril=tril if z is None else tril[z])
+        return dist.Normal(locs if z is None else locs[z], scales if z is None else scales[z]).to_event(1)
+
+    # -- Pyro models (shared site names: the globals, "z", observed "x") ------------------------------------
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, n_total: int | None = None) -> torch.Tensor:
+        """The generative model with the assignment ``z`` as an enumerable site. ``n_total`` scales the
+        likelihood of a minibatch up to the whole training set."""
+        theta = self.sample_globals()
+        scale = 1.0 if n_total is None else n_total / x.shape[0]
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=scale):
+            z = pyro.sample("z", dist.Categorical(theta["weights"]), infer={"enumerate": "parallel"})
+            return pyro.sample("x", self._component(theta, z), obs=x)
+
+    def marginal_model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The same density with ``z`` summed out: what NUTS samples."""
+        theta = self.sample_globals()
+        with pyro.plate("data", x.shape[0]):
+            mix = dist.MixtureSameFamily(dist.Categorical(theta["weights"]), self._component(theta))
+            return pyro.sample("x", mix, obs=x)
+
+    @torch.no_grad()
+    def assignments(self, x: torch.Tensor, temperature: int = 0, theta: Theta | None = None) -> torch.Tensor:
+        """Component of each point by ``infer_discrete`` on :meth:`model` with the globals fixed at
+        ``theta`` (one value, no batch; default the point estimate): temperature 0 gives the most
+        probable component (Viterbi-like MAP), 1 a draw from p(z | x, theta)."""
+        values = {k: v.detach() for k, v in (theta or self.point.values()).items()}
+        conditioned = poutine.condition(self.model, data=values)
+        decoder = infer_discrete(conditioned, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
+        trace = poutine.trace(decoder).get_trace(x)
+        return trace.nodes["z"]["value"]
+
+    # -- sampling and predictive checks ----------------------------------------------------------------------
+    @torch.no_grad()
+    def simulate(self, theta: Theta, n: int) -> torch.Tensor:
+        s = theta["weights"].shape[0]
+        z = dist.Categorical(theta["weights"]).sample((n,)).T  # (S, n)
+        picked = {k: torch.stack([v[i, z[i]] for i in range(s)]) for k, v in theta.items() if k != "weights"}
+        return self._component(picked).sample()
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` points from the fitted mixture: from the point estimate, or with posterior draws each
+        point from the parameters of a random draw (the posterior predictive)."""
+        theta = self.theta()
+        idx = torch.randint(theta["weights"].shape[0], (n,))
+        one = {k: v[idx] for k, v in theta.items()}
+        z = dist.Categorical(one["weights"]).sample()
+        picked = {k: v[torch.arange(n), z] for k, v in one.items() if k != "weights"}
+        return self._component(picked).sample()
+
+    # -- relabelling, initialization ------------------------------------------------------------------------
+    def signature(self, theta: Theta) -> torch.Tensor:
+        scales = theta["scales"]
+        log_scale = scales.log() if self.cov == "spherical" else scales.log().mean(-1)
+        return torch.cat([theta["locs"], log_scale[..., None]], -1)
+
+    @torch.no_grad()
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
+        """k-means++ seeding and ten Lloyd iterations; weights, scales and correlations from the clusters."""
+        k, n = self.k, x.shape[0]
+        x = x.double()
+        centres = x[torch.randint(n, (1,), generator=generator)]
+        while centres.shape[0] < k:
+            d2 = torch.cdist(x, centres).min(1).values ** 2
+            probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
+            centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
+        for _ in range(10):
+            label = torch.cdist(x, centres).argmin(1)
+            for j in range(k):
+                if (label == j).any():
+                    centres[j] = x[label == j].mean(0)
+        label = torch.cdist(x, centres).argmin(1)
+        floor = 1e-3 * x.std(0).clamp_min(1e-6) + 1e-6
+        counts = torch.bincount(label, minlength=k).double()
+        scales = torch.stack([
+            x[label == j].std(0, unbiased=False) if counts[j] > 1 else x.std(0) for j in range(k)
+        ]).clamp_min(floor)
+        values: Theta = {
+            "weights": ((counts + 1) / (counts + 1).sum()).float(),
+            "locs": centres.float(),
+            "scales": (scales.mean(-1) if self.cov == "spherical" else scales).float(),
+        }
+        if self.cov == "full":
+            chols = []
+            for j in range(k):
+                xj = x[label == j]
+                if xj.shape[0] > self.d:
+                    corr = torch.corrcoef(xj.T)
+                    corr = 0.9 * corr + 0.1 * torch.eye(self.d, dtype=x.dtype)  # keep it well inside the set
+                    chols.append(torch.linalg.cholesky(corr))
+                else:
+                    chols.append(torch.eye(self.d, dtype=x.dtype))
+            values["corr_cholesky"] = torch.stack(chols).float()
+        return values
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    def posterior_variables(self, theta: Theta) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+        """The sites, with correlations (the strictly lower triangle of each correlation matrix) in place
+        of their Cholesky factors, whose fixed entries have no R-hat."""
+        shown = {k: v for k, v in theta.items() if k != "corr_cholesky"}
+        dims = {s.name: list(s.dims) for s in self.sites if s.name != "corr_cholesky"}
+        if "corr_cholesky" in theta:
+            l = theta["corr_cholesky"]
+            corr = l @ l.transpose(-1, -2)
+            i, j = torch.tril_indices(self.d, self.d, -1)
+            shown["correlations"] = corr[..., i, j]
+            dims["correlations"] = ["component", "pair"]
+        return shown, dims
+
+    def pair_variables(self) -> tuple[list[str], dict[str, Any]]:
+        comps = list(range(min(self.k, 2)))
+        return ["weights", "locs"], {"component": comps, "dim": [0]}
+
+    @torch.no_grad()
+    def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """With labels: how well the most probable components match them, under the best one-to-one
+        matching of components to labels (accuracy) and by the adjusted Rand index."""
+        if y is None or y.dim() != 1:
+            return {}
+        from sklearn.metrics import adjusted_rand_score
+
+        resp = self.responsibilities(x, self.relabelled_theta()).mean(0)
+        pred = resp.argmax(-1)
+        return {"assignment_accuracy": matched_accuracy(pred, y), "adjusted_rand_index": float(adjusted_rand_score(y.numpy(), pred.numpy()))}
+
+    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
+        return gmm_figures(self, data, Path(folder))
+
+
+def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of agreement after the best one-to-one matching of predicted labels to true labels."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = int(max(int(pred.max()), int(truth.max()))) + 1
+    confusion = torch.zeros(k, k)
+    confusion.index_put_((pred.long(), truth.long()), torch.ones(len(pred)), accumulate=True)
+    rows, cols = linear_sum_assignment(-confusion.numpy())
+    return float(confusion[rows, cols].sum() / len(pred))
+
+
+@torch.no_grad()
+def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000) -> dict[str, Path]:
+    """fit.png: 1-D data as a histogram under the fitted density (posterior mean and 90% band where there
+    are draws) and its components; 2-D and up, the first two coordinates coloured by the most probable
+    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses."""
+    from ppgen.plots import plt, save_figure
+
+    x, _ = data.split("train")
+    x = x[:max_points]
+    theta = model.theta()
+    centre = {k: v.mean(0, keepdim=True) for k, v in model.relabelled_theta().items()}
+    if model.has_posterior and model.cov == "full":
+        # A mean of Cholesky factors is no Cholesky factor of a correlation matrix: renormalise its rows.
+        l = centre["corr_cholesky"]
+        centre["corr_cholesky"] = l / l.norm(dim=-1, keepdim=True)
+    out: dict[str, Path] = {}
+    fig, ax = plt.subplots(figsize=(6, 4.5) if model.d == 1 else (5.5, 5.5))
+    source = f"posterior ({theta['weights'].shape[0]} draws)" if model.has_posterior else "MAP"
+    if model.d == 1:
+        ax.hist(x[:, 0].numpy(), bins=60, density=True, color="0.75", label="training data")
+        lo, hi = float(x.min()), float(x.max())
+        pad = 0.1 * (hi - lo + 1e-6)
+        grid = torch.linspace(lo - pad, hi + pad, 400)[:, None]
+        dens = model.pointwise_log_lik(grid, theta).exp()
+        ax.plot(grid[:, 0], dens.mean(0), color="C0", lw=2, label=f"fitted density ({source})")
+        if dens.shape[0] > 1:
+            q = torch.quantile(dens, torch.tensor([0.05, 0.95]), dim=0)
+            ax.fill_between(grid[:, 0].numpy(), q[0].numpy(), q[1].numpy(), color="C0", alpha=0.25, label="90% band")
+        comp = (model.component_log_prob(grid, centre) + torch.log(centre["weights"])[:, None, :]).exp()[0]
+        for j in range(model.k):
+            ax.plot(grid[:, 0], comp[:, j], "--", lw=1, color=f"C{(j + 1) % 10}")
+        ax.set_xlabel("x")
+        ax.legend(fontsize=8)
+    else:
+        one = {k: v[0] for k, v in centre.items()}
+        z = model.assignments(x, temperature=0, theta=one)
+        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
+        cov = _covariances(model, centre)[0]
+        t = torch.linspace(0, 2 * math.pi, 100)
+        circle = torch.stack([t.cos(), t.sin()], 0)
+        for j in range(model.k):
+            c2 = cov[j][:2, :2]
+            l = torch.linalg.cholesky(c2)
+            for r in (1.0, 2.0):
+                pts = centre["locs"][0, j, :2, None] + r * l @ circle
+                ax.plot(pts[0], pts[1], color="k", lw=0.8, alpha=0.8 if r == 1 else 0.4)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
+    ax.set_title(f"Gaussian mixture, K = {model.k} ({source})", fontsize=10)
+    out["fit"] = save_figure(fig, folder / "fit.png")
+    return out
+
+
+def _covariances(model: GMM, theta: Theta) -> torch.Tensor:
+    """(S, K, D, D) covariance matrices."""
+    if model.cov == "full":
+        tril = model._scale_tril(theta)
+        return tril @ tril.transpose(-1, -2)
+    scales = theta["scales"]
+    if model.cov == "spherical":
+        scales = scales[..., None].expand(*scales.shape, model.d)
+    return torch.diag_embed(scales**2)

@@ -1,0 +1,422 @@
+"""Hidden Markov model with declared priors: discrete states, Gaussian or categorical emissions.
+
+    initial ~ Dirichlet(a_0, ..., a_0)
+    transition[k] ~ Dirichlet(a + kappa e_k)        (kappa > 0: a "sticky" prior, Fox et al. 2011)
+    Gaussian:     locs[k, d] ~ Normal(m, s),  scales[k, d] ~ LogNormal(log median, log_std)
+    categorical:  emission_probs[k] ~ Dirichlet(b, ..., b)
+    z_1 ~ Categorical(initial),  z_t | z_{t-1} ~ Categorical(transition[z_{t-1}])
+    x_t | z_t ~ Normal(locs[z_t], scales[z_t])  or  Categorical(emission_probs[z_t])
+
+Data are sequences ``x`` of shape (N, T, D) (see :mod:`ppgen.data.sequences`); one example is one
+sequence, so ``log_likelihood`` is log p(x_1..T) per sequence, computed exactly by the forward algorithm
+in log space (Rabiner 1989, eq. 19-21); ``ppgen evaluate`` states ``nll_unit`` and adds the per-step
+number ``test_nll_per_step``.
+
+:meth:`HMM.model` writes the states as sample sites in a ``pyro.markov`` chain marked for parallel
+enumeration, so TraceEnum_ELBO sums them out (MAP, routine ``enum_svi``) and ``infer_discrete`` decodes
+them: temperature 0 is Viterbi decoding (the most probable path, max-product), temperature 1 draws a path
+from p(z | x) (forward-filtering backward-sampling). :meth:`HMM.state_marginals` gives p(z_t | x) by
+forward-backward. :meth:`HMM.marginal_model` states the forward-algorithm likelihood as one factor per
+sequence: what NUTS samples (routine ``nuts``); states are relabelled across draws by their emission
+parameters (:func:`ppgen.bayes.relabel`), rows and columns of the transition matrix alike.
+
+References:
+    Baum, Petrie, Soules & Weiss (1970), A maximization technique occurring in the statistical analysis of
+    probabilistic functions of Markov chains, Ann. Math. Statist. 41, 164-171.
+    Viterbi (1967), Error bounds for convolutional codes and an asymptotically optimum decoding
+    algorithm, IEEE Trans. Information Theory 13, 260-269.
+    Rabiner (1989), A tutorial on hidden Markov models and selected applications in speech recognition,
+    Proc. IEEE 77, 257-286.
+    Scott (2002), Bayesian methods for hidden Markov models, JASA 97, 337-351.
+    Fox, Sudderth, Jordan & Willsky (2011), A sticky HDP-HMM with application to speaker diarization,
+    Ann. Appl. Stat. 5, 1020-1056.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pydantic import Field, model_validator
+from pyro import poutine
+from pyro.infer import infer_discrete
+from torch.distributions import constraints
+
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta
+from ppgen.data.core import DataInfo, Dataset
+from ppgen.registry import register_family
+from ppgen.spec import ModelSpec, Strict
+
+_ROWS = constraints.independent(constraints.simplex, 1)
+
+
+class EmissionSpec(Strict):
+    """``gaussian`` (diagonal, one mean and standard deviation per state and dimension) or
+    ``categorical`` over ``symbols`` values coded 0..symbols-1."""
+
+    kind: Literal["gaussian", "categorical"] = "gaussian"
+    symbols: int | None = Field(None, ge=2, le=10_000, description="number of symbols (categorical)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EmissionSpec":
+        if self.kind == "categorical" and self.symbols is None:
+            raise ValueError("emission.symbols is required for categorical emissions (e.g. 6 for a die)")
+        if self.kind == "gaussian" and self.symbols is not None:
+            raise ValueError("emission.symbols applies to categorical emissions only; remove it")
+        return self
+
+
+class HMMPrior(Strict):
+    initial_concentration: float = Field(1.0, gt=0)
+    transition_concentration: float = Field(1.0, gt=0)
+    stickiness: float = Field(0.0, ge=0, description="extra Dirichlet concentration on staying in a state")
+    emission_concentration: float = Field(1.0, gt=0, description="Dirichlet on each state's symbol probabilities")
+    loc: NormalPrior = Field(default_factory=NormalPrior)
+    scale: ScalePrior = Field(default_factory=ScalePrior)
+
+
+class HMMSpec(ModelSpec):
+    family: Literal["hmm"] = "hmm"
+    states: int = Field(2, ge=1, le=100)
+    emission: EmissionSpec = Field(default_factory=EmissionSpec)
+    prior: HMMPrior = Field(default_factory=HMMPrior)
+
+    @model_validator(mode="after")
+    def _check(self) -> "HMMSpec":
+        if self.data.name not in ("toyseq", "macro", "npz"):
+            raise ValueError(f"an HMM needs sequence data (N, T, D): data.name toyseq, macro or npz, not {self.data.name!r}")
+        return self
+
+
+@register_family("hmm")
+class HMM(BayesFamily):
+    """Hidden Markov model with Dirichlet transition rows and Gaussian or categorical emissions."""
+
+    Spec = HMMSpec
+    default_routine = "enum_svi"
+
+    def __init__(self, spec: HMMSpec, info: DataInfo) -> None:
+        if len(info.event_shape) != 2:
+            raise ValueError(f"an HMM models sequences (N, T, D), but one example has shape {info.event_shape}")
+        self.k = spec.states
+        self.t, self.d = info.event_shape
+        self.kind = spec.emission.kind
+        self.v = spec.emission.symbols or 0
+        if self.kind == "categorical" and self.d != 1:
+            raise ValueError(f"categorical emissions need one symbol per step (D = 1), got D = {self.d}")
+        self.p = spec.prior
+        self.unit = f"sequence of {self.t} steps"
+        super().__init__(spec, info)
+
+    # -- declared priors --------------------------------------------------------------------------------
+    def build_sites(self) -> list[Site]:
+        k = self.k
+        sites = [
+            Site("initial", (k,), constraints.simplex, ("state",), (0,)),
+            Site("transition", (k, k), _ROWS, ("state", "state_to"), (0, 1)),
+        ]
+        if self.kind == "gaussian":
+            sites += [Site("locs", (k, self.d), constraints.real, ("state", "dim"), (0,)),
+                      Site("scales", (k, self.d), constraints.positive, ("state", "dim"), (0,))]
+        else:
+            sites.append(Site("emission_probs", (k, self.v), _ROWS, ("state", "symbol"), (0,)))
+        return sites
+
+    def prior(self, name: str) -> dist.Distribution:
+        p, k = self.p, self.k
+        if name == "initial":
+            return dist.Dirichlet(torch.full((k,), p.initial_concentration))
+        if name == "transition":
+            conc = torch.full((k, k), p.transition_concentration) + p.stickiness * torch.eye(k)
+            return dist.Dirichlet(conc).to_event(1)
+        if name == "locs":
+            return dist.Normal(torch.tensor(p.loc.mean), torch.tensor(p.loc.std)).expand((k, self.d)).to_event(2)
+        if name == "scales":
+            base = dist.LogNormal(torch.tensor(math.log(p.scale.median)), torch.tensor(p.scale.log_std))
+            return base.expand((k, self.d)).to_event(2)
+        if name == "emission_probs":
+            return dist.Dirichlet(torch.full((k, self.v), p.emission_concentration)).to_event(1)
+        raise KeyError(name)
+
+    def default_values(self) -> Theta:
+        k = self.k
+        values = {"initial": torch.full((k,), 1.0 / k), "transition": _sticky(k, 0.8)}
+        if self.kind == "gaussian":
+            offsets = torch.linspace(-1.0, 1.0, k)[:, None].expand(k, self.d) if k > 1 else torch.zeros(k, self.d)
+            values["locs"] = self.p.loc.mean + offsets.clone()
+            values["scales"] = torch.full((k, self.d), self.p.scale.median)
+        else:
+            values["emission_probs"] = torch.full((k, self.v), 1.0 / self.v)
+        return values
+
+    # -- densities: emissions, forward, backward, Viterbi --------------------------------------------------
+    def emission_log_prob(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        """log p(x_nt | z_t = k, theta_s): shape (S, N, T, K)."""
+        if self.kind == "gaussian":
+            xs = x[None, :, :, None, :]  # (1, N, T, 1, D)
+            locs, scales = theta["locs"][:, None, None], theta["scales"][:, None, None]  # (S, 1, 1, K, D)
+            return dist.Normal(locs, scales).log_prob(xs).sum(-1)
+        symbols = x[..., 0].long()  # (N, T)
+        logp = torch.log(theta["emission_probs"])  # (S, K, V)
+        return logp[:, :, symbols].permute(0, 2, 3, 1)  # (S, N, T, K)
+
+    def forward(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        """Log forward variables log p(x_1..t, z_t = k): shape (S, N, T, K)."""
+        e = self.emission_log_prob(x, theta)
+        log_a = torch.log(theta["transition"])[:, None]  # (S, 1, K, K)
+        alpha = [torch.log(theta["initial"])[:, None] + e[:, :, 0]]
+        for t in range(1, x.shape[1]):
+            alpha.append(torch.logsumexp(alpha[-1][..., :, None] + log_a, -2) + e[:, :, t])
+        return torch.stack(alpha, 2)
+
+    def log_lik(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
+        """log p(x_1..T | theta_s) per sequence by the forward algorithm: (S, N)."""
+        e = self.emission_log_prob(x, theta)
+        log_a = torch.log(theta["transition"])[:, None]
+        alpha = torch.log(theta["initial"])[:, None] + e[:, :, 0]
+        for t in range(1, x.shape[1]):
+            alpha = torch.logsumexp(alpha[..., :, None] + log_a, -2) + e[:, :, t]
+        return torch.logsumexp(alpha, -1)
+
+    def chunk_factor(self) -> int:
+        return 4 * self.k * self.k
+
+    def state_marginals(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
+        """p(z_t = k | x_1..T, theta_s) by forward-backward: shape (S, N, T, K)."""
+        theta = self.theta() if theta is None else theta
+        e = self.emission_log_prob(x, theta)
+        log_alpha = self.forward(x, theta)
+        log_a = torch.log(theta["transition"])[:, None]
+        beta = [torch.zeros_like(log_alpha[:, :, 0])]
+        for t in range(x.shape[1] - 1, 0, -1):
+            beta.append(torch.logsumexp(log_a + (e[:, :, t] + beta[-1])[..., None, :], -1))
+        log_beta = torch.stack(beta[::-1], 2)
+        return torch.softmax(log_alpha + log_beta, -1)
+
+    def viterbi_dp(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
+        """The most probable path of each sequence by max-product dynamic programming, for one parameter
+        value (default: the point estimate): (N, T). :meth:`viterbi` reaches it through Pyro."""
+        theta = {k: v[:1] for k, v in (self.theta() if theta is None else theta).items()}
+        e = self.emission_log_prob(x, theta)[0]
+        log_a = torch.log(theta["transition"][0])
+        delta = torch.log(theta["initial"][0]) + e[:, 0]
+        back = []
+        for t in range(1, x.shape[1]):
+            scores = delta[:, :, None] + log_a  # (N, K_from, K_to)
+            delta, arg = scores.max(1)
+            delta = delta + e[:, t]
+            back.append(arg)
+        path = [delta.argmax(-1)]
+        for arg in reversed(back):
+            path.append(arg.gather(1, path[-1][:, None])[:, 0])
+        return torch.stack(path[::-1], 1)
+
+    # -- Pyro models ------------------------------------------------------------------------------------------
+    def _emission(self, theta: Theta, z: torch.Tensor) -> dist.Distribution:
+        if self.kind == "gaussian":
+            return dist.Normal(theta["locs"][z], theta["scales"][z]).to_event(1)
+        return dist.Categorical(theta["emission_probs"][z])
+
+    def _obs(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return x[:, t] if self.kind == "gaussian" else x[:, t, 0].long()
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, n_total: int | None = None) -> None:
+        """The generative model with states ``z_0 .. z_{T-1}`` as enumerable sites in a Markov chain (Pyro
+        reuses two enumeration dimensions along it, so the cost is O(T K^2)). ``n_total`` scales a
+        minibatch of sequences up to the training set."""
+        theta = self.sample_globals()
+        scale = 1.0 if n_total is None else n_total / x.shape[0]
+        with pyro.plate("sequences", x.shape[0], dim=-1), poutine.scale(scale=scale):
+            z: torch.Tensor | None = None
+            for t in pyro.markov(range(x.shape[1])):
+                probs = theta["initial"] if z is None else theta["transition"][z]
+                z = pyro.sample(f"z_{t}", dist.Categorical(probs), infer={"enumerate": "parallel"})
+                pyro.sample(f"x_{t}", self._emission(theta, z), obs=self._obs(x, t))
+
+    def marginal_model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The same model with the states summed out by the forward algorithm, one factor per sequence."""
+        theta = self.sample_globals()
+        ll = self.log_lik(x, {k: v[None] for k, v in theta.items()})[0]
+        with pyro.plate("sequences", x.shape[0], dim=-1):
+            pyro.factor("x", ll)
+
+    @torch.no_grad()
+    def viterbi(self, x: torch.Tensor, theta: Theta | None = None, temperature: int = 0) -> torch.Tensor:
+        """State paths (N, T) by ``infer_discrete`` on :meth:`model` with the globals fixed at ``theta``
+        (one value, no batch; default the point estimate): temperature 0 is Viterbi decoding, 1 a
+        posterior draw of the path."""
+        values = {k: v.detach() for k, v in (theta or self.point.values()).items()}
+        conditioned = poutine.condition(self.model, data=values)
+        decoder = infer_discrete(conditioned, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
+        trace = poutine.trace(decoder).get_trace(x)
+        return torch.stack([trace.nodes[f"z_{t}"]["value"].reshape(-1) for t in range(x.shape[1])], 1)
+
+    # -- sampling and predictive checks -------------------------------------------------------------------------
+    @torch.no_grad()
+    def simulate(self, theta: Theta, n: int, length: int | None = None) -> torch.Tensor:
+        """``n`` sequences per parameter value: (S, n, T, D)."""
+        length = length or self.t
+        s = theta["initial"].shape[0]
+        rows = torch.arange(s)[:, None]
+        z = dist.Categorical(theta["initial"][:, None].expand(s, n, self.k)).sample()  # (S, n)
+        out = []
+        for t in range(length):
+            if t > 0:
+                z = dist.Categorical(theta["transition"][rows, z]).sample()
+            if self.kind == "gaussian":
+                out.append(dist.Normal(theta["locs"][rows, z], theta["scales"][rows, z]).sample())
+            else:
+                out.append(dist.Categorical(theta["emission_probs"][rows, z]).sample()[..., None].float())
+        return torch.stack(out, 2)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` sequences of the training length: from the point estimate, or each from a random
+        posterior draw (the posterior predictive)."""
+        theta = self.theta()
+        idx = torch.randint(theta["initial"].shape[0], (n,))
+        one = {k: v[idx] for k, v in theta.items()}
+        return self.simulate(one, 1)[:, 0]
+
+    def test_statistic(self, x: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """Gaussian: the mean lag-1 autocorrelation within sequences (persistence of the regimes);
+        categorical: the fraction of steps that repeat the previous symbol. ``x``: (B, N, T, D) -> (B,)."""
+        if self.kind == "categorical":
+            same = (x[:, :, 1:, 0] == x[:, :, :-1, 0]).double()
+            return "fraction of repeated symbols", same.mean((1, 2))
+        xc = x[..., 0].double()
+        xc = xc - xc.mean(2, keepdim=True)
+        num = (xc[:, :, 1:] * xc[:, :, :-1]).sum(2)
+        den = (xc**2).sum(2).clamp_min(1e-12)
+        return "mean lag-1 autocorrelation", (num / den).mean(1)
+
+    # -- relabelling, initialization --------------------------------------------------------------------------
+    def signature(self, theta: Theta) -> torch.Tensor:
+        if self.kind == "gaussian":
+            return torch.cat([theta["locs"], theta["scales"].log().mean(-1, keepdim=True)], -1)
+        return theta["emission_probs"]
+
+    @torch.no_grad()
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
+        """Gaussian: k-means++ and Lloyd iterations on all steps give means and scales; categorical: each
+        state's symbol probabilities halfway between the overall frequencies and a random draw. Sticky
+        transitions (0.8 on the diagonal) and a uniform start."""
+        k = self.k
+        values: Theta = {"initial": torch.full((k,), 1.0 / k), "transition": _sticky(k, 0.8)}
+        if self.kind == "gaussian":
+            flat = x.reshape(-1, self.d).double()
+            centres, label = _kmeans(flat, k, generator)
+            spread = flat.std(0).clamp_min(1e-6)
+            scales = torch.stack([flat[label == j].std(0, unbiased=False) if (label == j).sum() > 1 else spread
+                                  for j in range(k)]).clamp_min(1e-3 * spread)
+            values["locs"], values["scales"] = centres.float(), scales.float()
+        else:
+            counts = torch.bincount(x[..., 0].long().reshape(-1), minlength=self.v).double() + 1
+            freq = counts / counts.sum()
+            noise = -torch.log(torch.rand(k, self.v, generator=generator, dtype=torch.float64))
+            values["emission_probs"] = (0.5 * freq + 0.5 * noise / noise.sum(-1, keepdim=True)).float()
+        return values
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+    def pair_variables(self) -> tuple[list[str], dict[str, Any]]:
+        states = list(range(min(self.k, 2)))
+        if self.kind == "gaussian":
+            return ["transition", "locs"], {"state": states, "state_to": states[:1], "dim": [0]}
+        return ["transition", "emission_probs"], {"state": states, "state_to": states[:1], "symbol": [0]}
+
+    def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
+        return {**super().evaluation_setup(data, **opts), "steps_per_sequence": self.t}
+
+    @torch.no_grad()
+    def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        """Per-step held-out NLL; with true state paths, the accuracy of Viterbi decoding under the best
+        matching of states to true states."""
+        ll, _ = self.log_likelihood(x)
+        out = {"test_nll_per_step": float(-ll.mean() / x.shape[1])}
+        if y is not None and y.shape == x.shape[:2]:
+            from ppgen.models.gmm import matched_accuracy
+
+            path = self.viterbi_dp(x, _centre(self))
+            out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
+        return out
+
+    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
+        return hmm_figures(self, data, Path(folder))
+
+
+def _sticky(k: int, stay: float) -> torch.Tensor:
+    if k == 1:
+        return torch.ones(1, 1)
+    return torch.full((k, k), (1 - stay) / (k - 1)) + (stay - (1 - stay) / (k - 1)) * torch.eye(k)
+
+
+def _kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd iterations; centres sorted by the first
+    coordinate."""
+    n = x.shape[0]
+    centres = x[torch.randint(n, (1,), generator=generator)]
+    while centres.shape[0] < k:
+        d2 = torch.cdist(x, centres).min(1).values ** 2
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
+        centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
+    for _ in range(iters):
+        label = torch.cdist(x, centres).argmin(1)
+        for j in range(k):
+            if (label == j).any():
+                centres[j] = x[label == j].mean(0)
+    centres = centres[torch.argsort(centres[:, 0])]
+    return centres, torch.cdist(x, centres).argmin(1)
+
+
+def _centre(model: HMM) -> Theta:
+    """One parameter value: the point estimate, or the mean of the relabelled posterior draws (rows of a
+    mean of stochastic matrices are still distributions)."""
+    return {k: v.mean(0, keepdim=True) for k, v in model.relabelled_theta().items()}
+
+
+@torch.no_grad()
+def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dict[str, Path]:
+    """sequences.png: test sequences with the Viterbi path (``infer_discrete`` at temperature 0) and the
+    posterior state marginals p(z_t | x); transition.png: the transition matrix."""
+    from ppgen.plots import plt, save_figure
+
+    x, _ = data.split("test")
+    x = x[:n_show]
+    centre = _centre(model)
+    one = {k: v[0] for k, v in centre.items()}
+    path = model.viterbi(x, one)
+    marg = model.state_marginals(x, model.relabelled_theta()).mean(0)
+    out: dict[str, Path] = {}
+    fig, axes = plt.subplots(2 * len(x), 1, figsize=(9, 2.6 * len(x)), sharex=True,
+                             gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
+    steps = torch.arange(x.shape[1])
+    colors = [f"C{j % 10}" for j in range(model.k)]
+    for i in range(len(x)):
+        ax, axm = axes[2 * i, 0], axes[2 * i + 1, 0]
+        for t in range(x.shape[1]):
+            ax.axvspan(t - 0.5, t + 0.5, color=colors[int(path[i, t])], alpha=0.15, lw=0)
+        ax.plot(steps, x[i, :, 0], "k.-" if model.kind == "gaussian" else "k.", lw=0.8, ms=3)
+        ax.set_ylabel(f"sequence {i}", fontsize=8)
+        axm.stackplot(steps.numpy(), marg[i].T.numpy(), colors=colors, alpha=0.8)
+        axm.set_ylim(0, 1)
+        axm.set_ylabel("p(z_t | x)", fontsize=8)
+    axes[0, 0].set_title("test sequences, Viterbi path (background) and posterior state marginals", fontsize=10)
+    axes[-1, 0].set_xlabel("t")
+    out["sequences"] = save_figure(fig, folder / "sequences.png")
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
+    trans = centre["transition"][0]
+    ax.imshow(trans.numpy(), vmin=0, vmax=1, cmap="Blues")
+    for a in range(model.k):
+        for b in range(model.k):
+            ax.text(b, a, f"{float(trans[a, b]):.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if trans[a, b] > 0.6 else "black")
+    ax.set_xlabel("to state")
+    ax.set_ylabel("from state")
+    ax.set_title("transition matrix" + (" (posterior mean)" if model.has_posterior else " (MAP)"), fontsize=9)
+    out["transition"] = save_figure(fig, folder / "transition.png")
+    return out
