@@ -396,19 +396,23 @@ class RBMCore(nn.Module):
             else:
                 self.b.copy_(base_rate_logits(x))
 
+    @torch.no_grad()
     def positive_phase(self, v: torch.Tensor, sweeps: int = 0) -> dict[str, torch.Tensor]:
         """The data side: p(h | v) is exact and factorial, so ``sweeps`` is not needed."""
         pre = self.hidden_logits(v)
         return {"v": v, "pre": pre, "ph": torch.sigmoid(pre)}
 
+    @torch.no_grad()
     def init_chains(self, n: int) -> dict[str, torch.Tensor]:
         """Persistent chains start from h = 0, i.e. v ~ p(v | h = 0) on their first step."""
         return {"h": torch.zeros(n, self.n_hidden, device=self.W.device)}
 
+    @torch.no_grad()
     def chains_from_data(self, pos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """CD starts its chains at the data: h_0 ~ p(h | v_data), reusing the positive phase."""
         return {"h": torch.bernoulli(pos["ph"])}
 
+    @torch.no_grad()
     def negative_phase(self, chains: dict[str, torch.Tensor], k: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """k block-Gibbs steps h -> v -> h from the chains' hidden states; returns the negative statistics
         (v_k and p(h | v_k)) and the chains' next state (h drawn from p(h | v_k))."""
@@ -556,6 +560,7 @@ class BMCore(nn.Module):
         K = self.coupling() if K is None else K
         return -0.5 * ((s @ K) * s).sum(-1) - s @ self.bias()
 
+    @torch.no_grad()
     def log_unnormalized_visible(self, v: torch.Tensor, chunk: int = 1 << 12) -> torch.Tensor:
         """log sum_h exp(-E(v, h)) per row by enumerating the 2^H hidden states (H <= 20)."""
         if self.n_hidden > MAX_ENUMERATE:
@@ -689,17 +694,21 @@ class BMCore(nn.Module):
         with torch.no_grad():
             self.b.copy_(base_rate_logits(x))
 
+    @torch.no_grad()
     def positive_phase(self, v: torch.Tensor, sweeps: int = 5) -> dict[str, torch.Tensor]:
         """The clamped phase: the hidden units equilibrate with v held at the data ("given visible states,
         compute the hidden states ... until equilibrium"), for ``sweeps`` Gibbs sweeps."""
         return {"s": self.clamped_hidden(v, sweeps), "v": v}
 
+    @torch.no_grad()
     def init_chains(self, n: int) -> dict[str, torch.Tensor]:
         return {"s": self.random_states(n)}
 
+    @torch.no_grad()
     def chains_from_data(self, pos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"s": pos["s"].clone()}
 
+    @torch.no_grad()
     def negative_phase(self, chains: dict[str, torch.Tensor], k: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         s = chains["s"].clone()
         K = self.coupling()

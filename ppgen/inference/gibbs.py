@@ -44,16 +44,22 @@ from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError, Strict
 
 class LRScheduleSpec(Strict):
     """Learning rate over epochs: ``constant``; ``linear`` from ``optimizer.lr`` down to
-    ``final_factor * optimizer.lr`` at the last epoch (Tieleman 2008 decays PCD's rate linearly to 0);
-    ``exponential``, multiplied by ``gamma`` after each epoch."""
+    ``final_factor * optimizer.lr`` after ``epochs`` epochs and constant after that (Tieleman 2008 decays
+    PCD's rate linearly to 0); ``exponential``, multiplied by ``gamma`` after each epoch.
+
+    ``epochs: null`` takes the run's number of epochs (for layer-wise training, the layer's), so a run
+    resumed with a larger ``--epochs`` stretches the decay; set it to make the schedule independent of
+    the run's length (and fitting 2 epochs identical to fitting 1 and resuming for 1)."""
 
     kind: Literal["constant", "linear", "exponential"] = "constant"
     final_factor: float = Field(0.0, ge=0, le=1)
     gamma: float = Field(0.9, gt=0, le=1)
+    epochs: int | None = Field(None, ge=1, description="linear decay horizon in epochs (null: the run's epochs)")
 
     def factor(self, epoch: float, epochs: int) -> float:
         if self.kind == "linear":
-            return 1.0 - (1.0 - self.final_factor) * min(1.0, epoch / max(epochs, 1))
+            horizon = self.epochs or epochs
+            return 1.0 - (1.0 - self.final_factor) * min(1.0, epoch / max(horizon, 1))
         if self.kind == "exponential":
             return self.gamma ** math.floor(epoch)
         return 1.0

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, BMCore, InitSpec, LogZ, PriorSpec, SamplingSpec, base_rate_logits
-from ppgen.models.rbm import EnergyFamily
+from ppgen.models.rbm import EnergyFamily, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
@@ -174,6 +174,7 @@ class BM(EnergyFamily):
         v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
         return self.from_visible(v)
 
+    @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         v, h = sites["v"], sites["h"]
         if v.dim() == 1:
@@ -185,9 +186,13 @@ class BM(EnergyFamily):
         return out
 
     # -- likelihood --------------------------------------------------------------------------------------
-    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None,
+                      method: LogZMethod = "auto") -> LogZ:
+        """log Z: enumerated for at most 24 units (or 20 on each side), else AIS over all units from the
+        base rate of the training data."""
         core = self.core
-        if core.n_units <= 24 or (core.n_visible <= 20 and core.n_hidden <= 20):
+        feasible = core.n_units <= 24 or (core.n_visible <= 20 and core.n_hidden <= 20)
+        if method == "exact" or (method == "auto" and feasible):
             return LogZ(core.log_z_exact(), 0.0, "exact")
         if data is not None:
             base = base_rate_logits(self.to_visible(data.split("train")[0].to(self.device)))
@@ -196,9 +201,9 @@ class BM(EnergyFamily):
         return core.ais_log_z(runs or self.spec.ais.runs, steps or self.spec.ais.steps, base_logits=base)
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         **opts: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto", **opts: Any) -> dict[str, Any]:
         self._mc_se = []
-        return super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps)
+        return super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps, log_z_method=log_z_method)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,

@@ -38,7 +38,7 @@ from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, log_mean_exp
-from ppgen.models.rbm import EnergyFamily, GaussianVisibleSpec
+from ppgen.models.rbm import EnergyFamily, GaussianVisibleSpec, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
@@ -258,6 +258,7 @@ class DBN(EnergyFamily):
         v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
         return self.from_visible(v)
 
+    @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names, L = self._names(), self.depth
         tv, th, v = sites[names[L - 1]], sites[names[L]], sites["v"]
@@ -271,11 +272,12 @@ class DBN(EnergyFamily):
         }
 
     # -- likelihood ---------------------------------------------------------------------------------------
-    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None,
+                      method: LogZMethod = "auto") -> LogZ:
         """log Z of the top RBM: exact for a side of at most 20 units, else AIS from the base rate of the
         training data passed up the recognition weights (the first 10,000 examples)."""
         top = self.top
-        if top.can_enumerate():
+        if method == "exact" or (method == "auto" and top.can_enumerate()):
             return LogZ(top.log_z_exact(), 0.0, "exact")
         base = None
         if not top.gaussian:
@@ -287,9 +289,9 @@ class DBN(EnergyFamily):
         return top.ais_log_z(runs or self.spec.ais.runs, steps or self.spec.ais.steps, base_logits=base)
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         **opts: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto", **opts: Any) -> dict[str, Any]:
         self._stash = []
-        out = super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps)
+        out = super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps, log_z_method=log_z_method)
         out["test_nll_bound"] = "variational lower bound on log p(v) (ELBO)" if self.depth > 1 else "exact given log Z"
         return out
 

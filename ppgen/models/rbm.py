@@ -36,7 +36,9 @@ from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits
 from ppgen.models.base import Family
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, SpecError, Strict
+
+LogZMethod = Literal["auto", "exact", "ais"]
 
 #: The chain statistics recorded for diagnostics.
 CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
@@ -70,14 +72,18 @@ class EnergyFamily(Family):
         """Data-driven initial biases (called by the Gibbs routines before training)."""
 
     # -- evaluation -----------------------------------------------------------------------------------
-    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None,
+                      method: LogZMethod = "auto") -> LogZ:
         raise NotImplementedError
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         **_: Any) -> dict[str, Any]:
-        """log Z, once per evaluation: exact enumeration where one side is small, else AIS with the
-        spec's ``ais.runs`` and ``ais.steps`` (override with ``ais_runs=``/``ais_steps=``)."""
-        self._log_z = self.log_partition(data, ais_runs, ais_steps)
+                         log_z_method: LogZMethod = "auto", **_: Any) -> dict[str, Any]:
+        """log Z, once per evaluation: exact enumeration where it is feasible, else AIS with the spec's
+        ``ais.runs`` and ``ais.steps`` (override with ``ais_runs=``/``ais_steps=``; force either way
+        with ``log_z_method="exact"`` or ``"ais"``, e.g. to check AIS on a small model)."""
+        if log_z_method not in ("auto", "exact", "ais"):
+            raise SpecError(f"log_z_method: expected auto, exact or ais, got {log_z_method!r}")
+        self._log_z = self.log_partition(data, ais_runs, ais_steps, log_z_method)
         return self._log_z.report()
 
     def current_log_z(self) -> LogZ:
@@ -399,6 +405,7 @@ class RBM(EnergyFamily):
         v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
         return self.from_visible(v)
 
+    @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         v, h = sites["v"], sites["h"]
         if v.dim() == 1:
@@ -411,11 +418,12 @@ class RBM(EnergyFamily):
         }
 
     # -- likelihood -----------------------------------------------------------------------------------------
-    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None) -> LogZ:
+    def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None,
+                      method: LogZMethod = "auto") -> LogZ:
         """log Z: exact when one side has at most 20 units, else AIS from the base-rate model of the
         training data (the model's own visible biases when no data are given)."""
         core = self.core
-        if core.can_enumerate():
+        if method == "exact" or (method == "auto" and core.can_enumerate()):
             return LogZ(core.log_z_exact(), 0.0, "exact")
         base = None
         if not self.gaussian:
