@@ -253,6 +253,8 @@ class GibbsKernel(MCMCKernel):
         return self.family.joint_model(None if self.parallel == 1 else self.parallel)
 
     def _squeeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # keys starting with "_" are a family's by-products (e.g. E[v | h] for pictures), not sites
+        sites = {k: v for k, v in sites.items() if not k.startswith("_")}
         return {k: v[0] for k, v in sites.items()} if self.parallel == 1 else sites
 
     def _unsqueeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -295,30 +295,37 @@ class DBN(EnergyFamily):
         out["test_nll_bound"] = "variational lower bound on log p(v) (ELBO)" if self.depth > 1 else "exact given log Z"
         return out
 
+    def log_joint(self, hs: list[torch.Tensor]) -> torch.Tensor:
+        """log p*(v, h1, ..., h_{L-1}) per row for hs = [v, h1, ..., h_{L-1}]: the directed layers' log
+        conditionals plus -F_top(h_{L-1}); p* leaves out 1/Z_top."""
+        L = self.depth
+        out = -self.top.free_energy(hs[L - 1])
+        for i in range(L - 1):
+            out = out + self._visible_dist(i, hs[i + 1]).log_prob(hs[i])
+        return out
+
+    def recognize(self, v: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """A draw [v, h1, ..., h_{L-1}] from q(. | v) and log q of it, per row."""
+        hs, log_q = [v], torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
+        for i in range(1, self.depth):
+            logits = self.layers[i - 1].hidden_logits(hs[-1])
+            h = torch.bernoulli(torch.sigmoid(logits))
+            log_q = log_q + dist.Bernoulli(logits=logits, validate_args=False).log_prob(h).sum(-1)
+            hs.append(h)
+        return hs, log_q
+
     @torch.no_grad()
     def log_weights(self, v: torch.Tensor, samples: int) -> torch.Tensor:
         """log p*(v, h) - log q(h | v) for ``samples`` draws h = (h1..h_{L-1}) ~ q per example, shape
-        (samples, B); p* leaves out 1/Z_top."""
-        B, L = v.shape[0], self.depth
+        (samples, B); their mean is the bound + log Z_top, their log-mean-exp the importance-weighted
+        estimate + log Z_top."""
+        B = v.shape[0]
         out = torch.empty(samples, B, dtype=torch.float64, device=v.device)
-        per = max(1, 20_000 // max(B, 1))
+        per = max(1, 20_000 // max(B, 1))  # rows per chunk, to bound memory
         for start in range(0, samples, per):
             m = min(per, samples - start)
-            h_prev = v.repeat(m, 1)
-            v_rep = h_prev
-            log_q = torch.zeros(m * B, device=v.device)
-            log_p = torch.zeros(m * B, device=v.device)
-            hs = [v_rep]
-            for i in range(1, L):
-                logits = self.layers[i - 1].hidden_logits(h_prev)
-                h = torch.bernoulli(torch.sigmoid(logits))
-                log_q += dist.Bernoulli(logits=logits, validate_args=False).log_prob(h).sum(-1)
-                hs.append(h)
-                h_prev = h
-            for i in range(L - 1):
-                log_p += self._visible_dist(i, hs[i + 1]).log_prob(hs[i])
-            log_p -= self.top.free_energy(hs[L - 1])
-            out[start : start + m] = (log_p - log_q).double().view(m, B)
+            hs, log_q = self.recognize(v.repeat(m, 1))
+            out[start : start + m] = (self.log_joint(hs) - log_q).double().view(m, B)
         return out
 
     @torch.no_grad()
