@@ -313,7 +313,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
 
     run = ppgen.fit(_digits(tmp_path), {"routine": "cd", "k": 1}, epochs=2, out=tmp_path / "r", progress=False)
     train = [m for m in run.metrics if m["kind"] == "train"]
-    assert {"loss", "free_energy_gap", "lr"} <= set(train[0])
+    assert {"loss", "free_energy_gap", "recon_error", "pseudo_loglik", "lr"} <= set(train[0])
     model = run.model
     # visible biases started at the data's base rate, and training moved the weights
     res = evaluate(run, write=False)

@@ -145,16 +145,18 @@ def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, 
 
 
 def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | None, config: GibbsConfig,
-                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True,
+                 detailed: bool = False) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """One CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the chains'
-    next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood applies)."""
+    next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood applies;
+    ``detailed``: also the costlier monitoring numbers, for the steps the loop logs)."""
     with torch.no_grad():
         pos = core.positive_phase(v, config.positive_sweeps)
         start = core.chains_from_data(pos) if chains is None else chains
         neg, nxt = core.negative_phase(start, config.k)
     core.set_gradients(pos, neg)
     runtime.reduce_gradients(core.parameters())
-    info = core.monitor(pos, neg, binary=binary)
+    info = core.monitor(pos, neg, binary=binary, detailed=detailed)
     norm = clip_and_step(opt, config.optimizer)
     if norm is not None:
         info["grad_norm"] = norm
@@ -190,7 +192,8 @@ class _ContrastiveDivergence(Routine):
         lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
         v = model.to_visible(batch[0])
         chains = state.extra["chains"] if self.persistent else None
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime)
+        detailed = (state.step + 1) % self.config.log_every == 0
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, detailed=detailed)
         if self.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr

@@ -131,7 +131,8 @@ class Layerwise(Routine):
             v = model.up(model.to_visible(batch[0]), layer, mean=self.config.propagate == "mean")
         binary = layer == 0 or self.config.propagate == "sample"
         chains = state.extra.get("chains") if self.config.persistent else None
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary)
+        detailed = (state.step + 1) % self.config.log_every == 0
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary, detailed=detailed)
         if self.config.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr

@@ -130,7 +130,10 @@ class DBN(EnergyFamily):
         with torch.no_grad():
             if self.gaussian and self.spec.gaussian.standardize:
                 self.x_mean.copy_(flat.mean(0))
-                self.x_std.copy_(flat.std(0).clamp_min(1e-3))
+                std = flat.std(0)
+                # A floor at a tenth of the mean scale keeps a unit that is (nearly) constant in the
+                # training data, like a border pixel, from turning a rare non-zero value into an outlier.
+                self.x_std.copy_(std.clamp_min(max(0.1 * float(std.mean()), 1e-6)))
         if self.spec.init.visible_bias == "data":
             self.layers[0].init_from_data(self.to_visible(flat))
 

@@ -253,7 +253,8 @@ def chains_figure(shots: list[torch.Tensor], marks: list[int], path: Path) -> Pa
 class GaussianVisibleSpec(Strict):
     """Gaussian visible units: ``sigma`` per unit (of the standardized data when ``standardize``), fixed
     or learned (``learn_sigma``; Cho et al. 2011). Standardizing to zero mean and unit variance with
-    sigma = 1 is the usual recipe (Hinton 2010, §13.2)."""
+    sigma = 1 is the usual recipe (Hinton 2010, §13.2); standard deviations are floored at a tenth of
+    their mean. Gaussian units want a learning rate one or two orders of magnitude below binary ones."""
 
     sigma: float = Field(1.0, gt=0, le=100)
     learn_sigma: bool = False
@@ -337,7 +338,10 @@ class RBM(EnergyFamily):
         with torch.no_grad():
             if self.gaussian and self.spec.visible.standardize:
                 self.x_mean.copy_(flat.mean(0))
-                self.x_std.copy_(flat.std(0).clamp_min(1e-3))
+                std = flat.std(0)
+                # A floor at a tenth of the mean scale keeps a unit that is (nearly) constant in the
+                # training data, like a border pixel, from turning a rare non-zero value into an outlier.
+                self.x_std.copy_(std.clamp_min(max(0.1 * float(std.mean()), 1e-6)))
         if self.spec.init.visible_bias == "data":
             self.core.init_from_data(self.to_visible(flat))
 
