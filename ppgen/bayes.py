@@ -353,6 +353,41 @@ class BayesFamily(Family):
         return None
 
 
+# --------------------------------------------------------------------------- data-driven starts
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, restarts: int = 10,
+           iters: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd iterations, the best of ``restarts`` by
+    within-cluster sum of squares (one seeding can put two centres in one cluster and Lloyd cannot
+    move them apart). Returns centres (k, D), sorted by the first coordinate, and each point's label."""
+    x = x.double()
+    n = x.shape[0]
+    best: tuple[float, torch.Tensor] | None = None
+    for _ in range(restarts):
+        centres = x[torch.randint(n, (1,), generator=generator)]
+        while centres.shape[0] < k:
+            d2 = torch.cdist(x, centres).min(1).values ** 2
+            probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
+            centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
+        for _ in range(iters):
+            label = torch.cdist(x, centres).argmin(1)
+            moved = centres.clone()
+            for j in range(k):
+                if (label == j).any():
+                    moved[j] = x[label == j].mean(0)
+            if torch.equal(moved, centres):
+                break
+            centres = moved
+        inertia = float((torch.cdist(x, centres).min(1).values ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, centres)
+    assert best is not None
+    centres = best[1][torch.argsort(best[1][:, 0])]
+    return centres, torch.cdist(x, centres).argmin(1)
+
+
 # --------------------------------------------------------------------------- relabelling
 
 
@@ -361,11 +396,12 @@ def relabel(draws: Mapping[str, torch.Tensor], sites: Sequence[Site],
     """Permute the component labels of each draw to agree with a common pivot.
 
     ``draws`` hold (chain, draw, ...) values; ``signature(theta)`` gives (S, K, F) features per component.
-    The pivot starts as the mean signature of the first chain, each draw takes the permutation that
-    minimises the squared distance between its standardized signature and the pivot (an assignment
-    problem, solved exactly), the pivot becomes the mean of the relabelled signatures, and this repeats
-    until no permutation changes. Labels end sorted by the pivot's first feature. Returns the relabelled
-    draws and the permutations (chain, draw, K): new label k is old label ``perm[..., k]``.
+    The pivot starts as the mean and variance of each component's signature over the first chain; each
+    draw takes the permutation that minimises the summed Mahalanobis distances of its components to the
+    pivot's (an assignment problem, solved exactly); the pivot becomes the mean and variance of the
+    relabelled signatures; this repeats until no permutation changes. Labels end sorted by the pivot's
+    first feature. Returns the relabelled draws and the permutations (chain, draw, K): new label k is
+    old label ``perm[..., k]``.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -374,16 +410,21 @@ def relabel(draws: Mapping[str, torch.Tensor], sites: Sequence[Site],
     flat = flatten_draws(draws)
     sig = signature(flat).detach().double()  # (M, K, F)
     m, k, _ = sig.shape
-    spread = sig.reshape(-1, sig.shape[-1]).std(0).clamp_min(1e-12)
-    sig = sig / spread
+    floor = 1e-8 * sig.reshape(-1, sig.shape[-1]).var(0, unbiased=False).clamp_min(1e-12)
+    # Each pivot component is a mean and a per-feature variance: the distance of a draw's component to
+    # it is a Mahalanobis distance, so that a feature that varies little within a component (say a log
+    # scale) but much between components weighs accordingly. Start from the first chain.
     pivot = sig[:n].mean(0)
+    var = sig[:n].var(0, unbiased=False) + floor
     perms = torch.arange(k).expand(m, k).clone()
     for _ in range(max_iter):
-        cost = ((pivot[None, :, None, :] - sig[:, None, :, :]) ** 2).sum(-1).numpy()  # (M, K_new, K_old)
-        new = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]))
+        cost = (((sig[:, None, :, :] - pivot[None, :, None, :]) ** 2) / var[None, :, None, :]).sum(-1).numpy()
+        new = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]))  # (M, K_new) -> old
         changed = not torch.equal(new, perms)
         perms = new
-        pivot = torch.gather(sig, 1, perms[..., None].expand_as(sig)).mean(0)
+        aligned = torch.gather(sig, 1, perms[..., None].expand_as(sig))
+        pivot = aligned.mean(0)
+        var = aligned.var(0, unbiased=False) + floor
         if not changed:
             break
     order = torch.argsort(pivot[:, 0])
@@ -610,7 +651,10 @@ def _loo_pit_idata(idata: Any) -> Any:
     pp = idata.posterior_predictive["x"].values
     pp = pp.reshape(pp.shape[0], pp.shape[1], -1)
     ll = idata.log_likelihood["x"].values
-    return az.from_dict(posterior_predictive={"x": pp}, log_likelihood={"x": ll}, observed_data={"x": obs})
+    # The relative efficiency of the draws (for PSIS) is estimated from the posterior group.
+    posterior = {name: idata.posterior[name].values for name in idata.posterior.data_vars}
+    return az.from_dict(posterior=posterior, posterior_predictive={"x": pp}, log_likelihood={"x": ll},
+                        observed_data={"x": obs})
 
 
 def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | None:

@@ -6,7 +6,7 @@ blocks train/val/test; labels ``y`` are the generating components:
 
 - ``blobs3``: 2-D, weights (0.5, 0.3, 0.2), means (-3, 0), (2, 2), (1, -3), standard deviations
   (0.8, 0.5), (0.6, 0.6), (0.5, 0.9) and correlations 0.5, 0, -0.4 -- separated, unequal and tilted;
-- ``trio1d``: 1-D, weights (0.3, 0.4, 0.3), means (-4, 0, 4), standard deviations (0.6, 0.8, 0.5);
+- ``trio1d``: 1-D, weights (0.3, 0.4, 0.3), means (-5, 0, 5), standard deviations (0.6, 0.8, 0.5);
 - ``duo1d``: 1-D, weights (0.6, 0.4), means (-2, 2), standard deviations (0.7, 0.5).
 
 :func:`mixture` gives each as a :class:`ToyMixture` with its exact ``log_prob``.
@@ -80,7 +80,7 @@ class ToyMixture:
 TOYMIX: dict[str, ToyMixture] = {
     "blobs3": ToyMixture("blobs3", (0.5, 0.3, 0.2), ((-3.0, 0.0), (2.0, 2.0), (1.0, -3.0)),
                          ((0.8, 0.5), (0.6, 0.6), (0.5, 0.9)), (0.5, 0.0, -0.4)),
-    "trio1d": ToyMixture("trio1d", (0.3, 0.4, 0.3), ((-4.0,), (0.0,), (4.0,)), ((0.6,), (0.8,), (0.5,))),
+    "trio1d": ToyMixture("trio1d", (0.3, 0.4, 0.3), ((-5.0,), (0.0,), (5.0,)), ((0.6,), (0.8,), (0.5,))),
     "duo1d": ToyMixture("duo1d", (0.6, 0.4), ((-2.0,), (2.0,)), ((0.7,), (0.5,))),
 }
 assert all(math.isclose(sum(m.weights), 1.0) for m in TOYMIX.values())

@@ -43,7 +43,7 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
@@ -232,25 +232,17 @@ class GMM(BayesFamily):
 
     @torch.no_grad()
     def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
-        """k-means++ seeding and ten Lloyd iterations; weights, scales and correlations from the clusters."""
-        k, n = self.k, x.shape[0]
+        """The best of ten k-means++ runs; weights, scales and correlations from the clusters; the means
+        jittered by half a within-cluster standard deviation, so that chains start apart."""
+        k = self.k
         x = x.double()
-        centres = x[torch.randint(n, (1,), generator=generator)]
-        while centres.shape[0] < k:
-            d2 = torch.cdist(x, centres).min(1).values ** 2
-            probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
-            centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
-        for _ in range(10):
-            label = torch.cdist(x, centres).argmin(1)
-            for j in range(k):
-                if (label == j).any():
-                    centres[j] = x[label == j].mean(0)
-        label = torch.cdist(x, centres).argmin(1)
+        centres, label = kmeans(x, k, generator)
         floor = 1e-3 * x.std(0).clamp_min(1e-6) + 1e-6
         counts = torch.bincount(label, minlength=k).double()
         scales = torch.stack([
             x[label == j].std(0, unbiased=False) if counts[j] > 1 else x.std(0) for j in range(k)
         ]).clamp_min(floor)
+        centres = centres + 0.5 * scales * torch.randn(centres.shape, generator=generator, dtype=x.dtype)
         values: Theta = {
             "weights": ((counts + 1) / (counts + 1).sum()).float(),
             "locs": centres.float(),

@@ -46,10 +46,10 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, SpecError, Strict
 
 _ROWS = constraints.independent(constraints.simplex, 1)
 
@@ -100,10 +100,17 @@ class HMM(BayesFamily):
     default_routine = "enum_svi"
 
     def __init__(self, spec: HMMSpec, info: DataInfo) -> None:
-        if len(info.event_shape) != 2:
-            raise ValueError(f"an HMM models sequences (N, T, D), but one example has shape {info.event_shape}")
+        shape = tuple(info.event_shape)
+        if len(shape) == 1:  # (N, T): a scalar series
+            self.t, self.d = shape[0], 1
+        elif len(shape) == 2:
+            self.t, self.d = shape
+        elif len(shape) == 3 and shape[0] == 1:  # an npz's (N, T, D) arrives as (N, 1, T, D)
+            self.t, self.d = shape[1], shape[2]
+        else:
+            raise ValueError(f"an HMM models sequences (N, T, D) or (N, T), but one example has shape {shape}")
+        self.event_shape = shape
         self.k = spec.states
-        self.t, self.d = info.event_shape
         self.kind = spec.emission.kind
         self.v = spec.emission.symbols or 0
         if self.kind == "categorical" and self.d != 1:
@@ -153,14 +160,24 @@ class HMM(BayesFamily):
             values["emission_probs"] = torch.full((k, self.v), 1.0 / self.v)
         return values
 
+    def _seq(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples in the data's layout (..., *event_shape) viewed as (..., T, D)."""
+        return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], self.t, self.d)
+
     # -- densities: emissions, forward, backward, Viterbi --------------------------------------------------
     def emission_log_prob(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
         """log p(x_nt | z_t = k, theta_s): shape (S, N, T, K)."""
+        x = self._seq(x)
         if self.kind == "gaussian":
             xs = x[None, :, :, None, :]  # (1, N, T, 1, D)
             locs, scales = theta["locs"][:, None, None], theta["scales"][:, None, None]  # (S, 1, 1, K, D)
             return dist.Normal(locs, scales).log_prob(xs).sum(-1)
         symbols = x[..., 0].long()  # (N, T)
+        if symbols.numel() and (int(symbols.min()) < 0 or int(symbols.max()) >= self.v or not torch.equal(symbols.to(x.dtype), x[..., 0])):
+            raise SpecError(
+                f"categorical emissions over {self.v} symbols need integer data in 0..{self.v - 1}, got values in "
+                f"{float(x.min()):g}..{float(x.max()):g}; set emission.symbols or recode the data"
+            )
         logp = torch.log(theta["emission_probs"])  # (S, K, V)
         return logp[:, :, symbols].permute(0, 2, 3, 1)  # (S, N, T, K)
 
@@ -169,21 +186,31 @@ class HMM(BayesFamily):
         e = self.emission_log_prob(x, theta)
         log_a = torch.log(theta["transition"])[:, None]  # (S, 1, K, K)
         alpha = [torch.log(theta["initial"])[:, None] + e[:, :, 0]]
-        for t in range(1, x.shape[1]):
+        for t in range(1, self.t):
             alpha.append(torch.logsumexp(alpha[-1][..., :, None] + log_a, -2) + e[:, :, t])
         return torch.stack(alpha, 2)
 
     def log_lik(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
-        """log p(x_1..T | theta_s) per sequence by the forward algorithm: (S, N)."""
-        e = self.emission_log_prob(x, theta)
-        log_a = torch.log(theta["transition"])[:, None]
-        alpha = torch.log(theta["initial"])[:, None] + e[:, :, 0]
-        for t in range(1, x.shape[1]):
-            alpha = torch.logsumexp(alpha[..., :, None] + log_a, -2) + e[:, :, t]
+        """log p(x_1..T | theta_s) per sequence by the forward algorithm: (S, N).
+
+        The recursion alpha_t = (alpha_{t-1} A) * e_t is a product of the matrices M_t = A diag(e_t);
+        products are associative, so they are multiplied pairwise in log space, ceil(log2 T) rounds of
+        batched operations instead of T sequential ones (the parallel-scan form of the forward
+        algorithm) -- the same number, much less Python overhead under NUTS's many gradient calls."""
+        e = self.emission_log_prob(x, theta)  # (S, N, T, K)
+        log_a = torch.log(theta["transition"])[:, None, None]  # (S, 1, 1, K, K)
+        mats = log_a + e[:, :, 1:, None, :]  # (S, N, T-1, K, K): log A_ij + log e_t(j)
+        while mats.shape[2] > 1:
+            half = mats.shape[2] // 2
+            paired = _log_matmul_exp(mats[:, :, 0 : 2 * half : 2], mats[:, :, 1 : 2 * half : 2])
+            mats = torch.cat([paired, mats[:, :, 2 * half :]], 2)
+        alpha = torch.log(theta["initial"])[:, None] + e[:, :, 0]  # (S, N, K)
+        if mats.shape[2] == 1:
+            alpha = torch.logsumexp(alpha[..., :, None] + mats[:, :, 0], -2)
         return torch.logsumexp(alpha, -1)
 
     def chunk_factor(self) -> int:
-        return 4 * self.k * self.k
+        return 2 * self.k**3
 
     def state_marginals(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
         """p(z_t = k | x_1..T, theta_s) by forward-backward: shape (S, N, T, K)."""
@@ -192,7 +219,7 @@ class HMM(BayesFamily):
         log_alpha = self.forward(x, theta)
         log_a = torch.log(theta["transition"])[:, None]
         beta = [torch.zeros_like(log_alpha[:, :, 0])]
-        for t in range(x.shape[1] - 1, 0, -1):
+        for t in range(self.t - 1, 0, -1):
             beta.append(torch.logsumexp(log_a + (e[:, :, t] + beta[-1])[..., None, :], -1))
         log_beta = torch.stack(beta[::-1], 2)
         return torch.softmax(log_alpha + log_beta, -1)
@@ -205,7 +232,7 @@ class HMM(BayesFamily):
         log_a = torch.log(theta["transition"][0])
         delta = torch.log(theta["initial"][0]) + e[:, 0]
         back = []
-        for t in range(1, x.shape[1]):
+        for t in range(1, self.t):
             scores = delta[:, :, None] + log_a  # (N, K_from, K_to)
             delta, arg = scores.max(1)
             delta = delta + e[:, t]
@@ -229,10 +256,11 @@ class HMM(BayesFamily):
         reuses two enumeration dimensions along it, so the cost is O(T K^2)). ``n_total`` scales a
         minibatch of sequences up to the training set."""
         theta = self.sample_globals()
+        x = self._seq(x)
         scale = 1.0 if n_total is None else n_total / x.shape[0]
         with pyro.plate("sequences", x.shape[0], dim=-1), poutine.scale(scale=scale):
             z: torch.Tensor | None = None
-            for t in pyro.markov(range(x.shape[1])):
+            for t in pyro.markov(range(self.t)):
                 probs = theta["initial"] if z is None else theta["transition"][z]
                 z = pyro.sample(f"z_{t}", dist.Categorical(probs), infer={"enumerate": "parallel"})
                 pyro.sample(f"x_{t}", self._emission(theta, z), obs=self._obs(x, t))
@@ -253,13 +281,13 @@ class HMM(BayesFamily):
         conditioned = poutine.condition(self.model, data=values)
         decoder = infer_discrete(conditioned, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
         trace = poutine.trace(decoder).get_trace(x)
-        return torch.stack([trace.nodes[f"z_{t}"]["value"].reshape(-1) for t in range(x.shape[1])], 1)
+        return torch.stack([trace.nodes[f"z_{t}"]["value"].reshape(-1) for t in range(self.t)], 1)
 
     # -- sampling and predictive checks -------------------------------------------------------------------------
     @torch.no_grad()
-    def simulate(self, theta: Theta, n: int, length: int | None = None) -> torch.Tensor:
-        """``n`` sequences per parameter value: (S, n, T, D)."""
-        length = length or self.t
+    def simulate(self, theta: Theta, n: int) -> torch.Tensor:
+        """``n`` sequences per parameter value, in the data's layout: (S, n, *event_shape)."""
+        length = self.t
         s = theta["initial"].shape[0]
         rows = torch.arange(s)[:, None]
         z = dist.Categorical(theta["initial"][:, None].expand(s, n, self.k)).sample()  # (S, n)
@@ -271,7 +299,7 @@ class HMM(BayesFamily):
                 out.append(dist.Normal(theta["locs"][rows, z], theta["scales"][rows, z]).sample())
             else:
                 out.append(dist.Categorical(theta["emission_probs"][rows, z]).sample()[..., None].float())
-        return torch.stack(out, 2)
+        return torch.stack(out, 2).reshape(s, n, *self.event_shape)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -284,7 +312,8 @@ class HMM(BayesFamily):
 
     def test_statistic(self, x: torch.Tensor) -> tuple[str, torch.Tensor]:
         """Gaussian: the mean lag-1 autocorrelation within sequences (persistence of the regimes);
-        categorical: the fraction of steps that repeat the previous symbol. ``x``: (B, N, T, D) -> (B,)."""
+        categorical: the fraction of steps that repeat the previous symbol. ``x``: (B, N, *event) -> (B,)."""
+        x = self._seq(x)
         if self.kind == "categorical":
             same = (x[:, :, 1:, 0] == x[:, :, :-1, 0]).double()
             return "fraction of repeated symbols", same.mean((1, 2))
@@ -302,14 +331,15 @@ class HMM(BayesFamily):
 
     @torch.no_grad()
     def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
-        """Gaussian: k-means++ and Lloyd iterations on all steps give means and scales; categorical: each
+        """Gaussian: k-means (best of ten k-means++ runs) on all steps gives means and scales; categorical: each
         state's symbol probabilities halfway between the overall frequencies and a random draw. Sticky
         transitions (0.8 on the diagonal) and a uniform start."""
         k = self.k
         values: Theta = {"initial": torch.full((k,), 1.0 / k), "transition": _sticky(k, 0.8)}
+        x = self._seq(x)
         if self.kind == "gaussian":
             flat = x.reshape(-1, self.d).double()
-            centres, label = _kmeans(flat, k, generator)
+            centres, label = kmeans(flat, k, generator)
             spread = flat.std(0).clamp_min(1e-6)
             scales = torch.stack([flat[label == j].std(0, unbiased=False) if (label == j).sum() > 1 else spread
                                   for j in range(k)]).clamp_min(1e-3 * spread)
@@ -336,8 +366,8 @@ class HMM(BayesFamily):
         """Per-step held-out NLL; with true state paths, the accuracy of Viterbi decoding under the best
         matching of states to true states."""
         ll, _ = self.log_likelihood(x)
-        out = {"test_nll_per_step": float(-ll.mean() / x.shape[1])}
-        if y is not None and y.shape == x.shape[:2]:
+        out = {"test_nll_per_step": float(-ll.mean() / self.t)}
+        if y is not None and tuple(y.shape) == (x.shape[0], self.t):
             from ppgen.models.gmm import matched_accuracy
 
             path = self.viterbi_dp(x, _centre(self))
@@ -348,28 +378,15 @@ class HMM(BayesFamily):
         return hmm_figures(self, data, Path(folder))
 
 
+def _log_matmul_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(exp(a) @ exp(b)) over the last two axes, stable."""
+    return torch.logsumexp(a[..., :, :, None] + b[..., None, :, :], -2)
+
+
 def _sticky(k: int, stay: float) -> torch.Tensor:
     if k == 1:
         return torch.ones(1, 1)
     return torch.full((k, k), (1 - stay) / (k - 1)) + (stay - (1 - stay) / (k - 1)) * torch.eye(k)
-
-
-def _kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd iterations; centres sorted by the first
-    coordinate."""
-    n = x.shape[0]
-    centres = x[torch.randint(n, (1,), generator=generator)]
-    while centres.shape[0] < k:
-        d2 = torch.cdist(x, centres).min(1).values ** 2
-        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
-        centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
-    for _ in range(iters):
-        label = torch.cdist(x, centres).argmin(1)
-        for j in range(k):
-            if (label == j).any():
-                centres[j] = x[label == j].mean(0)
-    centres = centres[torch.argsort(centres[:, 0])]
-    return centres, torch.cdist(x, centres).argmin(1)
 
 
 def _centre(model: HMM) -> Theta:
@@ -385,7 +402,7 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     from ppgen.plots import plt, save_figure
 
     x, _ = data.split("test")
-    x = x[:n_show]
+    x = model._seq(x[:n_show])
     centre = _centre(model)
     one = {k: v[0] for k, v in centre.items()}
     path = model.viterbi(x, one)
