@@ -87,9 +87,10 @@ def down_shift(x: torch.Tensor) -> torch.Tensor:
 
 
 class Padded:
-    """A zero-padded activation map (n, C, H + pad, W + 2 pad) for incremental evaluation: image position
-    (r, c) lives at (r + pad, c + pad). The zeros around it are the convolution's zero padding; no
-    bottom padding is kept because no mask reads rows below the centre.
+    """A zero-padded activation map for incremental evaluation, stored channels-last as
+    (n, H + pad, W + 2 pad, C) so that a kernel's patch at one position is a few contiguous runs of
+    memory: image position (r, c) lives at (r + pad, c + pad). The zeros around it are the
+    convolution's zero padding; no bottom padding is kept because no mask reads rows below the centre.
 
     Positions not yet written hold whatever the map was filled with; masked taps never read them.
     """
@@ -98,46 +99,49 @@ class Padded:
         n, ch, h, w = full.shape
         self.pad = pad
         self.width = w
-        self.data = full.new_zeros(n, ch, h + pad, w + 2 * pad)
-        self.data[:, :, pad:, pad : pad + w] = full
+        self.data = full.new_zeros(n, h + pad, w + 2 * pad, ch)
+        self.data[:, pad:, pad : pad + w, :] = full.permute(0, 2, 3, 1)
 
     def put(self, r: int, c: int, value: torch.Tensor) -> None:
         """Write (n, C) values at image position (r, c)."""
-        self.data[:, :, r + self.pad, c + self.pad] = value
+        self.data[:, r + self.pad, c + self.pad, :] = value
 
     def put_row(self, r: int, values: torch.Tensor) -> None:
-        """Write (n, C, W) values into image row r."""
-        self.data[:, :, r + self.pad, self.pad : self.pad + self.width] = values
+        """Write (n, W, C) values (channels-last) into image row r."""
+        self.data[:, r + self.pad, self.pad : self.pad + self.width, :] = values
 
 
 class PointConv:
     """A :class:`MaskedConv2d` frozen for sampling: its masked kernel cut to the rows up to the centre
-    (the only ones that can be non-zero) and flattened once, so that one output position costs one small
-    matrix product. Build it inside ``torch.no_grad()``; rebuild it if the weights change."""
+    (the only ones that can be non-zero) and flattened once in the buffers' channels-last order, so that
+    one output position costs one small matrix product. Build it inside ``torch.no_grad()``; rebuild it
+    if the weights change."""
 
     def __init__(self, conv: MaskedConv2d) -> None:
         kh, kw = conv.kernel_size
         self.ph, self.pw, self.kw = kh // 2, kw // 2, kw
         self.weight = conv.masked_weight()[:, :, : self.ph + 1, :].contiguous()
-        self.flat_t = self.weight.reshape(self.weight.shape[0], -1).t().contiguous()
-        self.bias = conv.bias if conv.bias is not None else self.weight.new_zeros(self.weight.shape[0])
+        cout = self.weight.shape[0]
+        self.flat_t = self.weight.permute(0, 2, 3, 1).reshape(cout, -1).t().contiguous()
+        self.bias = conv.bias if conv.bias is not None else self.weight.new_zeros(cout)
 
     def at(self, buf: Padded, r: int, c: int) -> torch.Tensor:
         """The convolution's (n, C_out) output at image position (r, c)."""
         r0, c0 = r + buf.pad - self.ph, c + buf.pad - self.pw
-        patch = buf.data[:, :, r0 : r0 + self.ph + 1, c0 : c0 + self.kw]
+        patch = buf.data[:, r0 : r0 + self.ph + 1, c0 : c0 + self.kw, :]
         return torch.addmm(self.bias, patch.reshape(patch.shape[0], -1), self.flat_t)
 
     def row(self, buf: Padded, r: int) -> torch.Tensor:
-        """The convolution's (n, C_out, W) output along image row r."""
+        """The convolution's output along image row r, channels-last: (n, W, C_out)."""
         r0, c0 = r + buf.pad - self.ph, buf.pad - self.pw
-        rows = buf.data[:, :, r0 : r0 + self.ph + 1, c0 : c0 + buf.width + 2 * self.pw]
-        return F.conv2d(rows, self.weight, self.bias)[:, :, 0, :]
+        rows = buf.data[:, r0 : r0 + self.ph + 1, c0 : c0 + buf.width + 2 * self.pw, :]
+        # (n, ph+1, W, C, kw) -> one row of patches per output column, in the flattened kernel's order.
+        patches = rows.unfold(2, self.kw, 1).permute(0, 2, 1, 4, 3)
+        n, w = patches.shape[0], patches.shape[1]
+        out = torch.addmm(self.bias, patches.reshape(n * w, -1), self.flat_t)
+        return out.reshape(n, w, -1)
 
 
 def pointwise(conv: nn.Conv2d | nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution applied to (n, C_in) vectors or (n, C_in, W) rows."""
-    w = conv.weight.reshape(conv.weight.shape[0], -1)
-    if x.dim() == 2:
-        return F.linear(x, w, conv.bias)
-    return F.conv1d(x, w.unsqueeze(-1), conv.bias)
+    """A 1x1 convolution applied to channels-last values: (n, C_in) vectors or (n, W, C_in) rows."""
+    return F.linear(x, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)

@@ -188,10 +188,34 @@ def add_bias(t: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
     return t + e.reshape(e.shape + (1,) * (t.dim() - 2))
 
 
-def gate(t: torch.Tensor) -> torch.Tensor:
-    """The gated unit tanh(a) * sigmoid(b) over the two halves of the channel dimension."""
-    a, b = t.chunk(2, dim=1)
+def add_bias_last(t: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
+    """Channels-last ``t`` (n, ..., C) plus a per-example (n, C) bias."""
+    if e is None:
+        return t
+    return t + e.reshape(e.shape[:1] + (1,) * (t.dim() - 2) + e.shape[1:])
+
+
+def gate(t: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The gated unit tanh(a) * sigmoid(b) over the two halves of the channel dimension ``dim``."""
+    a, b = t.chunk(2, dim=dim)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+def fill_caches(net: nn.Module, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> list[Any]:
+    """The activation maps a stepper starts from: the network's intermediate maps on the canvas. From
+    ``start == 0`` every cached value is written before it is read, so zero maps of the right shapes
+    (found with a one-image pass) replace the full pass."""
+    keep: list[Any] = []
+    if start > 0:
+        net(x_in, y, keep=keep)
+        return keep
+    net(x_in[:1], None if y is None else y[:1], keep=keep)
+    n = x_in.shape[0]
+
+    def zeros(t: torch.Tensor) -> torch.Tensor:
+        return t.new_zeros(n, *t.shape[1:])
+
+    return [tuple(zeros(t) for t in item) if isinstance(item, tuple) else zeros(item) for item in keep]
 
 
 class Stepper(Protocol):
@@ -586,7 +610,7 @@ class PixelCNNNet(nn.Module):
         return self.head2(F.relu(self.head1(F.relu(z))))
 
     def stepper(self, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> "PixelCNNStepper":
-        return PixelCNNStepper(self, x_in, y)
+        return PixelCNNStepper(self, x_in, y, start)
 
 
 class PixelCNNStepper:
@@ -594,9 +618,8 @@ class PixelCNNStepper:
     (r, c) in raster order, so each is computed once, at step (r, c), from cached maps. One full pass
     over the canvas fills the caches for the pixels already known (all of them for a completion)."""
 
-    def __init__(self, net: PixelCNNNet, x_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        acts: list[torch.Tensor] = []
-        net(x_in, y, keep=acts)
+    def __init__(self, net: PixelCNNNet, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> None:
+        acts = fill_caches(net, x_in, y, start)
         self.net = net
         self.e = net.cond(y)
         self.x = Padded(x_in, net.first.kernel_size[0] // 2)
@@ -674,16 +697,15 @@ class GatedPixelCNNNet(nn.Module):
         return self.head2(F.relu(self.head1(F.relu(h))))
 
     def stepper(self, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> "GatedStepper":
-        return GatedStepper(self, x_in, y)
+        return GatedStepper(self, x_in, y, start)
 
 
 class GatedStepper:
     """Fast Gated PixelCNN sampling: the vertical stack of row r - 1 is computed once, a whole row at a
     time, when row r - 1 is complete; the horizontal stack one pixel at a time from cached maps."""
 
-    def __init__(self, net: GatedPixelCNNNet, x_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        keep: list[tuple[torch.Tensor, ...]] = []
-        net(x_in, y, keep=keep)
+    def __init__(self, net: GatedPixelCNNNet, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> None:
+        keep = fill_caches(net, x_in, y, start)
         self.net = net
         self.e = net.cond(y)
         self.x = Padded(x_in, net.layers[0].v.kernel_size[0] // 2)
@@ -692,20 +714,20 @@ class GatedStepper:
         self.vs_full: list[torch.Tensor] | None = [vs for _, _, vs in keep]
         self.vconv = [PointConv(layer.v) for layer in net.layers]
         self.hconv = [PointConv(layer.h) for layer in net.layers]
-        self.vs_row: list[torch.Tensor] = []
+        self.vs_row: list[torch.Tensor] = []  # per layer, channels-last (n, W, 2p)
         self.row: int | None = None
 
     def _enter_row(self, r: int) -> None:
         if self.vs_full is not None:  # the first row visited: its vertical input is in the full pass
-            self.vs_row = [vs[:, :, r, :] for vs in self.vs_full]
+            self.vs_row = [vs[:, :, r, :].transpose(1, 2).contiguous() for vs in self.vs_full]
             self.vs_full = None
         else:
             # Row r - 1 of the canvas is now complete: run the vertical stack along it, once.
             layers = self.net.layers
             for i, layer in enumerate(layers):
-                vp = add_bias(self.vconv[i].row(self.vbufs[i], r - 1), self.e[2 * i])
+                vp = add_bias_last(self.vconv[i].row(self.vbufs[i], r - 1), self.e[2 * i])
                 if i + 1 < len(layers):
-                    self.vbufs[i + 1].put_row(r - 1, gate(vp))
+                    self.vbufs[i + 1].put_row(r - 1, gate(vp, dim=-1))
                 self.vs_row[i] = pointwise(layer.v2h, vp)
         self.row = r
 
@@ -715,7 +737,7 @@ class GatedStepper:
         layers, e = self.net.layers, self.e
         h = None
         for i, layer in enumerate(layers):
-            hp = self.hconv[i].at(self.hbufs[i], r, c) + self.vs_row[i][:, :, c]
+            hp = self.hconv[i].at(self.hbufs[i], r, c) + self.vs_row[i][:, c]
             hn = pointwise(layer.out, gate(add_bias(hp, e[2 * i + 1])))
             h = hn if h is None else h + hn
             if i + 1 < len(layers):

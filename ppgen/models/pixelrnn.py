@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ppgen.masked import MaskedConv2d, Padded, PointConv, pointwise, raster_mask
-from ppgen.models.pixelcnn import ClassBias, PixelFamily, PixelModelSpec, _odd, add_bias
+from ppgen.models.pixelcnn import ClassBias, PixelFamily, PixelModelSpec, _odd, add_bias, fill_caches
 from ppgen.registry import register_family
 from ppgen.spec import Strict
 
@@ -110,16 +110,16 @@ class RowLSTMNet(nn.Module):
         return self.head2(F.relu(self.head1(F.relu(z))))
 
     def stepper(self, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> "RowLSTMStepper":
-        return RowLSTMStepper(self, x_in, y)
+        return RowLSTMStepper(self, x_in, y, start)
 
 
 class RowLSTMStepper:
     """Fast Row LSTM sampling: per layer, the state-to-state term once per row, the input-to-state term
-    and the LSTM update once per pixel."""
+    and the LSTM update once per pixel. Row states are kept channels-last, (n, W, h), so that one
+    column is contiguous."""
 
-    def __init__(self, net: RowLSTMNet, x_in: torch.Tensor, y: torch.Tensor | None) -> None:
-        keep: list[tuple[torch.Tensor, ...]] = []
-        net(x_in, y, keep=keep)
+    def __init__(self, net: RowLSTMNet, x_in: torch.Tensor, y: torch.Tensor | None, start: int) -> None:
+        keep = fill_caches(net, x_in, y, start)
         self.net = net
         self.e = net.cond(y)
         self.x = Padded(x_in, net.first.kernel_size[0] // 2)
@@ -127,27 +127,30 @@ class RowLSTMStepper:
         self.zbufs = [Padded(z, layer.i2s.kernel_size[1] // 2) for (z, _, _), layer in zip(keep, net.layers)]
         self.i2s = [PointConv(layer.i2s) for layer in net.layers]
         self.maps: list[tuple[torch.Tensor, torch.Tensor]] | None = [(h, c) for _, h, c in keep]
-        n, width = x_in.shape[0], x_in.shape[-1]
-        zeros = [x_in.new_zeros(n, layer.hidden, width) for layer in net.layers]
-        self.h_cur, self.c_cur = list(zeros), [z.clone() for z in zeros]
-        self.c_prev = [z.clone() for z in zeros]
+        self.h_cur: list[torch.Tensor] = []
+        self.c_cur: list[torch.Tensor] = []
+        self.c_prev: list[torch.Tensor] = []
         self.s2s_row: list[torch.Tensor] = []
         self.row: int | None = None
 
     def _enter_row(self, r: int) -> None:
-        layers = self.net.layers
         if self.maps is not None:  # the first row visited: states before it come from the full pass
-            h_prev = [h[:, :, r - 1, :] if r > 0 else torch.zeros_like(h[:, :, 0, :]) for h, _ in self.maps]
-            self.c_prev = [c[:, :, r - 1, :] if r > 0 else torch.zeros_like(c[:, :, 0, :]) for _, c in self.maps]
+            def rows(m: torch.Tensor, i: int) -> torch.Tensor:
+                return m[:, :, i, :].transpose(1, 2).contiguous() if i >= 0 else m.new_zeros(m.shape[0], m.shape[3], m.shape[1])
+
+            h_prev = [rows(h, r - 1) for h, _ in self.maps]
+            self.c_prev = [rows(c, r - 1) for _, c in self.maps]
             # Columns before the start of a completion are final in the full pass; the rest is overwritten.
-            self.h_cur = [h[:, :, r, :].clone() for h, _ in self.maps]
-            self.c_cur = [c[:, :, r, :].clone() for _, c in self.maps]
+            self.h_cur = [rows(h, r) for h, _ in self.maps]
+            self.c_cur = [rows(c, r) for _, c in self.maps]
             self.maps = None
         else:
             h_prev, self.c_prev = self.h_cur, self.c_cur
-            self.h_cur = [torch.zeros_like(h) for h in h_prev]
-            self.c_cur = [torch.zeros_like(c) for c in self.c_prev]
-        self.s2s_row = [layer.s2s(h) for layer, h in zip(layers, h_prev)]
+            self.h_cur = [torch.empty_like(h) for h in h_prev]
+            self.c_cur = [torch.empty_like(c) for c in self.c_prev]
+        # The state-to-state convolution over the finished row above, once per row and layer.
+        self.s2s_row = [layer.s2s(h.transpose(1, 2)).transpose(1, 2).contiguous()
+                        for layer, h in zip(self.net.layers, h_prev)]
         self.row = r
 
     def logits_at(self, r: int, c: int) -> torch.Tensor:
@@ -157,10 +160,10 @@ class RowLSTMStepper:
         z = add_bias(self.first.at(self.x, r, c), e[0])
         for i, layer in enumerate(net.layers):
             self.zbufs[i].put(r, c, z)
-            gates = add_bias(self.i2s[i].at(self.zbufs[i], r, c), e[i + 1]) + self.s2s_row[i][:, :, c]
-            h, cell = lstm_update(gates, self.c_prev[i][:, :, c])
-            self.h_cur[i][:, :, c] = h
-            self.c_cur[i][:, :, c] = cell
+            gates = add_bias(self.i2s[i].at(self.zbufs[i], r, c), e[i + 1]) + self.s2s_row[i][:, c]
+            h, cell = lstm_update(gates, self.c_prev[i][:, c])
+            self.h_cur[i][:, c] = h
+            self.c_cur[i][:, c] = cell
             z = z + pointwise(layer.out, h)
         return pointwise(net.head2, F.relu(pointwise(net.head1, F.relu(z))))
 
