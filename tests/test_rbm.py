@@ -140,14 +140,20 @@ def test_cd_k_gradient_approaches_the_exact_gradient() -> None:
     assert all(errors[a] > errors[b] for a, b in zip(ks, ks[1:])), errors
     assert errors[1] > 0.2 and errors[10] < 1e-2 * errors[1], errors
 
-    # Monte Carlo: many copies of the data through the routine's CD-1 update estimate the CD-1 gradient
+    # Monte Carlo: many copies of the data through the routine's CD-1 phases estimate the CD-1 gradient
     rf = tiny_rbm(5, 3, scale=3.0, seed=0).float()
     v = V[data_idx].float().repeat(20_000, 1)
     torch.manual_seed(1)
-    cfg = CDConfig(k=1, optimizer={"name": "sgd", "lr": 1e-12, "momentum": 0.0}, initial_momentum=None)
-    opt = make_optimizer(rf.parameters(), cfg.optimizer)
-    gibbs_update(rf, v, None, cfg, opt, LocalRuntime())
+    data_side = rf.positive_phase(v)
+    model_side, _ = rf.negative_phase(rf.chains_from_data(data_side), 1)
+    rf.set_gradients(data_side, model_side)
     assert torch.allclose(-rf.W.grad.double(), cd_gradient(1), atol=0.02)
+    # and one routine update moves W by -lr times that gradient
+    w0 = rf.W.detach().clone()
+    torch.manual_seed(1)
+    cfg = CDConfig(k=1, optimizer={"name": "sgd", "lr": 1e-3, "momentum": 0.0}, initial_momentum=None)
+    gibbs_update(rf, v, None, cfg, make_optimizer(rf.parameters(), cfg.optimizer), LocalRuntime())
+    assert torch.allclose((rf.W.detach() - w0).double() / 1e-3, cd_gradient(1), atol=0.02)
     assert not torch.allclose(-rf.W.grad.double(), exact, atol=0.1)  # CD-1 is biased here
 
 
@@ -399,3 +405,29 @@ def test_lr_schedule() -> None:
     assert lin.factor(0, 10) == 1.0 and lin.factor(10, 10) == pytest.approx(0.1) and lin.factor(5, 10) == pytest.approx(0.55)
     ex = LRScheduleSpec(kind="exponential", gamma=0.5)
     assert ex.factor(2.7, 10) == 0.25
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_fused_sgd_update_equals_torch_sgd(gaussian: bool) -> None:
+    """The in-place CD update gives the numbers of .grad + torch.optim.SGD (momentum, weight decay
+    prior, unequal numbers of data and chain rows), with momentum buffers where torch keeps them."""
+    torch.manual_seed(0)
+    a = RBMCore(6, 4, weight_std=0.5, gaussian=gaussian, weight_decay=0.01)
+    b = RBMCore(6, 4, gaussian=gaussian, weight_decay=0.01)
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.0)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.0)
+    for step in range(4):
+        for group in (*opt_a.param_groups, *opt_b.param_groups):
+            group["momentum"] = 0.0 if step < 2 else 0.9
+        v = torch.rand(5, 6) if gaussian else torch.bernoulli(torch.full((5, 6), 0.4))
+        pos = a.positive_phase(v)
+        neg, _ = a.negative_phase({"h": torch.bernoulli(torch.full((3, 4), 0.5))}, 1)
+        assert a.sgd_update(pos, neg, opt_a)
+        b.set_gradients(pos, neg)
+        opt_b.step()
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.allclose(pa, pb, atol=1e-6)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(opt_a.state[pa]["momentum_buffer"], opt_b.state[pb]["momentum_buffer"], atol=1e-6)
+    assert not RBMCore(3, 2, gaussian=True, learn_sigma=True).sgd_update(pos, neg, opt_a)

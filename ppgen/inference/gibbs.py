@@ -154,12 +154,19 @@ def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | N
         pos = core.positive_phase(v, config.positive_sweeps)
         start = core.chains_from_data(pos) if chains is None else chains
         neg, nxt = core.negative_phase(start, config.k)
-    core.set_gradients(pos, neg)
-    runtime.reduce_gradients(core.parameters())
-    info = core.monitor(pos, neg, binary=binary, detailed=detailed)
-    norm = clip_and_step(opt, config.optimizer)
-    if norm is not None:
-        info["grad_norm"] = norm
+        info = core.monitor(pos, neg, binary=binary, detailed=detailed)
+        fused = (
+            config.optimizer.clip_norm is None
+            and getattr(runtime, "world_size", 1) == 1
+            and hasattr(core, "sgd_update")
+            and core.sgd_update(pos, neg, opt)
+        )
+    if not fused:
+        core.set_gradients(pos, neg)
+        runtime.reduce_gradients(core.parameters())
+        norm = clip_and_step(opt, config.optimizer)
+        if norm is not None:
+            info["grad_norm"] = norm
     return (nxt if chains is not None else None), info
 
 

@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, log_mean_exp
+from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli, log_mean_exp
 from ppgen.models.rbm import EnergyFamily, GaussianVisibleSpec, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
@@ -143,7 +143,7 @@ class DBN(EnergyFamily):
         h = v
         for layer in self.layers[:upto]:
             p = torch.sigmoid(layer.hidden_logits(h))
-            h = p if mean else torch.bernoulli(p)
+            h = p if mean else bernoulli(p)
         return h
 
     def down(self, h: torch.Tensor, start: int, mean: bool = False) -> list[torch.Tensor]:
@@ -240,7 +240,7 @@ class DBN(EnergyFamily):
         if top.gaussian:
             tv = 2 * torch.randn(n, top.n_visible, device=top.W.device)
         else:
-            tv = torch.bernoulli(torch.full((n, top.n_visible), 0.5, device=top.W.device))
+            tv = bernoulli(torch.full((n, top.n_visible), 0.5, device=top.W.device))
         th, _ = top.sample_h(tv)
         return self._complete(tv, th, None)
 
@@ -312,7 +312,7 @@ class DBN(EnergyFamily):
         hs, log_q = [v], torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
         for i in range(1, self.depth):
             logits = self.layers[i - 1].hidden_logits(hs[-1])
-            h = torch.bernoulli(torch.sigmoid(logits))
+            h = bernoulli(torch.sigmoid(logits))
             log_q = log_q + dist.Bernoulli(logits=logits, validate_args=False).log_prob(h).sum(-1)
             hs.append(h)
         return hs, log_q

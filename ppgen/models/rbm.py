@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits
+from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
 from ppgen.models.base import Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -390,7 +390,7 @@ class RBM(EnergyFamily):
         if self.gaussian:
             v = 2 * torch.randn(n, core.n_visible, device=core.W.device)  # over-dispersed starts
         else:
-            v = torch.bernoulli(torch.full((n, core.n_visible), 0.5, device=core.W.device))
+            v = bernoulli(torch.full((n, core.n_visible), 0.5, device=core.W.device))
         h, _ = core.sample_h(v)
         return {"v": v, "h": h}
 
