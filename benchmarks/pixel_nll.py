@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="training images (default 20000; quick 2000)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per model (default 2; quick 1)")
     ap.add_argument("--test-limit", type=int, default=None, help="test images (default all; quick 1000)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     limit = args.limit or (2000 if args.quick else 20000)

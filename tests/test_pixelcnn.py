@@ -442,6 +442,14 @@ def test_fit_evaluate_and_figures(tmp_path: Path) -> None:
     x, y = run.data.split("test")
     again = ppgen.open_run(run.path).model
     torch.testing.assert_close(again.log_likelihood(x, y=y)[0], run.model.log_likelihood(x, y=y)[0])
+    # ArviZ: the posterior over each test image's class is p(y | x); its draws follow Bayes' rule.
+    from ppgen.diagnostics import diagnose
+
+    out = diagnose(run)
+    assert out["idata"].exists()
+    draws = run.idata.posterior["y"].values[0]  # (draw, obs)
+    freq = torch.stack([torch.from_numpy((draws == k).mean(0)) for k in range(3)], 1).float()
+    torch.testing.assert_close(freq, run.model.class_posterior(x[:16]).exp(), atol=0.06, rtol=0)
 
 
 def test_fit_unconditional_categorical_uses_the_fused_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -467,3 +475,18 @@ def test_fit_unconditional_categorical_uses_the_fused_path(tmp_path: Path, monke
     assert res["test_nll_nats"] < 9 * math.log(4) + 1.0
     assert "bayes_accuracy" not in res
     assert run.model.sample(2).mul(255).round().remainder(1).eq(0).all()
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    """examples/pixelcnn_digits.py with one epoch: every number it prints is produced, and the two
+    samplers agree."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "pixelcnn_digits.py"
+    spec = importlib.util.spec_from_file_location("pixelcnn_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--family", "pixelcnn", "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert out["same"] and out["plain_s"] > out["fast_s"]
+    assert 0.0 <= out["evaluation"]["bayes_accuracy"] <= 1.0 and out["evaluation"]["test_nll_mc_stderr"] == 0.0
+    assert all(p.exists() for p in out["figures"].values())

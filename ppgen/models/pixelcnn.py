@@ -236,6 +236,9 @@ class PixelFamily(Family):
 
     default_routine = "svi"
     max_plate_nesting = 1
+    #: Images per forward pass when no gradient is needed (validation, evaluation): small batches keep
+    #: the activation maps in cache; 500 MNIST images at once were 4x slower per image on a 2-core CPU.
+    eval_chunk: int = 64
 
     def __init__(self, spec: PixelModelSpec, info: DataInfo) -> None:
         super().__init__(spec, info)
@@ -336,7 +339,11 @@ class PixelFamily(Family):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(x) (log p(x | y) when conditional), per example, in nats."""
-        return self.pixel_log_probs(x, y).sum((1, 2, 3))
+        n, c = x.shape[0], self.eval_chunk
+        if torch.is_grad_enabled() or n <= c:
+            return self.pixel_log_probs(x, y).sum((1, 2, 3))
+        return torch.cat([self.pixel_log_probs(x[s : s + c], None if y is None else y[s : s + c]).sum((1, 2, 3))
+                          for s in range(0, n, c)])
 
     def class_log_prior(self) -> torch.Tensor:
         return torch.log_softmax(self.class_logits, 0)
@@ -451,6 +458,43 @@ class PixelFamily(Family):
             "marginal_nll_nats": nll,
             "marginal_bits_per_dim": nll / (self.height * self.width * math.log(2)),
         }
+
+    @torch.no_grad()
+    def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 1000,
+                       seed: int = 0) -> Any:
+        """ArviZ data of a class-conditional model: for the first ``n_obs`` test images,
+
+        - ``posterior``: ``y`` drawn from p(y | x) by Bayes' rule, dims (chain, draw, obs);
+        - ``observed_data``: the images, dims (obs, pixel); ``constant_data``: their labels;
+        - ``sample_stats``: the training loss trace.
+
+        The weights are point estimates (maximum likelihood or MAP), so an unconditional model has no
+        posterior to convert: ``None``."""
+        if self.num_classes is None:
+            return None
+        import numpy as np
+
+        from ppgen.diagnostics import arviz, loss_trace
+
+        x, y = data.split("test")
+        x = x[:n_obs].to(self.device)
+        n = x.shape[0]
+        probs = self.class_posterior(x).exp().cpu()
+        gen = torch.Generator().manual_seed(seed)
+        y_draws = torch.multinomial(probs, draws, replacement=True, generator=gen).T  # (draw, obs)
+        kwargs: dict[str, Any] = {}
+        stats = loss_trace(metrics)
+        if stats:
+            kwargs["sample_stats"] = stats
+        if y is not None:
+            kwargs["constant_data"] = {"label": y[:n].cpu().numpy()}
+        return arviz().from_dict(
+            posterior={"y": y_draws.numpy()[None]},
+            observed_data={"x": x.reshape(n, -1).cpu().numpy()},
+            coords={"obs": np.arange(n), "pixel": np.arange(self.height * self.width)},
+            dims={"y": ["obs"], "x": ["obs", "pixel"], "label": ["obs"]},
+            **kwargs,
+        )
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
