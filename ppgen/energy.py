@@ -401,11 +401,12 @@ class RBMCore(nn.Module):
         pre = self.hidden_logits(v) if pre is None else pre
         B, D = v.shape
         if not exact:
-            idx = torch.randint(0, D, (B,), device=v.device)
-            s = 1 - 2 * v[torch.arange(B, device=v.device), idx]  # +1 turns the unit on, -1 off
+            idx = torch.randint(0, D, (B, 1), device=v.device)
+            s = torch.sub(1, torch.gather(v, 1, idx), alpha=2)  # +1 turns the unit on, -1 off
+            flat = idx.view(-1)
             # flipping unit i moves the hidden input by s_i W_i: no matrix product needed
-            d = (F.softplus(torch.addcmul(pre, s.unsqueeze(1), self.W[idx])) - F.softplus(pre)).sum(-1)
-            return -D * F.softplus(s * self.b[idx] + d)
+            d = (F.softplus(torch.addcmul(pre, s, self.W[flat])) - F.softplus(pre)).sum(-1)
+            return F.softplus(torch.addcmul(d, s.view(-1), self.b[flat])).mul_(-D)
         total = torch.zeros(B, device=v.device, dtype=v.dtype)
         chunk = max(1, (1 << 22) // (B * self.n_hidden))  # keeps the (B, chunk, H) block near 16 MB
         for start in range(0, D, chunk):
