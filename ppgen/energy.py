@@ -119,7 +119,7 @@ def all_binary_states(n: int, device: torch.device | str | None = None, dtype: t
 def bernoulli(p: torch.Tensor) -> torch.Tensor:
     """Draws of Bernoulli(p), elementwise: ``u < p`` for uniform u, three times faster on a CPU than
     ``torch.bernoulli`` for the small batches of CD (it matters: sampling is half of an update)."""
-    return torch.lt(torch.rand_like(p), p).to(p.dtype)
+    return torch.rand_like(p).lt_(p)  # in place: 1.0 where u < p, else 0.0
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,8 +405,8 @@ class RBMCore(nn.Module):
             s = torch.sub(1, torch.gather(v, 1, idx), alpha=2)  # +1 turns the unit on, -1 off
             flat = idx.view(-1)
             # flipping unit i moves the hidden input by s_i W_i: no matrix product needed
-            d = (F.softplus(torch.addcmul(pre, s, self.W[flat])) - F.softplus(pre)).sum(-1)
-            return F.softplus(torch.addcmul(d, s.view(-1), self.b[flat])).mul_(-D)
+            d = (F.softplus(torch.addcmul(pre, s, self.W.index_select(0, flat))) - F.softplus(pre)).sum(-1)
+            return F.softplus(torch.addcmul(d, s.view(-1), self.b.index_select(0, flat))).mul_(-D)
         total = torch.zeros(B, device=v.device, dtype=v.dtype)
         chunk = max(1, (1 << 22) // (B * self.n_hidden))  # keeps the (B, chunk, H) block near 16 MB
         for start in range(0, D, chunk):

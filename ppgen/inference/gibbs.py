@@ -131,6 +131,11 @@ def training_data(model: torch.nn.Module) -> Any:
     return data_mod.load(model.spec.data)
 
 
+def on_device(chains: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Persistent chains where the model is (a checkpoint loads them onto the CPU)."""
+    return {k: t.to(device) for k, t in chains.items()}
+
+
 def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, epochs: int) -> float:
     """Apply the learning-rate schedule and momentum warm-up for fractional ``epoch``; returns the lr."""
     lr = config.optimizer.lr * config.lr_schedule.factor(epoch, epochs)
@@ -184,7 +189,6 @@ class _ContrastiveDivergence(Routine):
             steps_per_epoch = data.steps_per_epoch(model.spec.data.batch_size, self.runtime.world_size)
         self.steps_per_epoch = steps_per_epoch
         model.init_from_data(data.split("train")[0])
-        self.sweeps = self.config.positive_sweeps
         state = State(model=model, optimizers={"main": make_optimizer(core.parameters(), self.config.optimizer)})
         if self.persistent:
             n = self.config.chains or model.spec.data.batch_size
@@ -198,7 +202,7 @@ class _ContrastiveDivergence(Routine):
         opt = state.optimizers["main"]
         lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
         v = model.to_visible(batch[0])
-        chains = state.extra["chains"] if self.persistent else None
+        chains = on_device(state.extra["chains"], v.device) if self.persistent else None
         detailed = (state.step + 1) % self.config.log_every == 0
         nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, detailed=detailed)
         if self.persistent:

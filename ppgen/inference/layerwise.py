@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ppgen.inference.base import Routine, State, make_optimizer
-from ppgen.inference.gibbs import GibbsConfig, gibbs_update, set_schedule, training_data
+from ppgen.inference.gibbs import GibbsConfig, gibbs_update, on_device, set_schedule, training_data
 from ppgen.registry import register_routine
 from ppgen.spec import SpecError
 
@@ -130,7 +130,7 @@ class Layerwise(Routine):
         with torch.no_grad():
             v = model.up(model.to_visible(batch[0]), layer, mean=self.config.propagate == "mean")
         binary = layer == 0 or self.config.propagate == "sample"
-        chains = state.extra.get("chains") if self.config.persistent else None
+        chains = on_device(state.extra["chains"], v.device) if self.config.persistent else None
         detailed = (state.step + 1) % self.config.log_every == 0
         nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary, detailed=detailed)
         if self.config.persistent:
