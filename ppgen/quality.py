@@ -160,7 +160,7 @@ def class_entropy(labels: torch.Tensor, num_classes: int) -> float:
     counts = torch.bincount(torch.as_tensor(labels).reshape(-1).long(), minlength=num_classes).double()
     p = counts / counts.sum()
     p = p[p > 0]
-    return float(-(p * p.log()).sum())
+    return float(-(p * p.log()).sum()) + 0.0  # + 0.0: one class gives 0.0, not -0.0
 
 
 # --------------------------------------------------------------------------- toy truth

@@ -138,11 +138,26 @@ def _output(name: str) -> nn.Module:
     return {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "identity": nn.Identity()}[name]
 
 
+class _Standardize(nn.Module):
+    """z -> (z - mean) / std of the prior: a Uniform(0, 1) input becomes zero-mean, unit-variance like a
+    Normal one, so the same initialisation and step sizes suit both priors."""
+
+    def __init__(self, loc: float, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.tensor(float(loc)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.loc) / self.scale
+
+
 class MLPGenerator(nn.Module):
     """z -> hidden layers (optionally batch-normed) -> prod(event_shape) values -> output non-linearity."""
 
-    def __init__(self, z_dim: int, event_shape: tuple[int, ...], spec: GeneratorSpec, output: str) -> None:
+    def __init__(self, z_dim: int, event_shape: tuple[int, ...], spec: GeneratorSpec, output: str,
+                 z_moments: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
+        self.standardize = _Standardize(*z_moments)
         layers: list[nn.Module] = []
         width = z_dim
         for h in spec.hidden:
@@ -155,7 +170,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(self.standardize(z))
 
 
 class ConvGenerator(nn.Module):
@@ -163,8 +178,10 @@ class ConvGenerator(nn.Module):
     map, then stride-2 transposed convolutions (kernel 4) that double the side, batch norm and ReLU
     between them; a crop handles sides that are not powers of two (7 -> 14 -> 28, or 2 -> 4 -> 8)."""
 
-    def __init__(self, z_dim: int, event_shape: tuple[int, ...], spec: GeneratorSpec, output: str) -> None:
+    def __init__(self, z_dim: int, event_shape: tuple[int, ...], spec: GeneratorSpec, output: str,
+                 z_moments: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
+        self.standardize = _Standardize(*z_moments)
         c_out, h, w = event_shape
         h0, w0 = h, w
         for _ in spec.hidden:
@@ -185,7 +202,7 @@ class ConvGenerator(nn.Module):
         self.body = nn.Sequential(*body)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.body(self.head(z).view(-1, *self.shape0))
+        out = self.body(self.head(self.standardize(z)).view(-1, *self.shape0))
         return out[..., : self.out_hw[0], : self.out_hw[1]]
 
 
@@ -239,12 +256,14 @@ class ConvDiscriminator(nn.Module):
         return self.head(self.body(x)).squeeze(-1)
 
 
-def build_generator(spec: GeneratorSpec, z_dim: int, event_shape: tuple[int, ...], output: str) -> nn.Module:
+def build_generator(spec: GeneratorSpec, z_dim: int, event_shape: tuple[int, ...], output: str,
+                    z_moments: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
+    """G for z of the given prior (mean, std), which the generator's first step standardizes."""
     if spec.kind == "mlp":
-        return MLPGenerator(z_dim, event_shape, spec, output)
+        return MLPGenerator(z_dim, event_shape, spec, output, z_moments)
     if len(event_shape) != 3:
         raise ValueError(f"generator.kind 'conv' needs image data (C, H, W), got event shape {event_shape}; use 'mlp'")
-    return ConvGenerator(z_dim, event_shape, spec, output)
+    return ConvGenerator(z_dim, event_shape, spec, output, z_moments)
 
 
 def build_discriminator(spec: DiscriminatorSpec, event_shape: tuple[int, ...]) -> nn.Module:
@@ -279,13 +298,14 @@ class GAN(Family):
         if output == "auto":
             output = "sigmoid" if len(self.event_shape) == 3 else "identity"
         self.output = output
-        self.generator = build_generator(spec.generator, self.z_dim, self.event_shape, output)
+        low, high = spec.latent.bounds
+        moments = ((low + high) / 2, (high - low) / math.sqrt(12)) if spec.latent.prior == "uniform" else (0.0, 1.0)
+        self.generator = build_generator(spec.generator, self.z_dim, self.event_shape, output, moments)
         self.discriminator = build_discriminator(spec.discriminator, self.event_shape)
         # The moving average starts as a copy (deepcopy draws no random numbers) and is frozen: only the
         # routine writes it, never an optimizer.
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        low, high = spec.latent.bounds
         self.register_buffer("_low", torch.tensor(float(low)))
         self.register_buffer("_high", torch.tensor(float(high)))
 
@@ -480,33 +500,43 @@ def _toy1d_target(model: GAN) -> Any:
 
 @torch.no_grad()
 def generator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 10_000) -> Path:
-    """Inverse transform sampling by a GAN. Left: the density of ``n`` samples against the exact density
-    of a ``toy1d`` target (or a histogram of ``reference`` data). Right, for a 1-D latent: the learned map
-    z -> G(z) against the exact inverse CDF F^-1 of the target pushed through the prior's CDF (for a
-    Uniform(0, 1) prior exactly F^-1(z)); a GAN may also learn the decreasing solution F^-1(1 - u),
-    drawn dashed. The title gives the Kolmogorov-Smirnov distance of the samples to the target."""
-    from ppgen import quality
+    """Inverse transform sampling by a GAN, as a PNG: :func:`plot_generator` on one or two panels."""
     from ppgen.plots import plt, save_figure
+
+    panels = 2 if model.z_dim == 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    plot_generator(model, list(axes[0]), reference, n)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None = None, n: int = 10_000) -> float | None:
+    """First axis: the density of ``n`` samples against the exact density of a ``toy1d`` target (or a
+    histogram of ``reference`` data). Second axis, if given (1-D latent): the learned map z -> G(z)
+    against the exact inverse CDF F^-1 of the target composed with the prior's CDF (for a Uniform(0, 1)
+    prior F^-1(z) itself); a GAN may as well learn the decreasing solution F^-1(1 - F_z(z)), drawn
+    dashed. Returns the Kolmogorov-Smirnov distance of the samples to the target (None without one)."""
+    from ppgen import quality
 
     target = _toy1d_target(model)
     with _eval_mode(model):
         x = model.sample(n).reshape(-1).double()
-    panels = 2 if model.z_dim == 1 else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
-    ax = axes[0, 0]
+    ax = axes[0]
     lo, hi = torch.quantile(x, 0.001).item(), torch.quantile(x, 0.999).item()
     ax.hist(x.numpy(), bins=120, range=(lo, hi), density=True, alpha=0.55, color="C0", label="G(z)")
-    title = f"{n} samples"
+    title, ks = f"{n} samples", None
     if target is not None:
         grid = torch.linspace(lo, hi, 400, dtype=torch.float64)
         ax.plot(grid, target.log_prob(grid).exp(), color="k", lw=1.2, label=f"exact {target.name} density")
-        title += f", KS = {quality.ks_statistic(x, target.cdf):.4f}"
+        ks = quality.ks_statistic(x, target.cdf)
+        title += f", KS = {ks:.4f}"
     elif reference is not None:
         ax.hist(reference.reshape(-1).numpy(), bins=120, range=(lo, hi), density=True, alpha=0.35, color="0.4", label="data")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    if panels == 2:
-        ax = axes[0, 1]
+    if len(axes) > 1 and model.z_dim == 1:
+        ax = axes[1]
         u = torch.linspace(0.0005, 0.9995, 999, dtype=torch.float64)
         if model.spec.latent.prior == "uniform":
             lo_z, hi_z = model.spec.latent.bounds
@@ -524,16 +554,27 @@ def generator_figure(model: GAN, path: Path, reference: torch.Tensor | None = No
         ax.set_title("the generator against the inverse CDF", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return ks
 
 
 @torch.no_grad()
 def discriminator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 2500) -> Path:
-    """2-D data: the discriminator's score as a colour map, data in grey, samples in blue and, for the
-    ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles and the modes covered."""
-    from ppgen import quality
+    """2-D data as a PNG: :func:`plot_discriminator`."""
     from ppgen.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    plot_discriminator(model, ax, reference, n)
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = None, n: int = 2500,
+                       colorbar: bool = True) -> dict[str, Any] | None:
+    """2-D data: the discriminator's score as a colour map, data in grey, ``n`` samples in blue and, for
+    the ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles; returns the
+    :func:`ppgen.quality.mode_coverage` of the samples for those toys (None otherwise)."""
+    from ppgen import quality
+    from ppgen.plots import plt
 
     with _eval_mode(model):
         x = model.sample(n).double()
@@ -542,13 +583,13 @@ def discriminator_figure(model: GAN, path: Path, reference: torch.Tensor | None 
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 160), torch.linspace(lo[1], hi[1], 160), indexing="xy")
     with _eval_mode(model):
         s = model.score(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).float()).reshape(gx.shape)
-    fig, ax = plt.subplots(figsize=(6, 5.4))
     im = ax.pcolormesh(gx, gy, s, shading="auto", cmap="RdBu_r", alpha=0.6)
-    fig.colorbar(im, ax=ax, label="D(x) score")
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, label="D(x) score")
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, color="0.3", alpha=0.3, label="data")
     ax.scatter(x[:, 0], x[:, 1], s=2, color="C0", alpha=0.5, label="G(z)")
-    title = f"{n} samples"
+    title, cov = f"{n} samples", None
     toy = quality.toy2d_modes(model.spec.data)
     if toy is not None:
         centres, std = toy
@@ -559,4 +600,4 @@ def discriminator_figure(model: GAN, path: Path, reference: torch.Tensor | None 
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
-    return save_figure(fig, path)
+    return cov
