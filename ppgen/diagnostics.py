@@ -92,7 +92,9 @@ def summary(idata: Any, max_vars: int = 40) -> Any:
         # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        table = az.summary(idata, kind="all" if idata.posterior.sizes.get("chain", 1) > 1 else "stats")
+        # A family without a posterior (a GAN) is summarised by its prior predictive, the model's data.
+        group = next((g for g in ("posterior", "prior_predictive", "prior") if g in idata.groups()), "posterior")
+        table = az.summary(idata, group=group, kind="all" if idata[group].sizes.get("chain", 1) > 1 else "stats")
     return table.iloc[:max_vars]
 
 
