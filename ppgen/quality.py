@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -340,6 +341,10 @@ def classifier(*, train: bool = True, progress: bool = True) -> DigitClassifier:
         return _CLASSIFIER[key]
     if not train:
         raise SpecError(f"{path}: the MNIST feature classifier is not cached; run ppgen.quality.classifier() once")
+    if "PYTEST_CURRENT_TEST" in os.environ:
+        # Training takes minutes and needs MNIST (maybe a download): never inside the test suite.
+        raise RuntimeError(f"{path} is not cached and tests must not train it; pass classifier_= to "
+                           "sample_metrics (e.g. an untrained DigitClassifier) or use non-MNIST-shaped data")
     from ppgen import data as data_mod
 
     mnist = data_mod.load(name="mnist", binarize="none")

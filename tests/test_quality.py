@@ -227,3 +227,10 @@ def test_classifier_training_is_deterministic() -> None:
     assert not torch.equal(a.head.weight, c.head.weight)
     feats, labels = quality.embed(a, x)
     assert feats.shape == (64, quality.FEATURE_DIM) and labels.shape == (64,)
+
+
+def test_the_classifier_is_never_trained_inside_the_tests(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PPGEN_DATA", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(quality, "_CLASSIFIER", {})
+    with pytest.raises(RuntimeError, match="must not train"):
+        quality.classifier()
