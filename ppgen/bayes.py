@@ -321,8 +321,9 @@ class BayesFamily(Family):
         return est, rel_var.sqrt()
 
     def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
-        how = (f"posterior predictive density averaged over {self.theta().get(self.sites[0].name).shape[0]} "
-               "posterior draws" if self.has_posterior else "plug-in density at the point estimate (MAP)")
+        draws = next(iter(self.posterior.draws().values())).shape[:2] if self.has_posterior else (0, 0)
+        how = (f"posterior predictive density averaged over {draws[0] * draws[1]} posterior draws"
+               if self.has_posterior else "plug-in density at the point estimate (MAP)")
         return {"nll_unit": f"nats per {self.unit}", "likelihood": how}
 
     # -- ArviZ ------------------------------------------------------------------------------------------
@@ -632,7 +633,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         thinned = int(idata.posterior_predictive.attrs.get("thinned_by", 1)) > 1
         if scalar and not thinned:
             fig, ax = plt.subplots(figsize=(5, 3.5))
-            pit = _loo_pit_idata(idata)
+            pit = loo_pit_data(idata)
             az.plot_loo_pit(pit, y="x", ecdf=True, ax=ax)
             ax.set_title("LOO-PIT (ECDF difference; inside the band: calibrated)", fontsize=9)
             out["loo_pit"] = save_figure(fig, folder / "loo_pit.png")
@@ -644,8 +645,9 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
     return out
 
 
-def _loo_pit_idata(idata: Any) -> Any:
-    """A copy with 1-D observations, as ``az.plot_loo_pit`` wants them."""
+def loo_pit_data(idata: Any) -> Any:
+    """The observed data, posterior predictive and log-likelihood groups with one scalar per example,
+    as ``az.plot_loo_pit(data, y="x")`` wants them (for examples that are single values)."""
     az = arviz()
     obs = idata.observed_data["x"].values.reshape(-1)
     pp = idata.posterior_predictive["x"].values

@@ -30,7 +30,10 @@ class DataSpec(Strict):
 
     ``name`` is one of ``mnist``, ``digits`` (scikit-learn's 8x8 digits), ``toy1d``, ``toy2d``,
     ``npz`` (a user's ``.npz`` with an ``x`` array and optional ``y``) or ``images`` (a folder of image
-    files, optionally one sub-folder per class).
+    files, optionally one sub-folder per class); for mixtures and HMMs also ``toymix`` (Gaussian
+    mixtures with known parameters), ``toyseq`` (HMM sequences with known parameters) and ``macro`` (US
+    quarterly series bundled with statsmodels), see :mod:`ppgen.data.mixtures` and
+    :mod:`ppgen.data.sequences`.
     """
 
     name: Literal["mnist", "digits", "toy1d", "toy2d", "npz", "images", "toyseq", "macro", "toymix"] = "mnist"

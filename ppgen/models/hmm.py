@@ -331,7 +331,7 @@ class HMM(BayesFamily):
 
     @torch.no_grad()
     def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
-        """Gaussian: k-means (best of ten k-means++ runs) on all steps gives means and scales; categorical: each
+        """Gaussian: k-means (best of ten k-means++ runs) on all steps gives means (jittered) and scales; categorical: each
         state's symbol probabilities halfway between the overall frequencies and a random draw. Sticky
         transitions (0.8 on the diagonal) and a uniform start."""
         k = self.k
@@ -343,6 +343,8 @@ class HMM(BayesFamily):
             spread = flat.std(0).clamp_min(1e-6)
             scales = torch.stack([flat[label == j].std(0, unbiased=False) if (label == j).sum() > 1 else spread
                                   for j in range(k)]).clamp_min(1e-3 * spread)
+            # Jitter the means by half a within-state standard deviation, so that chains start apart.
+            centres = centres + 0.5 * scales * torch.randn(centres.shape, generator=generator, dtype=centres.dtype)
             values["locs"], values["scales"] = centres.float(), scales.float()
         else:
             counts = torch.bincount(x[..., 0].long().reshape(-1), minlength=self.v).double() + 1
