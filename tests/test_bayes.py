@@ -171,6 +171,19 @@ def test_diagnose_writes_idata_and_the_workflow_figures(nuts_run) -> None:
     assert figs["fit"].exists()
 
 
+def test_cli_evaluate_and_diagnose(nuts_run, capsys) -> None:
+    import json
+
+    from ppgen.cli import main
+
+    assert main(["evaluate", str(nuts_run.path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["nll_unit"] == "nats per data point" and math.isfinite(res["test_nll_nats"])
+    assert main(["diagnose", str(nuts_run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "r_hat" in out and "idata.nc" in out
+
+
 def test_evaluate_reports_the_posterior_predictive_density(nuts_run) -> None:
     from ppgen.evaluate import evaluate
 

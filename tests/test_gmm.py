@@ -66,6 +66,20 @@ def test_density_equals_sklearn_at_its_parameters(cov: str) -> None:
     np.testing.assert_allclose(model.responsibilities(x)[0].numpy(), sk.predict_proba(x.double().numpy()), atol=1e-4)
 
 
+def test_density_at_the_generating_parameters_equals_the_toy_mixture() -> None:
+    x, y = _blobs(300)
+    truth = TOYMIX["blobs3"]
+    p = truth.tensors()
+    s = p["covariances"].diagonal(dim1=-2, dim2=-1).sqrt()
+    corr = p["covariances"] / (s[:, :, None] * s[:, None, :])
+    model = _gmm(cov="full")
+    model.point.set({"weights": p["weights"].float(), "locs": p["locs"].float(), "scales": s.float(),
+                     "corr_cholesky": torch.linalg.cholesky(corr).float()})
+    torch.testing.assert_close(model.log_likelihood(x)[0].double(), truth.log_prob(x), rtol=1e-5, atol=1e-4)
+    # The labels are the generating components: with the true parameters, most points go back home.
+    assert (model.assignments(x) == y).double().mean() > 0.99
+
+
 @pytest.mark.parametrize("cov", ["diag", "spherical", "full"])
 def test_traceenum_elbo_equals_closed_form_log_joint(cov: str) -> None:
     x, _ = _blobs(200)
