@@ -39,7 +39,7 @@ MODELS = [
     ("gated_pixelcnn", ["net.channels=16", "net.layers=5", "net.head=32"], "Gated PixelCNN, p=16, 5 layers"),
     ("pixelrnn", ["net.hidden=16", "net.channels=32", "net.layers=2", "net.head=32"], "PixelRNN, Row LSTM h=16, 2 layers"),
     ("pixelcnn", ["net.channels=32", "net.blocks=4", "net.head=32", "conditional=true"],
-     "PixelCNN p(x|y), as above, class-conditional"),
+     "PixelCNN p(x\\|y), as above, class-conditional"),
 ]
 
 
@@ -71,7 +71,7 @@ def main() -> None:
             val = [m["val_loss"] for m in run.metrics if m.get("kind") == "epoch"][-1]
             rows.append((label, params, val, res, train_s, eval_s))
             acc = f" bayes_accuracy {res['bayes_accuracy']:.4f}" if "bayes_accuracy" in res else ""
-            print(f"{label:48s} test NLL {res['test_nll_nats']:.2f} nats, {res['bits_per_dim']:.4f} bits/dim{acc} "
+            print(f"{label.replace(chr(92), ''):48s} test NLL {res['test_nll_nats']:.2f} nats, {res['bits_per_dim']:.4f} bits/dim{acc} "
                   f"(train {train_s:.0f} s, eval {eval_s:.0f} s)", flush=True)
     write(rows, args, dataset, limit, epochs, test_limit)
 
@@ -86,19 +86,20 @@ def write(rows: list[tuple], args: argparse.Namespace, dataset: str, limit: int,
         f"# Exact test NLL of the autoregressive families on dynamically binarized {dataset.upper()}, CPU budget",
         "",
         f"Command: `{cmd}` on {dt.date.today().isoformat()}, on a shared 2-core CPU (other jobs running; "
-        f"{args.threads} torch threads), torch {torch.__version__}, Python {platform.python_version()}.",
+        f"torch threads: {args.threads}), torch {torch.__version__}, Python {platform.python_version()}.",
         f"Training: the first {limit:,} training images, {epochs} epoch(s), batch 64, Adam at 1e-3 "
         f"(`inference/mle.yaml`: SVI with the empty guide = maximum likelihood). Test: {n_test:,} test images "
         "binarized once with a fixed seed; the NLL is exact (zero Monte Carlo error).",
         "",
-        "| model | parameters | final validation loss (nats) | test NLL (nats) | ± s.e. over images | bits/dim | Bayes accuracy | train time (s) | eval time (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | parameters | final validation loss (nats) | test NLL (nats) | ± s.e. over images | bits/dim | Bayes accuracy | FID (classifier features) | train time (s) | eval time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, params, val, res, train_s, eval_s in rows:
         acc = f"{res['bayes_accuracy']:.4f}" if "bayes_accuracy" in res else "-"
+        fid = f"{res['fid_classifier']:.2f}" if "fid_classifier" in res else "-"
         lines.append(
             f"| {label} | {params:,} | {val:.2f} | {res['test_nll_nats']:.2f} | {res['test_nll_stderr']:.2f} | "
-            f"{res['bits_per_dim']:.4f} | {acc} | {train_s:.0f} | {eval_s:.0f} |"
+            f"{res['bits_per_dim']:.4f} | {acc} | {fid} | {train_s:.0f} | {eval_s:.0f} |"
         )
     cond = [r for r in rows if "bayes_accuracy" in r[3]]
     lines += [""]
@@ -108,7 +109,15 @@ def write(rows: list[tuple], args: argparse.Namespace, dataset: str, limit: int,
             f"For the class-conditional PixelCNN the test NLL is -log p(x | y); its marginal -log p(x) = "
             f"-log sum_y p(x | y) p(y) is {res['marginal_nll_nats']:.2f} nats ({res['marginal_bits_per_dim']:.4f} "
             "bits/dim), the number comparable with the unconditional rows. Bayes accuracy is argmax_y "
-            "p(x | y) p(y) against the test labels.",
+            "p(x | y) p(y) against the test labels. Its validation loss is -log p(x, y) = -log p(x | y) - log p(y).",
+            "",
+        ]
+    floor = next((r[3]["real_fid_classifier"] for r in rows if "real_fid_classifier" in r[3]), None)
+    if floor is not None:
+        lines += [
+            f"FID is `ppgen evaluate`'s Frechet distance between features of a digit classifier, on "
+            f"{rows[0][3].get('quality_samples', 0):,} samples (drawn with the cached sampler) against as many "
+            f"test images; validation images against the test images give {floor:.2f} (the floor).",
             "",
         ]
     lines += [
