@@ -381,7 +381,6 @@ class GAN(Family):
         r, f = torch.cat(real), torch.cat(fake)
         return {"critic_real": float(r.mean()), "critic_fake": float(f.mean()), "critic_gap": float(r.mean() - f.mean())}
 
-
     # -- figures and ArviZ ----------------------------------------------------------------------
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
         """``samples.png`` (a 10x10 grid for images, a scatter or histogram over the data otherwise);
