@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--record", action="store_true", help="copy figure and table to benchmarks/results/")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.epochs, args.limit, args.samples = [1, 2, 3], 10_000, 2000
     if args.threads:
@@ -136,11 +137,10 @@ def write_table(args: argparse.Namespace, rows: list[dict], floor: dict, fit_sec
     lines = [
         "# GAN versus VAE on MNIST: sample quality in the feature space of ppgen's MNIST classifier",
         "",
-        f"Command: `python examples/gan_vs_vae.py{' --quick' if args.quick else ''}`"
-        f"{'' if args.limit is None or args.quick else f' --limit {args.limit}'}"
-        f"{'' if args.quick or args.epochs == [1, 10, 25] else ' --epochs ' + ' '.join(map(str, epochs))}",
+        f"Command: `python examples/gan_vs_vae.py {' '.join(args.argv)}`".replace(" `", "`"),
         f"Date: {datetime.date.today().isoformat()}; machine: shared 2-core CPU ({platform.machine()}, "
-        f"{os.cpu_count()} logical CPUs, shared with other jobs, so times are indicative); torch {torch.__version__}.",
+        f"{os.cpu_count()} logical CPUs, shared with other jobs, so times are indicative); "
+        f"{torch.get_num_threads()} torch thread(s); torch {torch.__version__}.",
         f"VAE: models/vae.yaml + inference/svi.yaml (dynamically binarized MNIST; metrics on its mean images E[x|z]). "
         f"GAN: models/gan.yaml + inference/adversarial.yaml (MNIST intensities, non-saturating loss).",
         f"Training images: {args.limit or 50_000}; samples per metric: {args.samples} against as many test images; "
