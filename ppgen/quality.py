@@ -399,10 +399,10 @@ def is_mnist_shaped(event_shape: tuple[int, ...]) -> bool:
     return tuple(event_shape) == (1, 28, 28)
 
 
-def draw(model: Any, n: int, batch_size: int = 1000) -> torch.Tensor:
-    """``n`` samples in batches; image families whose ``sample`` takes ``mean`` give their mean images
-    E[x|z] (the pictures a VAE is shown by), the others their samples."""
-    takes_mean = "mean" in inspect.signature(model.sample).parameters
+def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True) -> torch.Tensor:
+    """``n`` samples in batches; with ``means``, families whose ``sample`` takes ``mean`` give their mean
+    images E[x|z] (the pictures a VAE is shown by), the others their samples."""
+    takes_mean = means and "mean" in inspect.signature(model.sample).parameters
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
@@ -421,10 +421,10 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     The rule: a model whose examples are MNIST-shaped images (event shape 1x28x28) and that can sample
     gets ``fid_classifier``, ``kid_classifier``, ``precision``, ``recall`` and ``class_entropy`` of ``n``
     samples (default :data:`DEFAULT_SAMPLES`, or the family's ``quality_samples``) against as many test
-    images, and the same for as many validation images under ``real_*`` keys (the floor). Families
-    whose ``sample`` takes ``mean`` are measured on their mean images. A model fitted to a ``toy1d``
-    target gets ``ks_statistic``; one fitted to ``ring8`` or ``grid25`` gets ``modes_covered``,
-    ``modes_total`` and ``high_quality_share`` of 2,500 samples. Every other model gets ``{}``, as does
+    images, and the same for as many validation images under ``real_*`` keys (the floor); families
+    whose ``sample`` takes ``mean`` are measured on their mean images E[x|z]. A model fitted to a
+    ``toy1d`` target gets ``ks_statistic`` of ``n`` draws; one fitted to ``ring8`` or ``grid25`` gets
+    ``modes_covered``, ``modes_total`` and ``high_quality_share`` of 2,500 draws. Every other model gets ``{}``, as does
     one whose ``sample`` is not implemented. ``classifier_`` replaces the cached MNIST classifier (the
     tests use it so that they never train one).
     """
@@ -454,16 +454,16 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
         torch.set_rng_state(state)
 
 
-def _try_draw(model: Any, n: int) -> torch.Tensor | None:
+def _try_draw(model: Any, n: int, means: bool = False) -> torch.Tensor | None:
     try:
-        return draw(model, n)
+        return draw(model, n, means=means)
     except NotImplementedError:
         return None
 
 
 def _image_metrics(model: Any, data: Any, n: int, seed: int, clf: DigitClassifier | None,
                    kid_subsets: int) -> dict[str, Any]:
-    x = _try_draw(model, n)
+    x = _try_draw(model, n, means=True)
     if x is None:
         return {}
     clf = clf or classifier()

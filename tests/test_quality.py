@@ -234,3 +234,21 @@ def test_the_classifier_is_never_trained_inside_the_tests(tmp_path, monkeypatch)
     monkeypatch.setattr(quality, "_CLASSIFIER", {})
     with pytest.raises(RuntimeError, match="must not train"):
         quality.classifier()
+
+
+def test_toy_metrics_use_true_draws_not_means() -> None:
+    from types import SimpleNamespace
+
+    from ppgen.spec import DataSpec
+
+    class Toy:
+        """Means at 0 (a point mass), draws from N(0, 1): only the draws fit the normal target."""
+
+        info = DataInfo((1,), "continuous")
+        spec = SimpleNamespace(data=DataSpec(name="toy1d", distribution="normal"))
+
+        def sample(self, n: int, mean: bool = False) -> torch.Tensor:
+            return torch.zeros(n, 1) if mean else torch.randn(n, 1)
+
+    out = quality.sample_metrics(Toy(), None, n=4000)
+    assert out["ks_statistic"] < 0.05  # a point mass at the median would give 0.5
