@@ -255,14 +255,16 @@ def test_fused_loss_equals_pyro_trace_elbo(family: str, kind: str, prior: str) -
     torch.testing.assert_close(fused, expected)
 
 
-def test_conditional_model_goes_through_pyro_with_its_labels() -> None:
+def test_conditional_fused_loss_equals_pyro_with_its_labels() -> None:
     model = make("pixelcnn", (3, 3), conditional=True, std=None)
-    assert not hasattr(model, "fused_loss")  # SVI then uses Pyro, which passes y
+    with torch.no_grad():
+        model.class_logits.copy_(torch.tensor([0.5, -1.0, 0.2]))
     x = torch.bernoulli(torch.full((5, 1, 3, 3), 0.5), generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 1, 0])
     loss = pyro_loss(model, pyro_elbo(SVIConfig(elbo="trace"), 1), x, y, differentiate=True)
     expected = -(model.log_prob(x, y) + torch.log_softmax(model.class_logits, 0)[y]).mean()
     torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(model.fused_loss(x, "trace", 1, y=y) / 5, expected)
     with pytest.raises(ValueError, match="labels y"):
         model.model(x, None)
 

@@ -2,7 +2,8 @@
 
 ``elbo``: ``trace`` (Trace_ELBO, Monte Carlo KL), ``meanfield`` (TraceMeanField_ELBO, analytic KL where it
 exists) or ``iwae`` (RenyiELBO with alpha = 0: the importance-weighted bound with ``num_particles`` = k).
-A family that offers ``fused_loss`` (the VAE does) computes the same objective without Pyro's tracing;
+A family that offers ``fused_loss(x, elbo, num_particles, y=None)`` (the VAE and the autoregressive
+families do) computes the same objective without Pyro's tracing;
 the tests check that both give the same number. Set ``fused: false`` to always go through Pyro.
 
 The loss reported and differentiated is minus the bound per example, in nats.
@@ -85,7 +86,7 @@ class SVI(Routine):
         model, opt = state.model, state.optimizers["main"]
         opt.zero_grad(set_to_none=True)
         if self.use_fused:
-            loss = model.fused_loss(x, self.config.elbo, self.config.num_particles) / x.shape[0]
+            loss = model.fused_loss(x, self.config.elbo, self.config.num_particles, y=y) / x.shape[0]
         else:
             loss = pyro_loss(model, self.elbo, x, y, differentiate=True)
         if isinstance(loss, torch.Tensor):
@@ -107,7 +108,7 @@ class SVI(Routine):
             xb = x[start : start + 500]
             yb = y[start : start + 500] if y is not None else None
             if self.use_fused:
-                loss = state.model.fused_loss(xb, self.config.elbo, self.config.num_particles)
+                loss = state.model.fused_loss(xb, self.config.elbo, self.config.num_particles, y=yb)
             else:
                 loss = pyro_loss(state.model, self.elbo, xb, yb, differentiate=False) * xb.shape[0]
             total += float(loss)

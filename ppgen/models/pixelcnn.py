@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import pyro
 import pyro.distributions as dist
@@ -393,21 +393,16 @@ class PixelFamily(Family):
             raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
         return y
 
-    @property
-    def fused_loss(self) -> Callable[..., torch.Tensor]:
-        """``fused_loss(x, elbo, num_particles)``: minus the summed objective of a batch without Pyro's
-        tracing, equal to any of Pyro's ELBOs on this model with the empty guide.
-
-        SVI's fused path hands a family x alone; a class-conditional model needs y, so for it this
-        attribute does not exist and SVI goes through Pyro's ELBO (which passes y)."""
-        if self.num_classes is not None:
-            raise AttributeError("fused_loss")
-        return self._fused_loss
-
-    def _fused_loss(self, x: torch.Tensor, elbo: str = "trace", num_particles: int = 1) -> torch.Tensor:
+    def fused_loss(self, x: torch.Tensor, elbo: str = "trace", num_particles: int = 1,
+                   y: torch.Tensor | None = None) -> torch.Tensor:
+        """Minus the summed objective of a batch without Pyro's tracing, equal to any of Pyro's ELBOs
+        on this model with the empty guide: -sum log p(x) (and -log p(y) for a conditional model), minus
+        the batch's share of the log weight prior for MAP."""
         # Without latent variables every particle of every ELBO equals log p(x): elbo and
         # num_particles change nothing.
-        loss = -self.log_prob(x).sum()
+        loss = -self.log_prob(x, y).sum()
+        if self.num_classes is not None:
+            loss = loss - self.class_log_prior()[self._labels(y, x.shape[0])].sum()
         if self.spec.prior.kind == "normal":
             loss = loss - self.log_prior() * (x.shape[0] / self.num_data())
         return loss

@@ -121,10 +121,11 @@ class VAE(Family):
             return pyro.sample("z", self.posterior(x))
 
     # -- fused objectives: the same numbers as Pyro's ELBOs, without the tracing overhead -----
-    def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1) -> torch.Tensor:
+    def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1,
+                   y: torch.Tensor | None = None) -> torch.Tensor:
         """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (``trace``),
         TraceMeanField_ELBO (``meanfield``) or, per example, RenyiELBO(alpha=0) (``iwae``) on this model
-        and guide, from the same random draws.
+        and guide, from the same random draws. ``y`` is unused: the VAE models x alone.
 
         Written with plain tensor operations rather than distribution objects: this runs once per
         training step, and the objects' construction and checks cost about a tenth of a step.
