@@ -179,12 +179,17 @@ class Adversarial(Routine):
 
         # Generator, every n_critic-th step, against the updated discriminator.
         if g_step:
-            g_loss = self.loss.generator(model.score(fake))
-            opt_g.zero_grad(set_to_none=True)
-            self.runtime.backward(g_loss)
+            # D's weights are frozen for this backward pass: the gradient flows through D to G's
+            # output, but D's own weight gradients (unused here) are never computed.
+            model.discriminator.requires_grad_(False)
+            try:
+                g_loss = self.loss.generator(model.score(fake))
+                opt_g.zero_grad(set_to_none=True)
+                self.runtime.backward(g_loss)
+            finally:
+                model.discriminator.requires_grad_(True)
             self.runtime.reduce_gradients(model.generator.parameters())
             clip_and_step(opt_g, cfg.optimizer)
-            # D's parameters received gradients too; they are cleared before D's next update.
             info["g_loss"] = float(g_loss.detach())
             if cfg.ema is not None:
                 update_ema(model, cfg.ema)
