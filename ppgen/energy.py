@@ -95,13 +95,16 @@ class AISSpec(Strict):
 
 
 class SamplingSpec(Strict):
-    """Gibbs sampling from the model: ``steps`` sweeps per draw of ``sample(n)``, and for diagnostics
-    ``chains`` independent chains, each ``warmup`` sweeps then ``draws`` recorded sweeps."""
+    """Gibbs sampling from the model: ``steps`` sweeps per draw of ``sample(n)``; for diagnostics
+    ``chains`` independent chains, each ``warmup`` sweeps then ``draws`` recorded sweeps; and the number
+    of samples ``ppgen evaluate`` draws for its sample-quality metrics (each costs ``steps`` sweeps, so
+    fewer than the 10,000 a one-pass sampler gets)."""
 
     steps: int = Field(1000, ge=1, le=1_000_000)
     chains: int = Field(4, ge=1, le=64)
     warmup: int = Field(500, ge=0, le=1_000_000)
     draws: int = Field(500, ge=4, le=100_000)
+    quality_samples: int = Field(1000, ge=10, le=100_000)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -152,7 +155,7 @@ def base_rate_logits(x: torch.Tensor, smoothing: float = 1.0) -> torch.Tensor:
     """Logits ``log p / (1 - p)`` of the per-unit marginals of binary data (rows of ``x``), with
     ``smoothing`` pseudo-counts of each value (Laplace's rule by default) so that a unit that is always
     off in the data gets a large negative, not an infinite, bias: the base-rate model of S&M 2008 and
-    the visible-bias initialisation of Hinton (2010, §8.1)."""
+    the visible-bias initialisation of Hinton (2010, §8)."""
     p = (x.float().sum(0) + smoothing) / (x.shape[0] + 2 * smoothing)
     return torch.log(p) - torch.log1p(-p)
 
@@ -416,7 +419,7 @@ class RBMCore(nn.Module):
 
     # -- the training protocol driven by ppgen.inference.gibbs ---------------------------------------------
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Visible biases from the data (Hinton 2010, §8.1): log p/(1-p) for Bernoulli units, the mean
+        """Visible biases from the data (Hinton 2010, §8): log p/(1-p) for Bernoulli units, the mean
         for Gaussian units."""
         with torch.no_grad():
             if self.gaussian:

@@ -66,15 +66,17 @@ class LRScheduleSpec(Strict):
 
 
 def _sgd_default() -> OptimizerSpec:
-    return OptimizerSpec(name="sgd", lr=0.05, momentum=0.9)
+    return OptimizerSpec(name="sgd", lr=0.01, momentum=0.5)
 
 
 class GibbsConfig(InferenceSpec):
-    """What CD, PCD and layer-wise training share."""
+    """What CD, PCD and layer-wise training share. The defaults are those of ``inference/cd.yaml``."""
 
     k: int = Field(1, ge=1, le=100_000, description="Gibbs steps of the negative phase per update")
     optimizer: OptimizerSpec = Field(default_factory=_sgd_default)
-    initial_momentum: float | None = Field(0.5, ge=0, lt=1, description="momentum for the first momentum_epochs epochs")
+    initial_momentum: float | None = Field(
+        None, ge=0, lt=1, description="momentum for the first momentum_epochs epochs (null: optimizer.momentum throughout)"
+    )
     momentum_epochs: int = Field(5, ge=0, description="epochs at initial_momentum before optimizer.momentum")
     lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec)
     positive_sweeps: int = Field(5, ge=1, le=10_000, description="general BM only: clamped Gibbs sweeps of the hidden units")
@@ -100,12 +102,23 @@ class CDConfig(GibbsConfig):
     routine: Literal["cd"] = "cd"
 
 
+def _pcd_sgd() -> OptimizerSpec:
+    return OptimizerSpec(name="sgd", lr=0.05, momentum=0.5)
+
+
+def _linear_decay() -> LRScheduleSpec:
+    return LRScheduleSpec(kind="linear", final_factor=0.1)
+
+
 class PCDConfig(GibbsConfig):
     """Persistent contrastive divergence (stochastic maximum likelihood): ``chains`` fantasy particles
-    (default: the batch size) keep running across updates."""
+    (default: the batch size) keep running across updates. The defaults are those of
+    ``inference/pcd.yaml``."""
 
     routine: Literal["pcd"] = "pcd"
     chains: int | None = Field(None, ge=1, le=1_000_000)
+    optimizer: OptimizerSpec = Field(default_factory=_pcd_sgd)
+    lr_schedule: LRScheduleSpec = Field(default_factory=_linear_decay)
 
 
 # --------------------------------------------------------------------------- helpers shared with layerwise

@@ -5,7 +5,7 @@ The loop knows only epochs; this routine splits them across the layers by ``epoc
 shares, equal by default, at least one epoch each), and its state says which layer is being trained
 (``State.extra["layer"]``). The layer follows from the step count, so a resumed run picks up in the
 right layer, with that layer's optimizer and persistent chains restored. When a layer starts, its
-visible biases are set from the base rate of the data it will see (Hinton 2010, §8.1), and its
+visible biases are set from the base rate of the data it will see (Hinton 2010, §8), and its
 learning-rate schedule and momentum warm-up run over its own epochs.
 
 References:

@@ -6,8 +6,8 @@ each p(h_{l-1} | h_l) uses the generative (downward) direction of RBM l. Generat
 in the top RBM and then one top-down pass. Recognition uses the same weights upwards:
 q(h_l | h_{l-1}) = sigmoid(c_l + h_{l-1} W_l), factorial.
 
-Likelihood: the variational lower bound used in the literature (Hinton, Osindero & Teh 2006, eq. 7;
-Salakhutdinov & Murray 2008, §5),
+Likelihood: the variational lower bound used in the literature (Hinton, Osindero & Teh 2006;
+Salakhutdinov & Murray 2008),
     log p(v) >= E_q[ sum_l log p(h_{l-1} | h_l) - F_top(h_{L-1}) - log q(h_1..h_{L-1} | v) ] - log Z_top,
 estimated with ``bound.samples`` draws from q per example, and log Z_top by AIS (exact when the top RBM
 has a side of at most 20 units). ``ppgen evaluate`` reports minus this bound as ``test_nll_nats`` (so

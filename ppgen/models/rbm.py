@@ -50,7 +50,11 @@ CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
 class EnergyFamily(Family):
     """What the RBM, GB-RBM, BM and DBN families share. Subclasses provide ``to_visible``,
     ``from_visible``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model``,
-    ``chain_statistics`` and ``visible_of`` (the sites' visible units, shaped like the data)."""
+    ``chain_statistics`` and ``visible_of`` (the sites' visible units, shaped like the data).
+
+    In ``ppgen evaluate`` the ``k`` of other families is not used: log p(x) = -F(x) - log Z is exact
+    given log Z, whose Monte Carlo budget is the spec's ``ais`` section (or the ``ais_runs=`` and
+    ``ais_steps=`` options of :func:`ppgen.evaluate.evaluate`)."""
 
     default_routine = "cd"
 
@@ -84,14 +88,27 @@ class EnergyFamily(Family):
         if log_z_method not in ("auto", "exact", "ais"):
             raise SpecError(f"log_z_method: expected auto, exact or ais, got {log_z_method!r}")
         self._log_z = self.log_partition(data, ais_runs, ais_steps, log_z_method)
+        self._log_z_key = self._parameter_versions()
         return self._log_z.report()
 
+    def _parameter_versions(self) -> tuple[int, ...]:
+        # every in-place change of a tensor (an update, load_state_dict) bumps its version counter
+        return tuple(t._version for t in (*self.parameters(), *self.buffers()))
+
     def current_log_z(self) -> LogZ:
-        if self._log_z is None:
+        """log Z from the last ``evaluation_setup``, or computed now (without data: AIS from the model's
+        own visible biases) if there was none or the parameters have changed since."""
+        if self._log_z is None or getattr(self, "_log_z_key", None) != self._parameter_versions():
             self._log_z = self.log_partition(None)
+            self._log_z_key = self._parameter_versions()
         return self._log_z
 
     # -- sampling ---------------------------------------------------------------------------------------
+    @property
+    def quality_samples(self) -> int:
+        """How many samples ``ppgen evaluate`` draws for sample-quality metrics (``sampling.quality_samples``)."""
+        return self.spec.sampling.quality_samples
+
     @torch.no_grad()
     def run_chains(self, n: int, steps: int, start: torch.Tensor | None = None,
                    record: list[int] | None = None) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
