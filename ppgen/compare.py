@@ -40,7 +40,40 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
 def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
             seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
     """The comparison table (one dict per run) and the path of the figure written to ``output``."""
-    from ppgen.plots import plt, save_figure, show_grid
+    from ppgen.plots import draw_samples, plt, save_figure
+
+    runs = [open_run(p) for p in paths]
+    rows = table(runs)
+    cols = len(runs)
+    fig = plt.figure(figsize=(3.4 * cols, 6.4))
+    grid = fig.add_gridspec(2, cols, height_ratios=[3, 2])
+    curve_ax = fig.add_subplot(grid[1, :])
+    for i, run in enumerate(runs):
+        ax = fig.add_subplot(grid[0, i])
+        label = f"{run.spec.name or run.spec.family} ({run.path.name})"
+        with torch.no_grad():
+            x = run.samples(n, seed=seed, display=True).cpu()
+        ref = None if x.dim() == 4 else run.data.split("test")[0]
+        draw_samples(ax, x, label, reference=ref)
+        epochs = [m for m in run.metrics if m.get("kind") == "epoch"]
+        last = epochs[-1] if epochs else {}
+        row: dict[str, Any] = {
+            "run": str(run.path),
+            "family": run.spec.family,
+            "epochs": last.get("epoch"),
+            "train_loss": last.get("loss"),
+            "val_loss": last.get("val_loss"),
+        }
+        ev = run.evaluation or {}
+        row.update({k: ev.get(k) for k in KEYS if k in ev})
+        rows.append(row)
+    return rows
+
+
+def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
+            seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
+    """The comparison table (one dict per run) and the path of the figure written to ``output``."""
+    from ppgen.plots import draw_samples, plt, save_figure
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)

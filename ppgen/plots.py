@@ -59,32 +59,55 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 
 def save_samples(x: torch.Tensor, path: str | Path, title: str | None = None, nrow: int | None = None,
                  reference: torch.Tensor | None = None) -> Path:
-    """Samples as a picture: an image grid for images, a scatter (over ``reference`` data) for 2-D
-    points, a histogram for 1-D values."""
+    """Samples as a picture (see :func:`draw_samples`); sequences get one panel per dimension."""
     x = torch.as_tensor(x).detach().float().cpu()
-    if x.dim() == 4 or (x.dim() == 3 and x.shape[-1] > 2):
+    if x.dim() == 4:
         side = max(4.0, min(10.0, 0.5 * math.sqrt(x.shape[0]) * x.shape[-1] / 8))
         fig, ax = plt.subplots(figsize=(side, side))
-        show_grid(ax, x, nrow, title)
+        draw_samples(ax, x, title, nrow=nrow)
         return save_figure(fig, path)
-    flat = x.reshape(x.shape[0], -1)
-    fig, ax = plt.subplots(figsize=(5, 5) if flat.shape[1] >= 2 else (6, 4))
-    ref = None if reference is None else torch.as_tensor(reference).float().reshape(len(reference), -1)
-    if flat.shape[1] >= 2:
-        if ref is not None:
-            ax.scatter(ref[:, 0], ref[:, 1], s=3, alpha=0.3, color="0.6", label="data")
-        ax.scatter(flat[:, 0], flat[:, 1], s=3, alpha=0.6, color="C0", label="samples")
-        ax.set_aspect("equal")
-        ax.legend(loc="upper right", fontsize=8)
+    dims = x.shape[-1] if x.dim() == 3 else 1
+    size = (7, 2.2 * dims) if x.dim() == 3 else (5, 5) if x.reshape(len(x), -1).shape[1] >= 2 else (6, 4)
+    fig, axes = plt.subplots(dims, 1, figsize=size, squeeze=False)
+    for d, ax in enumerate(axes[:, 0]):
+        draw_samples(ax, x, title if d == 0 else None, reference=reference, dim=d)
+    return save_figure(fig, path)
+
+
+def draw_samples(ax: Any, x: torch.Tensor, title: str | None = None, *, reference: torch.Tensor | None = None,
+                 nrow: int | None = None, dim: int = 0, show: int = 8) -> None:
+    """Draw samples on an axis: an image grid for images (N, C, H, W); for sequences (N, T, D) the
+    first ``show`` as lines over time (dimension ``dim``); a scatter for points of 2 or more dimensions
+    (the first two); a histogram for 1-D values. ``reference`` data are drawn beneath in grey."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    ref = None if reference is None else torch.as_tensor(reference).detach().float().cpu()
+    if x.dim() == 4:
+        show_grid(ax, x, nrow, title)
+        return
+    if x.dim() == 3:
+        t = np.arange(x.shape[1])
+        for r in ref[:show] if ref is not None else []:
+            ax.plot(t, r[:, dim].numpy(), color="0.75", lw=1)
+        for i, seq in enumerate(x[:show]):
+            ax.plot(t, seq[:, dim].numpy(), lw=1, label="samples" if i == 0 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"x[{dim}]")
     else:
-        bins = 80
-        if ref is not None:
-            ax.hist(ref[:, 0].numpy(), bins=bins, density=True, alpha=0.4, color="0.5", label="data")
-        ax.hist(flat[:, 0].numpy(), bins=bins, density=True, alpha=0.6, color="C0", label="samples")
-        ax.legend(fontsize=8)
+        flat = x.reshape(len(x), -1)
+        ref = None if ref is None else ref.reshape(len(ref), -1)
+        if flat.shape[1] >= 2:
+            if ref is not None:
+                ax.scatter(ref[:, 0], ref[:, 1], s=3, alpha=0.3, color="0.6", label="data")
+            ax.scatter(flat[:, 0], flat[:, 1], s=3, alpha=0.6, color="C0", label="samples")
+            ax.set_aspect("equal")
+        else:
+            if ref is not None:
+                ax.hist(ref[:, 0].numpy(), bins=80, density=True, alpha=0.4, color="0.5", label="data")
+            ax.hist(flat[:, 0].numpy(), bins=80, density=True, alpha=0.6, color="C0", label="samples")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
 
 
 def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path | None:
