@@ -56,49 +56,6 @@ def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: 
         ref = None if x.dim() == 4 else run.data.split("test")[0]
         draw_samples(ax, x, label, reference=ref)
         epochs = [m for m in run.metrics if m.get("kind") == "epoch"]
-        last = epochs[-1] if epochs else {}
-        row: dict[str, Any] = {
-            "run": str(run.path),
-            "family": run.spec.family,
-            "epochs": last.get("epoch"),
-            "train_loss": last.get("loss"),
-            "val_loss": last.get("val_loss"),
-        }
-        ev = run.evaluation or {}
-        row.update({k: ev.get(k) for k in KEYS if k in ev})
-        rows.append(row)
-    return rows
-
-
-def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
-            seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
-    """The comparison table (one dict per run) and the path of the figure written to ``output``."""
-    from ppgen.plots import draw_samples, plt, save_figure
-
-    runs = [open_run(p) for p in paths]
-    rows = table(runs)
-    cols = len(runs)
-    fig = plt.figure(figsize=(3.4 * cols, 6.4))
-    grid = fig.add_gridspec(2, cols, height_ratios=[3, 2])
-    curve_ax = fig.add_subplot(grid[1, :])
-    for i, run in enumerate(runs):
-        ax = fig.add_subplot(grid[0, i])
-        label = f"{run.spec.name or run.spec.family} ({run.path.name})"
-        with torch.no_grad():
-            x = run.samples(n, seed=seed, display=True).cpu()
-        if x.dim() == 4:
-            show_grid(ax, x, title=label)
-        else:
-            flat = x.reshape(len(x), -1)
-            ref = run.data.split("test")[0].reshape(-1, flat.shape[1])
-            if flat.shape[1] >= 2:
-                ax.scatter(ref[:, 0], ref[:, 1], s=2, color="0.7")
-                ax.scatter(flat[:, 0], flat[:, 1], s=3)
-            else:
-                ax.hist(ref[:, 0].numpy(), bins=50, density=True, color="0.7")
-                ax.hist(flat[:, 0].numpy(), bins=50, density=True, alpha=0.6)
-            ax.set_title(label, fontsize=9)
-        epochs = [m for m in run.metrics if m.get("kind") == "epoch"]
         if epochs:
             curve_ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=label)
     curve_ax.set_xlabel("epoch")
