@@ -14,7 +14,14 @@ from scipy.spatial.distance import jensenshannon
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.evaluate import evaluate
-from ppgen.inference.adversarial import LOSSES, Adversarial, AdversarialConfig, gradient_penalty, update_ema
+from ppgen.inference.adversarial import (
+    LOSSES,
+    Adversarial,
+    AdversarialConfig,
+    ema_decay,
+    gradient_penalty,
+    update_ema,
+)
 from ppgen.models.gan import GAN
 from ppgen.spec import SpecError, load_spec
 
@@ -194,10 +201,11 @@ def test_moving_average_of_the_generator() -> None:
     with torch.no_grad():
         for p in model.generator.parameters():
             p.add_(1.0)
-    update_ema(model, 0.9)
+    update_ema(model, 0.9)  # warm-up: the second update (t = 1) uses min(0.9, 2 / 11)
     for o, a, g in zip(old, model.generator_ema.parameters(), model.generator.parameters()):
-        assert torch.allclose(a, 0.9 * o + 0.1 * g)
+        assert torch.allclose(a, 2 / 11 * o + 9 / 11 * g)
     assert int(model.ema_updates) == 2
+    assert ema_decay(0.9, 1000) == 0.9 and ema_decay(0.999, 0) == pytest.approx(0.1)
     # sample() draws from the average once it exists; ema=False gives the raw generator.
     torch.manual_seed(5)
     a = model.sample(4)

@@ -18,7 +18,7 @@ score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma
 
 ``gradient_penalty`` (lambda) may be added to any loss (Fedus et al. 2018); ``wasserstein`` requires it.
 ``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
-``sample`` then uses (Yazici et al. 2019). Both networks' weights (and the average) are in the model's
+``sample`` then uses (Yazici et al. 2019), with a warm-up of the decay (:func:`ema_decay`). Both networks' weights (and the average) are in the model's
 state dict and both optimizers in the routine's, so a resumed run continues exactly.
 
 Reported per step: ``loss`` (D's loss, penalty included), ``g_loss`` (on generator steps), ``d_real``
@@ -218,17 +218,26 @@ class Adversarial(Routine):
         return {"val_loss": total / n, "val_d_real": real_sum / n, "val_d_fake": fake_sum / n}
 
 
+def ema_decay(decay: float, updates: int) -> float:
+    """The decay of the ``updates + 1``-th update: min(decay, (1 + t) / (10 + t)) with t = ``updates``,
+    the warm-up of TensorFlow's ExponentialMovingAverage, so that early weights, which belong to a
+    different network, are forgotten quickly (the first update, t = 0, keeps 1/10 of the old copy)."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
 @torch.no_grad()
 def update_ema(model: torch.nn.Module, decay: float) -> None:
-    """generator_ema <- decay generator_ema + (1 - decay) generator, parameter by parameter; buffers
-    (batch norm's running statistics) are copied. The first update copies the generator."""
+    """generator_ema <- d generator_ema + (1 - d) generator, parameter by parameter, with d from
+    :func:`ema_decay`; buffers (batch norm's running statistics) are copied. The first update copies
+    the generator."""
     first = int(model.ema_updates) == 0
+    d = ema_decay(decay, int(model.ema_updates))
     ema_params = dict(model.generator_ema.named_parameters())
     for name, p in model.generator.named_parameters():
         if first:
             ema_params[name].copy_(p)
         else:
-            ema_params[name].lerp_(p, 1.0 - decay)
+            ema_params[name].lerp_(p, 1.0 - d)
     ema_buffers = dict(model.generator_ema.named_buffers())
     for name, b in model.generator.named_buffers():
         ema_buffers[name].copy_(b)

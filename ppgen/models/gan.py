@@ -74,14 +74,15 @@ class GANLatentSpec(Strict):
 class GeneratorSpec(Strict):
     """G(z). ``mlp``: ``hidden`` are the widths of the hidden layers. ``conv`` (DCGAN): ``hidden`` are the
     channels of the feature maps from the smallest up, each transposed convolution doubling the side
-    (e.g. [128, 64] makes 7x7x128 -> 14x14x64 -> 28x28). ``output``: the last non-linearity; ``auto``
-    is a sigmoid for images (intensities in [0, 1]) and the identity otherwise."""
+    (e.g. [128, 64] makes 7x7x128 -> 14x14x64 -> 28x28). ``output``: the last non-linearity, which sets
+    the support of G(z): ``auto`` is a sigmoid for images (intensities in [0, 1]) and the identity
+    otherwise; ``softplus`` for positive data, ``tanh`` for data in [-1, 1]."""
 
     kind: Literal["mlp", "conv"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256, 512])
     activation: Activation = "relu"
     norm: Literal["none", "batch"] = "none"
-    output: Literal["auto", "sigmoid", "tanh", "identity"] = "auto"
+    output: Literal["auto", "sigmoid", "tanh", "identity", "softplus"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> "GeneratorSpec":
@@ -135,7 +136,7 @@ class GANSpec(ModelSpec):
 
 
 def _output(name: str) -> nn.Module:
-    return {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "identity": nn.Identity()}[name]
+    return {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "identity": nn.Identity(), "softplus": nn.Softplus()}[name]
 
 
 class _Standardize(nn.Module):
