@@ -10,6 +10,7 @@ test images).
     python examples/gan_vs_vae.py                      # 25 epochs each, 10,000 samples per metric
     python examples/gan_vs_vae.py --quick              # 3 epochs on 10,000 images, to try it out
     python examples/gan_vs_vae.py --record             # also copy the figure and table to benchmarks/results/
+    python examples/gan_vs_vae.py --gan dcgan          # the convolutional GAN (models/dcgan.yaml) instead
 
 Runs go to ``--out`` (default runs/gan_vs_vae); an interrupted run continues where it stopped when the
 command is repeated. The first call trains and caches the feature classifier (a few minutes).
@@ -48,7 +49,7 @@ def fit(name: str, epochs: list[int], out: Path, limit: int | None, seed: int) -
     spec_path, recipe_path = MODELS[name]
     recipe = ppgen.load_recipe(recipe_path, [f"snapshots={list(epochs)}"])
     overrides = [f"data.limit={limit}"] if limit else []
-    folder = out / name.lower()
+    folder = out / spec_path.stem
     resume = (folder / CHECKPOINT).exists()
     t0 = time.perf_counter()
     run = ppgen.fit(spec_path, recipe, epochs=max(epochs), out=folder, seed=seed, resume=resume,
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--record", action="store_true", help="copy figure and table to benchmarks/results/")
+    p.add_argument("--gan", choices=["gan", "dcgan"], default="gan",
+                   help="the GAN's zoo spec: models/gan.yaml (MLP, default) or models/dcgan.yaml (about 3x slower)")
     args = p.parse_args(argv)
+    MODELS["GAN"] = (ROOT / f"models/{args.gan}.yaml", MODELS["GAN"][1])
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.epochs, args.limit, args.samples = [1, 2, 3], 10_000, 2000
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figure: {fig_path}\ntable: {table_path}\ntraining curves: {curves}\ntotal {total / 60:.1f} min")
     if args.record:
         dest = ROOT / "benchmarks/results"
-        suffix = "_quick" if args.quick else ""
+        suffix = ("_quick" if args.quick else "") + ("_dcgan" if args.gan == "dcgan" else "")
         shutil.copy(fig_path, dest / f"gan_vs_vae{suffix}.png")
         shutil.copy(table_path, dest / f"gan_vs_vae{suffix}.md")
         print(f"recorded in {dest}")
@@ -142,7 +146,7 @@ def write_table(args: argparse.Namespace, rows: list[dict], floor: dict, fit_sec
         f"{os.cpu_count()} logical CPUs, shared with other jobs, so times are indicative); "
         f"{torch.get_num_threads()} torch thread(s); torch {torch.__version__}.",
         f"VAE: models/vae.yaml + inference/svi.yaml (dynamically binarized MNIST; metrics on its mean images E[x|z]). "
-        f"GAN: models/gan.yaml + inference/adversarial.yaml (MNIST intensities, non-saturating loss).",
+        f"GAN: models/{args.gan}.yaml + inference/adversarial.yaml (MNIST intensities, non-saturating loss).",
         f"Training images: {args.limit or 50_000}; samples per metric: {args.samples} against as many test images; "
         "the floor compares as many validation images with the test images.",
         f"Fit time: VAE {fit_seconds['VAE'] / 60:.1f} min, GAN {fit_seconds['GAN'] / 60:.1f} min; "

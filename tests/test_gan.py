@@ -188,6 +188,17 @@ def test_n_critic_schedule_updates_the_generator_every_third_step() -> None:
     assert state.step == 6
 
 
+def test_learning_rates_halve_every_half_life() -> None:
+    torch.manual_seed(0)
+    model = _gan(TOY2D, (2,))
+    routine, state = _routine(model, lr_half_life=2, optimizer={"lr": 0.01}, discriminator_optimizer={"lr": 0.04})
+    x = torch.randn(16, 2)
+    for _ in range(5):  # the fifth step runs at step count 4: two half-lives
+        state, _ = routine.step(state, (x, None))
+    assert state.optimizers["generator"].param_groups[0]["lr"] == pytest.approx(0.01 / 4)
+    assert state.optimizers["discriminator"].param_groups[0]["lr"] == pytest.approx(0.04 / 4)
+
+
 def test_moving_average_of_the_generator() -> None:
     torch.manual_seed(1)
     model = _gan(TOY2D, (2,))

@@ -17,6 +17,8 @@ score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma
     G minimises -E_z s(G(z)).
 
 ``gradient_penalty`` (lambda) may be added to any loss (Fedus et al. 2018); ``wasserstein`` requires it.
+``lr_half_life`` decays both learning rates exponentially with the step count, which damps the
+oscillation of the two players late in training.
 ``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
 ``sample`` then uses (Yazici et al. 2019), with a warm-up of the decay (:func:`ema_decay`). Both networks' weights (and the average) are in the model's
 state dict and both optimizers in the routine's, so a resumed run continues exactly.
@@ -63,6 +65,9 @@ class AdversarialConfig(InferenceSpec):
     n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
     gradient_penalty: float = Field(0.0, ge=0.0, description="lambda of the gradient penalty on interpolates")
     ema: float | None = Field(None, gt=0.0, lt=1.0, description="decay of the generator's moving average")
+    lr_half_life: int | None = Field(
+        None, ge=1, description="steps over which both learning rates halve (lr * 0.5 ** (step / half_life))"
+    )
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=2e-4, betas=(0.5, 0.999)))
     discriminator_optimizer: OptimizerSpec | None = None
 
@@ -159,6 +164,12 @@ class Adversarial(Routine):
         # Discriminator: real against generated, G's output detached so no gradient reaches G. On a step
         # that also updates G the same samples serve G's update (one generator pass, as in DCGAN).
         g_step = (state.step + 1) % cfg.n_critic == 0
+        if cfg.lr_half_life is not None:
+            # A function of the step count alone, so a resumed run sets the same rates.
+            factor = 0.5 ** (state.step / cfg.lr_half_life)
+            for opt, spec in ((opt_g, cfg.optimizer), (opt_d, cfg.discriminator_optimizer or cfg.optimizer)):
+                for group in opt.param_groups:
+                    group["lr"] = spec.lr * factor
         with torch.set_grad_enabled(g_step):
             fake = model.generator(model.prior((n,)).sample())
         real_s, fake_s = model.score(x), model.score(fake.detach())
