@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,72 +51,87 @@ RING_LOSSES: list[tuple[str, list[str]]] = [
 ]
 
 
-def fit(spec: str, recipe: str, out: Path, epochs: int, seed: int, overrides: list[str],
-        recipe_overrides: list[str]) -> tuple[Any, float]:
+def fit(task: dict[str, Any]) -> tuple[str, float]:
+    """One fit (run in a worker process): returns the run folder and the seconds it took."""
+    torch.set_num_threads(task["threads"])
+    out = Path(task["out"])
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    run = ppgen.fit(ROOT / spec, ROOT / recipe, epochs=epochs, out=out, seed=seed, overrides=overrides,
-                    recipe_overrides=recipe_overrides, progress=False)
-    return run, time.perf_counter() - t0
+    ppgen.fit(ROOT / task["spec"], ROOT / task["recipe"], epochs=task["epochs"], out=out, seed=task["seed"],
+              overrides=task["overrides"], recipe_overrides=task["recipe_overrides"], progress=False)
+    return str(out), time.perf_counter() - t0
 
 
-#: target, spec overrides. The exponential's support is [0, inf): a softplus output declares it; with the
-#: identity output the generator folds at the edge (the last row set shows what that costs).
-ONE_D: list[tuple[str, list[str]]] = [
-    ("normal", []),
-    ("exponential", ["generator.output=softplus"]),
-    ("mixture", []),
-    ("exponential", []),
+def fit_all(tasks: list[dict[str, Any]], jobs: int) -> list[tuple[Any, float]]:
+    """The fits, ``jobs`` at a time (spawned processes, one torch thread each), as opened runs."""
+    if jobs <= 1:
+        done = [fit(t) for t in tasks]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            done = list(pool.map(fit, tasks))
+    return [(ppgen.open_run(path), seconds) for path, seconds in done]
+
+
+#: target, spec overrides, how many of the seeds. The exponential's support is [0, inf): a softplus output
+#: declares it; with the identity output the generator folds at the edge (the last row, one seed).
+ONE_D: list[tuple[str, list[str], int]] = [
+    ("normal", [], 99),
+    ("exponential", ["generator.output=softplus"], 99),
+    ("mixture", [], 99),
+    ("exponential", [], 1),
 ]
 
 
 def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     """Each target with each of ``args.seeds_1d``; the figure shows the first seed of the first three."""
+    cases = [(j, target, over, seed) for j, (target, over, k) in enumerate(ONE_D) for seed in args.seeds_1d[:k]]
+    tasks = [{"spec": "models/gan1d.yaml", "recipe": "inference/adversarial_1d.yaml", "seed": seed,
+              "out": str(args.work / f"1d-{target}-{j}-{seed}"), "epochs": args.epochs_1d, "threads": args.threads,
+              "overrides": [f"data.distribution={target}", *over], "recipe_overrides": []}
+             for j, target, over, seed in cases]
     rows = []
     fig, axes = plt.subplots(2, 3, figsize=(15.0, 7.4), squeeze=False)
-    for j, (target, over) in enumerate(ONE_D):
-        for seed in args.seeds_1d:
-            run, seconds = fit("models/gan1d.yaml", "inference/adversarial_1d.yaml",
-                               args.work / f"1d-{target}-{j}-{seed}", args.epochs_1d, seed,
-                               [f"data.distribution={target}", *over], [])
-            model = run.model
+    for (j, target, over, seed), (run, seconds) in zip(cases, fit_all(tasks, args.jobs)):
+        model = run.model
+        torch.manual_seed(1)
+        ks_ema = quality.ks_statistic(model.sample(10_000), TOY1D[target].cdf)
+        torch.manual_seed(1)
+        ks_last = quality.ks_statistic(model.sample(10_000, ema=False), TOY1D[target].cdf)
+        u = torch.rand(10_000, generator=torch.Generator().manual_seed(1 + seed), dtype=torch.float64)
+        ks_exact = quality.ks_statistic(TOY1D[target].icdf(u), TOY1D[target].cdf)
+        if seed == args.seeds_1d[0] and j < 3:
             torch.manual_seed(1)
-            ks_ema = quality.ks_statistic(model.sample(10_000), TOY1D[target].cdf)
-            torch.manual_seed(1)
-            ks_last = quality.ks_statistic(model.sample(10_000, ema=False), TOY1D[target].cdf)
-            u = torch.rand(10_000, generator=torch.Generator().manual_seed(1 + seed), dtype=torch.float64)
-            ks_exact = quality.ks_statistic(TOY1D[target].icdf(u), TOY1D[target].cdf)
-            if seed == args.seeds_1d[0] and j < 3:
-                torch.manual_seed(1)
-                plot_generator(model, [axes[0, j], axes[1, j]])
-                axes[0, j].set_title(f"{target} ({run.model.output} output), seed {seed}: KS = {ks_ema:.4f}", fontsize=10)
-            rows.append({"target": target, "output": run.model.output, "seed": seed, "ks_ema": ks_ema, "ks_last": ks_last, "ks_exact": ks_exact,
-                         "steps": run.metrics[-1]["step"], "seconds": seconds})
-            print(f"1-D {target} ({run.model.output}) seed {seed}: KS {ks_ema:.4f} (last iterate {ks_last:.4f}, exact sampler "
-                  f"{ks_exact:.4f}), {seconds:.0f} s", flush=True)
+            plot_generator(model, [axes[0, j], axes[1, j]])
+            axes[0, j].set_title(f"{target} ({model.output} output), seed {seed}: KS = {ks_ema:.4f}", fontsize=10)
+        rows.append({"target": target, "output": model.output, "seed": seed, "ks_ema": ks_ema, "ks_last": ks_last,
+                     "ks_exact": ks_exact, "steps": run.metrics[-1]["step"], "seconds": seconds})
+        print(f"1-D {target} ({model.output}) seed {seed}: KS {ks_ema:.4f} (last iterate {ks_last:.4f}, exact "
+              f"sampler {ks_exact:.4f}), {seconds:.0f} s", flush=True)
     fig.suptitle("A GAN's generator from Uniform(0, 1) against the exact inverse CDF", fontsize=11)
     fig.tight_layout()
     return rows, save_figure(fig, args.out_dir / f"gan_toys_1d{args.suffix}.png")
 
 
 def ring(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
-    rows = []
     seeds = args.seeds_ring
+    cases = [(j, name, over, i, seed) for j, (name, over) in enumerate(RING_LOSSES) for i, seed in enumerate(seeds)]
+    tasks = [{"spec": "models/gan_ring8.yaml", "recipe": "inference/adversarial_toy.yaml", "seed": seed,
+              "out": str(args.work / f"ring8-{j}-{seed}"), "epochs": args.epochs_ring, "threads": args.threads,
+              "overrides": [], "recipe_overrides": over} for j, name, over, i, seed in cases]
+    rows = []
     fig, axes = plt.subplots(len(seeds), len(RING_LOSSES), figsize=(4.2 * len(RING_LOSSES), 4.4 * len(seeds)),
                              squeeze=False)
-    for j, (name, over) in enumerate(RING_LOSSES):
-        for i, seed in enumerate(seeds):
-            run, seconds = fit("models/gan_ring8.yaml", "inference/adversarial_toy.yaml",
-                               args.work / f"ring8-{j}-{seed}", args.epochs_ring, seed, [], over)
-            torch.manual_seed(1)
-            cov = plot_discriminator(run.model, axes[i, j], run.data.split("test")[0][:2500], colorbar=False)
-            axes[i, j].set_title(f"{name}\nseed {seed}: {cov['modes_covered']}/8 modes, "
-                                 f"{100 * cov['high_quality_share']:.1f}% high quality", fontsize=8)
-            axes[i, j].legend().remove()
-            rows.append({"loss": name, "seed": seed, "modes": cov["modes_covered"],
-                         "hq": cov["high_quality_share"], "seconds": seconds})
-            print(f"ring8 {name} seed {seed}: {cov['modes_covered']}/8 modes, "
-                  f"{100 * cov['high_quality_share']:.1f}% high quality, {seconds:.0f} s", flush=True)
+    for (j, name, over, i, seed), (run, seconds) in zip(cases, fit_all(tasks, args.jobs)):
+        torch.manual_seed(1)
+        cov = plot_discriminator(run.model, axes[i, j], run.data.split("test")[0][:2500], colorbar=False)
+        axes[i, j].set_title(f"{name}\nseed {seed}: {cov['modes_covered']}/8 modes, "
+                             f"{100 * cov['high_quality_share']:.1f}% high quality", fontsize=8)
+        axes[i, j].legend().remove()
+        rows.append({"loss": name, "seed": seed, "modes": cov["modes_covered"],
+                     "hq": cov["high_quality_share"], "seconds": seconds})
+        print(f"ring8 {name} seed {seed}: {cov['modes_covered']}/8 modes, "
+              f"{100 * cov['high_quality_share']:.1f}% high quality, {seconds:.0f} s", flush=True)
     fig.tight_layout()
     return rows, save_figure(fig, args.out_dir / f"gan_toys_ring8{args.suffix}.png")
 
@@ -123,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="100 epochs for 1-D, 10 for the ring")
     p.add_argument("--work", type=Path, default=Path("/tmp/ppgen-gan-toys"))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    p.add_argument("--jobs", type=int, default=1, help="fits at a time (processes)")
     p.add_argument("--only", choices=["1d", "ring"], default=None)
     p.add_argument("--seeds-1d", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--seeds-ring", type=int, nargs="+", default=[0, 1])
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     args.epochs_1d = 100 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_1d.yaml").epochs
     args.epochs_ring = 10 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_toy.yaml").epochs
@@ -141,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# GAN toys: inverse transform sampling in 1-D and the ring of 8 Gaussians",
         "",
-        f"Command: `python benchmarks/gan_toys.py{' --quick' if args.quick else ''}"
-        f"{' --only ' + args.only if args.only else ''}`",
+        f"Command: `python benchmarks/gan_toys.py {' '.join(args.argv)}`".replace(" `", "`"),
         f"Date: {datetime.date.today().isoformat()}; shared 2-core CPU ({platform.machine()}, {os.cpu_count()} logical "
-        f"CPUs, other jobs running, so the times are indicative), {args.threads} torch thread(s); "
+        f"CPUs, other jobs running, so the times are indicative), {args.jobs} fit(s) at a time with "
+        f"{args.threads} torch thread(s) each; "
         f"torch {torch.__version__}. Whole run: {total / 60:.1f} min.",
         "",
     ]
@@ -155,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             "Kolmogorov-Smirnov distance of 10,000 samples to the exact CDF (target: at most 0.03). `ema`: the moving",
             "average of the generator, which `sample` uses; `last`: the last iterate; `exact`: 10,000 draws of",
             "F^-1(U), the sampling noise floor (about 0.87 / sqrt(n) = 0.0087 on average). The exponential is fitted",
-            "with a softplus output, which declares its support [0, inf); the last rows show the identity output,",
-            "with which the generator folds at the edge of the support (a non-monotone map that misses the mass near 0).",
+            "with a softplus output, which declares its support [0, inf); the last row shows the identity output, with",
+            "which the generator folds at the edge of the support (a non-monotone map that misses the mass near 0).",
             "",
             "| target | generator output | seed | KS (ema) | KS (last) | KS (exact sampler) | steps | seconds |",
             "|---|---|---|---|---|---|---|---|",
