@@ -343,7 +343,7 @@ def classifier(*, train: bool = True, progress: bool = True) -> DigitClassifier:
         raise SpecError(f"{path}: the MNIST feature classifier is not cached; run ppgen.quality.classifier() once")
     if "PYTEST_CURRENT_TEST" in os.environ:
         # Training takes minutes and needs MNIST (maybe a download): never inside the test suite.
-        raise RuntimeError(f"{path} is not cached and tests must not train it; pass classifier_= to "
+        raise RuntimeError(f"{path} is not cached and tests must not train it; pass feature_net= to "
                            "sample_metrics (e.g. an untrained DigitClassifier) or use non-MNIST-shaped data")
     from ppgen import data as data_mod
 
@@ -415,7 +415,7 @@ _FLOOR: dict[str, dict[str, Any]] = {}
 
 @torch.no_grad()
 def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0,
-                   classifier_: DigitClassifier | None = None, kid_subsets: int = 100) -> dict[str, Any]:
+                   feature_net: DigitClassifier | None = None, kid_subsets: int = 100) -> dict[str, Any]:
     """Sample-quality numbers of a fitted model for ``ppgen evaluate``.
 
     The rule: a model whose examples are MNIST-shaped images (event shape 1x28x28) and that can sample
@@ -425,7 +425,7 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     whose ``sample`` takes ``mean`` are measured on their mean images E[x|z]. A model fitted to a
     ``toy1d`` target gets ``ks_statistic`` of ``n`` draws; one fitted to ``ring8`` or ``grid25`` gets
     ``modes_covered``, ``modes_total`` and ``high_quality_share`` of 2,500 draws. Every other model gets ``{}``, as does
-    one whose ``sample`` is not implemented. ``classifier_`` replaces the cached MNIST classifier (the
+    one whose ``sample`` is not implemented. ``feature_net`` replaces the cached MNIST classifier (the
     tests use it so that they never train one).
     """
     event_shape = tuple(getattr(getattr(model, "info", None), "event_shape", ()) or ())
@@ -435,7 +435,7 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     torch.manual_seed(seed)
     try:
         if is_mnist_shaped(event_shape):
-            return _image_metrics(model, data, n, seed, classifier_, kid_subsets)
+            return _image_metrics(model, data, n, seed, feature_net, kid_subsets)
         if data_spec is not None and data_spec.name == "toy1d" and data_spec.distribution:
             from ppgen.data.toy import toy1d
 

@@ -176,7 +176,7 @@ def test_sample_metrics_of_the_test_images_themselves_are_perfect() -> None:
     data = _tiny_mnist()
     clf = quality.DigitClassifier()  # untrained: random features are features all the same
     model = _Sampler(data.test_x.clone(), (1, 28, 28), with_mean=True)
-    out = quality.sample_metrics(model, data, n=60, classifier_=clf, kid_subsets=3)
+    out = quality.sample_metrics(model, data, n=60, feature_net=clf, kid_subsets=3)
     assert model.mean_calls >= 1  # a family with sample(mean=) is measured on its means
     assert out["fid_classifier"] == pytest.approx(0.0, abs=1e-6)
     assert (out["precision"], out["recall"]) == (1.0, 1.0)
@@ -187,7 +187,7 @@ def test_sample_metrics_of_the_test_images_themselves_are_perfect() -> None:
     assert out["real_fid_classifier"] > 0.0
     # Noise instead of the images is farther from the test set than the real floor is.
     noise = _Sampler(torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(5)), (1, 28, 28))
-    bad = quality.sample_metrics(noise, data, n=60, classifier_=clf, kid_subsets=3)
+    bad = quality.sample_metrics(noise, data, n=60, feature_net=clf, kid_subsets=3)
     assert bad["fid_classifier"] > out["real_fid_classifier"]
     assert bad["real_fid_classifier"] == out["real_fid_classifier"]
 
