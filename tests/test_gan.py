@@ -5,6 +5,7 @@ schedule, the moving average, specs that refuse bad input, and an exact resume."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pyro.poutine
 import pytest
@@ -25,6 +26,7 @@ from ppgen.inference.adversarial import (
 from ppgen.models.gan import GAN
 from ppgen.spec import SpecError, load_spec
 
+ROOT = Path(__file__).resolve().parent.parent
 TOY2D = {
     "family": "gan",
     "data": {"name": "toy2d", "distribution": "ring8", "n": 400, "batch_size": 64},
@@ -344,3 +346,18 @@ def test_two_epochs_equal_one_plus_resume(tmp_path) -> None:
     assert ep(straight) == ep(resumed)
     other = ppgen.fit(TOY2D, recipe, epochs=2, out=tmp_path / "c", seed=4, progress=False)
     assert not torch.equal(other.checkpoint["model"]["generator.net.0.weight"], a["model"]["generator.net.0.weight"])
+
+
+# --------------------------------------------------------------------------- quality (slow: minutes each)
+
+
+@pytest.mark.slow
+def test_zoo_1d_gan_learns_the_normal_inverse_cdf(tmp_path) -> None:
+    run = ppgen.fit(ROOT / "models/gan1d.yaml", ROOT / "inference/adversarial_1d.yaml", out=tmp_path / "r", progress=False)
+    assert evaluate(run)["ks_statistic"] <= 0.03
+
+
+@pytest.mark.slow
+def test_zoo_ring8_gan_covers_at_least_7_of_8_modes(tmp_path) -> None:
+    run = ppgen.fit(ROOT / "models/gan_ring8.yaml", ROOT / "inference/adversarial_toy.yaml", out=tmp_path / "r", progress=False)
+    assert evaluate(run)["modes_covered"] >= 7
