@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a spec key (latent.dim=2); keys under inference. go to the recipe")
     s.add_argument("--epochs", type=int, help="number of epochs (overrides the recipe)")
     s.add_argument("--out", "-o", metavar="RUN", help="run folder (default runs/<name>-<time>)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, help="random seed (default 0; a resumed run keeps its own)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     s.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
@@ -226,8 +226,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ppgen.evaluate import evaluate
     from ppgen.spec import SpecError
 
-    if args.k < 1:
-        raise SpecError(f"--k: must be at least 1, got {args.k}")
     res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(res, indent=2))

@@ -49,6 +49,7 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
     torch.manual_seed(seed)
     try:
         x, y = data.split("test")
+        n_obs = min(n_obs, x.shape[0])
         x = x[:n_obs].to(model.device)
         q = model.posterior(x)
         z = q.sample((draws,))  # (draw, obs, latent)

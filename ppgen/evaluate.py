@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ppgen.runs import Run, atomic_write_text, open_run
+from ppgen.spec import SpecError
 
 
 def evaluate(
@@ -36,6 +37,10 @@ def evaluate(
     ``limit`` evaluates only the first ``limit`` test examples (the split's order is fixed);
     ``options`` go to the family's ``log_likelihood`` and ``evaluation_setup`` hooks.
     """
+    if limit is not None and limit < 1:
+        raise SpecError(f"limit: must be at least 1 test example, got {limit}")
+    if k < 1:
+        raise SpecError(f"k: must be at least 1 importance sample, got {k}")
     run = open_run(run) if not isinstance(run, Run) else run
     model, data = run.model, run.data
     x, y = data.split("test")

@@ -49,12 +49,14 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for pkg_name in ("ppgen.models", "ppgen.inference"):
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{info.name}")
+    # Only now: a module that failed to import raises again at the next lookup instead of leaving the
+    # registry quietly incomplete.
+    _loaded = True
 
 
 def family_names() -> list[str]:

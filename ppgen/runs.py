@@ -55,9 +55,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a last line cut short (the process was killed mid-write) is
+    skipped, a bad line elsewhere is an error naming it."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise SpecError(f"{path}: line {i + 1} is not a JSON record") from None
+    return records
 
 
 def environment(seed: int, data_checksum: str, devices: int, accelerator: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ validates its own section. An unknown key, a wrong type or an impossible value r
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,11 +52,37 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataSpec":
+        # A key left at its default is harmless (a resolved spec.yaml writes them all); one set to
+        # something else would be silently ignored by this source.
+        unused = sorted(k for k in self.model_fields_set - _DATA_FIELDS[self.name]
+                        if getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True))
+        if unused:
+            raise ValueError(
+                f"data.{unused[0]} does not apply to data.name {self.name!r}; the keys it takes are "
+                f"{', '.join(sorted(_DATA_FIELDS[self.name]))}"
+            )
         if self.name in ("npz", "images") and not self.path:
             raise ValueError(f"data.path is required when data.name is {self.name!r}")
         if self.name in ("toy1d", "toy2d") and self.binarize not in (None, "none"):
             raise ValueError(f"data.binarize applies to images in [0, 1], not to {self.name!r}")
         return self
+
+
+_COMMON = {"name", "batch_size", "limit", "binarize"}
+_SPLIT = {"val_fraction", "test_fraction"}
+_GENERATED = _COMMON | _SPLIT | {"distribution", "n"}
+#: The data keys each source reads; setting another is an error (MNIST's split is fixed, for one).
+_DATA_FIELDS: dict[str, set[str]] = {
+    "mnist": _COMMON,
+    "digits": _COMMON | _SPLIT,
+    "npz": _COMMON | _SPLIT | {"path"},
+    "images": _COMMON | _SPLIT | {"path", "image_size"},
+    "toy1d": _GENERATED,
+    "toy2d": _GENERATED,
+    "toymix": _GENERATED,
+    "toyseq": _GENERATED,
+    "macro": _COMMON | _SPLIT | {"distribution"},
+}
 
 
 class ModelSpec(Strict):
@@ -98,8 +125,12 @@ def read_yaml(source: str | Path) -> dict[str, Any]:
     path = Path(source)
     if not path.exists():
         raise SpecError(f"{path}: no such file")
+    if not path.is_file():
+        raise SpecError(f"{path}: is a folder, not a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -177,7 +208,7 @@ def _as_dict(source: str | Path | dict | BaseModel) -> tuple[dict[str, Any], str
     if isinstance(source, BaseModel):
         return source.model_dump(mode="json"), type(source).__name__
     if isinstance(source, dict):
-        return dict(source), "spec"
+        return copy.deepcopy(source), "spec"
     return read_yaml(source), str(source)
 
 
@@ -188,8 +219,9 @@ def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None
     data, what = _as_dict(source)
     apply_overrides(data, overrides)
     family = data.get("family")
-    if family is None:
-        raise SpecError(f"{what}: 'family' is missing; accepted families: {', '.join(registry.family_names())}")
+    if not isinstance(family, str):
+        got = "'family' is missing" if family is None else f"family must be a name, got {family!r}"
+        raise SpecError(f"{what}: {got}; accepted families: {', '.join(registry.family_names())}")
     cls = registry.family(family).Spec
     return validate(cls, data, what)
 
@@ -203,8 +235,9 @@ def load_recipe(
     data, what = _as_dict(source) if source is not None else ({"routine": default}, "recipe")
     apply_overrides(data, overrides)
     routine = data.get("routine")
-    if routine is None:
-        raise SpecError(f"{what}: 'routine' is missing; accepted routines: {', '.join(registry.routine_names())}")
+    if not isinstance(routine, str):
+        got = "'routine' is missing" if routine is None else f"routine must be a name, got {routine!r}"
+        raise SpecError(f"{what}: {got}; accepted routines: {', '.join(registry.routine_names())}")
     cls = registry.routine(routine).Config
     return validate(cls, data, what)
 

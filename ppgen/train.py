@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -96,7 +97,7 @@ def fit(
     *,
     out: str | Path | None = None,
     epochs: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     resume: bool = False,
     overrides: list[str] | None = None,
     recipe_overrides: list[str] | None = None,
@@ -109,29 +110,33 @@ def fit(
     ``spec`` and ``recipe`` are YAML paths, dicts or spec objects; ``recipe=None`` takes the family's
     default routine with its defaults. ``epochs`` overrides the recipe. ``out`` defaults to
     ``runs/<name>-<time>``. With ``resume`` the run at ``out`` continues from its last checkpoint up to
-    ``epochs``; the spec must be the one it was started with. ``progress=None`` shows a progress bar only
-    on a terminal.
+    ``epochs``, with the spec and recipe it was started with (``spec`` may then be the run folder itself,
+    and ``recipe=None`` means the run's own); only ``epochs`` may change. ``seed`` defaults to 0 for a
+    new run and to the run's own when resuming. ``progress=None`` shows a progress bar only on a terminal.
     """
+    if resume:
+        spec, out = _resume_sources(spec, out)
+        if recipe is None:
+            recipe = Path(out) / "inference.yaml"
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
-    if recipe is None and not recipe_overrides:
-        recipe_obj = load_recipe(None, default=family.default_routine)
-    else:
-        recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
+    recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
     if epochs is not None:
         if epochs < 1:
             raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
-    out_path = Path(out) if out is not None else _default_out(model_spec)
-    _prepare_folder(out_path, model_spec, recipe_obj, resume)
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)
+    out_path = Path(out) if out is not None else _default_out(model_spec)
+    seed = _check_folder(out_path, model_spec, recipe_obj, resume, devices, seed)
 
-    # Load the data once here: a bad data spec fails fast with exit 2, before any process starts.
+    # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
+    # before any process starts.
     from ppgen import data as data_mod
 
     dataset = data_mod.load(model_spec.data)
+    _write_folder(out_path, model_spec, recipe_obj, resume)
     job = Job(
         spec=model_spec.model_dump(mode="json"),
         recipe=recipe_obj.model_dump(mode="json"),
@@ -147,9 +152,19 @@ def fit(
     if devices == 1:
         _train(_fabric(job), job, dataset)
     else:
-        fabric = _fabric(job)
-        fabric.launch(_train_spawned, job)
+        _raise_outcome(_launch(job))
     return Run(out_path)
+
+
+def _resume_sources(spec: Any, out: str | Path | None) -> tuple[Any, Path]:
+    """With ``resume``, ``spec`` may name the run folder (``ppgen fit RUN --resume``)."""
+    if isinstance(spec, (str, Path)) and Path(spec).is_dir():
+        if out is not None and Path(out).resolve() != Path(spec).resolve():
+            raise SpecError(f"--resume: {spec} is a run folder, but --out names another ({out})")
+        return Path(spec) / "spec.yaml", Path(spec)
+    if out is None:
+        raise SpecError("--resume: say which run to continue with --out RUN (or pass the run folder as the spec)")
+    return spec, Path(out)
 
 
 def _default_out(spec: ModelSpec) -> Path:
@@ -180,26 +195,87 @@ def _fabric(job: Job) -> Any:
     return Fabric(accelerator=job.accelerator, devices=job.devices, strategy=strategy)
 
 
-def _prepare_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: bool) -> None:
-    ckpt = out / CHECKPOINT
-    if resume:
-        if not ckpt.exists():
-            raise SpecError(f"--resume: {out} has no checkpoint to resume from; drop --resume to start a new run")
-        saved = load_spec(out / "spec.yaml")
-        if saved.model_dump(mode="json") != spec.model_dump(mode="json"):
-            raise SpecError(f"--resume: the spec differs from the one {out} was started with ({out / 'spec.yaml'})")
-        saved_recipe = load_recipe(out / "inference.yaml")
-        a = saved_recipe.model_dump(mode="json", exclude={"epochs"})
-        b = recipe.model_dump(mode="json", exclude={"epochs"})
-        if a != b:
-            raise SpecError(
-                f"--resume: the recipe differs from the one {out} was started with ({out / 'inference.yaml'}); "
-                "only --epochs may change"
-            )
-        dump_yaml(recipe, out / "inference.yaml")
+def _launch(job: Job) -> tuple[str, str] | None:
+    """Run the job in ``job.devices`` spawned processes and return rank 0's outcome. A Ctrl-C reaches
+    the workers too (they save and stop together); the parent only waits for them."""
+    def forward(signum: int, frame: Any) -> None:
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, forward) if _main_thread() else None
+    try:
+        return _fabric(job).launch(_train_spawned, job)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_outcome(outcome: tuple[str, str] | None) -> None:
+    """Raise in the parent what a worker process stopped with (see :func:`_train_spawned`)."""
+    if outcome is None:
         return
-    if ckpt.exists():
-        raise SpecError(f"--out {out}: a fitted run is already there; pass --resume to continue it or choose another --out")
+    kind, message = outcome
+    if kind == "interrupted":
+        raise Interrupted(Path(message))
+    raise {"spec": SpecError, "training": TrainingError}[kind](message)
+
+
+def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _flat_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k} ({va!r} then, {vb!r} now)")
+    return keys
+
+
+def _check_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: bool, devices: int,
+                  seed: int | None) -> int:
+    """Refuse what cannot be done, before anything is written; return the seed to train with."""
+    ckpt = out / CHECKPOINT
+    if not resume:
+        if ckpt.exists():
+            raise SpecError(f"--out {out}: a fitted run is already there; pass --resume to continue it or choose another --out")
+        if out.exists() and not out.is_dir():
+            raise SpecError(f"--out {out}: a file of that name exists; choose another --out")
+        return 0 if seed is None else seed
+    if not ckpt.exists():
+        raise SpecError(f"--resume: {out} has no checkpoint to resume from; drop --resume to start a new run")
+    saved = load_spec(out / "spec.yaml")
+    diff = _flat_diff(saved.model_dump(mode="json"), spec.model_dump(mode="json"))
+    if diff:
+        raise SpecError(f"--resume: the spec differs from the one {out} was started with in {'; '.join(diff)}")
+    saved_recipe = load_recipe(out / "inference.yaml")
+    diff = _flat_diff(saved_recipe.model_dump(mode="json", exclude={"epochs"}), recipe.model_dump(mode="json", exclude={"epochs"}))
+    if diff:
+        raise SpecError(f"--resume: the recipe differs from the one {out} was started with in {'; '.join(diff)}; "
+                        "only --epochs may change")
+    saved_ckpt = load_checkpoint(ckpt)
+    world = int(saved_ckpt["world_size"])
+    if world != devices:
+        raise SpecError(f"--resume: {out} was fitted with --devices {world}; resume it with --devices {world}")
+    # The batches of an epoch are a function of the seed: a resumed run keeps its own.
+    if seed is not None and seed != int(saved_ckpt["seed"]):
+        raise SpecError(f"--resume: {out} was fitted with --seed {int(saved_ckpt['seed'])}; drop --seed or pass that one")
+    return int(saved_ckpt["seed"])
+
+
+def _write_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: bool) -> None:
+    if resume:
+        saved = load_recipe(out / "inference.yaml")
+        if recipe.epochs > saved.epochs:
+            dump_yaml(recipe, out / "inference.yaml")
+        return
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(spec, out / "spec.yaml")
     dump_yaml(recipe, out / "inference.yaml")
@@ -209,10 +285,27 @@ def _prepare_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: b
 # --------------------------------------------------------------------------- the loop
 
 
-def _train_spawned(fabric: Any, job: Job) -> None:
+def _train_spawned(fabric: Any, job: Job) -> tuple[str, str] | None:
+    """A worker process: train, and hand how it stopped back to the parent as plain data (exceptions
+    would arrive there as a traceback of the child)."""
     from ppgen import data as data_mod
 
-    _train(fabric, job, data_mod.load(load_spec(job.spec).data))
+    try:
+        _train(fabric, job, data_mod.load(load_spec(job.spec).data))
+    except Interrupted as exc:
+        return ("interrupted", str(exc.path))
+    except SpecError as exc:
+        return ("spec", str(exc))
+    except TrainingError as exc:
+        return ("training", str(exc))
+    finally:
+        # Leave together: a rank that exits while another still holds the group can abort in gloo.
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.barrier()
+            tdist.destroy_process_group()
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -253,23 +346,24 @@ def seed_all(seed: int) -> None:
 
 
 class _StopFlag:
-    """The first Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+    """The first Ctrl-C asks the loop to stop after the current step; a second one, a second or more
+    later, stops at once (a terminal's Ctrl-C and the parent's forwarded one arrive together)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._when = 0.0
         self._previous: Any = None
 
     def __enter__(self) -> "_StopFlag":
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
+        if _main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and time.monotonic() - self._when > 1.0:
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self._when = True, time.monotonic()
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
@@ -289,19 +383,21 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     model = build(spec, dataset.info).to(device)
     routine = registry.routine(recipe.routine)(recipe, FabricRuntime(fabric))
     state = routine.init(model)
-    start_epoch, skip = 0, 0
+    start_epoch, skip, carried = 0, 0, (0.0, 0)
     if job.resume:
         ckpt = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(ckpt["model"])
         state = routine.load_state_dict(state, ckpt["routine"])
         start_epoch, skip = int(ckpt["epoch"]), int(ckpt["batches_done"])
-        set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])
-        if rank == 0:
-            _truncate_metrics(out / "metrics.jsonl", state.step, start_epoch)
+        carried = (float(ckpt.get("epoch_loss_sum", 0.0)), int(ckpt.get("epoch_loss_count", 0)))
+        set_rng_state(ckpt["rng"][rank])
         if start_epoch >= job.epochs:
             if rank == 0:
                 print(f"{out}: already fitted for {start_epoch} epochs; raise --epochs to continue", file=sys.stderr)
             return
+        if rank == 0:
+            _truncate_metrics(out / "metrics.jsonl", state.step, start_epoch)
+            _drop_stale_results(out)
     else:
         if world > 1:
             # Identical starting points on every rank; afterwards averaged gradients keep them equal.
@@ -311,18 +407,18 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         if rank == 0:
             env = environment(job.seed, job.extra_env.get("data_checksum", ""), world, job.accelerator)
             atomic_write_text(json.dumps(env, indent=2) + "\n", out / "env.json")
+            _drop_stale_results(out)
         # Each rank draws its own Monte Carlo noise.
         torch.manual_seed(job.seed * 1000 + rank + 1)
 
     batch_size = spec.data.batch_size
     steps = dataset.steps_per_epoch(batch_size, world)
-    log = _MetricsLog(out / "metrics.jsonl", enabled=rank == 0)
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and rank == 0
     val_x, val_y = dataset.split("val")
     val_x = val_x.to(device)
     val_y = val_y.to(device) if val_y is not None else None
 
-    def save(epoch: int, batches_done: int) -> Path:
+    def save(epoch: int, batches_done: int, loss_sum: float = 0.0, loss_count: int = 0) -> Path:
         rngs = [rng_state()]
         if world > 1:
             rngs = _gather(fabric, rngs[0])
@@ -332,7 +428,11 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 "routine": routine.state_dict(state),
                 "epoch": epoch,
                 "batches_done": batches_done,
+                "epoch_loss_sum": loss_sum,
+                "epoch_loss_count": loss_count,
                 "rng": rngs,
+                "world_size": world,
+                "seed": job.seed,
                 "family": spec.family,
             }
             atomic_save(ckpt, out / CHECKPOINT)
@@ -340,55 +440,77 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 atomic_save({"model": ckpt["model"], "epoch": epoch}, out / f"checkpoints/epoch-{epoch:04d}.pt")
         return out / CHECKPOINT
 
-    with _StopFlag() as stop:
+    def fail(why: str) -> TrainingError:
+        last = out / CHECKPOINT
+        kept = f"the last good checkpoint ({last}) is kept" if last.exists() else "no checkpoint was written"
+        return TrainingError(f"{why}; training stopped and {kept}. Lower optimizer.lr or set optimizer.clip_norm "
+                             "in the recipe.")
+
+    with _StopFlag() as stop, _MetricsLog(out / "metrics.jsonl", enabled=rank == 0) as log:
         for epoch in range(start_epoch, job.epochs):
             t0 = time.perf_counter()
             bar = _progress(show, steps, f"epoch {epoch + 1}/{job.epochs}", initial=skip)
-            losses: list[float] = []
+            loss_sum, loss_count = carried
+            carried = (0.0, 0)
             done = skip
             for batch in dataset.batches(epoch, batch_size, job.seed, rank=rank, world_size=world, skip=skip):
                 batch = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
                 state, info = routine.step(state, batch)
                 done += 1
                 loss = info["loss"]
-                if not math.isfinite(loss):
+                bad, halt = not math.isfinite(loss), stop.requested
+                if world > 1:
+                    # Every rank must take the same branch, or the next collective call waits forever.
+                    flags = fabric.all_reduce(torch.tensor([float(bad), float(halt)], device=device), reduce_op="sum")
+                    bad, halt = bool(flags[0] > 0), bool(flags[1] > 0)
+                if bad:
                     bar.close()
-                    last = out / CHECKPOINT
-                    kept = f"the last good checkpoint ({last}) is kept" if last.exists() else "no checkpoint was written"
-                    raise TrainingError(
-                        f"the loss is {loss} at epoch {epoch + 1}, batch {done} (step {state.step}); "
-                        f"training stopped and {kept}. Lower optimizer.lr or set optimizer.clip_norm in the recipe."
-                    )
-                losses.append(loss)
+                    raise fail(f"the loss is {loss} at epoch {epoch + 1}, batch {done} (step {state.step})")
+                loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 if state.step % recipe.log_every == 0:
                     log.write({"kind": "train", "epoch": epoch + 1, "step": state.step, **info})
                 bar.update(1)
                 if show and done % 10 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}")
-                if stop.requested:
+                if halt:
                     bar.close()
-                    raise Interrupted(save(epoch, done))
+                    raise Interrupted(save(epoch, done, loss_sum, loss_count))
             bar.close()
             train_s = time.perf_counter() - t0
             skip = 0
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": state.step}
-            record["loss"] = _mean_across(fabric, losses)
+            record["loss"] = _mean_across(fabric, loss_sum, loss_count)
             if rank == 0:
                 with torch.no_grad(), torch.random.fork_rng(devices=[]):
                     record.update(routine.validate(state, val_x, val_y))
+            finite = _all_finite(model) and all(math.isfinite(v) for v in record.values() if isinstance(v, float))
             if world > 1:
                 # Averaged gradients keep the ranks in step; say so in the record, and stop if they are not.
                 digests = _gather(fabric, _param_digest(model))
                 record["rank_param_digests"] = digests
+                finite = all(_gather(fabric, finite))
                 if len(set(digests)) != 1:
                     raise TrainingError(f"the {world} processes hold different parameters after epoch {epoch + 1}")
             record["train_time_s"] = train_s
             record["time_s"] = time.perf_counter() - t0
             log.write(record)
+            if not finite:
+                raise fail(f"after epoch {epoch + 1} (step {state.step}) the parameters or the validation loss are "
+                           "not finite")
             if show:
                 extra = f", val {record['val_loss']:.3f}" if "val_loss" in record else ""
                 print(f"epoch {epoch + 1}: loss {record['loss']:.3f}{extra} ({record['time_s']:.1f} s)", file=sys.stderr)
             save(epoch + 1, 0)
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
+
+
+def _drop_stale_results(out: Path) -> None:
+    """A run about to change its weights: what was measured on the old ones no longer holds."""
+    for name in ("evaluation.json", "idata.nc"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _truncate_metrics(path: Path, step: int, epoch: int) -> None:
@@ -418,26 +540,32 @@ def _param_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _mean_across(fabric: Any, values: list[float]) -> float:
-    total = torch.tensor([sum(values), float(len(values))], dtype=torch.float64)
+def _mean_across(fabric: Any, total: float, count: int) -> float:
+    both = torch.tensor([total, float(count)], dtype=torch.float64)
     if fabric.world_size > 1:
-        total = fabric.all_reduce(total, reduce_op="sum")
-    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+        both = fabric.all_reduce(both, reduce_op="sum")
+    return float(both[0] / both[1]) if both[1] > 0 else float("nan")
 
 
 class _MetricsLog:
+    """``metrics.jsonl``, appended a line a record; numbers that are not finite are written as null
+    (JSON has no NaN)."""
+
     def __init__(self, path: Path, enabled: bool) -> None:
-        self.enabled = enabled
         self._f = path.open("a") if enabled else None
+
+    def __enter__(self) -> "_MetricsLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._f is not None:
+            self._f.close()
 
     def write(self, record: dict[str, Any]) -> None:
         if self._f is not None:
-            self._f.write(json.dumps(record) + "\n")
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+            self._f.write(json.dumps(clean) + "\n")
             self._f.flush()
-
-    def __del__(self) -> None:
-        if self._f is not None:
-            self._f.close()
 
 
 class _NoBar:

@@ -111,9 +111,33 @@ def test_missing_files_and_flags_exit_2(tmp_path, capsys) -> None:
     assert main(["fit", _spec(tmp_path, GOOD), "--epochs", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--epochs: must be at least 1" in capsys.readouterr().err
     assert main(["data", "fetch", "imagenet"]) == 2
+    assert main(["fit", str(tmp_path)]) == 2
+    assert "is a folder, not a YAML file" in capsys.readouterr().err
+    assert main(["fit", _spec(tmp_path, "family: [a]\n")]) == 2
+    assert "family must be a name, got ['a']" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["fit"])
     assert exc.value.code == 2
+
+
+def test_small_test_split_evaluate_limits_and_diagnose(tmp_path, capsys) -> None:
+    import numpy as np
+
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x=(np.random.default_rng(0).random((40, 1, 4, 4)) > 0.5).astype(np.float32))
+    spec = _spec(tmp_path, f"family: vae\ndata: {{name: npz, path: {data}, binarize: static, batch_size: 8}}\n"
+                           "latent: {dim: 2}\nencoder: {hidden: [8]}\ndecoder: {hidden: [8]}\n")
+    run = tmp_path / "run"
+    assert main(["fit", spec, "--epochs", "1", "--out", str(run), "--no-figures"]) == 0
+    assert main(["evaluate", str(run), "--limit", "0"]) == 2
+    assert "limit: must be at least 1" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--k", "0"]) == 2
+    assert main(["evaluate", str(run), "--json", "--limit", "2", "--k", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_test"] == 2
+    assert main(["diagnose", str(run)]) == 0  # 4 test examples, fewer than the 16 it shows by default
+    from ppgen.diagnostics import arviz
+
+    assert arviz().from_netcdf(run / "idata.nc").posterior.sizes["obs"] == 4
 
 
 def test_console_script_list_and_exit_code() -> None:
@@ -125,22 +149,33 @@ def test_console_script_list_and_exit_code() -> None:
     assert bad.returncode == 2 and "missing.yaml: no such file" in bad.stderr
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path) -> None:
+@pytest.mark.parametrize("devices", [1, 2])
+def test_ctrl_c_saves_and_exits_130(tmp_path, devices) -> None:
+    """Ctrl-C during training: the checkpoint records the batch reached (the interrupt lands at a step),
+    the exit status is 130, and --resume continues; with two processes the parent passes the signal on
+    and every process stops at the same step."""
     import signal
     import time
 
+    import torch
+
     exe = Path(sys.executable).parent / "ppgen"
     run = tmp_path / "run"
-    proc = subprocess.Popen([str(exe), "fit", _spec(tmp_path, GOOD), "--epochs", "1000", "--out", str(run),
-                             "--no-figures"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    args = [str(exe), "fit", _spec(tmp_path, GOOD), "--epochs", "1000", "--out", str(run), "--no-figures",
+            "--devices", str(devices)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
     while time.time() < deadline and not (run / "checkpoints" / "last.pt").exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
     assert "interrupted; saved" in err and "--resume" in err and "Traceback" not in err
-    import torch
-
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["epoch"] >= 1
+    assert ckpt["epoch"] >= 1 and ckpt["batches_done"] >= 1 and ckpt["world_size"] == devices
+    epochs = ckpt["epoch"] + 1
+    out = subprocess.run([str(exe), "fit", str(run), "--resume", "--epochs", str(epochs), "--no-figures",
+                          "--devices", str(devices)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert (after["epoch"], after["batches_done"]) == (epochs, 0)

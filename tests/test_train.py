@@ -136,3 +136,85 @@ def test_two_processes_end_with_identical_parameters(tmp_path) -> None:
         assert len(digests) == 2 and digests[0] == digests[1]
     assert records[-1]["step"] == 2 * (1437 // 64 // 2)
     assert run.env["devices"] == 2
+    single = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "one", progress=False)
+    assert not torch.equal(_params(single)["decoder.0.0.weight"], _params(run)["decoder.0.0.weight"])
+
+
+def test_nan_from_the_last_update_of_an_epoch_never_reaches_a_checkpoint(tmp_path, monkeypatch) -> None:
+    """The loss of a step is computed before its update; an update that makes the weights NaN on the
+    last batch of an epoch is caught before the epoch's checkpoint is written."""
+    ppgen.fit(SPEC, RECIPE, epochs=1, out=tmp_path / "r", progress=False)
+    good = torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)
+    calls = {"n": 0}
+    original = VAE.fused_loss
+
+    def nan_gradient_on_last_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs)
+        if calls["n"] == 22:  # the 22nd and last batch of epoch 2: finite value, NaN gradient
+            out.register_hook(lambda grad: grad * float("nan"))
+        return out
+
+    monkeypatch.setattr(VAE, "fused_loss", nan_gradient_on_last_batch)
+    with pytest.raises(TrainingError, match="after epoch 2 .* not finite"):
+        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "r", resume=True, progress=False)
+    after = torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)
+    assert after["epoch"] == 1
+    _assert_same(good["model"], after["model"])
+    import json
+
+    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["kind"] == "epoch" and last["val_loss"] is None  # JSON null, not a bare NaN
+
+
+def test_interrupt_on_the_last_batch_keeps_the_epoch_loss(tmp_path, monkeypatch) -> None:
+    straight = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "a", seed=3, progress=False)
+    calls = {"n": 0}
+    original = VAE.fused_loss
+
+    def ctrl_c_on_batch_22(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 22:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VAE, "fused_loss", ctrl_c_on_batch_22)
+    with pytest.raises(Interrupted):
+        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "b", seed=3, progress=False)
+    monkeypatch.setattr(VAE, "fused_loss", original)
+    resumed = ppgen.fit(tmp_path / "b", None, epochs=2, resume=True, progress=False)  # the run folder itself
+    a = [(m["epoch"], m["loss"], m["val_loss"]) for m in straight.metrics if m["kind"] == "epoch"]
+    b = [(m["epoch"], m["loss"], m["val_loss"]) for m in resumed.metrics if m["kind"] == "epoch"]
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        assert ra == pytest.approx(rb, rel=1e-12)
+    _assert_same(_params(straight), _params(resumed))
+
+
+def test_resume_names_what_differs_and_keeps_its_own_recipe(tmp_path) -> None:
+    iwae = {"routine": "svi", "elbo": "iwae", "num_particles": 3}
+    ppgen.fit(SPEC, iwae, epochs=1, out=tmp_path / "r", progress=False)
+    with pytest.raises(SpecError, match=r"latent.dim \(3 then, 4 now\)"):
+        ppgen.fit({**SPEC, "latent": {"dim": 4}}, None, epochs=2, out=tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(SpecError, match=r"elbo \('iwae' then, 'meanfield' now\)"):
+        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(SpecError, match="fitted with --devices 1; resume it with --devices 1"):
+        ppgen.fit(tmp_path / "r", None, epochs=2, resume=True, devices=2, progress=False)
+    run = ppgen.fit(tmp_path / "r", None, epochs=2, resume=True, progress=False)
+    assert run.recipe.elbo == "iwae" and run.recipe.epochs == 2
+    assert [m["epoch"] for m in run.metrics if m["kind"] == "epoch"] == [1, 2]
+
+
+def test_bad_data_writes_no_run_folder(tmp_path) -> None:
+    with pytest.raises(SpecError):
+        ppgen.fit({**SPEC, "data": {"name": "npz", "path": str(tmp_path / "missing.npz")}}, RECIPE,
+                  out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_two_processes_stop_together_on_a_nan(tmp_path) -> None:
+    """A divergence seen by the processes stops all of them with the training error, not a deadlock or
+    a child's traceback."""
+    with pytest.raises(TrainingError, match="the loss is nan at epoch 1"):
+        ppgen.fit(SPEC, {"routine": "svi", "optimizer": {"lr": 1e9}}, epochs=3, out=tmp_path / "r", devices=2,
+                  accelerator="cpu", progress=False)

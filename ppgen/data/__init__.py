@@ -10,7 +10,7 @@ from typing import Callable
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.data.sources import Arrays, cache_dir, make_dataset
-from ppgen.spec import DataSpec
+from ppgen.spec import DataSpec, validate
 
 __all__ = ["DataInfo", "Dataset", "load", "cache_dir", "SOURCES"]
 
@@ -51,5 +51,5 @@ SOURCES = {
 def load(spec: DataSpec | dict | None = None, **fields: object) -> Dataset:
     """The data set a spec describes: ``load(DataSpec(name="digits"))`` or ``load(name="digits")``."""
     if spec is None or isinstance(spec, dict):
-        spec = DataSpec(**{**(spec or {}), **fields})
+        spec = validate(DataSpec, {**(spec or {}), **fields}, "data")
     return make_dataset(spec, _loader(spec.name)(spec))

@@ -190,8 +190,6 @@ def macro_series(name: str) -> tuple[np.ndarray, list[str]]:
 
 def load_macro(spec: DataSpec) -> Arrays:
     """Windows of ``MACRO_WINDOW`` quarters of a macro series, x (N, T, 1), split in time order."""
-    if spec.n is not None:
-        raise SpecError("data.n does not apply to macro (the series has a fixed length); remove it")
     name = spec.distribution or "gdp"
     values, _ = macro_series(name)
     n = len(values) // MACRO_WINDOW
