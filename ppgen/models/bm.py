@@ -104,9 +104,8 @@ class BM(EnergyFamily):
         )
         self._mc_se: list[torch.Tensor] = []
 
-    def init_from_data(self, x: torch.Tensor) -> None:
-        if self.spec.init.visible_bias == "data":
-            self.core.init_from_data(self.to_visible(x.to(self.device)))
+    def first_layer(self) -> Any:
+        return self.core
 
     # -- Pyro -----------------------------------------------------------------------------------------
     def weight_prior(self, batch: int) -> None:
@@ -169,10 +168,6 @@ class BM(EnergyFamily):
         D = self.core.n_visible
         out["_mean"] = torch.sigmoid(s @ self.core.coupling()[:, :D] + self.core.b)
         return out
-
-    def visible_of(self, sites: dict[str, torch.Tensor], mean: bool = False) -> torch.Tensor:
-        v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
-        return self.from_visible(v)
 
     @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

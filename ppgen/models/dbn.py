@@ -103,8 +103,7 @@ class DBN(EnergyFamily):
             )
             for i in range(len(spec.hidden))
         )
-        self.register_buffer("x_mean", torch.zeros(info.dim))
-        self.register_buffer("x_std", torch.ones(info.dim))
+        self.standardize = spec.gaussian.standardize
         self._stash: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -115,27 +114,8 @@ class DBN(EnergyFamily):
     def depth(self) -> int:
         return len(self.layers)
 
-    # -- data <-> visible units -----------------------------------------------------------------------
-    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
-        v = x.reshape(x.shape[0], -1)
-        return (v - self.x_mean) / self.x_std if self.gaussian else v
-
-    def from_visible(self, v: torch.Tensor) -> torch.Tensor:
-        if self.gaussian:
-            v = v * self.x_std + self.x_mean
-        return v.reshape(v.shape[0], *self.event_shape)
-
-    def init_from_data(self, x: torch.Tensor) -> None:
-        flat = x.reshape(x.shape[0], -1).to(self.x_mean.device)
-        with torch.no_grad():
-            if self.gaussian and self.spec.gaussian.standardize:
-                self.x_mean.copy_(flat.mean(0))
-                std = flat.std(0)
-                # A floor at a tenth of the mean scale keeps a unit that is (nearly) constant in the
-                # training data, like a border pixel, from turning a rare non-zero value into an outlier.
-                self.x_std.copy_(std.clamp_min(max(0.1 * float(std.mean()), 1e-6)))
-        if self.spec.init.visible_bias == "data":
-            self.layers[0].init_from_data(self.to_visible(flat))
+    def first_layer(self) -> RBMCore:
+        return self.layers[0]
 
     @torch.no_grad()
     def up(self, v: torch.Tensor, upto: int, mean: bool = True) -> torch.Tensor:
@@ -256,10 +236,6 @@ class DBN(EnergyFamily):
         th, _ = self.top.sample_h(sites[names[L - 1]])
         tv, mean = self.top.sample_v(th)
         return self._complete(tv, th, mean)
-
-    def visible_of(self, sites: dict[str, torch.Tensor], mean: bool = False) -> torch.Tensor:
-        v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
-        return self.from_visible(v)
 
     @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

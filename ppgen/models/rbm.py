@@ -48,32 +48,60 @@ CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
 
 
 class EnergyFamily(Family):
-    """What the RBM, GB-RBM, BM and DBN families share. Subclasses provide ``to_visible``,
-    ``from_visible``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model``,
-    ``chain_statistics`` and ``visible_of`` (the sites' visible units, shaped like the data).
+    """What the RBM, GB-RBM, BM and DBN families share: the map between data and visible units
+    (standardized for Gaussian units), data-driven initial biases, log Z for evaluation. Subclasses
+    provide ``first_layer``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model`` and
+    ``chain_statistics``.
 
     In ``ppgen evaluate`` the ``k`` of other families is not used: log p(x) = -F(x) - log Z is exact
     given log Z, whose Monte Carlo budget is the spec's ``ais`` section (or the ``ais_runs=`` and
     ``ais_steps=`` options of :func:`ppgen.evaluate.evaluate`)."""
 
     default_routine = "cd"
+    #: Gaussian visible units (which see the data standardized when ``standardize``); set per family.
+    gaussian: bool = False
+    standardize: bool = False
 
     def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
         super().__init__(spec, info)
         self.event_shape = info.event_shape
         self.n_visible = info.dim
         self._log_z: LogZ | None = None
+        self.register_buffer("x_mean", torch.zeros(info.dim))
+        self.register_buffer("x_std", torch.ones(info.dim))
+
+    def first_layer(self) -> Any:
+        """The core whose visible units are the data's (its visible biases start from the data)."""
+        raise NotImplementedError
 
     # -- data <-> visible units ---------------------------------------------------------------------
     def to_visible(self, x: torch.Tensor) -> torch.Tensor:
-        """Examples (B, *event_shape) as visible vectors (B, D)."""
-        return x.reshape(x.shape[0], -1)
+        """Examples (B, *event_shape) as visible vectors (B, D), standardized for Gaussian units."""
+        v = x.reshape(x.shape[0], -1)
+        return (v - self.x_mean) / self.x_std if self.gaussian else v
 
     def from_visible(self, v: torch.Tensor) -> torch.Tensor:
+        if self.gaussian:
+            v = v * self.x_std + self.x_mean
         return v.reshape(v.shape[0], *self.event_shape)
 
+    def visible_of(self, sites: dict[str, torch.Tensor], mean: bool = False) -> torch.Tensor:
+        """The sites' visible units (their conditional mean with ``mean``), shaped like the data."""
+        v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
+        return self.from_visible(v)
+
     def init_from_data(self, x: torch.Tensor) -> None:
-        """Data-driven initial biases (called by the Gibbs routines before training)."""
+        """Data-driven initial biases and standardization (called by the Gibbs routines before training)."""
+        flat = x.reshape(x.shape[0], -1).to(self.x_mean.device)
+        with torch.no_grad():
+            if self.gaussian and self.standardize:
+                self.x_mean.copy_(flat.mean(0))
+                std = flat.std(0)
+                # A floor at a tenth of the mean scale keeps a unit that is (nearly) constant in the
+                # training data, like a border pixel, from turning a rare non-zero value into an outlier.
+                self.x_std.copy_(std.clamp_min(max(0.1 * float(std.mean()), 1e-6)))
+        if self.spec.init.visible_bias == "data":
+            self.first_layer().init_from_data(self.to_visible(flat))
 
     # -- evaluation -----------------------------------------------------------------------------------
     def log_partition(self, data: Dataset | None = None, runs: int | None = None, steps: int | None = None,
@@ -337,30 +365,10 @@ class RBM(EnergyFamily):
             learn_sigma=vis.learn_sigma if vis else False,
             weight_decay=spec.prior.weight_decay,
         )
-        self.register_buffer("x_mean", torch.zeros(info.dim))
-        self.register_buffer("x_std", torch.ones(info.dim))
+        self.standardize = bool(vis.standardize) if vis else False
 
-    # -- data <-> visible units (Gaussian: standardized) ---------------------------------------------
-    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
-        v = x.reshape(x.shape[0], -1)
-        return (v - self.x_mean) / self.x_std if self.gaussian else v
-
-    def from_visible(self, v: torch.Tensor) -> torch.Tensor:
-        if self.gaussian:
-            v = v * self.x_std + self.x_mean
-        return v.reshape(v.shape[0], *self.event_shape)
-
-    def init_from_data(self, x: torch.Tensor) -> None:
-        flat = x.reshape(x.shape[0], -1).to(self.x_mean.device)
-        with torch.no_grad():
-            if self.gaussian and self.spec.visible.standardize:
-                self.x_mean.copy_(flat.mean(0))
-                std = flat.std(0)
-                # A floor at a tenth of the mean scale keeps a unit that is (nearly) constant in the
-                # training data, like a border pixel, from turning a rare non-zero value into an outlier.
-                self.x_std.copy_(std.clamp_min(max(0.1 * float(std.mean()), 1e-6)))
-        if self.spec.init.visible_bias == "data":
-            self.core.init_from_data(self.to_visible(flat))
+    def first_layer(self) -> RBMCore:
+        return self.core
 
     # -- Pyro -----------------------------------------------------------------------------------------
     def weight_prior(self, batch: int, site: str = "W", core: RBMCore | None = None) -> None:
@@ -421,10 +429,6 @@ class RBM(EnergyFamily):
         h, _ = self.core.sample_h(sites["v"])
         v, mean = self.core.sample_v(h)
         return {"v": v, "h": h, "_mean": mean}
-
-    def visible_of(self, sites: dict[str, torch.Tensor], mean: bool = False) -> torch.Tensor:
-        v = sites["_mean"] if mean and "_mean" in sites else sites["v"]
-        return self.from_visible(v)
 
     @torch.no_grad()
     def chain_statistics(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
