@@ -72,6 +72,17 @@ class Routine:
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         raise NotImplementedError
 
+    def finish_step(self, state: State, optimizer: torch.optim.Optimizer, loss: float) -> dict[str, float]:
+        """The end of a one-optimizer step whose gradients are in place: average them across processes,
+        clip if the recipe asks, update, count the step; returns the step's info."""
+        self.runtime.reduce_gradients(state.model.parameters())
+        info = {"loss": loss}
+        norm = clip_and_step(optimizer, self.config.optimizer)
+        if norm is not None:
+            info["grad_norm"] = norm
+        state.step += 1
+        return info
+
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
         and with the RNG forked, so validating never changes the training stream."""

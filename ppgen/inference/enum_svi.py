@@ -29,7 +29,7 @@ import pyro.infer
 import torch
 from pydantic import Field
 
-from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.inference.base import Routine, State, make_optimizer
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
@@ -83,13 +83,7 @@ class EnumSVI(Routine):
         opt.zero_grad(set_to_none=True)
         loss = self._loss(model, x, y)
         self.runtime.backward(loss)
-        self.runtime.reduce_gradients(model.parameters())
-        info = {"loss": float(loss.detach())}
-        norm = clip_and_step(opt, self.config.optimizer)
-        if norm is not None:
-            info["grad_norm"] = norm
-        state.step += 1
-        return state, info
+        return state, self.finish_step(state, opt, float(loss.detach()))
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         out = state.model.log_likelihood(x) if hasattr(state.model, "log_likelihood") else None

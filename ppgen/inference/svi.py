@@ -27,7 +27,7 @@ import pyro.infer
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.inference.base import Routine, State, make_optimizer
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec
 
@@ -94,13 +94,7 @@ class SVI(Routine):
             value = float(loss.detach())
         else:
             value = float(loss)
-        self.runtime.reduce_gradients(model.parameters())
-        info = {"loss": value}
-        norm = clip_and_step(opt, self.config.optimizer)
-        if norm is not None:
-            info["grad_norm"] = norm
-        state.step += 1
-        return state, info
+        return state, self.finish_step(state, opt, value)
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         total, n = 0.0, x.shape[0]
