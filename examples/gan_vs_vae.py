@@ -141,7 +141,7 @@ def write_table(args: argparse.Namespace, rows: list[dict], floor: dict, fit_sec
     lines = [
         "# GAN versus VAE on MNIST: sample quality in the feature space of ppgen's MNIST classifier",
         "",
-        f"Command: `python examples/gan_vs_vae.py {' '.join(args.argv)}`".replace(" `", "`"),
+        f"Command: `{' '.join(['python examples/gan_vs_vae.py', *args.argv])}`",
         f"Date: {datetime.date.today().isoformat()}; machine: shared 2-core CPU ({platform.machine()}, "
         f"{os.cpu_count()} logical CPUs, shared with other jobs, so times are indicative); "
         f"{torch.get_num_threads()} torch thread(s); torch {torch.__version__}.",
