@@ -9,11 +9,13 @@
    samples (within 3 std of a centre) among 2,500, for each loss with the same networks, optimizer and
    number of epochs, over two seeds (``--seeds-ring``).
 
-    python benchmarks/gan_toys.py            # the full budget (about an hour of one shared core)
-    python benchmarks/gan_toys.py --quick    # a short budget, to check that it runs
+    python benchmarks/gan_toys.py --jobs 2              # both parts, two fits at a time (about 25 min)
+    python benchmarks/gan_toys.py --only 1d --jobs 2    # one part: writes gan_toys_1d.md
+    python benchmarks/gan_toys.py --quick               # a short budget, to check that it runs
 
-Writes benchmarks/results/gan_toys.md (or gan_toys_quick.md) and two figures beside it. Runs go to
---work (default /tmp/ppgen-gan-toys), never into the repository.
+Writes benchmarks/results/gan_toys.md (gan_toys_1d.md or gan_toys_ring.md with --only; a _quick suffix
+with --quick) and the figures gan_toys_1d.png and gan_toys_ring8.png beside it. Runs go to --work
+(default /tmp/ppgen-gan-toys), never into the repository; --reuse redraws from finished runs there.
 """
 
 from __future__ import annotations
