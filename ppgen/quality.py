@@ -267,10 +267,12 @@ def _augment(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Ten
     return out
 
 
+@torch.enable_grad()
 def train_classifier(train_x: torch.Tensor, train_y: torch.Tensor, *, epochs: int = 3, batch_size: int = 128,
                      lr: float = 2e-3, seed: int = 0, progress: bool = False) -> DigitClassifier:
     """Train a :class:`DigitClassifier` from scratch: Adam with a one-cycle learning rate, augmented
-    batches (:func:`_augment`), all randomness from ``seed``, so the same data give the same weights."""
+    batches (:func:`_augment`), all randomness from ``seed``, so the same data give the same weights.
+    Gradients are on even when the caller is inside ``torch.no_grad()`` (as ``ppgen evaluate`` is)."""
     state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -227,6 +227,10 @@ def test_classifier_training_is_deterministic() -> None:
     assert not torch.equal(a.head.weight, c.head.weight)
     feats, labels = quality.embed(a, x)
     assert feats.shape == (64, quality.FEATURE_DIM) and labels.shape == (64,)
+    with torch.no_grad():  # as inside ppgen evaluate, which trains the classifier on first use
+        d = quality.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, d.state_dict()[k]), k
 
 
 def test_the_classifier_is_never_trained_inside_the_tests(tmp_path, monkeypatch) -> None:
