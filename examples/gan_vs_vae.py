@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     epochs = sorted(set(args.epochs))
     args.out.mkdir(parents=True, exist_ok=True)
+    args.load_start = os.getloadavg()[0]
     t_start = time.perf_counter()
 
     quality.classifier()  # trained once and cached; reported separately from the fits
+    args.classifier_seconds = time.perf_counter() - t_start
     runs, fit_seconds = {}, {}
     for name in MODELS:
         runs[name], fit_seconds[name] = fit(name, epochs, args.out, args.limit, args.seed)
@@ -142,15 +144,17 @@ def write_table(args: argparse.Namespace, rows: list[dict], floor: dict, fit_sec
         "# GAN versus VAE on MNIST: sample quality in the feature space of ppgen's MNIST classifier",
         "",
         f"Command: `{' '.join(['python examples/gan_vs_vae.py', *args.argv])}`",
-        f"Date: {datetime.date.today().isoformat()}; machine: shared 2-core CPU ({platform.machine()}, "
-        f"{os.cpu_count()} logical CPUs, shared with other jobs, so times are indicative); "
+        f"Date: {datetime.date.today().isoformat()}; machine: 2-core CPU ({platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs, load average {args.load_start:.1f} at the start: other processes "
+        "slow the fits); "
         f"{torch.get_num_threads()} torch thread(s); torch {torch.__version__}.",
         f"VAE: models/vae.yaml + inference/svi.yaml (dynamically binarized MNIST; metrics on its mean images E[x|z]). "
         f"GAN: models/{args.gan}.yaml + inference/adversarial.yaml (MNIST intensities, non-saturating loss).",
         f"Training images: {args.limit or 50_000}; samples per metric: {args.samples} against as many test images; "
         "the floor compares as many validation images with the test images.",
         f"Fit time: VAE {fit_seconds['VAE'] / 60:.1f} min, GAN {fit_seconds['GAN'] / 60:.1f} min; "
-        f"whole command {total / 60:.1f} min (the classifier was already cached).",
+        f"whole command {total / 60:.1f} min, of which {args.classifier_seconds / 60:.1f} min to load or train "
+        "the feature classifier.",
         "",
         "Lower is better for fid/kid; higher for precision, recall; class_entropy is log 10 = 2.303 at best.",
         "",
