@@ -20,13 +20,7 @@ from ppgen.models.gmm import GMM, GMMSpec
 from ppgen.spec import SpecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gmm(k: int = 3, d: int = 2, cov: str = "diag", **kw) -> GMM:

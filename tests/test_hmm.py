@@ -23,13 +23,7 @@ from ppgen.models.hmm import HMM, HMMSpec
 from ppgen.spec import SpecError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hmm(kind: str = "gaussian", k: int = 3, t: int = 5, d: int = 1, **kw) -> HMM:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,23 +53,27 @@ def test_two_epochs_equal_one_plus_resume(tmp_path) -> None:
     assert not torch.equal(_params(other)["decoder.0.0.weight"], _params(straight)["decoder.0.0.weight"])
 
 
-def test_interrupt_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch) -> None:
-    straight = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "a", seed=1, progress=False)
-
+def _fit_interrupted(out: Path, monkeypatch, seed: int, at_call: int) -> None:
+    """A 2-epoch fit into ``out`` that receives SIGINT (Ctrl-C) during the ``at_call``-th loss computation."""
     calls = {"n": 0}
     original = VAE.fused_loss
 
-    def ctrl_c_at_step_30(self, *args, **kwargs):
+    def ctrl_c(self, *args, **kwargs):
         calls["n"] += 1
-        # 22 batches and one validation call in epoch 1, so call 30 is batch 7 of epoch 2
-        if calls["n"] == 30:
+        if calls["n"] == at_call:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(VAE, "fused_loss", ctrl_c_at_step_30)
+    monkeypatch.setattr(VAE, "fused_loss", ctrl_c)
     with pytest.raises(Interrupted):
-        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "b", seed=1, progress=False)
+        ppgen.fit(SPEC, RECIPE, epochs=2, out=out, seed=seed, progress=False)
     monkeypatch.setattr(VAE, "fused_loss", original)
+
+
+def test_interrupt_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch) -> None:
+    straight = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "a", seed=1, progress=False)
+    # 22 batches and one validation call in epoch 1, so call 30 is batch 7 of epoch 2
+    _fit_interrupted(tmp_path / "b", monkeypatch, seed=1, at_call=30)
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
     assert (ckpt["epoch"], ckpt["batches_done"]) == (1, 7)
     resumed = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "b", seed=1, resume=True, progress=False)
@@ -169,19 +174,7 @@ def test_nan_from_the_last_update_of_an_epoch_never_reaches_a_checkpoint(tmp_pat
 
 def test_interrupt_on_the_last_batch_keeps_the_epoch_loss(tmp_path, monkeypatch) -> None:
     straight = ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "a", seed=3, progress=False)
-    calls = {"n": 0}
-    original = VAE.fused_loss
-
-    def ctrl_c_on_batch_22(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 22:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(VAE, "fused_loss", ctrl_c_on_batch_22)
-    with pytest.raises(Interrupted):
-        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "b", seed=3, progress=False)
-    monkeypatch.setattr(VAE, "fused_loss", original)
+    _fit_interrupted(tmp_path / "b", monkeypatch, seed=3, at_call=22)  # the last batch of epoch 1
     resumed = ppgen.fit(tmp_path / "b", None, epochs=2, resume=True, progress=False)  # the run folder itself
     a = [(m["epoch"], m["loss"], m["val_loss"]) for m in straight.metrics if m["kind"] == "epoch"]
     b = [(m["epoch"], m["loss"], m["val_loss"]) for m in resumed.metrics if m["kind"] == "epoch"]

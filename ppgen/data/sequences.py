@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppgen.data.sources import Arrays, sha256_bytes, sha256_file
+from ppgen.data.sources import Arrays, sha256_bytes, sha256_file, split_arrays
 from ppgen.spec import DataSpec, SpecError
 
 #: Seed of every toy sequence.
@@ -133,20 +133,6 @@ def toyseq(name: str) -> ToyHMM:
         raise SpecError(f"data.distribution {name!r} is not a toyseq HMM; accepted: {', '.join(TOYSEQ)}") from None
 
 
-def _split_blocks(x: np.ndarray, y: np.ndarray | None, spec: DataSpec, checksum: str, num_classes: int | None,
-                  what: str) -> Arrays:
-    """Consecutive blocks train / val / test (iid toy sequences, or windows in time order)."""
-    n = len(x)
-    n_val = max(1, int(round(n * spec.val_fraction)))
-    n_test = max(1, int(round(n * spec.test_fraction)))
-    n_train = n - n_val - n_test
-    if n_train < 1:
-        raise SpecError(f"{what}: {n} sequences are too few to split into train/val/test; use more (data.n)")
-    a, b = n_train, n_train + n_val
-    ys = (y[:a], y[a:b], y[b:]) if y is not None else (None, None, None)
-    return Arrays(x[:a], x[a:b], x[b:], *ys, checksum=checksum, num_classes=num_classes)
-
-
 def load_toyseq(spec: DataSpec) -> Arrays:
     """``data.n`` (default 200) sequences of a :class:`ToyHMM`, x (n, T, 1), y the state paths (n, T)."""
     hmm = toyseq(spec.distribution or "gaussian")
@@ -154,7 +140,7 @@ def load_toyseq(spec: DataSpec) -> Arrays:
     x, z = hmm.sample(n, torch.Generator().manual_seed(SEQ_SEED))
     checksum = sha256_bytes(json.dumps({"name": "toyseq", "distribution": hmm.name, "n": n, "seed": SEQ_SEED,
                                         "version": SEQ_VERSION}, sort_keys=True).encode())
-    return _split_blocks(x, z, spec, checksum, hmm.states, "data toyseq")
+    return split_arrays(x, z, spec, checksum, hmm.states, ordered=True)
 
 
 MACRO_SERIES = {
@@ -196,7 +182,7 @@ def load_macro(spec: DataSpec) -> Arrays:
     x = values[len(values) - n * MACRO_WINDOW :].reshape(n, MACRO_WINDOW, 1)
     checksum = sha256_bytes(json.dumps({"name": "macro", "series": name, "window": MACRO_WINDOW,
                                         "file": sha256_file(macrodata_file())}, sort_keys=True).encode())
-    return _split_blocks(x, None, spec, checksum, None, "data macro")
+    return split_arrays(x, None, spec, checksum, None, ordered=True)  # windows in time order
 
 
 def macro_windows(name: str = "gdp") -> list[tuple[str, str]]:

@@ -83,26 +83,34 @@ class Arrays:
     num_classes: int | None = None
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int = SPLIT_SEED) -> tuple[
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int | None = SPLIT_SEED) -> tuple[
     np.ndarray, np.ndarray, np.ndarray
 ]:
-    """Train/val/test indices from a permutation seeded by ``seed``; val and test get at least one each."""
+    """Train/val/test indices from a permutation seeded by ``seed``; val and test get at least one each.
+    With ``seed=None`` the splits are consecutive blocks in order, train first, then val, then test
+    (for iid draws, and for sequences cut in time order, where a permutation would leak the future)."""
     n_val = max(1, int(round(n * val_fraction)))
     n_test = max(1, int(round(n * test_fraction)))
-    if n - n_val - n_test < 1:
+    n_train = n - n_val - n_test
+    if n_train < 1:
         raise SpecError(
             f"{n} examples are too few to split into train/val/test with val_fraction={val_fraction} and "
-            f"test_fraction={test_fraction}; provide more data"
+            f"test_fraction={test_fraction}; provide more data (data.n for generated data)"
         )
+    if seed is None:
+        idx = np.arange(n)
+        return idx[:n_train], idx[n_train : n_train + n_val], idx[n_train + n_val :]
     perm = np.random.default_rng(seed).permutation(n)
     return perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]
 
 
 def split_arrays(
-    x: np.ndarray, y: np.ndarray | None, spec: DataSpec, checksum: str, num_classes: int | None = None
+    x: np.ndarray, y: np.ndarray | None, spec: DataSpec, checksum: str, num_classes: int | None = None,
+    *, ordered: bool = False,
 ) -> Arrays:
-    """Split whole arrays with the spec's fractions and the fixed :data:`SPLIT_SEED`."""
-    tr, va, te = split_indices(len(x), spec.val_fraction, spec.test_fraction)
+    """Split whole arrays with the spec's fractions: permuted with the fixed :data:`SPLIT_SEED`, or with
+    ``ordered`` as consecutive blocks (see :func:`split_indices`)."""
+    tr, va, te = split_indices(len(x), spec.val_fraction, spec.test_fraction, None if ordered else SPLIT_SEED)
     pick = (lambda idx: y[idx]) if y is not None else (lambda idx: None)
     return Arrays(x[tr], x[va], x[te], pick(tr), pick(va), pick(te), checksum, num_classes)
 

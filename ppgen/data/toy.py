@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ppgen.data.sources import Arrays, sha256_bytes
+from ppgen.data.sources import Arrays, sha256_bytes, split_arrays
 from ppgen.spec import DataSpec, SpecError
 
 #: Seed of every toy sample.
@@ -226,19 +226,6 @@ def _checksum(params: dict) -> str:
     return sha256_bytes(json.dumps({**params, "version": TOY_VERSION, "seed": TOY_SEED}, sort_keys=True).encode())
 
 
-def _split_iid(x: np.ndarray, y: np.ndarray | None, spec: DataSpec, checksum: str, num_classes: int | None) -> Arrays:
-    """Draws are iid, so consecutive blocks are the splits: train first, then val, then test."""
-    n = len(x)
-    n_val = max(1, int(round(n * spec.val_fraction)))
-    n_test = max(1, int(round(n * spec.test_fraction)))
-    n_train = n - n_val - n_test
-    if n_train < 1:
-        raise SpecError(f"data.n={n} is too small to split into train/val/test; use data.n >= 10")
-    a, b = n_train, n_train + n_val
-    ys = (y[:a], y[a:b], y[b:]) if y is not None else (None, None, None)
-    return Arrays(x[:a], x[a:b], x[b:], *ys, checksum=checksum, num_classes=num_classes)
-
-
 def _distribution(spec: DataSpec, known: dict) -> str:
     if spec.distribution is None:
         raise SpecError(f"data.distribution is required for {spec.name}; accepted: {', '.join(known)}")
@@ -253,7 +240,8 @@ def load_toy1d(spec: DataSpec) -> Arrays:
     x_np = x.numpy()[:, None]
     labels = comp.numpy().astype(np.int64) if len(dist.weights) > 1 else None
     checksum = _checksum({"name": "toy1d", "distribution": dist.name, "n": n})
-    return _split_iid(x_np, labels, spec, checksum, len(dist.weights) if labels is not None else None)
+    # iid draws: consecutive blocks are the splits
+    return split_arrays(x_np, labels, spec, checksum, len(dist.weights) if labels is not None else None, ordered=True)
 
 
 def load_toy2d(spec: DataSpec) -> Arrays:
@@ -263,4 +251,4 @@ def load_toy2d(spec: DataSpec) -> Arrays:
     n = spec.n or DEFAULT_N
     x, y = sample_toy2d(name, n)
     checksum = _checksum({"name": "toy2d", "distribution": name, "n": n})
-    return _split_iid(x, y, spec, checksum, dist.num_classes)
+    return split_arrays(x, y, spec, checksum, dist.num_classes, ordered=True)
