@@ -631,6 +631,30 @@ def test_batches_partition_across_ranks(n: int, batch: int) -> None:
     assert len(resumed) == len(ranks[1]) - 1 and all(torch.equal(a, b) for a, b in zip(resumed, ranks[1][1:]))
 
 
+@pytest.mark.parametrize("n, batch", [(70, 8), (64, 8), (5, 8)])
+def test_batches_do_not_depend_on_the_gather_block(n: int, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches are gathered in blocks of several; the block size must not change a single batch.
+    from ppgen.data import core
+
+    ds = intensity_dataset(n, binarize="dynamic")
+
+    def all_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for world, rank, skip in ((1, 0, 0), (2, 1, 0), (2, 0, 1), (3, 2, 1)):
+            out += [(xb.clone(), yb.clone()) for xb, yb in ds.batches(2, batch, 5, rank=rank, world_size=world, skip=skip)]
+        return out
+
+    big = all_batches()
+    monkeypatch.setattr(core, "BLOCK_BYTES", 1)  # one batch per block
+    small = all_batches()
+    monkeypatch.setattr(core, "BLOCK_BYTES", 3 * batch * 16 * 4)  # three batches per block
+    mid = all_batches()
+    assert len(big) == len(small) == len(mid) > 0
+    for (xa, ya), (xb, yb), (xc, yc) in zip(big, small, mid):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(xa, xc) and torch.equal(ya, yc)
+    assert all(len(y) == min(n, batch) for _, y in big)
+
+
 def test_batches_every_rank_steps_when_data_are_few() -> None:
     # Fewer batches than ranks: every rank must still take steps_per_epoch steps, or a
     # distributed run waits forever on the rank that has none.

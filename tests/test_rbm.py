@@ -18,6 +18,7 @@ from ppgen.energy import RBMCore, all_binary_states, beta_schedule, log_mean_exp
 from ppgen.inference.base import LocalRuntime, make_optimizer
 from ppgen.inference.gibbs import CDConfig, GibbsKernel, LRScheduleSpec, gibbs_update
 from ppgen.spec import SpecError
+from ppgen.train import TrainingError
 
 
 def tiny_rbm(D: int, H: int, scale: float = 1.0, seed: int = 0, gaussian: bool = False) -> RBMCore:
@@ -313,6 +314,39 @@ def test_pcd_resume_is_exact(tmp_path: object) -> None:
     assert ca["routine"]["extra"]["chains"]["h"].shape == (7, 8)
     epochs = [m for m in a.metrics if m["kind"] == "epoch"]
     assert len(epochs) == 2 and all(math.isfinite(m["val_loss"]) for m in epochs)
+
+
+def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stochastic pseudo-likelihood is measured on steps 0, 3, 6, ... and on the logged ones; the
+    # epoch's loss is the mean of the measured steps, and a NaN between two of them still stops the run.
+    measured: list[float] = []
+    original = RBMCore.monitor
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        measured.append(out["loss"])
+        return out
+
+    monkeypatch.setattr(RBMCore, "monitor", spy)
+    recipe = {"routine": "pcd", "monitor_every": 3, "log_every": 4, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.0}}
+    run = ppgen.fit(_digits(tmp_path), recipe, epochs=1, out=tmp_path / "a", progress=False)
+    steps = run.metrics[-1]["step"]
+    expected = [s for s in range(steps) if s % 3 == 0 or (s + 1) % 4 == 0]
+    assert 2 <= len(expected) < steps and len(measured) == len(expected)
+    assert run.metrics[-1]["loss"] == pytest.approx(sum(measured) / len(measured), rel=1e-12)
+    logged = [m for m in run.metrics if m["kind"] == "train"]
+    assert logged and all(math.isfinite(m["loss"]) for m in logged)
+
+    def poison(self, pos, neg, opt):  # step 1's update makes W NaN; step 3 is the next one measured
+        poison.calls += 1
+        if poison.calls == 2:
+            self.W.fill_(float("nan"))
+        return True
+
+    poison.calls = 0
+    monkeypatch.setattr(RBMCore, "sgd_update", poison)
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, batch 4 "):
+        ppgen.fit(_digits(tmp_path), recipe, epochs=1, out=tmp_path / "b", progress=False)
 
 
 def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:

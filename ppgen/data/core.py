@@ -7,6 +7,9 @@ from typing import Iterator, Literal
 
 import torch
 
+#: Training batches are gathered from the data in blocks of about this many bytes (see Dataset.batches).
+BLOCK_BYTES = 1 << 24
+
 Kind = Literal["binary", "continuous"]
 
 
@@ -89,11 +92,24 @@ class Dataset:
         # Fewer batches than ranks: each rank takes one (ranks may share it), so that every rank takes
         # steps_per_epoch() steps and none waits forever on a rank that has no batch.
         mine = range(rank, n_batches, world_size) if n_batches >= world_size else [rank % n_batches]
-        for b in mine:
-            if b // world_size < skip:
-                continue
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            yield x_all[idx], (y_all[idx] if y_all is not None else None)
+        mine = [b for b in mine if b // world_size >= skip]
+        if n < batch_size:  # one short batch: the whole set
+            for _ in mine:
+                yield x_all[perm], (y_all[perm] if y_all is not None else None)
+            return
+        # Gather many batches with one indexing call: for small batches (CD's 10 images) a gather per
+        # batch costs as much as the model's update. Blocks stay near BLOCK_BYTES, whatever the data set.
+        table = perm[: (n // batch_size) * batch_size].view(-1, batch_size)
+        row_bytes = max(1, x_all[:1].numel() * x_all.element_size())
+        per_block = max(1, BLOCK_BYTES // (row_bytes * batch_size))
+        for first in range(0, len(mine), per_block):
+            block = mine[first : first + per_block]
+            idx = table[torch.tensor(block)].reshape(-1)
+            xb = x_all[idx]
+            yb = y_all[idx] if y_all is not None else None
+            for i in range(len(block)):
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                yield xb[rows], (yb[rows] if yb is not None else None)
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         n = self.train_x.shape[0]

@@ -1,7 +1,9 @@
 """The contract of an inference routine: two verbs over explicit state.
 
 ``init(model, config, runtime) -> state`` and ``step(state, batch) -> (state, info)``, where ``info`` is
-a dict of floats with at least ``loss``. Whatever must survive a restart (optimizers, persistent chains,
+a dict of floats with ``loss`` (a routine whose loss is an estimate that costs a noticeable share of a step
+may measure it on some steps only, and leave it out of the others: the loop averages the steps that have
+it and checks those for NaN, and ``log_every`` steps must have it). Whatever must survive a restart (optimizers, persistent chains,
 moving averages) lives in the state and round-trips through ``state_dict``/``load_state_dict`` as
 tensors and plain Python values, so checkpoints load with ``torch.load(weights_only=True)``.
 

@@ -11,7 +11,10 @@ optimizer's momentum, Hinton 2010 §9), a learning-rate schedule over epochs, an
 by the model as a Gaussian prior on the weights (``prior.weight_decay`` in the model spec).
 
 The reported ``loss`` is minus the stochastic pseudo-log-likelihood per example for binary visible units
-(the estimator scikit-learn's BernoulliRBM reports), the reconstruction error for Gaussian ones.
+(the estimator scikit-learn's BernoulliRBM reports), the reconstruction error for Gaussian ones. It is
+estimated on every ``monitor_every``-th step (and on every logged one): with CD's small batches the
+estimate costs a quarter of an update, and the epoch's mean of a regular subsample of steps estimates
+the same quantity as the mean over all of them.
 
 :class:`GibbsKernel` is the same block Gibbs sampler as a :class:`pyro.infer.mcmc.MCMCKernel`, so
 ``pyro.infer.MCMC`` runs it on any energy family and ``arviz.from_pyro`` converts its chains.
@@ -80,6 +83,10 @@ class GibbsConfig(InferenceSpec):
     momentum_epochs: int = Field(5, ge=0, description="epochs at initial_momentum before optimizer.momentum")
     lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec)
     positive_sweeps: int = Field(5, ge=1, le=10_000, description="general BM only: clamped Gibbs sweeps of the hidden units")
+    monitor_every: int = Field(
+        10, ge=1, le=1_000_000,
+        description="steps between the estimates that make the training loss (1: every step; the logged steps always)",
+    )
 
     @model_validator(mode="after")
     def _check_gibbs(self) -> "GibbsConfig":
@@ -146,12 +153,16 @@ def training_data(model: torch.nn.Module) -> Any:
 
 def on_device(chains: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Persistent chains where the model is (a checkpoint loads them onto the CPU)."""
+    if all(t.device == device for t in chains.values()):
+        return chains
     return {k: t.to(device) for k, t in chains.items()}
 
 
 def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, epochs: int) -> float:
     """Apply the learning-rate schedule and momentum warm-up for fractional ``epoch``; returns the lr."""
-    lr = config.optimizer.lr * config.lr_schedule.factor(epoch, epochs)
+    lr = config.optimizer.lr
+    if config.lr_schedule.kind != "constant":
+        lr *= config.lr_schedule.factor(epoch, epochs)
     momentum = config.optimizer.momentum
     if config.initial_momentum is not None and epoch < config.momentum_epochs:
         momentum = config.initial_momentum
@@ -163,16 +174,17 @@ def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, 
 
 
 def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | None, config: GibbsConfig,
-                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True,
-                 detailed: bool = False) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True, detailed: bool = False,
+                 monitored: bool = True) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """One CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the chains'
     next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood applies;
-    ``detailed``: also the costlier monitoring numbers, for the steps the loop logs)."""
+    ``detailed``: also the costlier monitoring numbers, for the steps the loop logs; ``monitored``
+    False and ``detailed`` False: no numbers, not even the loss)."""
     with torch.no_grad():
         pos = core.positive_phase(v, config.positive_sweeps)
         start = core.chains_from_data(pos) if chains is None else chains
         neg, nxt = core.negative_phase(start, config.k)
-        info = core.monitor(pos, neg, binary=binary, detailed=detailed)
+        info = core.monitor(pos, neg, binary=binary, detailed=detailed) if monitored or detailed else {}
         fused = (
             config.optimizer.clip_norm is None
             and getattr(runtime, "world_size", 1) == 1
@@ -217,7 +229,8 @@ class _ContrastiveDivergence(Routine):
         v = model.to_visible(batch[0])
         chains = on_device(state.extra["chains"], v.device) if self.persistent else None
         detailed = (state.step + 1) % self.config.log_every == 0
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, detailed=detailed)
+        monitored = state.step % self.config.monitor_every == 0
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, detailed=detailed, monitored=monitored)
         if self.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr

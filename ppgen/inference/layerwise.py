@@ -132,7 +132,9 @@ class Layerwise(Routine):
         binary = layer == 0 or self.config.propagate == "sample"
         chains = on_device(state.extra["chains"], v.device) if self.config.persistent else None
         detailed = (state.step + 1) % self.config.log_every == 0
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary, detailed=detailed)
+        monitored = state.step % self.config.monitor_every == 0
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary, detailed=detailed,
+                                 monitored=monitored)
         if self.config.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr
