@@ -21,6 +21,7 @@ from ppgen.inference.adversarial import (
     AdversarialConfig,
     ema_decay,
     gradient_penalty,
+    r1_penalty,
     update_ema,
 )
 from ppgen.models.gan import GAN
@@ -165,6 +166,29 @@ def test_gradient_penalty_is_taken_at_the_interpolates() -> None:
     w = torch.tensor([1.2, 1.6], requires_grad=True)  # norm 2
     gradient_penalty(lambda x: x @ w, real, fake).backward()
     assert torch.allclose(w.grad, torch.tensor([1.2, 1.6]), atol=1e-6)
+
+
+def test_r1_penalty_is_half_the_squared_gradient_at_the_real_examples() -> None:
+    real = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    # s(x) = ||x||^2 / 2 has gradient x: R1 = mean ||x||^2 / 2 = (25 + 1) / 4, at the real points only.
+    sq = lambda x: 0.5 * (x**2).sum(1)  # noqa: E731
+    assert float(r1_penalty(sq, real).detach()) == pytest.approx(26 / 4)
+    # A constant critic (the equilibrium) pays nothing; a linear one pays ||w||^2 / 2, with gradient w.
+    assert float(r1_penalty(lambda x: 0 * x.sum(1) + 2.0, real).detach()) == 0.0
+    w = torch.tensor([1.2, 1.6], requires_grad=True)
+    r1_penalty(lambda x: x @ w, real).backward()
+    assert torch.allclose(w.grad, torch.tensor([1.2, 1.6]), atol=1e-6)
+
+
+def test_r1_recipe_adds_the_penalty_in_the_step() -> None:
+    torch.manual_seed(0)
+    model = _gan({**TOY2D, "discriminator": {"hidden": [16]}}, (2,))  # no dropout: D is deterministic
+    x = torch.randn(16, 2)
+    routine = Adversarial(AdversarialConfig(gradient_penalty=3.0, penalty="r1"))
+    state = routine.init(model)
+    expected = float(r1_penalty(model.score, x).detach())
+    _, info = routine.step(state, (x, None))
+    assert info["gp"] == pytest.approx(expected, rel=1e-5)
 
 
 # --------------------------------------------------------------------------- the routine

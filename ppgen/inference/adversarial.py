@@ -17,6 +17,11 @@ score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma
     G minimises -E_z s(G(z)).
 
 ``gradient_penalty`` (lambda) may be added to any loss (Fedus et al. 2018); ``wasserstein`` requires it.
+``penalty`` says which: ``interpolates``, the two-sided penalty above, or ``r1``, the zero-centred
+    penalty on the real examples, lambda/2 E_x ||grad s(x)||^2 (Mescheder, Geiger & Nowozin 2018, eq. 9).
+    R1 vanishes at the equilibrium where the generator matches the data and D is constant there, which
+    makes that equilibrium locally convergent for alternating gradient steps; the interpolates penalty
+    does not vanish there, and with it the two players can keep circling (their section 4).
 ``lr_half_life`` decays both learning rates exponentially with the step count, which damps the
 oscillation of the two players late in training.
 ``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
@@ -38,6 +43,8 @@ References:
     Fedus et al. (2018), Many Paths to Equilibrium: GANs Do Not Need to Decrease a Divergence at Every
     Step, ICLR; arXiv:1710.08446.
     Yazici et al. (2019), The Unusual Effectiveness of Averaging in GAN Training, ICLR; arXiv:1806.04498.
+    Mescheder, Geiger & Nowozin (2018), Which Training Methods for GANs do actually Converge?, ICML;
+    arXiv:1801.04406.
 """
 
 from __future__ import annotations
@@ -63,7 +70,10 @@ class AdversarialConfig(InferenceSpec):
     routine: Literal["adversarial"] = "adversarial"
     loss: LossName = "nonsaturating"
     n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
-    gradient_penalty: float = Field(0.0, ge=0.0, description="lambda of the gradient penalty on interpolates")
+    gradient_penalty: float = Field(0.0, ge=0.0, description="lambda of the gradient penalty (see penalty)")
+    penalty: Literal["interpolates", "r1"] = Field(
+        "interpolates", description="interpolates: (|grad| - 1)^2 between real and fake (WGAN-GP); r1: |grad|^2 / 2 on real"
+    )
     ema: float | None = Field(None, gt=0.0, lt=1.0, description="decay of the generator's moving average")
     lr_half_life: int | None = Field(
         None, ge=1, description="steps over which both learning rates halve (lr * 0.5 ** (step / half_life))"
@@ -124,6 +134,14 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return ((grad.reshape(grad.shape[0], -1).norm(dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """(1/2) E ||grad_x s(x)||_2^2 over the real examples (R1, Mescheder et al. 2018, eq. 9; the weight
+    gamma is ``gradient_penalty``); differentiable with respect to the critic."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return 0.5 * grad.reshape(grad.shape[0], -1).pow(2).sum(1).mean()
+
+
 # --------------------------------------------------------------------------- the routine
 
 
@@ -176,7 +194,7 @@ class Adversarial(Routine):
         d_loss = self.loss.discriminator(real_s, fake_s)
         info: dict[str, float] = {}
         if cfg.gradient_penalty > 0:
-            gp = gradient_penalty(model.score, x, fake)
+            gp = r1_penalty(model.score, x) if cfg.penalty == "r1" else gradient_penalty(model.score, x, fake)
             d_loss = d_loss + cfg.gradient_penalty * gp
             info["gp"] = float(gp.detach())
         opt_d.zero_grad(set_to_none=True)
