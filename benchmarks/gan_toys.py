@@ -12,6 +12,9 @@
     python benchmarks/gan_toys.py --jobs 2              # both parts, two fits at a time (about 25 min)
     python benchmarks/gan_toys.py --only 1d --jobs 2    # one part: writes gan_toys_1d.md
     python benchmarks/gan_toys.py --quick               # a short budget, to check that it runs
+    python benchmarks/gan_toys.py --only 1d --jobs 2 --set n_critic=1 --tag ttur   # a recipe variant
+
+``--set KEY=VALUE`` changes the 1-D recipe (``--tag`` names the variant's tables, figures and runs).
 
 Writes benchmarks/results/gan_toys.md (gan_toys_1d.md or gan_toys_ring.md with --only; a _quick suffix
 with --quick) and the figures gan_toys_1d.png and gan_toys_ring8.png beside it. Runs go to --work
@@ -93,11 +96,13 @@ def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     """Each target with each of ``args.seeds_1d``; the figure shows the first seed of the first three."""
     cases = [(j, target, over, seed) for j, (target, over, k) in enumerate(ONE_D) for seed in args.seeds_1d[:k]]
     tasks = [{"spec": "models/gan1d.yaml", "recipe": "inference/adversarial_1d.yaml", "seed": seed,
-              "out": str(args.work / f"1d-{target}-{j}-{seed}"), "epochs": args.epochs_1d, "threads": args.threads,
-              "reuse": args.reuse, "overrides": [f"data.distribution={target}", *over], "recipe_overrides": []}
+              "out": str(args.work / f"1d{args.tag}-{target}-{j}-{seed}"), "epochs": args.epochs_1d, "threads": args.threads,
+              "reuse": args.reuse, "overrides": [f"data.distribution={target}", *over], "recipe_overrides": args.set}
              for j, target, over, seed in cases]
     rows = []
     fig, axes = plt.subplots(2, 3, figsize=(15.0, 7.8), squeeze=False)
+    # Held-out two-sample KS after every epoch (the runs' val_ks): does training settle?
+    curve_fig, curve_axes = plt.subplots(1, 3, figsize=(15.0, 3.6), squeeze=False)
     for (j, target, over, seed), (run, seconds) in zip(cases, fit_all(tasks, args.jobs)):
         model = run.model
         torch.manual_seed(1)
@@ -120,13 +125,23 @@ def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
                 axes[1, j].plot(z.reshape(-1), g, lw=1.5, color=f"C{1 + args.seeds_1d.index(seed)}",
                                 label=f"G(z), seed {seed}: KS {ks_ema:.4f}")
             axes[1, j].legend(fontsize=7)
+        if j < 3:
+            ep = [m for m in run.metrics if m.get("kind") == "epoch" and m.get("val_ks") is not None]
+            ax = curve_axes[0, j]
+            ax.plot([m["epoch"] for m in ep], [m["val_ks"] for m in ep], lw=0.8, label=f"seed {seed}")
+            ax.axhline(0.03, color="k", lw=0.8, ls="--")
+            ax.set(title=f"{target}: held-out two-sample KS per epoch", xlabel="epoch", ylabel="KS", yscale="log")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
         rows.append({"target": target, "output": model.output, "seed": seed, "ks_ema": ks_ema, "ks_last": ks_last,
                      "ks_exact": ks_exact, "steps": run.metrics[-1]["step"], "seconds": seconds})
         print(f"1-D {target} ({model.output}) seed {seed}: KS {ks_ema:.4f} (last iterate {ks_last:.4f}, exact "
               f"sampler {ks_exact:.4f}), {seconds:.0f} s", flush=True)
     fig.suptitle("A GAN's generator from Uniform(0, 1) against the exact inverse CDF", fontsize=11)
     fig.tight_layout()
-    return rows, save_figure(fig, args.out_dir / f"gan_toys_1d{args.suffix}.png")
+    curve_fig.tight_layout()
+    save_figure(curve_fig, args.out_dir / f"gan_toys_1d_val_ks{args.tag}{args.suffix}.png")
+    return rows, save_figure(fig, args.out_dir / f"gan_toys_1d{args.tag}{args.suffix}.png")
 
 
 def ring(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
@@ -162,12 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["1d", "ring"], default=None)
     p.add_argument("--seeds-1d", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--seeds-ring", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="1-D recipe override (repeatable)")
+    p.add_argument("--tag", default="", help="a name for a --set variant: added to the output files and run folders")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    args.epochs_1d = 100 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_1d.yaml").epochs
+    args.epochs_1d = 100 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_1d.yaml", overrides=args.set).epochs
     args.epochs_ring = 10 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_toy.yaml").epochs
     args.suffix = "_quick" if args.quick else ""
+    args.tag = f"_{args.tag}" if args.tag else ""
+    if args.set and not args.tag:
+        p.error("--set needs --tag, so that the variant's results do not overwrite the recipe's own")
     args.out_dir = RESULTS
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -187,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if r1:
         lines += [
-            f"## 1. Inverse transform sampling ({args.epochs_1d} epochs of models/gan1d.yaml with inference/adversarial_1d.yaml)",
+            f"## 1. Inverse transform sampling ({args.epochs_1d} epochs of models/gan1d.yaml with inference/adversarial_1d.yaml"
+            + (f", changed by {', '.join(args.set)}" if args.set else "") + ")",
             "",
             "Kolmogorov-Smirnov distance of 10,000 samples to the exact CDF (target: at most 0.03). `ema`: the moving",
             "average of the generator, which `sample` uses; `last`: the last iterate; `exact`: 10,000 draws of",
@@ -201,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         lines += [f"| {r['target']} | {r['output']} | {r['seed']} | {r['ks_ema']:.4f} | {r['ks_last']:.4f} | {r['ks_exact']:.4f} | {r['steps']} | "
                   f"{r['seconds']:.0f} |" for r in r1]
-        lines += ["", f"Figure: `{f1.relative_to(ROOT)}`", ""]
+        curves = f1.with_name(f"gan_toys_1d_val_ks{args.tag}{args.suffix}.png")
+        lines += ["", f"Figures: `{f1.relative_to(ROOT)}`; the held-out two-sample KS (`val_ks`, 10,000 samples against "
+                  f"the 10,000 validation points) after every epoch: `{curves.relative_to(ROOT)}`", ""]
     if r2:
         lines += [
             f"## 2. Ring of 8 Gaussians ({args.epochs_ring} epochs of models/gan_ring8.yaml, inference/adversarial_toy.yaml "
@@ -216,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         lines += [f"| {r['loss']} | {r['seed']} | {r['modes']} | {100 * r['hq']:.1f}% | {r['seconds']:.0f} |" for r in r2]
         lines += ["", f"Figure: `{f2.relative_to(ROOT)}`", ""]
-    out = RESULTS / f"gan_toys{args.suffix}{'_' + args.only if args.only else ''}.md"
+    out = RESULTS / f"gan_toys{args.suffix}{'_' + args.only if args.only else ''}{args.tag}.md"
     out.write_text("\n".join(lines))
     print(f"table: {out}")
     return 0

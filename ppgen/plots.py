@@ -119,7 +119,9 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         return None
     skip = {"kind", "epoch", "step", "time_s", "train_time_s"}
     keys = sorted({k for m in train + epochs for k, v in m.items() if k not in skip and isinstance(v, (int, float))})
-    keys = [k for k in keys if not k.startswith("val_")] or keys
+    base = [k for k in keys if not k.startswith("val_")]
+    # validation numbers get the panel of their training quantity, or one of their own (e.g. val_ks)
+    keys = base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
     n = len(keys)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -132,7 +134,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         ep = [(m["step"], m[key]) for m in epochs if key in m]
         if ep:
             s, v = zip(*ep)
-            ax.plot(s, v, "o-", ms=3, label="train (epoch mean)")
+            ax.plot(s, v, "o-", ms=3, label="validation" if key.startswith("val_") else "train (epoch mean)")
         val = [(m["step"], m[f"val_{key}"]) for m in epochs if f"val_{key}" in m]
         if val:
             s, v = zip(*val)

@@ -177,6 +177,17 @@ def ks_statistic(samples: torch.Tensor, cdf: Callable[[torch.Tensor], torch.Tens
     return float(torch.maximum(i / n - f, f - (i - 1) / n).max())
 
 
+def ks_two_sample(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic sup_x |F_a(x) - F_b(x)| of two 1-D samples (the
+    empirical CDFs compared at every point of either sample, ties included)."""
+    a = torch.as_tensor(a, dtype=torch.float64).reshape(-1).sort().values
+    b = torch.as_tensor(b, dtype=torch.float64).reshape(-1).sort().values
+    points = torch.cat([a, b])
+    fa = torch.searchsorted(a, points, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, points, right=True).double() / b.numel()
+    return float((fa - fb).abs().max())
+
+
 def mode_coverage(samples: torch.Tensor, centres: torch.Tensor, std: float, n_sigma: float = 3.0,
                   min_share: float = MODE_MIN_SHARE) -> dict[str, Any]:
     """Mode collapse on a mixture of isotropic Gaussians: a sample is of high quality if it lies within

@@ -333,6 +333,8 @@ def test_fit_evaluate_figures_and_inference_data(tmp_path) -> None:
     res = evaluate(run)
     assert "test_nll_nats" not in res  # no likelihood, so no NLL
     assert 0 <= res["ks_statistic"] <= 1 and "critic_gap" in res
+    # scalar data: each epoch's record has the held-out two-sample KS of what sample() draws
+    assert all(0 < m["val_ks"] <= 1 for m in run.metrics if m["kind"] == "epoch")
     paths = run.model.figures(tmp_path / "fig", run.data)
     assert set(paths) == {"samples", "generator"} and all(p.exists() for p in paths.values())
     idata = run.model.inference_data(run.data, run.metrics)

@@ -129,6 +129,20 @@ def test_ks_statistic_matches_scipy() -> None:
     assert quality.ks_statistic(torch.tensor([0.5]), lambda t: t.clamp(0, 1)) == pytest.approx(0.5)
 
 
+def test_two_sample_ks_matches_scipy() -> None:
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(700, generator=gen, dtype=torch.float64)
+    b = torch.randn(400, generator=gen, dtype=torch.float64) * 1.2 + 0.1
+    ref = scipy.stats.ks_2samp(a.numpy(), b.numpy()).statistic
+    assert quality.ks_two_sample(a, b) == pytest.approx(ref, abs=1e-12)
+    # ties between and within the samples (rounded values)
+    ar, br = a.mul(2).round(), b.mul(2).round()
+    assert quality.ks_two_sample(ar, br) == pytest.approx(scipy.stats.ks_2samp(ar.numpy(), br.numpy()).statistic, abs=1e-12)
+    # by hand: {0, 1} against {1, 2}: at x = 0, 1/2 against 0; at x = 1, 1 against 1/2
+    assert quality.ks_two_sample(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0])) == pytest.approx(0.5)
+    assert quality.ks_two_sample(a, a) == 0.0
+
+
 def test_mode_coverage_counts_high_quality_samples_per_mode() -> None:
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     std = 0.1

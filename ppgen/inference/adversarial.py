@@ -31,7 +31,8 @@ state dict and both optimizers in the routine's, so a resumed run continues exac
 Reported per step: ``loss`` (D's loss, penalty included), ``g_loss`` (on generator steps), ``d_real``
 and ``d_fake`` (mean sigma(s) for minimax and non-saturating, so 0.5 at equilibrium; mean s for the
 others), ``gp`` where a penalty is used. ``validate`` gives ``val_loss``, D's loss without penalty on
-held-out examples, whose gap to the training loss shows a discriminator that memorises.
+held-out examples, whose gap to the training loss shows a discriminator that memorises, and for scalar
+data ``val_ks``, the two-sample Kolmogorov-Smirnov distance between as many samples and held-out examples.
 
 References:
     Goodfellow et al. (2014), Generative Adversarial Nets, NeurIPS; arXiv:1406.2661.
@@ -244,7 +245,15 @@ class Adversarial(Routine):
             for m, mode in modes:
                 m.training = mode
         n = x.shape[0]
-        return {"val_loss": total / n, "val_d_real": real_sum / n, "val_d_fake": fake_sum / n}
+        out = {"val_loss": total / n, "val_d_real": real_sum / n, "val_d_fake": fake_sum / n}
+        if x[0].numel() == 1:
+            # Scalar data: how far the samples that ``sample`` draws (the moving average when there is
+            # one) are from the held-out examples, as many of each; the curve over epochs shows whether
+            # training settles or the two players keep circling.
+            from ppgen.quality import ks_two_sample
+
+            out["val_ks"] = ks_two_sample(model.sample(n), x)
+        return out
 
 
 def ema_decay(decay: float, updates: int) -> float:
