@@ -21,7 +21,7 @@ score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma
     penalty on the real examples, lambda/2 E_x ||grad s(x)||^2 (Mescheder, Geiger & Nowozin 2018, eq. 9).
     R1 vanishes at the equilibrium where the generator matches the data and D is constant there, which
     makes that equilibrium locally convergent for alternating gradient steps; the interpolates penalty
-    does not vanish there, and with it the two players can keep circling (their section 4).
+    does not vanish there, and with it the two players can keep circling.
 ``lr_half_life`` decays both learning rates exponentially with the step count, which damps the
 oscillation of the two players late in training.
 ``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
