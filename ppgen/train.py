@@ -452,14 +452,13 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
             bar = _progress(show, steps, f"epoch {epoch + 1}/{job.epochs}", initial=skip)
             loss_sum, loss_count = carried
             carried = (0.0, 0)
-            done, last_loss = skip, None
+            done, shown = skip, None
             for batch in dataset.batches(epoch, batch_size, job.seed, rank=rank, world_size=world, skip=skip):
                 batch = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
                 state, info = routine.step(state, batch)
                 done += 1
-                loss = info.get("loss", last_loss)  # routines may measure it on some steps only
-                fresh, last_loss = "loss" in info, loss
-                bad, halt = fresh and not math.isfinite(loss), stop.requested
+                loss = info.get("loss")  # a routine may measure it on some steps only
+                bad, halt = loss is not None and not math.isfinite(loss), stop.requested
                 if world > 1:
                     # Every rank must take the same branch, or the next collective call waits forever.
                     flags = fabric.all_reduce(torch.tensor([float(bad), float(halt)], device=device), reduce_op="sum")
@@ -467,13 +466,13 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 if bad:
                     bar.close()
                     raise fail(f"the loss is {loss} at epoch {epoch + 1}, batch {done} (step {state.step})")
-                if fresh:
-                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
+                if loss is not None:
+                    loss_sum, loss_count, shown = loss_sum + loss, loss_count + 1, loss
                 if state.step % recipe.log_every == 0:
                     log.write({"kind": "train", "epoch": epoch + 1, "step": state.step, **info})
                 bar.update(1)
-                if show and done % 10 == 0 and loss is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}")
+                if show and done % 10 == 0 and shown is not None:
+                    bar.set_postfix(loss=f"{shown:.3f}")
                 if halt:
                     bar.close()
                     if not _all_finite(model):  # possible when this step's loss was not measured

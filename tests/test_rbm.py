@@ -154,7 +154,7 @@ def test_cd_k_gradient_approaches_the_exact_gradient() -> None:
     w0 = rf.W.detach().clone()
     torch.manual_seed(1)
     cfg = CDConfig(k=1, optimizer={"name": "sgd", "lr": 1e-3, "momentum": 0.0}, initial_momentum=None)
-    gibbs_update(rf, v, None, cfg, make_optimizer(rf.parameters(), cfg.optimizer), LocalRuntime())
+    gibbs_update(rf, v, None, cfg, make_optimizer(rf.parameters(), cfg.optimizer), LocalRuntime(), step=0)
     assert torch.allclose((rf.W.detach() - w0).double() / 1e-3, cd_gradient(1), atol=0.02)
     assert not torch.allclose(-rf.W.grad.double(), exact, atol=0.1)  # CD-1 is biased here
 

@@ -174,17 +174,18 @@ def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, 
 
 
 def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | None, config: GibbsConfig,
-                 opt: torch.optim.Optimizer, runtime: Any, binary: bool = True, detailed: bool = False,
-                 monitored: bool = True) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
-    """One CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the chains'
-    next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood applies;
-    ``detailed``: also the costlier monitoring numbers, for the steps the loop logs; ``monitored``
-    False and ``detailed`` False: no numbers, not even the loss)."""
+                 opt: torch.optim.Optimizer, runtime: Any, step: int, binary: bool = True
+                 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+    """The ``step``-th CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the
+    chains' next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood
+    applies): the loss on every ``monitor_every``-th step, with the costlier monitoring numbers on the
+    steps the loop logs (every ``log_every``-th), none on the others."""
+    detailed = (step + 1) % config.log_every == 0
     with torch.no_grad():
         pos = core.positive_phase(v, config.positive_sweeps)
         start = core.chains_from_data(pos) if chains is None else chains
         neg, nxt = core.negative_phase(start, config.k)
-        info = core.monitor(pos, neg, binary=binary, detailed=detailed) if monitored or detailed else {}
+        info = core.monitor(pos, neg, binary=binary, detailed=detailed) if detailed or step % config.monitor_every == 0 else {}
         fused = (
             config.optimizer.clip_norm is None
             and getattr(runtime, "world_size", 1) == 1
@@ -228,9 +229,7 @@ class _ContrastiveDivergence(Routine):
         lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
         v = model.to_visible(batch[0])
         chains = on_device(state.extra["chains"], v.device) if self.persistent else None
-        detailed = (state.step + 1) % self.config.log_every == 0
-        monitored = state.step % self.config.monitor_every == 0
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, detailed=detailed, monitored=monitored)
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, state.step)
         if self.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr

@@ -131,10 +131,7 @@ class Layerwise(Routine):
             v = model.up(model.to_visible(batch[0]), layer, mean=self.config.propagate == "mean")
         binary = layer == 0 or self.config.propagate == "sample"
         chains = on_device(state.extra["chains"], v.device) if self.config.persistent else None
-        detailed = (state.step + 1) % self.config.log_every == 0
-        monitored = state.step % self.config.monitor_every == 0
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, binary=binary, detailed=detailed,
-                                 monitored=monitored)
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, state.step, binary=binary)
         if self.config.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr
