@@ -21,6 +21,7 @@ from ppgen.inference.adversarial import (
     AdversarialConfig,
     ema_decay,
     gradient_penalty,
+    lookahead_step,
     r1_penalty,
     update_ema,
 )
@@ -225,6 +226,32 @@ def test_learning_rates_halve_every_half_life() -> None:
     assert state.optimizers["discriminator"].param_groups[0]["lr"] == pytest.approx(0.04 / 4)
 
 
+def test_lookahead_moves_both_players_back_towards_their_slow_weights() -> None:
+    torch.manual_seed(0)
+    model = _gan(TOY2D, (2,))
+    routine, state = _routine(model, n_critic=2, lookahead=3, lookahead_alpha=0.25, optimizer={"lr": 0.01})
+    players = {"generator": model.generator, "discriminator": model.discriminator}
+    start = {k: [p.detach().clone() for p in net.parameters()] for k, net in players.items()}
+    for k, net in players.items():  # the slow weights start at the initial weights, as copies
+        assert all(torch.equal(s, p) and s is not p for s, p in zip(state.extra["slow"][k], net.parameters()))
+    x = torch.randn(32, 2)
+    for _ in range(5):  # 2 generator updates: no lookahead step yet
+        state, _ = routine.step(state, (x, None))
+    assert all(torch.equal(s, p) for k in players for s, p in zip(state.extra["slow"][k], start[k]))
+    state, _ = routine.step(state, (x, None))  # the third generator update ends with a lookahead step
+    for k, net in players.items():
+        for s, p, p0 in zip(state.extra["slow"][k], net.parameters(), start[k]):
+            assert torch.equal(s, p)  # fast weights restart from the slow ones
+            assert not torch.equal(s, p0)
+    # The update itself: slow + alpha (fast - slow), then fast <- slow.
+    slow = {k: [torch.zeros_like(p) for p in net.parameters()] for k, net in players.items()}
+    fast = {k: [p.detach().clone() for p in net.parameters()] for k, net in players.items()}
+    lookahead_step(model, slow, 0.25)
+    for k, net in players.items():
+        for s, p, f in zip(slow[k], net.parameters(), fast[k]):
+            assert torch.allclose(s, 0.25 * f) and torch.equal(p, s)
+
+
 def test_moving_average_of_the_generator() -> None:
     torch.manual_seed(1)
     model = _gan(TOY2D, (2,))
@@ -351,9 +378,10 @@ def test_fit_evaluate_figures_and_inference_data(tmp_path) -> None:
     assert set(ring.model.figures(tmp_path / "fig2", ring.data)) == {"samples", "discriminator"}
 
 
-def test_two_epochs_equal_one_plus_resume(tmp_path) -> None:
+@pytest.mark.parametrize("lookahead", [None, 3])
+def test_two_epochs_equal_one_plus_resume(tmp_path, lookahead) -> None:
     recipe = {"routine": "adversarial", "n_critic": 2, "ema": 0.9, "loss": "hinge",
-              "discriminator_optimizer": {"lr": 0.003}}
+              "discriminator_optimizer": {"lr": 0.003}, "lookahead": lookahead}
     straight = ppgen.fit(TOY2D, recipe, epochs=2, out=tmp_path / "a", seed=3, progress=False)
     ppgen.fit(TOY2D, recipe, epochs=1, out=tmp_path / "b", seed=3, progress=False)
     resumed = ppgen.fit(TOY2D, recipe, epochs=2, out=tmp_path / "b", seed=3, resume=True, progress=False)
@@ -368,6 +396,10 @@ def test_two_epochs_equal_one_plus_resume(tmp_path) -> None:
         for i in sa:
             for k in sa[i]:
                 assert torch.equal(sa[i][k], sb[i][k]), (name, i, k)
+    if lookahead:
+        for name in ("generator", "discriminator"):
+            slow_a, slow_b = a["routine"]["extra"]["slow"][name], b["routine"]["extra"]["slow"][name]
+            assert all(torch.equal(u, v) for u, v in zip(slow_a, slow_b, strict=True))
     ep = lambda r: [(m["loss"], m["val_loss"]) for m in r.metrics if m["kind"] == "epoch"]  # noqa: E731
     assert ep(straight) == ep(resumed)
     other = ppgen.fit(TOY2D, recipe, epochs=2, out=tmp_path / "c", seed=4, progress=False)

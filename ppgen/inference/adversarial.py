@@ -24,6 +24,11 @@ score s(x). The losses, each a pair (D's loss, G's loss) to minimise, with sigma
     does not vanish there, and with it the two players can keep circling.
 ``lr_half_life`` decays both learning rates exponentially with the step count, which damps the
 oscillation of the two players late in training.
+``lookahead`` (k) makes both players' updates the fast weights of a joint Lookahead (Zhang et al. 2019)
+over the game (Lookahead-minmax, Chavdarova et al. 2021): after every k-th generator update both
+networks' slow weights move a fraction ``lookahead_alpha`` towards the fast ones, and the fast weights
+restart from there. Rotation around an equilibrium, which plain alternating steps follow in circles,
+is averaged out by the backtracking; the slow weights are checkpointed (``State.extra["slow"]``).
 ``ema`` keeps an exponential moving average of G's weights in the model (``generator_ema``), which
 ``sample`` then uses (Yazici et al. 2019), with a warm-up of the decay (:func:`ema_decay`). Both networks' weights (and the average) are in the model's
 state dict and both optimizers in the routine's, so a resumed run continues exactly.
@@ -44,6 +49,10 @@ References:
     Fedus et al. (2018), Many Paths to Equilibrium: GANs Do Not Need to Decrease a Divergence at Every
     Step, ICLR; arXiv:1710.08446.
     Yazici et al. (2019), The Unusual Effectiveness of Averaging in GAN Training, ICLR; arXiv:1806.04498.
+    Zhang, Lucas, Hinton & Ba (2019), Lookahead Optimizer: k steps forward, 1 step back, NeurIPS;
+    arXiv:1907.08610.
+    Chavdarova, Pagliardini, Stich, Fleuret & Jaggi (2021), Taming GANs with Lookahead-Minmax, ICLR;
+    arXiv:2006.14567.
     Mescheder, Geiger & Nowozin (2018), Which Training Methods for GANs do actually Converge?, ICML;
     arXiv:1801.04406.
 """
@@ -79,6 +88,10 @@ class AdversarialConfig(InferenceSpec):
     lr_half_life: int | None = Field(
         None, ge=1, description="steps over which both learning rates halve (lr * 0.5 ** (step / half_life))"
     )
+    lookahead: int | None = Field(
+        None, ge=1, description="generator updates between joint lookahead steps of both players (k)"
+    )
+    lookahead_alpha: float = Field(0.5, gt=0.0, le=1.0, description="slow weights move this far towards the fast")
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=2e-4, betas=(0.5, 0.999)))
     discriminator_optimizer: OptimizerSpec | None = None
 
@@ -166,13 +179,17 @@ class Adversarial(Routine):
             )
         self.loss = LOSSES[cfg.loss]
         d_spec = cfg.discriminator_optimizer or cfg.optimizer
-        return State(
+        state = State(
             model=model,
             optimizers={
                 "generator": make_optimizer(model.generator.parameters(), cfg.optimizer),
                 "discriminator": make_optimizer(model.discriminator.parameters(), d_spec),
             },
         )
+        if cfg.lookahead is not None:
+            state.extra["slow"] = {name: [p.detach().clone() for p in _players(model)[name]]
+                                   for name in ("generator", "discriminator")}
+        return state
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, _ = batch
@@ -221,6 +238,8 @@ class Adversarial(Routine):
             self.runtime.reduce_gradients(model.generator.parameters())
             clip_and_step(opt_g, cfg.optimizer)
             info["g_loss"] = float(g_loss.detach())
+            if cfg.lookahead is not None and ((state.step + 1) // cfg.n_critic) % cfg.lookahead == 0:
+                lookahead_step(model, state.extra["slow"], cfg.lookahead_alpha)
             if cfg.ema is not None:
                 update_ema(model, cfg.ema)
         state.step += 1
@@ -254,6 +273,21 @@ class Adversarial(Routine):
 
             out["val_ks"] = ks_two_sample(model.sample(n), x)
         return out
+
+
+def _players(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    return {"generator": [p for p in model.generator.parameters() if p.requires_grad],
+            "discriminator": [p for p in model.discriminator.parameters() if p.requires_grad]}
+
+
+@torch.no_grad()
+def lookahead_step(model: torch.nn.Module, slow: dict[str, list[torch.Tensor]], alpha: float) -> None:
+    """One joint lookahead step: slow <- slow + alpha (fast - slow), then fast <- slow, for both
+    players' parameters (the optimizers' moment estimates are kept, as in Chavdarova et al. 2021)."""
+    for name, params in _players(model).items():
+        for s, p in zip(slow[name], params, strict=True):
+            s.lerp_(p.to(s.device), alpha)
+            p.copy_(s)
 
 
 def ema_decay(decay: float, updates: int) -> float:
