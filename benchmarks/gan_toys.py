@@ -4,7 +4,10 @@
    Uniform(0, 1) to each ``toy1d`` target (normal, exponential, two-component mixture); the
    Kolmogorov-Smirnov distance of 10,000 samples to the exact CDF, for the moving-average generator
    (what ``sample`` draws) and the last iterate, beside exact inverse-CDF sampling of as many points;
-   three seeds per target (``--seeds-1d``), because a GAN can fail on one seed and not on another.
+   three seeds per target (``--seeds-1d``), because a GAN can fail on one seed and not on another. A
+   single fit ends above 0.03 about one time in five (the two players keep circling, or the map folds),
+   so each seed is fitted ``--restarts`` times (3) and the fit whose samples are closest to the held-out
+   validation split (two-sample KS, no exact CDF needed) is kept, as one would choose among restarts.
 2. Ring of 8 Gaussians (models/gan_ring8.yaml): modes covered (of 8) and the share of high-quality
    samples (within 3 std of a centre) among 2,500, for each loss with the same networks, optimizer and
    number of epochs, over two seeds (``--seeds-ring``).
@@ -13,6 +16,7 @@
     python benchmarks/gan_toys.py --only 1d --jobs 2    # one part: writes gan_toys_1d.md
     python benchmarks/gan_toys.py --quick               # a short budget, to check that it runs
     python benchmarks/gan_toys.py --only 1d --jobs 2 --set n_critic=1 --tag ttur   # a recipe variant
+    python benchmarks/gan_toys.py --only 1d --jobs 2 --restarts 1                 # single fits
 
 ``--set KEY=VALUE`` changes the 1-D recipe (``--tag`` names the variant's tables, figures and runs).
 
@@ -92,21 +96,39 @@ ONE_D: list[tuple[str, list[str], int]] = [
 ]
 
 
+def held_out_ks(run: Any) -> float:
+    """Two-sample KS between 100,000 draws of ``sample`` and the run's validation split: what a user
+    without the exact CDF can measure, and what picks a restart."""
+    torch.manual_seed(2)
+    return quality.ks_two_sample(run.model.sample(100_000), run.data.split("val")[0])
+
+
 def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
-    """Each target with each of ``args.seeds_1d``; the figure shows the first seed of the first three."""
+    """Each target with each of ``args.seeds_1d``, fitted ``args.restarts`` times (seeds seed + 1000 r);
+    the restart with the smallest held-out KS is kept. The figure shows the first seed of the first three."""
     cases = [(j, target, over, seed) for j, (target, over, k) in enumerate(ONE_D) for seed in args.seeds_1d[:k]]
-    tasks = [{"spec": "models/gan1d.yaml", "recipe": "inference/adversarial_1d.yaml", "seed": seed,
-              "out": str(args.work / f"1d{args.tag}-{target}-{j}-{seed}"), "epochs": args.epochs_1d, "threads": args.threads,
-              "reuse": args.reuse, "overrides": [f"data.distribution={target}", *over], "recipe_overrides": args.set}
-             for j, target, over, seed in cases]
+    tasks = [{"spec": "models/gan1d.yaml", "recipe": "inference/adversarial_1d.yaml", "seed": seed + 1000 * r,
+              "out": str(args.work / (f"1d{args.tag}-{target}-{j}-{seed}" + (f"-r{r}" if r else ""))),
+              "epochs": args.epochs_1d, "threads": args.threads, "reuse": args.reuse,
+              "overrides": [f"data.distribution={target}", *over], "recipe_overrides": args.set}
+             for j, target, over, seed in cases for r in range(args.restarts)]
+    fitted = fit_all(tasks, args.jobs)
     rows = []
     fig, axes = plt.subplots(2, 3, figsize=(15.0, 7.8), squeeze=False)
     # Held-out two-sample KS after every epoch (the runs' val_ks): does training settle?
     curve_fig, curve_axes = plt.subplots(1, 3, figsize=(15.0, 3.6), squeeze=False)
-    for (j, target, over, seed), (run, seconds) in zip(cases, fit_all(tasks, args.jobs)):
+    for c, (j, target, over, seed) in enumerate(cases):
+        restarts = fitted[c * args.restarts : (c + 1) * args.restarts]
+        held = [held_out_ks(run) for run, _ in restarts]
+        exact_ks = []
+        for run, _ in restarts:
+            torch.manual_seed(1)
+            exact_ks.append(quality.ks_statistic(run.model.sample(10_000), TOY1D[target].cdf))
+        best = min(range(len(held)), key=held.__getitem__)
+        run = restarts[best][0]
+        seconds = sum(sec for _, sec in restarts)
         model = run.model
-        torch.manual_seed(1)
-        ks_ema = quality.ks_statistic(model.sample(10_000), TOY1D[target].cdf)
+        ks_ema = exact_ks[best]
         torch.manual_seed(1)
         ks_last = quality.ks_statistic(model.sample(10_000, ema=False), TOY1D[target].cdf)
         u = torch.rand(10_000, generator=torch.Generator().manual_seed(1 + seed), dtype=torch.float64)
@@ -125,18 +147,19 @@ def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
                 axes[1, j].plot(z.reshape(-1), g, lw=1.5, color=f"C{1 + args.seeds_1d.index(seed)}",
                                 label=f"G(z), seed {seed}: KS {ks_ema:.4f}")
             axes[1, j].legend(fontsize=7)
-        if j < 3:
             ep = [m for m in run.metrics if m.get("kind") == "epoch" and m.get("val_ks") is not None]
             ax = curve_axes[0, j]
-            ax.plot([m["epoch"] for m in ep], [m["val_ks"] for m in ep], lw=0.8, label=f"seed {seed}")
+            ax.plot([m["epoch"] for m in ep], [m["val_ks"] for m in ep], lw=0.8, label=f"seed {seed}, restart {best}")
             ax.axhline(0.03, color="k", lw=0.8, ls="--")
             ax.set(title=f"{target}: held-out two-sample KS per epoch", xlabel="epoch", ylabel="KS", yscale="log")
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         rows.append({"target": target, "output": model.output, "seed": seed, "ks_ema": ks_ema, "ks_last": ks_last,
-                     "ks_exact": ks_exact, "steps": run.metrics[-1]["step"], "seconds": seconds})
-        print(f"1-D {target} ({model.output}) seed {seed}: KS {ks_ema:.4f} (last iterate {ks_last:.4f}, exact "
-              f"sampler {ks_exact:.4f}), {seconds:.0f} s", flush=True)
+                     "ks_exact": ks_exact, "steps": run.metrics[-1]["step"], "seconds": seconds, "held": held,
+                     "restart_ks": exact_ks, "best": best})
+        print(f"1-D {target} ({model.output}) seed {seed}: KS {ks_ema:.4f} (restart {best} of {len(held)} by held-out "
+              f"KS {', '.join(f'{h:.4f}' for h in held)}; the restarts' KS {', '.join(f'{k:.4f}' for k in exact_ks)}; "
+              f"last iterate {ks_last:.4f}, exact sampler {ks_exact:.4f}), {seconds:.0f} s", flush=True)
     fig.suptitle("A GAN's generator from Uniform(0, 1) against the exact inverse CDF", fontsize=11)
     fig.tight_layout()
     curve_fig.tight_layout()
@@ -177,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["1d", "ring"], default=None)
     p.add_argument("--seeds-1d", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--seeds-ring", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--restarts", type=int, default=3,
+                   help="1-D fits per target and seed (seeds seed + 1000 r); the smallest held-out KS is kept")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="1-D recipe override (repeatable)")
     p.add_argument("--tag", default="", help="a name for a --set variant: added to the output files and run folders")
     args = p.parse_args(argv)
@@ -210,18 +235,23 @@ def main(argv: list[str] | None = None) -> int:
             f"## 1. Inverse transform sampling ({args.epochs_1d} epochs of models/gan1d.yaml with inference/adversarial_1d.yaml"
             + (f", changed by {', '.join(args.set)}" if args.set else "") + ")",
             "",
-            "Kolmogorov-Smirnov distance of 10,000 samples to the exact CDF (target: at most 0.03). `ema`: the moving",
+            f"Each target and seed is fitted {args.restarts} time(s) (seeds seed + 1000 r, r = 0, 1, ...), and the fit with the",
+            "smallest held-out KS (100,000 samples against the 10,000-point validation split, which needs no exact CDF)",
+            "is kept. Kolmogorov-Smirnov distance of 10,000 samples to the exact CDF (target: at most 0.03) of every",
+            "restart and of the kept one. `ema`: the moving",
             "average of the generator, which `sample` uses; `last`: the last iterate; `exact`: 10,000 draws of",
             "F^-1(U), the sampling noise floor (about 0.87 / sqrt(n) = 0.0087 on average). The exponential is fitted",
             "with a softplus output, which declares its support [0, inf); the last row fits it with the identity output",
             "for comparison (with smaller batches and no learning-rate decay that one folded at the edge of the support",
             "on three seeds out of three, KS 0.055 to 0.060: a non-monotone map that misses the mass near 0).",
             "",
-            "| target | generator output | seed | KS (ema) | KS (last) | KS (exact sampler) | steps | seconds |",
-            "|---|---|---|---|---|---|---|---|",
+            "| target | generator output | seed | held-out KS of the restarts | KS (ema) of the restarts | kept | KS (ema) | "
+            "KS (last) | KS (exact sampler) | steps per fit | seconds (all restarts) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [f"| {r['target']} | {r['output']} | {r['seed']} | {r['ks_ema']:.4f} | {r['ks_last']:.4f} | {r['ks_exact']:.4f} | {r['steps']} | "
-                  f"{r['seconds']:.0f} |" for r in r1]
+        lines += [f"| {r['target']} | {r['output']} | {r['seed']} | {', '.join(f'{h:.4f}' for h in r['held'])} | "
+                  f"{', '.join(f'{k:.4f}' for k in r['restart_ks'])} | {r['best']} | **{r['ks_ema']:.4f}** | {r['ks_last']:.4f} | "
+                  f"{r['ks_exact']:.4f} | {r['steps']} | {r['seconds']:.0f} |" for r in r1]
         curves = f1.with_name(f"gan_toys_1d_val_ks{args.tag}{args.suffix}.png")
         lines += ["", f"Figures: `{f1.relative_to(ROOT)}`; the held-out two-sample KS (`val_ks`, 10,000 samples against "
                   f"the 10,000 validation points) after every epoch: `{curves.relative_to(ROOT)}`", ""]
