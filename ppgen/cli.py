@@ -7,7 +7,7 @@
     ppgen fit SPEC [--inference RECIPE] [--set KEY=VALUE]... [--epochs N] [--out RUN] [--seed S]
                    [--resume] [--device D] [--devices N]
     ppgen sample RUN [-n N] [-o FILE.png|FILE.npz]
-    ppgen evaluate RUN [--json] [--k K] [--limit N]
+    ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N]
     ppgen diagnose RUN
     ppgen compare RUN... [-o FILE.png]
 
@@ -93,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
     s.add_argument("run")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
+    s.add_argument("--k", type=int, help="VAE: importance samples per example (default 1000)")
+    s.add_argument("--ais-runs", type=int, help="RBM/BM/DBN: AIS runs for log Z (default: the spec's ais.runs)")
+    s.add_argument("--ais-steps", type=int, help="RBM/BM/DBN: AIS temperatures (default: the spec's ais.steps)")
     s.add_argument("--limit", type=int, help="evaluate only the first N test examples")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_evaluate)
@@ -226,7 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ppgen.evaluate import evaluate
     from ppgen.spec import SpecError
 
-    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty())
+    ais = {name: value for name, value in (("ais_runs", args.ais_runs), ("ais_steps", args.ais_steps)) if value is not None}
+    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty(), **ais)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

@@ -23,7 +23,7 @@ from ppgen.spec import SpecError
 def evaluate(
     run: Run | str,
     *,
-    k: int = 1000,
+    k: int | None = None,
     limit: int | None = None,
     batch_size: int = 100,
     seed: int = 0,
@@ -33,16 +33,32 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a fitted run on its test split and (with ``write``) save ``evaluation.json``.
 
-    ``k`` is the number of importance samples per example where the likelihood is estimated;
-    ``limit`` evaluates only the first ``limit`` test examples (the split's order is fixed);
-    ``options`` go to the family's ``log_likelihood`` and ``evaluation_setup`` hooks.
+    ``k`` is the number of importance samples per example (1000 when left out) for the families whose
+    likelihood is an importance-sampling estimate (the VAE); the others refuse it. ``limit`` evaluates
+    only the first ``limit`` test examples (the split's order is fixed); ``options`` go to the family's
+    ``log_likelihood`` and ``evaluation_setup`` hooks: ``ais_runs`` and ``ais_steps`` for the energy
+    families (RBM, BM, DBN) override the spec's ``ais`` section.
     """
     if limit is not None and limit < 1:
         raise SpecError(f"limit: must be at least 1 test example, got {limit}")
-    if k < 1:
+    if k is not None and k < 1:
         raise SpecError(f"k: must be at least 1 importance sample, got {k}")
     run = open_run(run) if not isinstance(run, Run) else run
     model, data = run.model, run.data
+    energy = hasattr(model, "log_partition")
+    if k is not None and not model.importance_samples:
+        how = ("its log Z comes from AIS, set by the spec's ais section or ais_runs/ais_steps "
+               "(--ais-runs/--ais-steps)" if energy else "it is exact, or the family has none")
+        raise SpecError(f"k: the {run.spec.family} family's test log-likelihood takes no importance samples "
+                        f"({how}); leave k out")
+    ais = sorted(set(options) & {"ais_runs", "ais_steps"})
+    if ais and not energy:
+        raise SpecError(f"{', '.join(ais)}: only the energy families (rbm, gbrbm, bm, dbn) estimate log Z by AIS; "
+                        f"the {run.spec.family} family does not")
+    for name in ais:
+        if options[name] is not None and options[name] < 1:
+            raise SpecError(f"{name}: must be at least 1, got {options[name]}")
+    k = 1000 if k is None else k
     x, y = data.split("test")
     if limit is not None:
         x, y = x[:limit], (y[:limit] if y is not None else None)
@@ -57,6 +73,8 @@ def evaluate(
         nll = _nll(model, x, y, k=k, batch_size=batch_size, progress=progress, **options)
         if nll is not None:
             result.update(nll)
+            if model.importance_samples:
+                result["k"] = k
         result.update(model.evaluate_extra(x, y))
         from ppgen import quality
 
@@ -93,6 +111,5 @@ def _nll(model: Any, x: torch.Tensor, y: torch.Tensor | None, *, k: int, batch_s
         "test_nll_stderr": float(ll.std() / math.sqrt(n)) if n > 1 else 0.0,
         "test_nll_mc_stderr": float(se.pow(2).mean().sqrt() / math.sqrt(n)),
         "bits_per_dim": nll / (dims * math.log(2)),
-        "k": k,
     }
     return res

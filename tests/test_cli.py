@@ -132,6 +132,8 @@ def test_small_test_split_evaluate_limits_and_diagnose(tmp_path, capsys) -> None
     assert main(["evaluate", str(run), "--limit", "0"]) == 2
     assert "limit: must be at least 1" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--k", "0"]) == 2
+    assert main(["evaluate", str(run), "--ais-runs", "10"]) == 2
+    assert "only the energy families" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--json", "--limit", "2", "--k", "10"]) == 0
     assert json.loads(capsys.readouterr().out)["n_test"] == 2
     assert main(["diagnose", str(run)]) == 0  # 4 test examples, fewer than the 16 it shows by default

@@ -365,6 +365,16 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
     assert res["test_nll_nats"] < 64 * math.log(2)  # better than coin flips
     ais = evaluate(run, write=False, ais_runs=50, ais_steps=500)
     assert ais["log_z"] == pytest.approx(res["log_z"])  # still exact: 8 hidden units
+    assert "k" not in res  # no importance samples here, and a k is refused rather than ignored
+    with pytest.raises(SpecError, match="takes no importance samples.*--ais-runs"):
+        evaluate(run, write=False, k=10)
+    with pytest.raises(SpecError, match="ais_runs: must be at least 1"):
+        evaluate(run, write=False, ais_runs=0)
+    from ppgen.cli import main
+
+    forced = evaluate(run, write=False, ais_runs=20, ais_steps=100, log_z_method="ais")
+    assert main(["evaluate", str(run.path), "--ais-runs", "20", "--ais-steps", "100", "--limit", "5"]) == 0
+    assert forced["log_z_method"] == "ais" and forced["log_z"] == pytest.approx(res["log_z"], abs=0.5)
     figs = model.figures(tmp_path / "figs", run.data)
     assert {"filters", "gibbs_chains", "samples"} <= set(figs) and all(p.exists() for p in figs.values())
     idata = model.inference_data(run.data, run.metrics)

@@ -27,6 +27,9 @@ class Family(PyroModule):
 
     Spec: ClassVar[type[ModelSpec]]
     default_routine: ClassVar[str] = "svi"
+    #: Whether ``log_likelihood`` is an importance-sampling estimate that takes ``k`` samples per
+    #: example (``ppgen evaluate --k``); for the other families ``k`` means nothing and is refused.
+    importance_samples: ClassVar[bool] = False
     #: The deepest nesting of plates in ``model``/``guide``, where known (Pyro guesses it otherwise).
     max_plate_nesting: ClassVar[int | None] = None
     family_name: ClassVar[str]

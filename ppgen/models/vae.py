@@ -66,6 +66,7 @@ class VAE(Family):
     Spec = VAESpec
     default_routine = "svi"
     max_plate_nesting = 1
+    importance_samples = True
 
     def __init__(self, spec: VAESpec, info: DataInfo) -> None:
         super().__init__(spec, info)
