@@ -12,7 +12,7 @@
    samples (within 3 std of a centre) among 2,500, for each loss with the same networks, optimizer and
    number of epochs, over two seeds (``--seeds-ring``).
 
-    python benchmarks/gan_toys.py --jobs 2              # both parts, two fits at a time (about 25 min)
+    python benchmarks/gan_toys.py --jobs 2              # both parts, two fits at a time (about 60 min)
     python benchmarks/gan_toys.py --only 1d --jobs 2    # one part: writes gan_toys_1d.md
     python benchmarks/gan_toys.py --quick               # a short budget, to check that it runs
     python benchmarks/gan_toys.py --only 1d --jobs 2 --set n_critic=1 --tag ttur   # a recipe variant
