@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs_ring = 10 if args.quick else ppgen.load_recipe(ROOT / "inference/adversarial_toy.yaml").epochs
     args.suffix = "_quick" if args.quick else ""
     args.tag = f"_{args.tag}" if args.tag else ""
+    if args.restarts < 1:
+        p.error(f"--restarts must be at least 1, got {args.restarts}")
     if args.set and not args.tag:
         p.error("--set needs --tag, so that the variant's results do not overwrite the recipe's own")
     args.out_dir = RESULTS
