@@ -61,7 +61,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a fresh temporary file beside ``path``, flush it to disk and rename it over
     ``path``. The temporary file is created anew (never opened through a link), and the rename replaces a
     link at ``path`` instead of writing to its target."""
@@ -84,11 +84,11 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` as a whole-file write: a crash never leaves a half-written file."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_yaml(obj: Any, path: Path) -> None:
