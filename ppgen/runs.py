@@ -440,13 +440,30 @@ def describe_diff(diff: list[tuple[str, Any, Any]], then: str = "then", now: str
     return "; ".join(f"{k} ({_cap(repr(a), 120)} {then}, {_cap(repr(b), 120)} {now})" for k, a, b in diff)
 
 
+def load_copy(path: Path, loader: Any, checkpoint: Path) -> Any:
+    """A run folder's ``spec.yaml`` or ``inference.yaml`` (``loader`` is ``load_spec`` or ``load_recipe``);
+    one that cannot be read says that it is a copy of what the checkpoint records."""
+    again = f"it is a copy of what {checkpoint} records: delete it and ppgen writes it again from the checkpoint"
+    if path.is_file() and path.stat().st_size == 0:
+        raise SpecError(f"{path}: empty (a write was cut short, or it was emptied); {again}")
+    try:
+        return loader(path)
+    except SpecError as exc:
+        raise SpecError(f"{exc}\n({again})") from None
+
+
 def check_record(path: Path, loaded: Any, recorded: Any, checkpoint: Path) -> None:
     """A run folder's ``spec.yaml`` or ``inference.yaml`` must say what its checkpoint records."""
-    diff = flat_diff(recorded.model_dump(mode="json"), loaded.model_dump(mode="json"))
+    then, now = recorded.model_dump(mode="json"), loaded.model_dump(mode="json")
+    if "family" in then and then["family"] != now.get("family"):
+        raise SpecError(f"{checkpoint}: a checkpoint of the {then['family']!r} family, but {path} is a "
+                        f"{now.get('family')!r} spec; the checkpoint belongs to another run")
+    diff = flat_diff(then, now)
     if diff:
-        raise SpecError(f"{path}: differs from what {checkpoint} records this run was trained with, in "
-                        f"{describe_diff(diff, 'recorded', 'in the file')}; the file was edited or damaged. Delete it "
-                        "and ppgen writes it again from the record (on --resume, change a setting with --set instead)")
+        raise SpecError(f"{path} and {checkpoint} disagree on what this run is, in "
+                        f"{describe_diff(diff, 'in the checkpoint', 'in the file')}: one of them was edited, damaged or "
+                        "copied from another run. If the file is the wrong one, delete it and ppgen writes it again from "
+                        "the checkpoint (on --resume, change a setting with --set inference.KEY=VALUE)")
 
 
 # --------------------------------------------------------------------------- the run
@@ -479,7 +496,7 @@ class Run:
             return load_spec(path)
         recorded = load_spec(self.checkpoint["spec"])
         if path.exists():
-            check_record(path, load_spec(path), recorded, self.path / CHECKPOINT)
+            check_record(path, load_copy(path, load_spec, self.path / CHECKPOINT), recorded, self.path / CHECKPOINT)
         return recorded
 
     @cached_property
@@ -490,7 +507,7 @@ class Run:
             return load_recipe(path)
         recorded = load_recipe(self.checkpoint["recipe"])
         if path.exists():
-            check_record(path, load_recipe(path), recorded, self.path / CHECKPOINT)
+            check_record(path, load_copy(path, load_recipe, self.path / CHECKPOINT), recorded, self.path / CHECKPOINT)
         return recorded
 
     @property

@@ -51,8 +51,10 @@ from ppgen.runs import (
     first_nonfinite,
     flat_diff,
     load_checkpoint,
+    load_copy,
     load_model_state,
     open_append,
+    read_metrics,
     run_lock,
     seal,
     write_yaml,
@@ -296,9 +298,10 @@ def _resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None,
     # The folder's copies say what the checkpoint records: an edit or damage there is not a way to change a run.
     own_spec, own_recipe = out / "spec.yaml", out / "inference.yaml"
     if own_spec.exists():
-        check_record(own_spec, load_spec(own_spec), spec_then, path)
+        check_record(own_spec, load_copy(own_spec, load_spec, path), spec_then, path)
     if own_recipe.exists():
-        check_record(own_recipe, load_recipe(own_recipe), recipe_then, path)
+        check_record(own_recipe, load_copy(own_recipe, load_recipe, path), recipe_then, path)
+    read_metrics(out / "metrics.jsonl")  # a damaged line is refused now, not after the resume has begun
 
     is_folder = isinstance(spec, (str, Path)) and Path(spec).is_dir()
     source = (own_spec if own_spec.exists() else ckpt["spec"]) if is_folder else spec
@@ -439,9 +442,7 @@ def _write_folder(plan: _Plan, devices: int) -> None:
             write_yaml(plan.spec, out / "spec.yaml")
         if not (out / "inference.yaml").exists():
             write_yaml(plan.recorded_recipe, out / "inference.yaml")
-        append_jsonl({"event": "resume", "time": now, "pid": os.getpid(), **{f"from_{k}": v for k, v in plan.start.items()},
-                      "epochs": plan.recipe.epochs, "devices": devices, "changes": plan.changes}, out / HISTORY)
-        return
+        return  # the loop records the resume in history.jsonl once it has loaded the checkpoint
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(plan.spec, out / "spec.yaml")
     write_yaml(plan.recipe, out / "inference.yaml")
@@ -555,6 +556,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     routine = registry.routine(recipe.routine)(recipe, FabricRuntime(fabric))
     state = routine.init(model)
     start_epoch, skip, carried = 0, 0, (0.0, 0)
+    batch_size = spec.data.batch_size
+    steps = dataset.steps_per_epoch(batch_size, world)
     if job.resume:
         path = out / CHECKPOINT
         ckpt = load_checkpoint(path, spec.family)
@@ -574,7 +577,14 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         set_rng_state(ckpt["rng"][rank])
         if start_epoch >= job.epochs:  # fit() refuses this before anything is written
             raise SpecError(f"--epochs {job.epochs}: {out} already has {start_epoch} epochs")
+        if skip > steps:
+            raise SpecError(f"{path}: records {skip} batches of epoch {start_epoch + 1} done, but an epoch of this "
+                            f"run has {steps}")
         if rank == 0:
+            pid = os.getppid() if world > 1 else os.getpid()  # the process the user started
+            append_jsonl({"event": "resume", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": pid,
+                          "from_epoch": start_epoch, "from_batches_done": skip, "from_step": state.step,
+                          "epochs": job.epochs, "devices": world, "changes": job.changes}, out / HISTORY)
             _truncate_metrics(out / "metrics.jsonl", state.step, start_epoch)
             _drop_stale_results(out)
     else:
@@ -590,11 +600,6 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         # Each rank draws its own Monte Carlo noise.
         torch.manual_seed(job.seed * 1000 + rank + 1)
 
-    batch_size = spec.data.batch_size
-    steps = dataset.steps_per_epoch(batch_size, world)
-    if skip > steps:
-        raise SpecError(f"{out / CHECKPOINT}: records {skip} batches of epoch {start_epoch + 1} done, but an epoch "
-                        f"of this run has {steps}")
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and rank == 0
     val_x, val_y = dataset.split("val")
     val_x = val_x.to(device)
