@@ -188,10 +188,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from ppgen.runs import run_lock
 
         folder = run.path / "figures"
-        with run_lock(run.path, "ppgen fit (figures)"):
-            paths = dict(run.model.figures(folder, run.data))
-            curves = training_curves(run.metrics, folder / "training_curves.png",
-                                     title=run.spec.name or run.spec.family)
+        try:
+            with run_lock(run.path, "ppgen fit (figures)"):
+                paths = dict(run.model.figures(folder, run.data))
+                curves = training_curves(run.metrics, folder / "training_curves.png",
+                                         title=run.spec.name or run.spec.family)
+        except KeyboardInterrupt:
+            print(f"ppgen: interrupted while drawing the figures; the fitted run in {run.path} is complete "
+                  "(--no-figures skips them)", file=sys.stderr)
+            return 130
         if curves:
             paths["training_curves"] = curves
         for name, path in paths.items():

@@ -177,6 +177,17 @@ def fit(
     ``seed`` defaults to 0 for a new run and to the run's own when resuming. ``progress=None`` shows a
     progress bar only on a terminal.
     """
+    try:
+        return _fit(spec, recipe, out=out, epochs=epochs, seed=seed, resume=resume, overrides=overrides,
+                    recipe_overrides=recipe_overrides, devices=devices, accelerator=accelerator, progress=progress)
+    except KeyboardInterrupt:  # before any run folder was touched (reading the spec, loading the data)
+        raise Interrupted(Path(out) if out is not None else Path("."), "interrupted before anything was written: "
+                          "nothing was saved; start again with the same command", saved=False) from None
+
+
+def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, seed: int | None, resume: bool,
+         overrides: list[str] | None, recipe_overrides: list[str] | None, devices: int, accelerator: str,
+         progress: bool | None) -> Run:
     if epochs is not None and epochs < 1:
         raise SpecError(f"--epochs: must be at least 1, got {epochs}")
     if devices < 1:
