@@ -171,9 +171,30 @@ def run_lock(folder: str | Path, action: str) -> Iterator[int]:
         yield fd
     finally:
         del _HELD[key]
-        # The file stays (removing it would race with a process that has just opened it); only the lock goes.
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        # Closing lets the lock go once no process holds the descriptor (a worker left running keeps it).
+        # The file stays: removing it would race with a process that has just opened it.
         os.close(fd)
+
+
+def check_unlocked(folder: str | Path) -> None:
+    """Refuse early (a :class:`SpecError` naming the holder) when another process holds the folder's lock;
+    the lock itself is taken with :func:`run_lock`."""
+    import fcntl
+
+    path = Path(folder) / LOCK
+    if os.path.realpath(folder) in _HELD or not path.is_file() or path.is_symlink():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SpecError(f"{folder}: another process is writing this run folder ({_holder(fd)}); wait until it has "
+                        "finished, or use another folder") from None
+    finally:
+        os.close(fd)  # closing drops the probe's own lock, if it got one
 
 
 def _holder(fd: int) -> str:

@@ -55,6 +55,7 @@ from ppgen.runs import (
     load_model_state,
     open_append,
     read_metrics,
+    check_unlocked,
     run_lock,
     seal,
     write_yaml,
@@ -430,6 +431,8 @@ def _raise_outcome(outcome: tuple[str, str] | None) -> None:
 
 def _check_new_folder(out: Path) -> None:
     """Refuse a new run's folder that cannot take one, before anything is written."""
+    if out.is_dir():
+        check_unlocked(out)
     if out.is_symlink() and not out.exists():
         raise SpecError(f"--out {out}: a link to nothing ({os.readlink(out)}); choose another --out")
     if out.exists() and not out.is_dir():
