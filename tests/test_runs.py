@@ -218,9 +218,12 @@ def test_the_lock_refuses_a_second_writer_naming_it_and_dies_with_kill_9(tmp_pat
     try:
         assert main(["evaluate", str(run), "--k", "2", "--limit", "4"]) == 2
         assert f"pid {proc.pid}" in capsys.readouterr().err
-        assert main(["fit", str(run), "--resume", "--epochs", "2", "--no-figures"]) == 2
-        assert f"pid {proc.pid}" in capsys.readouterr().err
-        assert not (run / "evaluation.json").exists()
+        for argv in (["fit", str(run), "--resume", "--epochs", "2", "--no-figures"], ["diagnose", str(run)],
+                     ["sample", str(run), "-n", "2"]):
+            assert main(argv) == 2, argv
+            assert f"pid {proc.pid}" in capsys.readouterr().err
+        assert not (run / "evaluation.json").exists() and not (run / "idata.nc").exists()
+        assert not (run / "figures" / "samples-2.png").exists()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
