@@ -673,7 +673,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         where = f"epoch {good['epoch']}, batch {good['batches_done']}, step {good['routine']['step']}"
         return TrainingError(f"{why}; training stopped and the last good checkpoint ({last}: {where}) is kept. "
                              f"Continue from it with a lower learning rate or gradient clipping: "
-                             f"ppgen fit {out} --resume {lower}")
+                             f"ppgen fit {out} --resume --epochs {job.epochs} {lower}")
 
     with _StopFlag() as stop, _MetricsLog(out / "metrics.jsonl", enabled=rank == 0) as log:
         if job.resume:

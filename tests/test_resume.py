@@ -62,8 +62,8 @@ def test_after_a_divergence_the_advised_lower_lr_is_applied_and_recorded(tmp_pat
     rc, err = _cli(["fit", run, "--resume", "--epochs", "2", "--set", "inference.optimizer.lr=1e9", "--no-figures"],
                    capsys)
     assert rc == 1 and "the last good checkpoint" in err and "epoch 1, batch 0, step 22" in err, err
-    advice = re.search(r"ppgen fit \S+ --resume --set inference\.optimizer\.lr=(\S+) \(now 1e\+09\)", err)
-    assert advice, err
+    advice = re.search(r"ppgen fit (\S+) --resume --epochs 2 --set inference\.optimizer\.lr=1e\+08 \(now 1e\+09\)", err)
+    assert advice and advice.group(1) == str(run), err
     after = torch.load(run / CHECKPOINT, weights_only=True)
     assert torch.equal(after["model"]["decoder.0.0.weight"], good["model"]["decoder.0.0.weight"])
     assert after["recipe"]["optimizer"]["lr"] == 0.003 == yaml.safe_load((run / "inference.yaml").read_text())["optimizer"]["lr"]
