@@ -185,9 +185,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     print(f"run: {run.path}")
     if not args.no_figures:
+        from ppgen.runs import run_lock
+
         folder = run.path / "figures"
-        paths = dict(run.model.figures(folder, run.data))
-        curves = training_curves(run.metrics, folder / "training_curves.png", title=run.spec.name or run.spec.family)
+        try:
+            with run_lock(run.path, "ppgen fit (figures)"):
+                paths = dict(run.model.figures(folder, run.data))
+                curves = training_curves(run.metrics, folder / "training_curves.png",
+                                         title=run.spec.name or run.spec.family)
+        except KeyboardInterrupt:
+            print(f"ppgen: interrupted while drawing the figures; the fitted run in {run.path} is complete "
+                  "(--no-figures skips them)", file=sys.stderr)
+            return 130
         if curves:
             paths["training_curves"] = curves
         for name, path in paths.items():
@@ -201,16 +210,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ppgen.plots import save_samples
-    from ppgen.runs import open_run
+    from ppgen.runs import open_run, run_lock
     from ppgen.spec import SpecError
 
     if args.n < 1:
         raise SpecError(f"-n: must be at least 1, got {args.n}")
     run = open_run(args.run)
-    out = Path(args.output) if args.output else run.path / "figures" / f"samples-{args.n}.png"
+    if args.output:
+        return _sample(args, run, Path(args.output))
+    with run_lock(run.path, "ppgen sample"):  # the picture goes into the run folder
+        return _sample(args, run, run.path / "figures" / f"samples-{args.n}.png")
+
+
+def _sample(args: argparse.Namespace, run: Any, out: Path) -> int:
+    import numpy as np
+
+    from ppgen.plots import save_samples
+    from ppgen.spec import SpecError
+
     x = run.samples(args.n, seed=args.seed, display=out.suffix != ".npz")
     if out.suffix == ".npz":
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +259,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ppgen.diagnostics import diagnose
-    from ppgen.runs import open_run
+    from ppgen.runs import open_run, run_lock
 
-    out = diagnose(open_run(args.run))
+    run = open_run(args.run)
+    with run_lock(run.path, "ppgen diagnose"):
+        out = diagnose(run)
     with pd.option_context("display.width", 140, "display.max_columns", 20):
         print(out["summary"])
     print(f"idata: {out['idata']}")

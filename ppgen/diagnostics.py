@@ -105,6 +105,7 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
     idata = inference_data(run)
     path = Path(run.path) / "idata.nc"
     tmp = path.with_name("idata.nc.tmp")
+    tmp.unlink(missing_ok=True)  # written anew, never through a link left there
     idata.to_netcdf(str(tmp))
     tmp.replace(path)
     table = summary(idata)

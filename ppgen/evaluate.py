@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
-from ppgen.runs import Run, atomic_write_text, open_run
+from ppgen.runs import Run, atomic_write_text, open_run, run_lock
 from ppgen.spec import SpecError
 
 
@@ -31,7 +32,8 @@ def evaluate(
     progress: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate a fitted run on its test split and (with ``write``) save ``evaluation.json``.
+    """Evaluate a fitted run on its test split and (with ``write``) save ``evaluation.json``, holding the
+    run folder's lock while it does (a run being fitted is refused).
 
     ``k`` is the number of importance samples per example (1000 when left out) for the families whose
     likelihood is an importance-sampling estimate (the VAE); the others refuse it. ``limit`` evaluates
@@ -44,6 +46,13 @@ def evaluate(
     if k is not None and k < 1:
         raise SpecError(f"k: must be at least 1 importance sample, got {k}")
     run = open_run(run) if not isinstance(run, Run) else run
+    with run_lock(run.path, "ppgen evaluate") if write else nullcontext():
+        return _evaluate(run, k=k, limit=limit, batch_size=batch_size, seed=seed, write=write, progress=progress,
+                         **options)
+
+
+def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, seed: int, write: bool,
+              progress: bool, **options: Any) -> dict[str, Any]:
     model, data = run.model, run.data
     energy = hasattr(model, "log_partition")
     if k is not None and not model.importance_samples:

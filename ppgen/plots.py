@@ -50,10 +50,16 @@ def show_grid(ax: Any, x: torch.Tensor, nrow: int | None = None, title: str | No
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save and close ``fig``; the file is written whole and replaces a link at ``path`` rather than
+    writing through it."""
+    from ppgen.runs import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fmt = path.suffix.lstrip(".").lower() or None
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -7,9 +7,16 @@ the routine averages gradients through :class:`FabricRuntime` before each update
 with the same parameters.
 
 A checkpoint (``checkpoints/last.pt``, written atomically at the end of each epoch and on Ctrl-C)
-holds the model, the routine's state (optimizers, persistent chains, ...), the RNG states and the
-position (epoch, batches done). Batches are a pure function of (seed, epoch), so ``resume`` continues
+holds the model, the routine's state (optimizers, persistent chains, ...), the RNG states, the
+position (epoch, batches done), and the resolved spec and recipe it was trained with, sealed by a
+digest (:mod:`ppgen.runs`). Batches are a pure function of (seed, epoch), so ``resume`` continues
 exactly where the run stopped: fitting 2 epochs equals fitting 1 and resuming for 1.
+
+A resume keeps the spec and the recipe the checkpoint records, except for the keys in
+:data:`RESUMABLE` (the epochs, the learning rates, gradient clipping, ``log_every``, ``snapshots``):
+the way out of a divergence is to continue from the last good checkpoint with a lower learning rate.
+Each change is recorded (a ``resumed`` record in ``metrics.jsonl``, a line in ``history.jsonl``); an
+unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.runs.run_lock`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import random
 import signal
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,8 +37,44 @@ import numpy as np
 import torch
 
 from ppgen import registry
-from ppgen.runs import CHECKPOINT, Run, atomic_save, atomic_write_text, environment, load_checkpoint
-from ppgen.spec import InferenceSpec, ModelSpec, SpecError, dump_yaml, load_recipe, load_spec
+from ppgen.runs import (
+    CHECKPOINT,
+    HISTORY,
+    InheritedLock,
+    Run,
+    append_jsonl,
+    atomic_save,
+    atomic_write_text,
+    check_record,
+    describe_diff,
+    environment,
+    first_nonfinite,
+    flat_diff,
+    load_checkpoint,
+    load_copy,
+    load_model_state,
+    open_append,
+    read_metrics,
+    check_unlocked,
+    run_lock,
+    seal,
+    write_yaml,
+)
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError, load_recipe, load_spec
+
+#: The recipe keys a resume may change (``--epochs``, ``--set inference.KEY=VALUE``, another
+#: ``--inference``); any other difference from the recipe the checkpoint records is refused, naming the
+#: key. A changed learning rate is set in the optimizers (their moments are kept; a routine's schedule
+#: then scales the new rate).
+RESUMABLE = (
+    "epochs",
+    "log_every",
+    "snapshots",
+    "optimizer.lr",
+    "optimizer.clip_norm",
+    "discriminator_optimizer.lr",
+    "discriminator_optimizer.clip_norm",
+)
 
 
 class TrainingError(RuntimeError):
@@ -38,11 +82,13 @@ class TrainingError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: the loop saved a checkpoint at the last finished step."""
+    """Ctrl-C during training. With ``saved`` the loop saved a checkpoint at the last finished step;
+    without, this call saved nothing and the message says what is kept and how to go on."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"interrupted; saved {path}; continue with --resume")
+    def __init__(self, path: Path, message: str | None = None, saved: bool = True) -> None:
+        super().__init__(message or f"interrupted; saved {path}; continue with --resume")
         self.path = path
+        self.saved = saved
 
 
 class FabricRuntime:
@@ -86,6 +132,22 @@ class Job:
     accelerator: str = "cpu"
     devices: int = 1
     extra_env: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # what this resume changed: key -> [then, now]
+    lock: Any = None  # the folder's lock, handed to spawned workers (an InheritedLock)
+
+
+@dataclass
+class _Plan:
+    """A checked request: what to fit into which folder, and for a resume where it starts and what changes."""
+
+    out: Path
+    spec: ModelSpec
+    recipe: InferenceSpec
+    seed: int
+    resume: bool = False
+    recorded_recipe: InferenceSpec | None = None
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+    start: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -109,67 +171,204 @@ def fit(
 
     ``spec`` and ``recipe`` are YAML paths, dicts or spec objects; ``recipe=None`` takes the family's
     default routine with its defaults. ``epochs`` overrides the recipe. ``out`` defaults to
-    ``runs/<name>-<time>``. With ``resume`` the run at ``out`` continues from its last checkpoint up to
-    ``epochs``, with the spec and recipe it was started with (``spec`` may then be the run folder itself,
-    and ``recipe=None`` means the run's own); only ``epochs`` may change. ``seed`` defaults to 0 for a
-    new run and to the run's own when resuming. ``progress=None`` shows a progress bar only on a terminal.
+    ``runs/<name>-<time>`` (``name`` must then be a plain folder name). With ``resume`` the run at
+    ``out`` continues from its last checkpoint up to ``epochs``, with the spec and recipe its checkpoint
+    records (``spec`` may then be the run folder itself, and ``recipe=None`` means the run's own); only
+    the keys in :data:`RESUMABLE` may change, and ``epochs`` may not fall below the epochs already done.
+    ``seed`` defaults to 0 for a new run and to the run's own when resuming. ``progress=None`` shows a
+    progress bar only on a terminal.
     """
+    try:
+        return _fit(spec, recipe, out=out, epochs=epochs, seed=seed, resume=resume, overrides=overrides,
+                    recipe_overrides=recipe_overrides, devices=devices, accelerator=accelerator, progress=progress)
+    except KeyboardInterrupt:  # before any run folder was touched (reading the spec, loading the data)
+        raise Interrupted(Path(out) if out is not None else Path("."), "interrupted before anything was written: "
+                          "nothing was saved; start again with the same command", saved=False) from None
+
+
+def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, seed: int | None, resume: bool,
+         overrides: list[str] | None, recipe_overrides: list[str] | None, devices: int, accelerator: str,
+         progress: bool | None) -> Run:
+    if epochs is not None and epochs < 1:
+        raise SpecError(f"--epochs: must be at least 1, got {epochs}")
+    if devices < 1:
+        raise SpecError(f"--devices: must be at least 1, got {devices}")
+    accel = _accelerator(accelerator)
     if resume:
-        spec, out = _resume_sources(spec, out)
-        if recipe is None:
-            recipe = Path(out) / "inference.yaml"
+        out_path = _resume_folder(spec, out)
+        with run_lock(out_path, "ppgen fit --resume") as lock:
+            plan = _resume_plan(out_path, spec, recipe, overrides, recipe_overrides, epochs, seed, devices)
+            if plan is None:
+                return Run(out_path)
+            return _fit_planned(plan, lock, accel, devices, progress)
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
     if epochs is not None:
-        if epochs < 1:
-            raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
-    if devices < 1:
-        raise SpecError(f"--devices: must be at least 1, got {devices}")
-    accel = _accelerator(accelerator)
     out_path = Path(out) if out is not None else _default_out(model_spec)
-    seed = _check_folder(out_path, model_spec, recipe_obj, resume, devices, seed)
+    _check_new_folder(out_path)
 
     # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
     # before any process starts.
     from ppgen import data as data_mod
 
     dataset = data_mod.load(model_spec.data)
-    _write_folder(out_path, model_spec, recipe_obj, resume)
-    job = Job(
-        spec=model_spec.model_dump(mode="json"),
-        recipe=recipe_obj.model_dump(mode="json"),
-        out=str(out_path),
-        seed=seed,
-        epochs=recipe_obj.epochs,
-        resume=resume,
-        progress=progress,
-        accelerator=accel,
-        devices=devices,
-        extra_env={"data_checksum": dataset.checksum},
-    )
-    if devices == 1:
-        _train(_fabric(job), job, dataset)
-    else:
-        _raise_outcome(_launch(job))
-    return Run(out_path)
+    with run_lock(out_path, "ppgen fit") as lock:
+        _check_new_folder(out_path)  # again: another process may have fitted into it meanwhile
+        plan = _Plan(out_path, model_spec, recipe_obj, 0 if seed is None else seed)
+        return _fit_planned(plan, lock, accel, devices, progress, dataset)
 
 
-def _resume_sources(spec: Any, out: str | Path | None) -> tuple[Any, Path]:
-    """With ``resume``, ``spec`` may name the run folder (``ppgen fit RUN --resume``)."""
+def _fit_planned(plan: _Plan, lock: int, accel: str, devices: int, progress: bool | None, dataset: Any = None) -> Run:
+    """Write the folder and train, under the folder's lock."""
+    from ppgen import data as data_mod
+
+    try:
+        if dataset is None:
+            dataset = data_mod.load(plan.spec.data)
+        _write_folder(plan, devices)
+        job = Job(
+            spec=plan.spec.model_dump(mode="json"),
+            recipe=plan.recipe.model_dump(mode="json"),
+            out=str(plan.out),
+            seed=plan.seed,
+            epochs=plan.recipe.epochs,
+            resume=plan.resume,
+            progress=progress,
+            accelerator=accel,
+            devices=devices,
+            extra_env={"data_checksum": dataset.checksum},
+            changes=plan.changes,
+            lock=InheritedLock(lock) if devices > 1 else None,
+        )
+        if devices == 1:
+            _train(_fabric(job), job, dataset)
+        else:
+            _raise_outcome(_launch(job))
+    except KeyboardInterrupt:
+        # Ctrl-C before the loop could save (loading, building, starting processes) or a second Ctrl-C.
+        raise _interrupted_unsaved(plan) from None
+    return Run(plan.out)
+
+
+def _interrupted_unsaved(plan: _Plan) -> Interrupted:
+    last = plan.out / CHECKPOINT
+    try:
+        ckpt = load_checkpoint(last, plan.spec.family) if last.exists() else None
+    except SpecError:
+        ckpt = None
+    if ckpt is None:
+        return Interrupted(last, f"interrupted before the first checkpoint: nothing was saved in {plan.out}; start "
+                                 "again with the same command", saved=False)
+    where = f"epoch {ckpt['epoch']}, batch {ckpt['batches_done']}, step {ckpt['routine']['step']}"
+    return Interrupted(last, f"interrupted before a new checkpoint was written: nothing was saved by this call; "
+                             f"{last} ({where}) is kept; continue with: ppgen fit {plan.out} --resume", saved=False)
+
+
+def _resume_folder(spec: Any, out: str | Path | None) -> Path:
+    """The run folder a resume continues: ``spec`` may name it (``ppgen fit RUN --resume``), or ``out``."""
     if isinstance(spec, (str, Path)) and Path(spec).is_dir():
         if out is not None and Path(out).resolve() != Path(spec).resolve():
             raise SpecError(f"--resume: {spec} is a run folder, but --out names another ({out})")
-        return Path(spec) / "spec.yaml", Path(spec)
-    if out is None:
+        folder = Path(spec)
+    elif out is None:
+        if isinstance(spec, (str, Path)) and not Path(spec).exists():
+            raise SpecError(f"--resume: {spec}: no such run folder")
         raise SpecError("--resume: say which run to continue with --out RUN (or pass the run folder as the spec)")
-    return spec, Path(out)
+    else:
+        folder = Path(out)
+    if not folder.exists():
+        raise SpecError(f"--resume: {folder}: no such run folder, so no checkpoint to resume from; drop --resume "
+                        "to start a new run there")
+    if not folder.is_dir():
+        raise SpecError(f"--resume: {folder} is a file, not a run folder")
+    if not (folder / CHECKPOINT).exists():
+        if (folder / "spec.yaml").exists():
+            raise SpecError(f"--resume: {folder} has no checkpoint to resume from (its fit stopped before saving "
+                            "one); drop --resume to start it again")
+        raise SpecError(f"--resume: {folder} is not a ppgen run folder (no spec.yaml, no {CHECKPOINT}), so no "
+                        "checkpoint to resume from; drop --resume to start a new run there")
+    return folder
+
+
+def _recorded(loader: Any, data: dict[str, Any], path: Path, what: str) -> Any:
+    try:
+        return loader(data)
+    except SpecError as exc:
+        raise SpecError(f"{path}: the {what} it records is not valid here: {exc}") from None
+
+
+def _resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None, recipe_overrides: list[str] | None,
+                 epochs: int | None, seed: int | None, devices: int) -> _Plan | None:
+    """Check a resume against what the checkpoint records, before anything is written; None when the
+    run already has the epochs asked for and nothing else changes."""
+    path = out / CHECKPOINT
+    ckpt = load_checkpoint(path)
+    spec_then = _recorded(load_spec, ckpt["spec"], path, "spec")
+    recipe_then = _recorded(load_recipe, ckpt["recipe"], path, "recipe")
+    # The folder's copies say what the checkpoint records: an edit or damage there is not a way to change a run.
+    own_spec, own_recipe = out / "spec.yaml", out / "inference.yaml"
+    if own_spec.exists():
+        check_record(own_spec, load_copy(own_spec, load_spec, path), spec_then, path)
+    if own_recipe.exists():
+        check_record(own_recipe, load_copy(own_recipe, load_recipe, path), recipe_then, path)
+    read_metrics(out / "metrics.jsonl")  # a damaged line is refused now, not after the resume has begun
+
+    is_folder = isinstance(spec, (str, Path)) and Path(spec).is_dir()
+    source = (own_spec if own_spec.exists() else ckpt["spec"]) if is_folder else spec
+    model_spec = load_spec(source, overrides)
+    diff = flat_diff(spec_then.model_dump(mode="json"), model_spec.model_dump(mode="json"))
+    if diff:
+        raise SpecError(f"--resume: the spec differs from the one {out} was started with (recorded in {path}) in "
+                        f"{describe_diff(diff)}; a resumed run keeps its spec")
+    family = registry.family(spec_then.family)
+    if recipe is None:
+        recipe = own_recipe if own_recipe.exists() else ckpt["recipe"]
+    recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
+    if epochs is not None:
+        recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
+    diff = flat_diff(recipe_then.model_dump(mode="json"), recipe_obj.model_dump(mode="json"))
+    refused = [d for d in diff if d[0] not in RESUMABLE]
+    if refused:
+        raise SpecError(f"--resume: the recipe differs from the one {out} was trained with (recorded in {path}) in "
+                        f"{describe_diff(refused)}; a resume may change only {', '.join(RESUMABLE)}")
+    changes = {k: [a, b] for k, a, b in diff}
+
+    done, part = int(ckpt["epoch"]), int(ckpt["batches_done"])
+    target = recipe_obj.epochs
+    if target < done or (target == done and part > 0):
+        have = f"{done} epochs" + (f" and {part} batches of epoch {done + 1}" if part else "")
+        raise SpecError(f"--epochs {target}: {out} already has {have}, and a run cannot go back; pass --epochs "
+                        f"{done + 1} or more to continue it")
+    if target == done:
+        other = [k for k in changes if k != "epochs"]
+        if other:
+            raise SpecError(f"--resume: {out} already has its {done} epochs, so the change of {', '.join(other)} "
+                            f"would apply to nothing; pass --epochs {done + 1} or more to continue it")
+        print(f"{out}: already fitted for {done} epochs; raise --epochs to continue", file=sys.stderr)
+        return None
+    world = int(ckpt["world_size"])
+    if world != devices:
+        raise SpecError(f"--resume: {out} was fitted with --devices {world}; resume it with --devices {world}")
+    # The batches of an epoch are a function of the seed: a resumed run keeps its own.
+    if seed is not None and seed != int(ckpt["seed"]):
+        raise SpecError(f"--resume: {out} was fitted with --seed {int(ckpt['seed'])}; drop --seed or pass that one")
+    start = {"epoch": done, "batches_done": part, "step": int(ckpt["routine"]["step"])}
+    return _Plan(out, spec_then, recipe_obj, int(ckpt["seed"]), resume=True, recorded_recipe=recipe_then,
+                 changes=changes, start=start)
 
 
 def _default_out(spec: ModelSpec) -> Path:
+    name = spec.name or spec.family
+    bad = (not name or len(name) > 100 or name.startswith(".") or "/" in name or "\\" in name
+           or any(unicodedata.category(c)[0] == "C" for c in name))
+    if bad:
+        raise SpecError(f"name: without --out the run folder is runs/<name>-<time>, so the name must be one plain "
+                        f"folder name (no '/' or '\\', not starting with '.', no control characters, at most 100 "
+                        f"characters), got {name[:120]!r}; change the name or pass --out")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{spec.name or spec.family}-{stamp}"
+    return Path("runs") / f"{name}-{stamp}"
 
 
 def _accelerator(name: str) -> str:
@@ -225,61 +424,46 @@ def _raise_outcome(outcome: tuple[str, str] | None) -> None:
     kind, message = outcome
     if kind == "interrupted":
         raise Interrupted(Path(message))
+    if kind == "interrupted_unsaved":
+        raise KeyboardInterrupt
     raise {"spec": SpecError, "training": TrainingError}[kind](message)
 
 
-def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _flat_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k} ({va!r} then, {vb!r} now)")
-    return keys
+def _check_new_folder(out: Path) -> None:
+    """Refuse a new run's folder that cannot take one, before anything is written."""
+    if out.is_dir():
+        check_unlocked(out)
+    if out.is_symlink() and not out.exists():
+        raise SpecError(f"--out {out}: a link to nothing ({os.readlink(out)}); choose another --out")
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: a file of that name exists; choose another --out")
+    if (out / CHECKPOINT).exists():
+        raise SpecError(f"--out {out}: a fitted run is already there; pass --resume to continue it or choose another --out")
+    above = out.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise SpecError(f"--out {out}: {above} is a file, so no folder can be made under it; choose another --out")
 
 
-def _check_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: bool, devices: int,
-                  seed: int | None) -> int:
-    """Refuse what cannot be done, before anything is written; return the seed to train with."""
-    ckpt = out / CHECKPOINT
-    if not resume:
-        if ckpt.exists():
-            raise SpecError(f"--out {out}: a fitted run is already there; pass --resume to continue it or choose another --out")
-        if out.exists() and not out.is_dir():
-            raise SpecError(f"--out {out}: a file of that name exists; choose another --out")
-        return 0 if seed is None else seed
-    if not ckpt.exists():
-        raise SpecError(f"--resume: {out} has no checkpoint to resume from; drop --resume to start a new run")
-    saved = load_spec(out / "spec.yaml")
-    diff = _flat_diff(saved.model_dump(mode="json"), spec.model_dump(mode="json"))
-    if diff:
-        raise SpecError(f"--resume: the spec differs from the one {out} was started with in {'; '.join(diff)}")
-    saved_recipe = load_recipe(out / "inference.yaml")
-    diff = _flat_diff(saved_recipe.model_dump(mode="json", exclude={"epochs"}), recipe.model_dump(mode="json", exclude={"epochs"}))
-    if diff:
-        raise SpecError(f"--resume: the recipe differs from the one {out} was started with in {'; '.join(diff)}; "
-                        "only --epochs may change")
-    saved_ckpt = load_checkpoint(ckpt)
-    world = int(saved_ckpt["world_size"])
-    if world != devices:
-        raise SpecError(f"--resume: {out} was fitted with --devices {world}; resume it with --devices {world}")
-    # The batches of an epoch are a function of the seed: a resumed run keeps its own.
-    if seed is not None and seed != int(saved_ckpt["seed"]):
-        raise SpecError(f"--resume: {out} was fitted with --seed {int(saved_ckpt['seed'])}; drop --seed or pass that one")
-    return int(saved_ckpt["seed"])
-
-
-def _write_folder(out: Path, spec: ModelSpec, recipe: InferenceSpec, resume: bool) -> None:
-    if resume:
-        saved = load_recipe(out / "inference.yaml")
-        if recipe.epochs > saved.epochs:
-            dump_yaml(recipe, out / "inference.yaml")
-        return
+def _write_folder(plan: _Plan, devices: int) -> None:
+    out = plan.out
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    if plan.resume:
+        # A copy that is missing is written again from the record; a changed recipe is written with the
+        # first checkpoint that holds it (until then the folder's copy says what the checkpoint records).
+        if not (out / "spec.yaml").exists():
+            write_yaml(plan.spec, out / "spec.yaml")
+        if not (out / "inference.yaml").exists():
+            write_yaml(plan.recorded_recipe, out / "inference.yaml")
+        return  # the loop records the resume in history.jsonl once it has loaded the checkpoint
     out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(spec, out / "spec.yaml")
-    dump_yaml(recipe, out / "inference.yaml")
+    write_yaml(plan.spec, out / "spec.yaml")
+    write_yaml(plan.recipe, out / "inference.yaml")
     (out / "metrics.jsonl").unlink(missing_ok=True)
+    (out / HISTORY).unlink(missing_ok=True)
+    append_jsonl({"event": "fit", "time": now, "pid": os.getpid(), "epochs": plan.recipe.epochs, "seed": plan.seed,
+                  "devices": devices}, out / HISTORY)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -294,6 +478,8 @@ def _train_spawned(fabric: Any, job: Job) -> tuple[str, str] | None:
         _train(fabric, job, data_mod.load(load_spec(job.spec).data))
     except Interrupted as exc:
         return ("interrupted", str(exc.path))
+    except KeyboardInterrupt:
+        return ("interrupted_unsaved", "")
     except SpecError as exc:
         return ("spec", str(exc))
     except TrainingError as exc:
@@ -384,18 +570,35 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     routine = registry.routine(recipe.routine)(recipe, FabricRuntime(fabric))
     state = routine.init(model)
     start_epoch, skip, carried = 0, 0, (0.0, 0)
+    batch_size = spec.data.batch_size
+    steps = dataset.steps_per_epoch(batch_size, world)
     if job.resume:
-        ckpt = load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict(ckpt["model"])
-        state = routine.load_state_dict(state, ckpt["routine"])
+        path = out / CHECKPOINT
+        ckpt = load_checkpoint(path, spec.family)
+        load_model_state(model, ckpt["model"], path)
+        new_lrs = [[group["lr"] for group in opt.param_groups] for opt in state.optimizers.values()]
+        try:
+            state = routine.load_state_dict(state, ckpt["routine"])
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+            raise SpecError(f"{path}: its state does not fit the {recipe.routine} routine ({exc})") from None
+        if any(key.endswith(".lr") for key in job.changes):
+            # The optimizers were built with the new rates; their loaded state brought back the old ones.
+            for opt, lrs in zip(state.optimizers.values(), new_lrs):
+                for group, lr in zip(opt.param_groups, lrs):
+                    group["lr"] = lr
         start_epoch, skip = int(ckpt["epoch"]), int(ckpt["batches_done"])
-        carried = (float(ckpt.get("epoch_loss_sum", 0.0)), int(ckpt.get("epoch_loss_count", 0)))
+        carried = (float(ckpt["epoch_loss_sum"]), int(ckpt["epoch_loss_count"]))
         set_rng_state(ckpt["rng"][rank])
-        if start_epoch >= job.epochs:
-            if rank == 0:
-                print(f"{out}: already fitted for {start_epoch} epochs; raise --epochs to continue", file=sys.stderr)
-            return
+        if start_epoch >= job.epochs:  # fit() refuses this before anything is written
+            raise SpecError(f"--epochs {job.epochs}: {out} already has {start_epoch} epochs")
+        if skip > steps:
+            raise SpecError(f"{path}: records {skip} batches of epoch {start_epoch + 1} done, but an epoch of this "
+                            f"run has {steps}")
         if rank == 0:
+            pid = os.getppid() if world > 1 else os.getpid()  # the process the user started
+            append_jsonl({"event": "resume", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": pid,
+                          "from_epoch": start_epoch, "from_batches_done": skip, "from_step": state.step,
+                          "epochs": job.epochs, "devices": world, "changes": job.changes}, out / HISTORY)
             _truncate_metrics(out / "metrics.jsonl", state.step, start_epoch)
             _drop_stale_results(out)
     else:
@@ -411,42 +614,71 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         # Each rank draws its own Monte Carlo noise.
         torch.manual_seed(job.seed * 1000 + rank + 1)
 
-    batch_size = spec.data.batch_size
-    steps = dataset.steps_per_epoch(batch_size, world)
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and rank == 0
     val_x, val_y = dataset.split("val")
     val_x = val_x.to(device)
     val_y = val_y.to(device) if val_y is not None else None
 
+    recipe_written = not job.changes  # the folder's inference.yaml says what the next checkpoint records
+
     def save(epoch: int, batches_done: int, loss_sum: float = 0.0, loss_count: int = 0) -> Path:
+        nonlocal recipe_written
         rngs = [rng_state()]
         if world > 1:
             rngs = _gather(fabric, rngs[0])
+        routine_state = routine.state_dict(state)
+        # Never a non-finite checkpoint: it would be resumed from, evaluated and called good.
+        bad = first_nonfinite({"model": model.state_dict(), "routine": routine_state})
+        if world > 1:
+            bad = next((b for b in _gather(fabric, bad) if b), None)
+        if bad:
+            raise fail(f"the tensor {bad} is not finite at epoch {epoch + (batches_done > 0)}, batch {batches_done} "
+                       f"(step {state.step})")
         if rank == 0:
-            ckpt = {
+            ckpt = seal({
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "routine": routine.state_dict(state),
+                "routine": routine_state,
                 "epoch": epoch,
                 "batches_done": batches_done,
-                "epoch_loss_sum": loss_sum,
+                "epoch_loss_sum": float(loss_sum),
                 "epoch_loss_count": loss_count,
                 "rng": rngs,
                 "world_size": world,
                 "seed": job.seed,
                 "family": spec.family,
-            }
+                "spec": job.spec,
+                "recipe": job.recipe,
+            })
             atomic_save(ckpt, out / CHECKPOINT)
+            if not recipe_written:
+                write_yaml(job.recipe, out / "inference.yaml")
+                recipe_written = True
             if batches_done == 0 and epoch in recipe.snapshots:
-                atomic_save({"model": ckpt["model"], "epoch": epoch}, out / f"checkpoints/epoch-{epoch:04d}.pt")
+                atomic_save(seal({"model": ckpt["model"], "epoch": epoch, "family": spec.family}),
+                            out / f"checkpoints/epoch-{epoch:04d}.pt")
         return out / CHECKPOINT
 
     def fail(why: str) -> TrainingError:
         last = out / CHECKPOINT
-        kept = f"the last good checkpoint ({last}) is kept" if last.exists() else "no checkpoint was written"
-        return TrainingError(f"{why}; training stopped and {kept}. Lower optimizer.lr or set optimizer.clip_norm "
-                             "in the recipe.")
+        lr = recipe.optimizer.lr
+        lower = f"--set inference.optimizer.lr={lr / 10:g} (now {lr:g}) or --set inference.optimizer.clip_norm=1.0"
+        if not last.exists():
+            return TrainingError(f"{why}; training stopped and no checkpoint was written. Start again with a lower "
+                                 f"learning rate or gradient clipping: {lower}")
+        try:
+            good = load_checkpoint(last, spec.family)
+        except SpecError as exc:
+            return TrainingError(f"{why}; training stopped, and the checkpoint on disk does not pass its checks "
+                                 f"either ({exc}); fit the run again with {lower}")
+        where = f"epoch {good['epoch']}, batch {good['batches_done']}, step {good['routine']['step']}"
+        return TrainingError(f"{why}; training stopped and the last good checkpoint ({last}: {where}) is kept. "
+                             f"Continue from it with a lower learning rate or gradient clipping: "
+                             f"ppgen fit {out} --resume --epochs {job.epochs} {lower}")
 
     with _StopFlag() as stop, _MetricsLog(out / "metrics.jsonl", enabled=rank == 0) as log:
+        if job.resume:
+            log.write({"kind": "resumed", "epoch": start_epoch, "step": state.step, "batches_done": skip,
+                       "changes": job.changes})
         for epoch in range(start_epoch, job.epochs):
             t0 = time.perf_counter()
             bar = _progress(show, steps, f"epoch {epoch + 1}/{job.epochs}", initial=skip)
@@ -555,7 +787,7 @@ class _MetricsLog:
     (JSON has no NaN)."""
 
     def __init__(self, path: Path, enabled: bool) -> None:
-        self._f = path.open("a") if enabled else None
+        self._f = open_append(path) if enabled else None
 
     def __enter__(self) -> "_MetricsLog":
         return self

@@ -152,10 +152,11 @@ def test_console_script_list_and_exit_code() -> None:
 
 
 @pytest.mark.parametrize("devices", [1, 2])
-def test_ctrl_c_saves_and_exits_130(tmp_path, devices) -> None:
+def test_ctrl_c_saves_and_exits_130(tmp_path, capsys, devices) -> None:
     """Ctrl-C during training: the checkpoint records the batch reached (the interrupt lands at a step),
     the exit status is 130, and --resume continues; with two processes the parent passes the signal on
-    and every process stops at the same step."""
+    and every process stops at the same step. While the fit runs, a second writer of its folder (another
+    fit, a resume, evaluate) is refused with exit 2 naming the fit's process."""
     import signal
     import time
 
@@ -169,6 +170,17 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, devices) -> None:
     deadline = time.time() + 180
     while time.time() < deadline and not (run / "checkpoints" / "last.pt").exists():
         time.sleep(0.2)
+    try:
+        for second in (["fit", args[2], "--epochs", "1", "--out", str(run), "--no-figures"],
+                       ["fit", str(run), "--resume", "--epochs", "2000", "--no-figures"], ["evaluate", str(run)]):
+            capsys.readouterr()
+            assert main(second) == 2, second
+            refused = capsys.readouterr().err
+            assert f"{run}: another process is writing this run folder (pid {proc.pid}: ppgen fit" in refused, refused
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=180)
+        raise
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
