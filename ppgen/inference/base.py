@@ -89,15 +89,13 @@ class Routine:
         """What the steps after step ``since`` up to ``state.step`` were meant to change, as groups of
         parameter names (as in ``state.model.named_parameters()``): the loop's guard stops training with
         an error when no parameter of a group changed over an epoch, or when the first step of a fit
-        changed none at all. By default each parameter that one of the routine's optimizers holds is a
-        group of its own (every one must move; none for a sampler without optimizers); a routine whose
-        steps update some parameters only on some steps (one layer at a time, a generator every n-th
-        step), or whose objective leaves some parameter without gradient by design, says so."""
+        changed none at all. By default every parameter of the model that requires a gradient is a
+        group of its own: every one must move. A routine whose steps update some parameters only on
+        some steps (one layer at a time, a generator every n-th step), whose objective leaves some
+        parameter without gradient by design, or that changes no weights (a sampler), says so."""
         if state.step <= since:
             return {}
-        names = parameter_names(state.model, (p for opt in state.optimizers.values() for g in opt.param_groups
-                                              for p in g["params"]))
-        return {name: [name] for name in names}
+        return {name: [name] for name, p in state.model.named_parameters() if p.requires_grad}
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients

@@ -226,6 +226,11 @@ class NUTSRoutine(Routine):
         r = r[torch.isfinite(r)]
         return float(r.max()) if r.numel() else None
 
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """None: NUTS draws from the posterior and changes no weights (the draws go to the model's
+        buffers)."""
+        return {}
+
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         model = state.model
         if not getattr(model, "has_posterior", False):

@@ -610,7 +610,7 @@ class PixelFamily(Family):
         y_rep = y.to(self.device).repeat(draws) if (y is not None and self.num_classes is not None) else None
         done = self.complete(reps, rows, y=y_rep)
         grid = torch.cat([x, shown, done]).cpu()
-        fig, ax = plots.plt.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
+        fig, ax = plots.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
         plots.show_grid(ax, grid, nrow=m, title=f"test images, upper halves, {draws} completions of the lower half")
         return plots.save_figure(fig, path)
 
