@@ -411,7 +411,7 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     marg = model.state_marginals(x, model.relabelled_theta()).mean(0)
     out: dict[str, Path] = {}
     fig, axes = subplots(2 * len(x), 1, figsize=(9, 2.6 * len(x)), sharex=True,
-                             gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
+                         gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
     steps = torch.arange(x.shape[1])
     colors = [f"C{j % 10}" for j in range(model.k)]
     for i in range(len(x)):
