@@ -546,8 +546,9 @@ class _UpdateGuard:
                                 f"{state.step}) changed {_listing(stuck)}; " + _NOTHING_LEARNED)
 
 
-_NOTHING_LEARNED = ("the objective gives them no gradient, so the fit would learn nothing there. Check that the "
-                    "family's model and guide (or fused loss) use these parameters")
+_NOTHING_LEARNED = ("their gradient is zero or the update never reaches them, so the fit would learn nothing "
+                    "there. Check that the objective uses them (for SVI: the family's model and guide, or its "
+                    "fused loss)")
 
 
 def _listing(names: list[str], at_most: int = 8) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import pyro
 import torch
