@@ -30,7 +30,7 @@ import torch
 
 import ppgen
 from ppgen import quality
-from ppgen.plots import plt, save_figure, show_grid
+from ppgen.plots import save_figure, show_grid, subplots
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: " + ", ".join(f"{k} {m[k]:.4f}" for k in KEYS) + f" ({steps} steps, {seconds:.0f} s)", flush=True)
     total = time.perf_counter() - t_all
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
     for ax, (label, x, fid) in zip(axes[0], grids):
         show_grid(ax, x, nrow=8, title=f"{label}\nFD (classifier) {fid:.2f}")
     fig.tight_layout()

@@ -45,7 +45,7 @@ import ppgen
 from ppgen import quality
 from ppgen.data.toy import TOY1D
 from ppgen.models.gan import plot_discriminator, plot_generator
-from ppgen.plots import plt, save_figure
+from ppgen.plots import save_figure, subplots
 from ppgen.runs import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,9 +114,9 @@ def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
              for j, target, over, seed in cases for r in range(args.restarts)]
     fitted = fit_all(tasks, args.jobs)
     rows = []
-    fig, axes = plt.subplots(2, 3, figsize=(15.0, 7.8), squeeze=False)
+    fig, axes = subplots(2, 3, figsize=(15.0, 7.8), squeeze=False)
     # Held-out two-sample KS after every epoch (the runs' val_ks): does training settle?
-    curve_fig, curve_axes = plt.subplots(1, 3, figsize=(15.0, 3.6), squeeze=False)
+    curve_fig, curve_axes = subplots(1, 3, figsize=(15.0, 3.6), squeeze=False)
     for c, (j, target, over, seed) in enumerate(cases):
         restarts = fitted[c * args.restarts : (c + 1) * args.restarts]
         held = [held_out_ks(run) for run, _ in restarts]
@@ -174,7 +174,7 @@ def ring(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
               "out": str(args.work / f"ring8-{j}-{seed}"), "epochs": args.epochs_ring, "threads": args.threads,
               "reuse": args.reuse, "overrides": [], "recipe_overrides": over} for j, name, over, i, seed in cases]
     rows = []
-    fig, axes = plt.subplots(len(seeds), len(RING_LOSSES), figsize=(4.2 * len(RING_LOSSES), 4.4 * len(seeds)),
+    fig, axes = subplots(len(seeds), len(RING_LOSSES), figsize=(4.2 * len(RING_LOSSES), 4.4 * len(seeds)),
                              squeeze=False)
     for (j, name, over, i, seed), (run, seconds) in zip(cases, fit_all(tasks, args.jobs)):
         torch.manual_seed(1)

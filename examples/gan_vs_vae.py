@@ -33,7 +33,7 @@ import torch
 import ppgen
 from ppgen import quality
 from ppgen.compare import compare
-from ppgen.plots import plt, save_figure, show_grid
+from ppgen.plots import save_figure, show_grid, subplots
 from ppgen.runs import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def figure(grids: dict, rows: list[dict], floor: dict, epochs: list[int], path: 
     """Rows VAE and GAN, one column per epoch, each a 10x10 grid with its classifier-space FD below."""
     fid = {(r["model"], r["epoch"]): r["fid_classifier"] for r in rows}
     names = list(MODELS)
-    fig, axes = plt.subplots(len(names), len(epochs), figsize=(3.3 * len(epochs) + 0.6, 3.6 * len(names)), squeeze=False)
+    fig, axes = subplots(len(names), len(epochs), figsize=(3.3 * len(epochs) + 0.6, 3.6 * len(names)), squeeze=False)
     for i, name in enumerate(names):
         for j, e in enumerate(epochs):
             ax = axes[i, j]

@@ -23,7 +23,7 @@ import torch
 import ppgen
 from ppgen.energy import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
-from ppgen.plots import plt, save_figure
+from ppgen.plots import save_figure, subplots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def main() -> None:
     print(f"total variation between the Gibbs samples and the exact p(v): {tv:.3f}")
     print(f"KL(data || model) = {float((freq_data[freq_data > 0] * (freq_data[freq_data > 0] / exact.double()[freq_data > 0]).log()).sum()):.3f} nats")
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = subplots(figsize=(9, 3.2))
     pos = np.arange(16)
     ax.bar(pos - 0.27, freq_data.numpy(), 0.27, label="data")
     ax.bar(pos, exact.numpy(), 0.27, label="model p(v), exact")

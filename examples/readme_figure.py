@@ -13,12 +13,12 @@ import sys
 import torch
 
 import ppgen
-from ppgen.plots import plt, save_figure, show_grid
+from ppgen.plots import save_figure, show_grid, subplots
 
 
 def main(vae: str, vae2d: str, out: str) -> None:
     big, small = ppgen.open_run(vae), ppgen.open_run(vae2d)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1, 1]})
+    fig, axes = subplots(1, 3, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1, 1]})
     show_grid(axes[0], big.samples(100, display=True), nrow=10, title="samples of the 50-d VAE (E[x|z], z ~ N(0, I))")
     x, _ = big.data.split("test")
     with torch.no_grad():

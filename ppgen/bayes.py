@@ -594,7 +594,7 @@ def predictive_pvalue(observed: float, replicated: torch.Tensor) -> float:
 
 def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None) -> dict[str, Path]:
     """Trace, pair, posterior predictive, Pareto-k (and LOO-PIT for scalar examples) figures."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import panel_count, save_figure, subplots
 
     az = arviz()
     folder.mkdir(parents=True, exist_ok=True)
@@ -602,29 +602,31 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
     names = list(idata.posterior.data_vars)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        axes = az.plot_trace(idata, var_names=names[:4], compact=True, combined=False)
-        fig = np.asarray(axes).flat[0].figure
+        rows = len(names[:4])
+        fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
+        az.plot_trace(idata, var_names=names[:4], compact=True, combined=False, axes=axes)
         fig.suptitle("trace (relabelled draws; one line per chain)", fontsize=10)
         fig.tight_layout()
         out["trace"] = save_figure(fig, folder / "trace.png")
 
         pair_vars, pair_coords = model.pair_variables() if model is not None else (names[:2], {})
-        axes = az.plot_pair(idata, var_names=pair_vars, coords=pair_coords, divergences="diverging" in idata.sample_stats,
-                            kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.3}, textsize=8)
-        fig = np.asarray(axes).flat[0].figure
+        k = panel_count(idata.posterior, pair_vars, pair_coords)
+        fig, axes = subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False, sharex="col")
+        az.plot_pair(idata, var_names=pair_vars, coords=pair_coords, divergences="diverging" in idata.sample_stats,
+                     kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.3}, textsize=8, ax=axes)
         out["pair"] = save_figure(fig, folder / "pair.png")
 
         # One panel per coordinate of a step (the last axis of an example), everything else pooled.
         obs_dims = [d for d in idata.posterior_predictive["x"].dims if d not in ("chain", "draw")]
         flatten = obs_dims[:-1] if len(obs_dims) > 1 else obs_dims
-        axes = az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
-                           random_seed=0, textsize=8)
-        fig = np.asarray(axes).flat[0].figure
+        fig, ax = subplots(figsize=(6, 4))
+        az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
+                    random_seed=0, textsize=8, ax=ax)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
 
         result = loo(idata)
-        axes = az.plot_khat(result, show_bins=True, textsize=8)
-        fig = np.asarray(axes).flat[0].figure
+        fig, ax = subplots(figsize=(6, 4))
+        az.plot_khat(result, show_bins=True, textsize=8, ax=ax)
         fig.suptitle(f"PSIS-LOO Pareto k per {idata.attrs.get('unit', 'example')} (elpd_loo {result.elpd_loo:.1f})", fontsize=10)
         out["khat"] = save_figure(fig, folder / "loo_khat.png")
 
@@ -632,7 +634,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         scalar = obs.ndim == 1 or (obs.ndim == 2 and obs.shape[1] == 1)
         thinned = int(idata.posterior_predictive.attrs.get("thinned_by", 1)) > 1
         if scalar and not thinned:
-            fig, ax = plt.subplots(figsize=(5, 3.5))
+            fig, ax = subplots(figsize=(5, 3.5))
             pit = loo_pit_data(idata)
             az.plot_loo_pit(pit, y="x", ecdf=True, ax=ax)
             ax.set_title("LOO-PIT (ECDF difference; inside the band: calibrated)", fontsize=9)
@@ -660,7 +662,7 @@ def loo_pit_data(idata: Any) -> Any:
 
 
 def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | None:
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
     obs = torch.as_tensor(idata.observed_data["x"].values)
     res = model.test_statistic(obs[None])
@@ -671,7 +673,7 @@ def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | No
     pp = pp.reshape(-1, *obs.shape)
     _, t_rep = model.test_statistic(pp)  # type: ignore[misc]
     p = predictive_pvalue(float(t_obs[0]), t_rep)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     ax.hist(t_rep.numpy(), bins=40, color="C0", alpha=0.7, label="replicated data")
     ax.axvline(float(t_obs[0]), color="k", lw=2, label="observed")
     ax.set_xlabel(name)

@@ -40,12 +40,12 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
 def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
             seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
     """The comparison table (one dict per run) and the path of the figure written to ``output``."""
-    from ppgen.plots import draw_samples, plt, save_figure
+    from ppgen.plots import draw_samples, figure, save_figure
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)
     cols = len(runs)
-    fig = plt.figure(figsize=(3.4 * cols, 6.4))
+    fig = figure(figsize=(3.4 * cols, 6.4))
     grid = fig.add_gridspec(2, cols, height_ratios=[3, 2])
     curve_ax = fig.add_subplot(grid[1, :])
     for i, run in enumerate(runs):

@@ -121,20 +121,20 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
     """Posterior densities of the first latent coordinates of the first examples and the loss trace."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import grid_axes, panel_count, save_figure, subplots
 
     out: dict[str, Path] = {}
     post = idata.posterior
     var = next(iter(post.data_vars))
     sel = {d: slice(0, 4) for d in post[var].dims if d not in ("chain", "draw")}
+    fig, axes = grid_axes(min(panel_count(post, [var], sel), az.rcParams["plot.max_subplots"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        axes = az.plot_posterior(idata, var_names=[var], coords=sel, hdi_prob=0.9, textsize=8)
-    fig = np.asarray(axes).flat[0].figure
+        az.plot_posterior(idata, var_names=[var], coords=sel, hdi_prob=0.9, textsize=8, ax=axes)
     fig.suptitle(f"posterior of {var} for the first examples (q(z|x))", fontsize=10)
     out["posterior"] = save_figure(fig, folder / "posterior.png")
     if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
-        fig, ax = plt.subplots(figsize=(6, 3))
+        fig, ax = subplots(figsize=(6, 3))
         loss = idata.sample_stats["loss"].values[0]
         step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
         ax.plot(step, loss, lw=0.8)

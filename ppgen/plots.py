@@ -2,7 +2,10 @@
 
 Generic helpers (:func:`image_grid`, :func:`save_samples`, :func:`training_curves`) serve every
 family; :func:`vae_figures` draws the lecture's VAE pictures. Every function writes a PNG and returns
-its path; nothing is shown on screen (the Agg backend), so they work on a server and in tests.
+its path. Figures are drawn with matplotlib's object API (:func:`subplots`, :func:`figure`), never
+through pyplot: nothing is shown, registered with pyplot or dependent on the backend, and importing ppgen
+leaves the backend alone (a notebook's inline backend keeps working), so they work on a server, in tests
+and in a notebook alike.
 """
 
 from __future__ import annotations
@@ -11,12 +14,45 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+def figure(figsize: tuple[float, float] | None = None, **kwargs: Any) -> Figure:
+    """A figure outside pyplot: written with ``savefig``, freed when no longer referenced."""
+    return Figure(figsize=figsize, **kwargs)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+             **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a :class:`~matplotlib.figure.Figure` and its axes (the same
+    keywords: ``squeeze``, ``sharex``, ``gridspec_kw``, ...)."""
+    fig = figure(figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def panel_count(dataset: Any, var_names: Sequence[str], coords: dict[str, Any] | None = None,
+                compact: bool = False) -> int:
+    """How many panels ArviZ draws for ``var_names`` of an xarray Dataset after ``coords`` (label-based,
+    as ArviZ selects them): one per variable with ``compact``, else one per coordinate outside chain and
+    draw. ArviZ then draws into axes that ppgen made (:func:`grid_axes`), never through pyplot."""
+    ds = dataset.sel(**coords) if coords else dataset
+    if compact:
+        return len(var_names)
+    return sum(math.prod(ds[v].sizes[d] for d in ds[v].dims if d not in ("chain", "draw")) for v in var_names)
+
+
+def grid_axes(n: int, panel: tuple[float, float] = (3.2, 2.6), max_cols: int = 4) -> tuple[Figure, np.ndarray]:
+    """A figure with ``n`` panels in rows of at most ``max_cols``, the axes as a flat array of ``n``
+    (spare cells of the grid removed)."""
+    cols = max(1, min(n, max_cols))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
 
 
 def is_image(event_shape: Sequence[int]) -> bool:
@@ -50,16 +86,13 @@ def show_grid(ax: Any, x: torch.Tensor, nrow: int | None = None, title: str | No
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save and close ``fig``; the file is written whole and replaces a link at ``path`` rather than
+    """Save ``fig``; the file is written whole and replaces a link at ``path`` rather than
     writing through it."""
     from ppgen.runs import atomic_write
 
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or None
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
     return path
 
 
@@ -69,12 +102,12 @@ def save_samples(x: torch.Tensor, path: str | Path, title: str | None = None, nr
     x = torch.as_tensor(x).detach().float().cpu()
     if x.dim() == 4:
         side = max(4.0, min(10.0, 0.5 * math.sqrt(x.shape[0]) * x.shape[-1] / 8))
-        fig, ax = plt.subplots(figsize=(side, side))
+        fig, ax = subplots(figsize=(side, side))
         draw_samples(ax, x, title, nrow=nrow)
         return save_figure(fig, path)
     dims = x.shape[-1] if x.dim() == 3 else 1
     size = (7, 2.2 * dims) if x.dim() == 3 else (5, 5) if x.reshape(len(x), -1).shape[1] >= 2 else (6, 4)
-    fig, axes = plt.subplots(dims, 1, figsize=size, squeeze=False)
+    fig, axes = subplots(dims, 1, figsize=size, squeeze=False)
     for d, ax in enumerate(axes[:, 0]):
         draw_samples(ax, x, title if d == 0 else None, reference=reference, dim=d)
     return save_figure(fig, path)
@@ -131,7 +164,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     n = len(keys)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         pts = [(m["step"], m[key]) for m in train if key in m]
         if pts:
@@ -188,7 +221,7 @@ def reconstructions(model: Any, x: torch.Tensor, path: str | Path) -> Path:
     """Top row: data; bottom row: E[x|z] at the posterior mean z = E[z|x]."""
     recon = model.decode_mean(model.posterior(x).mean)
     both = torch.cat([x, recon]).cpu()
-    fig, ax = plt.subplots(figsize=(0.9 * len(x), 2.1))
+    fig, ax = subplots(figsize=(0.9 * len(x), 2.1))
     show_grid(ax, both, nrow=len(x), title="data (top) and reconstructions (bottom)")
     return save_figure(fig, path)
 
@@ -203,7 +236,7 @@ def traversals(model: Any, path: str | Path, dims: int = 8, steps: int = 9, span
     for i in range(dims):
         z[i, :, i] = values
     imgs = model.decode_mean(z.reshape(-1, model.z_dim)).cpu()
-    fig, ax = plt.subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
+    fig, ax = subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
     ax.imshow(image_grid(imgs, nrow=steps), cmap="gray", vmin=0, vmax=1)
     h = imgs.shape[-2] + 1
     ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"z{i + 1}" for i in range(dims)])
@@ -222,7 +255,7 @@ def manifold(model: Any, path: str | Path, steps: int = 20) -> Path:
     z1, z2 = torch.meshgrid(vals, vals.flip(0), indexing="xy")
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device)
     imgs = model.decode_mean(z).cpu()
-    fig, ax = plt.subplots(figsize=(8, 8))
+    fig, ax = subplots(figsize=(8, 8))
     show_grid(ax, imgs, nrow=steps, title="learned 2-D manifold: E[x|z] on a grid of prior quantiles (z1 across, z2 up)")
     return save_figure(fig, path)
 
@@ -231,7 +264,7 @@ def manifold(model: Any, path: str | Path, steps: int = 20) -> Path:
 def latent_scatter(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: str | Path) -> Path:
     """Posterior means E[z|x] of test examples, coloured by label."""
     z = model.posterior(x).mean.cpu()
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+    fig, ax = subplots(figsize=(6, 5.5))
     sc = ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
     if y is not None:
         fig.colorbar(sc, ax=ax, label="label")

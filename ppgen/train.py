@@ -675,12 +675,14 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                              f"Continue from it with a lower learning rate or gradient clipping: "
                              f"ppgen fit {out} --resume --epochs {job.epochs} {lower}")
 
+    guard = _UpdateGuard(model, routine, recipe.routine)
     with _StopFlag() as stop, _MetricsLog(out / "metrics.jsonl", enabled=rank == 0) as log:
         if job.resume:
             log.write({"kind": "resumed", "epoch": start_epoch, "step": state.step, "batches_done": skip,
                        "changes": job.changes})
         for epoch in range(start_epoch, job.epochs):
             t0 = time.perf_counter()
+            guard.start(state.step)
             bar = _progress(show, steps, f"epoch {epoch + 1}/{job.epochs}", initial=skip)
             loss_sum, loss_count = carried
             carried = (0.0, 0)
@@ -698,6 +700,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 if bad:
                     bar.close()
                     raise fail(f"the loss is {loss} at epoch {epoch + 1}, batch {done} (step {state.step})")
+                if guard.first:
+                    guard.check_first(state)
                 if loss is not None:
                     loss_sum, loss_count, shown = loss_sum + loss, loss_count + 1, loss
                 if state.step % recipe.log_every == 0:
@@ -711,6 +715,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                         raise fail(f"the parameters are not finite at epoch {epoch + 1}, batch {done} (step {state.step})")
                     raise Interrupted(save(epoch, done, loss_sum, loss_count))
             bar.close()
+            guard.check_epoch(state, epoch + 1)
             train_s = time.perf_counter() - t0
             skip = 0
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": state.step}
@@ -736,6 +741,51 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 extra = f", val {record['val_loss']:.3f}" if "val_loss" in record else ""
                 print(f"epoch {epoch + 1}: loss {record['loss']:.3f}{extra} ({record['time_s']:.1f} s)", file=sys.stderr)
             save(epoch + 1, 0)
+
+
+class _UpdateGuard:
+    """A run that trains nothing is an error. The parameters are copied when an epoch starts; the first
+    step this process takes must change at least one parameter the routine trains, and by the end of
+    each epoch every group of parameters the routine's steps were meant to change
+    (``trained_parameters``) must have at least one that changed."""
+
+    def __init__(self, model: torch.nn.Module, routine: Any, name: str) -> None:
+        self.model, self.routine, self.name = model, routine, name
+        self.first = True
+        self.since = 0
+        self.before: dict[str, torch.Tensor] = {}
+
+    def start(self, step: int) -> None:
+        self.since = step
+        self.before = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def _changed(self, names: list[str]) -> bool:
+        params = dict(self.model.named_parameters())
+        return any(not torch.equal(self.before[n], params[n].detach()) for n in names)
+
+    def check_first(self, state: Any) -> None:
+        self.first = False
+        names = [n for group in self.routine.trained_parameters(state, self.since).values() for n in group]
+        if names and not self._changed(names):
+            raise TrainingError(f"routine {self.name!r}: step {state.step} changed none of the parameters it "
+                                f"trains ({_listing(names)}); " + _NOTHING_LEARNED)
+
+    def check_epoch(self, state: Any, epoch: int) -> None:
+        groups = self.routine.trained_parameters(state, self.since)
+        stuck = [n for label, names in groups.items() if names and not self._changed(names) for n in names]
+        if stuck:
+            raise TrainingError(f"routine {self.name!r}: no step of epoch {epoch} (steps {self.since + 1} to "
+                                f"{state.step}) changed {_listing(stuck)}; " + _NOTHING_LEARNED)
+
+
+_NOTHING_LEARNED = ("their gradient is zero or the update never reaches them, so the fit would learn nothing "
+                    "there. Check that the objective uses them (for SVI: the family's model and guide, or its "
+                    "fused loss)")
+
+
+def _listing(names: list[str], at_most: int = 8) -> str:
+    shown = ", ".join(names[:at_most])
+    return shown if len(names) <= at_most else f"{shown} and {len(names) - at_most} more"
 
 
 def _all_finite(model: torch.nn.Module) -> bool:

@@ -14,3 +14,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ppgen draws with matplotlib's object API and leaves pyplot (and so a notebook's backend and its
+    open figures) alone: a figure made through ``pyplot.figure`` (``pyplot.subplots`` calls it) in a
+    test fails it."""
+    import matplotlib.pyplot as plt
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a figure was made through matplotlib.pyplot; draw with ppgen.plots.subplots "
+                             "(matplotlib's object API)")
+
+    monkeypatch.setattr(plt, "figure", refuse)

@@ -492,3 +492,29 @@ def test_example_script_runs(tmp_path: Path) -> None:
     assert out["same"] and out["plain_s"] > out["fast_s"]
     assert 0.0 <= out["evaluation"]["bayes_accuracy"] <= 1.0 and out["evaluation"]["test_nll_mc_stderr"] == 0.0
     assert all(p.exists() for p in out["figures"].values())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_subclass_with_its_own_likelihood_is_fitted_through_pyro(family: str) -> None:
+    """The fused loss restates the base class's Bernoulli likelihood: a subclass that tempers it (and
+    keeps the base fused_loss) must be trained on its own likelihood, through Pyro."""
+    from ppgen.inference.svi import SVI
+    from ppgen.models.base import fused_loss_applies
+
+    base_cls = SMALL_NETS[family][0]
+
+    class Tempered(base_cls):  # type: ignore[misc, valid-type]
+        def _pixel_dist(self, out: torch.Tensor) -> torch.distributions.Distribution:
+            return super()._pixel_dist(0.5 * out)
+
+    plain = make(family, (3, 3))
+    model = make(family, (3, 3))
+    model.__class__ = Tempered
+    assert fused_loss_applies(plain) and not fused_loss_applies(model)
+    routine = SVI(SVIConfig(elbo="trace"))
+    routine.init(model)
+    assert not routine.use_fused
+    x = torch.bernoulli(torch.full((4, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(3))
+    loss = routine._loss(model, x, None)
+    torch.testing.assert_close(loss, -model.likelihood(x).log_prob(x).mean())
+    assert not torch.allclose(loss, model.fused_loss(x, "trace", 1) / 4)  # what the fused path would have fitted

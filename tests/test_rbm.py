@@ -337,11 +337,14 @@ def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, m
     logged = [m for m in run.metrics if m["kind"] == "train"]
     assert logged and all(math.isfinite(m["loss"]) for m in logged)
 
+    update = RBMCore.sgd_update
+
     def poison(self, pos, neg, opt):  # step 1's update makes W NaN; step 3 is the next one measured
         poison.calls += 1
         if poison.calls == 2:
             self.W.fill_(float("nan"))
-        return True
+            return True
+        return update(self, pos, neg, opt)
 
     poison.calls = 0
     monkeypatch.setattr(RBMCore, "sgd_update", poison)

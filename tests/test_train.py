@@ -3,10 +3,13 @@ checkpoints that load with weights_only=True."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from pathlib import Path
 
+import pyro
+import pyro.optim
 import pytest
 import torch
 
@@ -211,3 +214,107 @@ def test_two_processes_stop_together_on_a_nan(tmp_path) -> None:
     with pytest.raises(TrainingError, match="the loss is nan at epoch 1"):
         ppgen.fit(SPEC, {"routine": "svi", "optimizer": {"lr": 1e9}}, epochs=3, out=tmp_path / "r", devices=2,
                   accelerator="cpu", progress=False)
+
+
+# --------------------------------------------------------------------------- a fit that trains nothing is an error
+
+
+class _OldRenyi:
+    """``elbo: iwae`` with ``fused: false`` as it was: Pyro's RenyiELBO on a model and guide whose
+    parameters Pyro could not see, so it returned a number and computed no gradient."""
+
+    def __init__(self, config, plates) -> None:
+        self.elbo = pyro.infer.RenyiELBO(alpha=0.0, num_particles=config.num_particles, vectorize_particles=True,
+                                         max_plate_nesting=plates)
+
+    def loss(self, model, x, y):
+        m = pyro.poutine.scale(functools.partial(VAE.model.__wrapped__, model), scale=1.0 / len(x))
+        g = pyro.poutine.scale(functools.partial(VAE.guide.__wrapped__, model), scale=1.0 / len(x))
+        return torch.tensor(self.elbo.loss_and_grads(m, g, x, y), requires_grad=True)
+
+
+def test_a_first_step_that_changes_no_parameter_stops_the_fit(tmp_path, monkeypatch) -> None:
+    from ppgen.inference import svi
+
+    monkeypatch.setitem(svi.ELBOS, "iwae", _OldRenyi)
+    recipe = {**RECIPE, "elbo": "iwae", "num_particles": 3, "fused": False}
+    with pytest.raises(TrainingError, match=r"routine 'svi': step 1 changed none of the parameters it trains "
+                                            r"\(encoder\.1\.0\.weight, .*decoder"):
+        ppgen.fit(SPEC, recipe, epochs=1, out=tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("exposed", [True, False])
+def test_plain_pyro_svi_on_parameters_pyro_cannot_see_is_caught(tmp_path, monkeypatch, exposed: bool) -> None:
+    """A routine that steps with ``pyro.infer.SVI(model.model, model.guide, ...)``: it trains when the
+    family exposes its parameters to Pyro, and before they were exposed it changed nothing, which the
+    loop now stops at the first step."""
+    from ppgen.inference import svi
+
+    def pyro_step(self, state, batch):
+        if not hasattr(self, "_pyro_svi"):
+            m = state.model
+            model = m.model if exposed else functools.partial(VAE.model.__wrapped__, m)
+            guide = m.guide if exposed else functools.partial(VAE.guide.__wrapped__, m)
+            self._pyro_svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), pyro.infer.Trace_ELBO())
+        loss = self._pyro_svi.step(batch[0])
+        state.step += 1
+        return state, {"loss": loss / len(batch[0])}
+
+    monkeypatch.setattr(svi.SVI, "step", pyro_step)
+    with pyro.settings.context(module_local_params=False), pyro.get_param_store().scope():
+        if exposed:
+            ppgen.fit(SPEC, RECIPE, epochs=1, out=tmp_path / "r", progress=False)
+        else:
+            with pytest.raises(TrainingError, match="routine 'svi': step 1 changed none of the parameters"):
+                ppgen.fit(SPEC, RECIPE, epochs=1, out=tmp_path / "r", progress=False)
+
+
+def test_a_parameter_that_no_step_of_an_epoch_changes_stops_the_fit(tmp_path, monkeypatch) -> None:
+    def encoder_only(self, x, elbo, num_particles=1, y=None):
+        return self.encoder(x).pow(2).sum()  # the decoder gets no gradient
+
+    monkeypatch.setattr(VAE, "fused_loss", encoder_only)
+    with pytest.raises(TrainingError, match=r"no step of epoch 1 \(steps 1 to 22\) changed decoder\.0\.0\.weight, "
+                                            r"decoder\.0\.0\.bias, decoder\.0\.2\.weight, decoder\.0\.2\.bias;") as err:
+        ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "r", progress=False)
+    assert "encoder" not in str(err.value)
+
+
+def test_routines_say_which_parameters_their_steps_train(tmp_path) -> None:
+    from ppgen.inference.adversarial import Adversarial, AdversarialConfig
+    from ppgen.inference.layerwise import Layerwise, LayerwiseConfig
+    from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
+    from ppgen.inference.svi import SVI, SVIConfig
+
+    vae = ppgen.build(SPEC)
+    routine = SVI(SVIConfig())
+    state = routine.init(vae)
+    assert routine.trained_parameters(state, 0) == {}
+    state.step = 1
+    assert routine.trained_parameters(state, 0) == {n: [n] for n, _ in vae.named_parameters()}
+
+    gan = ppgen.build({"family": "gan", "data": {"name": "toy2d", "distribution": "ring8", "n": 100, "batch_size": 20},
+                       "latent": {"dim": 2}, "generator": {"hidden": [8]}, "discriminator": {"hidden": [8]}})
+    routine = Adversarial(AdversarialConfig(n_critic=3))
+    state = routine.init(gan)
+    state.step = 2  # steps 1 and 2 update the critic only; step 3 the generator too
+    assert set(routine.trained_parameters(state, 0)) == {"discriminator"}
+    state.step = 3
+    groups = routine.trained_parameters(state, 2)
+    assert set(groups) == {"discriminator", "generator"}
+    assert all(n.startswith("generator.") for n in groups["generator"]) and groups["generator"]
+
+    dbn = ppgen.build({"family": "dbn", "hidden": [6, 5], "data": {"name": "digits", "batch_size": 20, "limit": 100}})
+    routine = Layerwise(LayerwiseConfig(epochs=4))
+    state = routine.init(dbn, steps_per_epoch=10)  # epochs per layer: 2, 2
+    state.step = 20
+    assert {n.split(".")[1] for n in routine.trained_parameters(state, 0)} == {"0"}
+    state.step = 25
+    assert {n.split(".")[1] for n in routine.trained_parameters(state, 15)} == {"0", "1"}
+
+    gmm = ppgen.build({"family": "gmm", "components": 2,
+                       "data": {"name": "toymix", "distribution": "duo1d", "n": 40, "batch_size": 100}})
+    routine = NUTSRoutine(NUTSConfig())
+    state = routine.init(gmm)
+    state.step = 3
+    assert routine.trained_parameters(state, 0) == {}  # a sampler changes no weights

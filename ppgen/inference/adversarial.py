@@ -66,7 +66,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.functional import relu, softplus
 
-from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer, parameter_names
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
@@ -244,6 +244,18 @@ class Adversarial(Routine):
                 update_ema(model, cfg.ema)
         state.step += 1
         return state, info
+
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """Each player as a whole: the discriminator on every step, the generator only if one of those
+        steps was an n_critic-th. Not each tensor: the critic's output bias shifts every score alike, so
+        under the Wasserstein loss, and the hinge loss inside its margin, its gradient is zero by design."""
+        if state.step <= since:
+            return {}
+        players = _players(state.model)
+        groups = {"discriminator": parameter_names(state.model, players["discriminator"])}
+        if state.step // self.config.n_critic > since // self.config.n_critic:
+            groups["generator"] = parameter_names(state.model, players["generator"])
+        return groups
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """D's loss (no penalty) on held-out examples against as many fresh samples, in eval mode."""

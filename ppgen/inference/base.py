@@ -85,6 +85,18 @@ class Routine:
         state.step += 1
         return info
 
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """What the steps after step ``since`` up to ``state.step`` were meant to change, as groups of
+        parameter names (as in ``state.model.named_parameters()``): the loop's guard stops training with
+        an error when no parameter of a group changed over an epoch, or when the first step of a fit
+        changed none at all. By default every parameter of the model that requires a gradient is a
+        group of its own: every one must move. A routine whose steps update some parameters only on
+        some steps (one layer at a time, a generator every n-th step), whose objective leaves some
+        parameter without gradient by design, or that changes no weights (a sampler), says so."""
+        if state.step <= since:
+            return {}
+        return {name: [name] for name, p in state.model.named_parameters() if p.requires_grad}
+
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
         and with the RNG forked, so validating never changes the training stream."""
@@ -103,6 +115,12 @@ class Routine:
             opt.load_state_dict(sd["optimizers"][k])
         state.extra = dict(sd.get("extra", {}))
         return state
+
+
+def parameter_names(model: torch.nn.Module, params: Iterable[torch.Tensor]) -> list[str]:
+    """The names in ``model.named_parameters()`` of ``params``, in the model's order."""
+    wanted = {id(p) for p in params}
+    return [name for name, p in model.named_parameters() if id(p) in wanted]
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:

@@ -30,6 +30,7 @@ import torch
 from pydantic import Field
 
 from ppgen.inference.base import Routine, State, make_optimizer
+from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
@@ -73,7 +74,8 @@ class EnumSVI(Routine):
         n = self.n_total or x.shape[0]
         if self.config.fused:
             return model.map_loss(x, n_total=n) / n
-        return self.elbo.differentiable_loss(model.model, model.guide, x, y, n_total=n) / n
+        with private_param_store():
+            return self.elbo.differentiable_loss(model.model, model.guide, x, y, n_total=n) / n
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, y = batch

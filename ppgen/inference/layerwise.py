@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.inference.base import Routine, State, make_optimizer
+from ppgen.inference.base import Routine, State, make_optimizer, parameter_names
 from ppgen.inference.gibbs import GibbsConfig, gibbs_update, on_device, set_schedule, training_data
 from ppgen.registry import register_routine
 from ppgen.spec import SpecError
@@ -138,6 +138,15 @@ class Layerwise(Routine):
         info["layer"] = float(layer)
         state.step += 1
         return state, info
+
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """Each parameter of the layers trained in those steps (the layer grows with the step)."""
+        if state.step <= since:
+            return {}
+        first, last = self.position(since)[0], self.position(state.step - 1)[0]
+        layers = state.model.layers
+        names = parameter_names(state.model, (p for i in range(first, last + 1) for p in layers[i].parameters()))
+        return {name: [name] for name in names}
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         model = state.model

@@ -51,6 +51,7 @@ from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
 from ppgen.inference.base import Routine, State
 from ppgen.inference.enum_svi import training_size
+from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, SpecError
 
@@ -146,6 +147,11 @@ class NUTSRoutine(Routine):
         return kernel, {k: v[chain] for k, v in extra["position"].items()}
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
+        # Pyro's MCMC traces the model, whose parameters would otherwise land in the user's param store.
+        with private_param_store():
+            return self._step(state, batch)
+
+    def _step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, _ = batch
         if self.n_total is not None and x.shape[0] != self.n_total:
             raise SpecError(
@@ -219,6 +225,11 @@ class NUTSRoutine(Routine):
         r = torch.cat(values)
         r = r[torch.isfinite(r)]
         return float(r.max()) if r.numel() else None
+
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """None: NUTS draws from the posterior and changes no weights (the draws go to the model's
+        buffers)."""
+        return {}
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         model = state.model

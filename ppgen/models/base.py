@@ -1,18 +1,42 @@
 """What every family is: a PyroModule with model/guide, sampling and (where defined) a likelihood.
 
 The loop, the evaluator, the diagnostics and the CLI talk to families only through this interface.
+
+A family's ``model``, ``guide`` and ``marginal_model`` run inside its PyroModule context (they are
+wrapped with :func:`pyro.nn.pyro_method` when the class is defined), so that under Pyro's own settings
+every parameter they read is a ``param`` site: ``pyro.infer.SVI(family.model, family.guide, ...)`` trains
+a ppgen model as it trains any PyroModule. Each instance gets its own name in Pyro's param store (``vae``,
+``vae_2``, ...), so two models of one family in one process never share weights there. ppgen's own Pyro
+executions run in :func:`private_param_store`, which leaves the user's param store as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
+import pyro
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.spec import ModelSpec
+
+
+#: The methods that run as Pyro programs; wrapped with ``pyro_method`` in every subclass that defines them.
+PYRO_METHODS = ("model", "guide", "marginal_model")
+_instances: dict[str, Iterator[int]] = {}
+
+
+@contextlib.contextmanager
+def private_param_store() -> Iterator[None]:
+    """Run ppgen's own Pyro executions (ELBOs, MCMC, traces) against an empty param store and put the
+    user's back afterwards, whatever it held: under Pyro's default settings the ``param`` sites of a
+    family's model and guide would otherwise be registered in the user's global store."""
+    with pyro.get_param_store().scope():
+        yield
 
 
 class Family(PyroModule):
@@ -34,8 +58,28 @@ class Family(PyroModule):
     max_plate_nesting: ClassVar[int | None] = None
     family_name: ClassVar[str]
 
+    #: The methods whose definitions ``fused_loss`` was written against: it is used only where the
+    #: instance's class takes each of them from the class that defines ``fused_loss`` or one of its
+    #: bases (see :func:`fused_loss_applies`).
+    fused_depends: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in PYRO_METHODS:
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_ppgen_pyro_method", False):
+                wrapped = pyro_method(fn)
+                wrapped._ppgen_pyro_method = True  # type: ignore[attr-defined]
+                setattr(cls, name, wrapped)
+
     def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
-        super().__init__()
+        base = getattr(type(self), "family_name", type(self).__name__.lower())
+        n = next(_instances.setdefault(base, itertools.count(1)))
+        super().__init__(name=base if n == 1 else f"{base}_{n}")
+        # Pyro keeps a module-local param state only when module_local_params was on at construction;
+        # a user who turns it on later would otherwise meet an AttributeError inside model/guide.
+        if not hasattr(self._pyro_context, "param_state"):
+            self._pyro_context.param_state = {"params": {}, "constraints": {}}
         self.spec = spec
         self.info = info
 
@@ -84,3 +128,24 @@ class Family(PyroModule):
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO whose ``__dict__`` defines ``name``."""
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def fused_loss_applies(model: Any) -> bool:
+    """Whether ``model.fused_loss`` computes the objective of ``model``'s own model and guide: true only
+    where every method in ``fused_depends`` comes from the class that defines ``fused_loss`` or one of
+    its bases, and none is replaced on the instance. A subclass that overrides ``prior`` (say) without
+    overriding ``fused_loss`` fails this, and ppgen then goes through Pyro."""
+    cls = type(model)
+    home = _owner(cls, "fused_loss")
+    depends = getattr(cls, "fused_depends", ())
+    if home is None or not depends:
+        return False
+    for name in depends:
+        if name in vars(model) or _owner(cls, name) not in home.__mro__:
+            return False
+    return True

@@ -440,7 +440,7 @@ class GAN(Family):
         """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
         generated data sets (prior predictive) against the observed one."""
         from ppgen.diagnostics import arviz
-        from ppgen.plots import plt, save_figure
+        from ppgen.plots import save_figure, subplots
 
         folder = Path(folder)
         out: dict[str, Path] = {}
@@ -448,7 +448,7 @@ class GAN(Family):
             st = idata.sample_stats
             keys = [k for k in ("loss", "g_loss", "d_real", "d_fake", "gp") if k in st]
             step = st["step"].values[0] if "step" in st else None
-            fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
+            fig, axes = subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
             for ax, key in zip(axes[0], keys):
                 v = st[key].values[0]
                 ax.plot(step if step is not None else range(len(v)), v, lw=0.8)
@@ -461,10 +461,10 @@ class GAN(Family):
             az = arviz()
             import warnings
 
+            fig, ax = subplots(figsize=(6, 4))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                ax = az.plot_ppc(idata, group="prior", num_pp_samples=20)
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                az.plot_ppc(idata, group="prior", num_pp_samples=20, ax=ax)
             out["ppc"] = save_figure(fig, folder / "ppc.png")
         return out
 
@@ -501,10 +501,10 @@ def _toy1d_target(model: GAN) -> Any:
 @torch.no_grad()
 def generator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 10_000) -> Path:
     """Inverse transform sampling by a GAN, as a PNG: :func:`plot_generator` on one or two panels."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
     panels = 2 if model.z_dim == 1 else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
     plot_generator(model, list(axes[0]), reference, n)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -560,9 +560,9 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
 @torch.no_grad()
 def discriminator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 2500) -> Path:
     """2-D data as a PNG: :func:`plot_discriminator`."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
-    fig, ax = plt.subplots(figsize=(6, 5.4))
+    fig, ax = subplots(figsize=(6, 5.4))
     plot_discriminator(model, ax, reference, n)
     return save_figure(fig, path)
 
@@ -574,7 +574,7 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
     the ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles; returns the
     :func:`ppgen.quality.mode_coverage` of the samples for those toys (None otherwise)."""
     from ppgen import quality
-    from ppgen.plots import plt
+    from matplotlib.patches import Circle
 
     with _eval_mode(model):
         x = model.sample(n).double()
@@ -595,7 +595,7 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
         centres, std = toy
         cov = quality.mode_coverage(x, centres, std)
         for c in centres:
-            ax.add_patch(plt.Circle((float(c[0]), float(c[1])), 3 * std, fill=False, color="k", lw=0.6))
+            ax.add_patch(Circle((float(c[0]), float(c[1])), 3 * std, fill=False, color="k", lw=0.6))
         title += f": {cov['modes_covered']}/{len(centres)} modes, {100 * cov['high_quality_share']:.1f}% high quality"
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)

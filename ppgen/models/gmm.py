@@ -311,7 +311,7 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
     """fit.png: 1-D data as a histogram under the fitted density (posterior mean and 90% band where there
     are draws) and its components; 2-D and up, the first two coordinates coloured by the most probable
     component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
     x, _ = data.split("train")
     x = x[:max_points]
@@ -322,7 +322,7 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
         l = centre["corr_cholesky"]
         centre["corr_cholesky"] = l / l.norm(dim=-1, keepdim=True)
     out: dict[str, Path] = {}
-    fig, ax = plt.subplots(figsize=(6, 4.5) if model.d == 1 else (5.5, 5.5))
+    fig, ax = subplots(figsize=(6, 4.5) if model.d == 1 else (5.5, 5.5))
     source = f"posterior ({theta['weights'].shape[0]} draws)" if model.has_posterior else "MAP"
     if model.d == 1:
         ax.hist(x[:, 0].numpy(), bins=60, density=True, color="0.75", label="training data")

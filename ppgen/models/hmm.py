@@ -401,7 +401,7 @@ def _centre(model: HMM) -> Theta:
 def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dict[str, Path]:
     """sequences.png: test sequences with the Viterbi path (``infer_discrete`` at temperature 0) and the
     posterior state marginals p(z_t | x); transition.png: the transition matrix."""
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
     x, _ = data.split("test")
     x = model._seq(x[:n_show])
@@ -410,8 +410,8 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     path = model.viterbi(x, one)
     marg = model.state_marginals(x, model.relabelled_theta()).mean(0)
     out: dict[str, Path] = {}
-    fig, axes = plt.subplots(2 * len(x), 1, figsize=(9, 2.6 * len(x)), sharex=True,
-                             gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
+    fig, axes = subplots(2 * len(x), 1, figsize=(9, 2.6 * len(x)), sharex=True,
+                         gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
     steps = torch.arange(x.shape[1])
     colors = [f"C{j % 10}" for j in range(model.k)]
     for i in range(len(x)):
@@ -427,7 +427,7 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     axes[-1, 0].set_xlabel("t")
     out["sequences"] = save_figure(fig, folder / "sequences.png")
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
+    fig, ax = subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
     trans = centre["transition"][0]
     ax.imshow(trans.numpy(), vmin=0, vmax=1, cmap="Blues")
     for a in range(model.k):

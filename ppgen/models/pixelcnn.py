@@ -236,6 +236,10 @@ class PixelFamily(Family):
 
     default_routine = "svi"
     max_plate_nesting = 1
+    # What fused_loss and the Pyro model compute -log p(x) from; a subclass that redefines one of them
+    # without its own fused_loss is fitted through Pyro.
+    fused_depends = ("model", "guide", "likelihood", "_pixel_dist", "logits", "net_input", "observed",
+                     "pixel_log_probs", "log_prob", "log_prior", "class_log_prior", "num_data", "_labels")
     #: Images per forward pass when no gradient is needed (validation, evaluation): small batches keep
     #: the activation maps in cache; 500 MNIST images at once were 4x slower per image on a 2-core CPU.
     eval_chunk: int = 64
@@ -606,7 +610,7 @@ class PixelFamily(Family):
         y_rep = y.to(self.device).repeat(draws) if (y is not None and self.num_classes is not None) else None
         done = self.complete(reps, rows, y=y_rep)
         grid = torch.cat([x, shown, done]).cpu()
-        fig, ax = plots.plt.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
+        fig, ax = plots.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
         plots.show_grid(ax, grid, nrow=m, title=f"test images, upper halves, {draws} completions of the lower half")
         return plots.save_figure(fig, path)
 

@@ -240,7 +240,7 @@ class EnergyFamily(Family):
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
         from ppgen.diagnostics import arviz
-        from ppgen.plots import save_figure
+        from ppgen.plots import grid_axes, panel_count, save_figure, subplots
 
         az = arviz()
         folder = Path(folder)
@@ -250,13 +250,14 @@ class EnergyFamily(Family):
             # ArviZ's plotting code trips matplotlib deprecations that are not ours to fix
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            axes = az.plot_trace(idata, var_names=names, compact=False)
-            fig = np.asarray(axes).flat[0].figure
+            rows = panel_count(idata.posterior, names)
+            fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
+            az.plot_trace(idata, var_names=names, compact=False, axes=axes)
             fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
             fig.tight_layout()
             out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-            axes = az.plot_rank(idata, var_names=names)
-            fig = np.asarray(axes).flat[0].figure
+            fig, axes = grid_axes(panel_count(idata.posterior, names))
+            az.plot_rank(idata, var_names=names, ax=axes)
             fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
             fig.tight_layout()
             out["rank"] = save_figure(fig, folder / "gibbs_rank.png")
@@ -272,7 +273,7 @@ def filters_figure(W: torch.Tensor, event_shape: tuple[int, ...], path: Path, n:
     lo = W.min(1, keepdim=True).values
     hi = W.max(1, keepdim=True).values
     imgs = ((W - lo) / (hi - lo).clamp_min(1e-8)).reshape(-1, *event_shape)
-    fig, ax = plots.plt.subplots(figsize=(7, 7))
+    fig, ax = plots.subplots(figsize=(7, 7))
     plots.show_grid(ax, imgs, title=f"weight filters of the first {imgs.shape[0]} hidden units")
     return plots.save_figure(fig, path)
 
@@ -283,7 +284,7 @@ def chains_figure(shots: list[torch.Tensor], marks: list[int], path: Path) -> Pa
 
     n = shots[0].shape[0]
     grid = torch.stack(shots, 1).reshape(n * len(shots), *shots[0].shape[1:]).cpu()
-    fig, ax = plots.plt.subplots(figsize=(1.0 * len(marks) + 0.8, 1.0 * n + 0.6))
+    fig, ax = plots.subplots(figsize=(1.0 * len(marks) + 0.8, 1.0 * n + 0.6))
     ax.imshow(plots.image_grid(grid, nrow=len(marks)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     w = shots[0].shape[-1] + 1
     ax.set_xticks([1 + w * (j + 0.5) for j in range(len(marks))], [f"k={m}" for m in marks], fontsize=7)

@@ -67,6 +67,9 @@ class VAE(Family):
     default_routine = "svi"
     max_plate_nesting = 1
     importance_samples = True
+    # fused_loss restates these in closed form; a subclass that redefines one of them (a mixture prior,
+    # a flow posterior) without its own fused_loss is fitted through Pyro.
+    fused_depends = ("model", "guide", "prior", "posterior", "likelihood", "_log_lik")
 
     def __init__(self, spec: VAESpec, info: DataInfo) -> None:
         super().__init__(spec, info)
@@ -125,8 +128,10 @@ class VAE(Family):
     def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1,
                    y: torch.Tensor | None = None) -> torch.Tensor:
         """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (``trace``),
-        TraceMeanField_ELBO (``meanfield``) or, per example, RenyiELBO(alpha=0) (``iwae``) on this model
-        and guide, from the same random draws. ``y`` is unused: the VAE models x alone.
+        TraceMeanField_ELBO (``meanfield``) or ppgen's per-example :class:`~ppgen.inference.svi.IWAE`
+        (``iwae``) on this model and guide, from the same random draws. ``y`` is unused: the VAE models
+        x alone. Valid for this class's own ``prior``, ``posterior`` and ``likelihood`` only (see
+        ``fused_depends``).
 
         Written with plain tensor operations rather than distribution objects: this runs once per
         training step, and the objects' construction and checks cost about a tenth of a step.
