@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable, TypeVar
 
-from ppgen.spec import SpecError
+from ppgen.spec import SpecError, short
 
 T = TypeVar("T")
 _FAMILIES: dict[str, Any] = {}
@@ -72,12 +72,12 @@ def routine_names() -> list[str]:
 def family(name: str) -> Any:
     _load_all()
     if name not in _FAMILIES:
-        raise SpecError(f"family: unknown family {name!r}; accepted families: {', '.join(family_names())}")
+        raise SpecError(f"family: unknown family {short(name)}; accepted families: {', '.join(family_names())}")
     return _FAMILIES[name]
 
 
 def routine(name: str) -> Any:
     _load_all()
     if name not in _ROUTINES:
-        raise SpecError(f"routine: unknown routine {name!r}; accepted routines: {', '.join(routine_names())}")
+        raise SpecError(f"routine: unknown routine {short(name)}; accepted routines: {', '.join(routine_names())}")
     return _ROUTINES[name]
