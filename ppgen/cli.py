@@ -116,13 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def repo_folder(name: str) -> Path | None:
-    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout,
-    else in the current directory."""
-    here = Path(__file__).resolve().parent.parent / name
-    if here.is_dir():
-        return here
-    cwd = Path.cwd() / name
-    return cwd if cwd.is_dir() else None
+    """The zoo (``models``) or recipes (``inference``) folder (see :func:`ppgen.registry.repo_folder`)."""
+    from ppgen.registry import repo_folder as folder
+
+    return folder(name)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -405,13 +405,13 @@ def read_yaml(source: str | Path) -> dict[str, Any]:
 
 def _override_parts(item: str) -> tuple[list[str], str]:
     if "=" not in item:
-        raise SpecError(f"--set {short(item)}: expected KEY=VALUE, for example latent.dim=2")
+        raise SpecError(f"--set {cut(item)}: expected KEY=VALUE, for example latent.dim=2")
     key, raw = item.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise SpecError(f"--set {short(item)}: the key is empty")
+        raise SpecError(f"--set {cut(item)}: the key is empty")
     if len(parts) > MAX_DEPTH:
-        raise SpecError(f"--set {short(item)}: the key has more than {MAX_DEPTH} parts")
+        raise SpecError(f"--set {cut(item)}: the key has more than {MAX_DEPTH} parts")
     return parts, raw
 
 
@@ -420,7 +420,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, *, prefix
     is how the command line spells the keys (``inference.`` for a recipe's), for messages."""
     for item in overrides or []:
         parts, raw = _override_parts(item)
-        shown = short(prefix + item)
+        shown = cut(prefix + item)
         try:
             value = parse_yaml(raw)
         except yaml.YAMLError as exc:
@@ -445,7 +445,7 @@ def _override_keys(overrides: list[str] | None, prefix: str = "") -> dict[tuple[
     out: dict[tuple[str, ...], str] = {}
     for item in overrides or []:
         parts, _ = _override_parts(item)
-        out[tuple(parts)] = f"--set {short(prefix + item)}"
+        out[tuple(parts)] = f"--set {cut(prefix + item)}"
     return out
 
 

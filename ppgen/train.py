@@ -125,6 +125,7 @@ def fit(
         if epochs < 1:
             raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
+    registry.check_fit(family, recipe_obj)
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)

@@ -41,7 +41,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Protocol
 
 import pyro
 import torch
@@ -70,6 +70,39 @@ class NUTSConfig(InferenceSpec):
     jit: bool = Field(False, description="compile the potential energy with torch.jit")
     likelihood: Literal["marginal", "enumerated"] = "marginal"
     init: Literal["data", "prior"] = "data"
+
+
+class BayesianFamily(Protocol):
+    """A Bayesian family: global parameters with priors, whose posterior draws it keeps and scores."""
+
+    @property
+    def has_posterior(self) -> bool:
+        """Whether the model holds posterior draws."""
+        ...
+
+    def set_posterior(self, draws: Mapping[str, torch.Tensor], stats: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Keep the draws (and per-draw statistics) as the fitted posterior."""
+        ...
+
+    def log_joint(self, x: torch.Tensor, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(x, theta) for each draw of theta."""
+        ...
+
+    def relabel(self, draws: Mapping[str, torch.Tensor]) -> Any:
+        """Draws with exchangeable components put in one order."""
+        ...
+
+
+class MarginalFamily(Protocol):
+    """The model with its discrete latent variables summed out in closed form (likelihood: marginal)."""
+
+    def marginal_model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+
+
+class DataStartValues(Protocol):
+    """Data-driven starting values for each chain (init: data)."""
+
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Mapping[str, torch.Tensor]: ...
 
 
 class _ContinuedNUTS(NUTS):
@@ -101,7 +134,13 @@ def _unkey(key: str) -> tuple[str, ...]:
 class NUTSRoutine(Routine):
     Config = NUTSConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        c = self.config
+        return ((BayesianFamily,) + ((MarginalFamily,) if c.likelihood == "marginal" else ())
+                + ((DataStartValues,) if c.init == "data" else ()))
+
     def init(self, model: torch.nn.Module) -> State:
+        self.require(model)
         self.n_total = training_size(model)
         spec = getattr(model, "spec", None)
         if self.n_total is not None and spec.data.batch_size < self.n_total:

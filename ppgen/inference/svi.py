@@ -20,7 +20,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import pyro
 import pyro.infer
@@ -43,6 +43,19 @@ class SVIConfig(InferenceSpec):
         if self.elbo == "iwae" and self.num_particles < 2:
             raise ValueError("elbo 'iwae' needs num_particles >= 2 (k importance samples)")
         return self
+
+
+class VariationalFamily(Protocol):
+    """A model and a guide over the same latent sites whose guide is a variational posterior of the model.
+
+    ``variational_guide = True`` is the family's word for it: an energy family's or a GAN's ``model`` and
+    ``guide`` are Pyro programs too, but maximizing an ELBO over them fits nothing meaningful."""
+
+    variational_guide: ClassVar[bool]
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
 
 
 def pyro_elbo(config: SVIConfig, max_plate_nesting: int | None = None) -> pyro.infer.ELBO:
@@ -76,7 +89,11 @@ def pyro_loss(model: torch.nn.Module, elbo: pyro.infer.ELBO, x: torch.Tensor, y:
 class SVI(Routine):
     Config = SVIConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return (VariationalFamily,)
+
     def init(self, model: torch.nn.Module) -> State:
+        self.require(model)
         self.use_fused = self.config.fused and hasattr(model, "fused_loss")
         self.elbo = None if self.use_fused else pyro_elbo(self.config, getattr(model, "max_plate_nesting", None))
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})

@@ -286,6 +286,10 @@ class GAN(Family):
 
     Spec = GANSpec
     default_routine = "adversarial"
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: nn.Module
+    ema_updates: torch.Tensor
 
     def __init__(self, spec: GANSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

@@ -65,6 +65,7 @@ class VAE(Family):
 
     Spec = VAESpec
     default_routine = "svi"
+    variational_guide = True  # q(z | x) is a variational posterior of the model's z: SVI fits it
     max_plate_nesting = 1
     importance_samples = True
 
