@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 #: A spec is a few kilobytes of settings; these bound what reading one may cost, whatever the file holds.
@@ -69,6 +69,10 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
+    #: The section's dotted key in its spec (``encoder``), set when the whole spec is validated, so
+    #: that code building from a section can name it in a message; see :func:`key_of`.
+    _key: str = PrivateAttr("")
+
     @field_validator("*", mode="before")
     @classmethod
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
@@ -86,6 +90,23 @@ class Strict(BaseModel):
         if not update:
             return copied
         return validate(type(self), copied.model_dump(), f"{type(self).__name__} with {', '.join(update)} changed")
+
+
+def key_of(section: BaseModel, default: str = "") -> str:
+    """The dotted key of a section within its spec (``encoder``, ``data``), or ``default`` when the
+    section was not validated as part of a spec."""
+    return getattr(section, "_key", "") or default
+
+
+def _name_sections(section: BaseModel, prefix: str) -> None:
+    for name in type(section).model_fields:
+        value = getattr(section, name, None)
+        children = value if isinstance(value, (list, tuple)) else [value]
+        for i, child in enumerate(children):
+            if isinstance(child, Strict):
+                key = f"{prefix}{name}" + (f".{i}" if child is not value else "")
+                child._key = key
+                _name_sections(child, key + ".")
 
 
 def _args(ann: Any) -> tuple[Any, ...]:
@@ -229,6 +250,11 @@ class ModelSpec(Strict):
     name: str | None = None
     description: str | None = None
     data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _name_own_sections(self) -> "ModelSpec":
+        _name_sections(self, "")
+        return self
 
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -469,11 +495,13 @@ def format_validation_error(exc: ValidationError, what: str, cls: type[BaseModel
         elif kind == "missing":
             line = f"  {cut(loc)}: required but missing"
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            line = f"  {cut(loc)}: {cut(msg, 2 * MAX_ECHO)} (got {short(err.get('input'))})"
-        source = next((v for k, v in overrides.items() if path[: len(k)] == k or (path and k[: len(path)] == path)), None)
-        if source:
-            line += f", from {source}"
+            msg = cut(err["msg"].removeprefix("Value error, "), 2 * MAX_ECHO)
+            got = err.get("input")
+            # A section-level problem (its input is the whole section) names its keys in the message.
+            line = f"  {cut(loc)}: {msg}" + ("" if isinstance(got, dict) else f" (got {short(got)})")
+        sources = [v for k, v in overrides.items() if path[: len(k)] == k or (path and k[: len(path)] == path)]
+        if sources:
+            line += f", from {', '.join(sources)}"
         else:
             from_file = True
         lines.append(line)
