@@ -31,10 +31,20 @@ MAX_ECHO = 200
 MAX_PROBLEMS = 20
 #: The largest integer a spec may hold (torch and numpy take 64-bit integers).
 MAX_INT = 2**63 - 1
+#: Seeds run from 0 to this (numpy's legacy seeding takes 32 bits; per-epoch and per-rank seeds are
+#: derived from the seed by multiplication and must stay within torch's 64 bits).
+MAX_SEED = 2**32 - 1
 
 
 class SpecError(ValueError):
     """Bad user input (a spec, a recipe, an override, a data file): the CLI exits with status 2."""
+
+
+def check_seed(seed: Any, where: str = "--seed") -> int:
+    """``seed`` if it is an integer from 0 to :data:`MAX_SEED`, else a SpecError naming ``where``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"{where}: expected an integer from 0 to {MAX_SEED}, got {short(seed)}")
+    return seed
 
 
 _REPR = reprlib.Repr()
@@ -90,6 +100,15 @@ class Strict(BaseModel):
         if not update:
             return copied
         return validate(type(self), copied.model_dump(), f"{type(self).__name__} with {', '.join(update)} changed")
+
+
+def field_bounds(cls: type[BaseModel], name: str) -> tuple[Any, Any]:
+    """The inclusive bounds (``ge``, ``le``) a section declares for a field; None where there is none."""
+    lo = hi = None
+    for m in cls.model_fields[name].metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return lo, hi
 
 
 def key_of(section: BaseModel, default: str = "") -> str:

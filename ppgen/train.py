@@ -30,7 +30,8 @@ import torch
 
 from ppgen import registry
 from ppgen.runs import CHECKPOINT, Run, atomic_save, atomic_write_text, environment, load_checkpoint
-from ppgen.spec import InferenceSpec, ModelSpec, SpecError, dump_yaml, load_recipe, load_spec
+from ppgen.paths import check_output_folder
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError, check_seed, dump_yaml, load_recipe, load_spec
 
 
 class TrainingError(RuntimeError):
@@ -126,6 +127,10 @@ def fit(
             raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
     registry.check_fit(family, recipe_obj)
+    if seed is not None:
+        check_seed(seed)
+    if out is not None:
+        check_output_folder(out, "--out")
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)
