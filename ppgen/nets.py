@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from pydantic import Field, model_validator
 
-from ppgen.spec import Strict, key_of
+from ppgen.spec import Strict, changed, key_of
 
 Activation = Literal["relu", "tanh", "softplus", "elu", "leaky_relu", "gelu"]
 
@@ -49,13 +49,9 @@ class NetSpec(Strict):
     def _check_kind(self) -> "NetSpec":
         if self.kind == "conv" and not self.hidden:
             raise ValueError("kind 'conv' needs at least one stage: list its channel widths in hidden, e.g. [32, 64]")
-        if self.kind == "linear":
-            # A resolved spec writes the defaults out; only a value changed from them would be ignored.
-            for name in ("hidden", "activation"):
-                if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].get_default(
-                        call_default_factory=True):
-                    raise ValueError(f"{name} does not apply to kind 'linear' (a single affine map); "
-                                     f"drop it or choose kind 'mlp'")
+        unused = changed(self, "hidden", "activation") if self.kind == "linear" else []
+        if unused:
+            raise ValueError(f"{unused[0]} does not apply to kind 'linear' (a single affine map); drop it or choose kind 'mlp'")
         return self
 
 
@@ -175,13 +171,16 @@ def _check_conv(spec: NetSpec, event_shape: tuple[int, ...], encoder: bool) -> N
 
 
 def _checked_build(spec: NetSpec, make: Callable[[], nn.Module]) -> nn.Module:
+    return checked_build(make, f"{key_of(spec, 'the network')}: kind {spec.kind!r} with hidden {spec.hidden}")
+
+
+def checked_build(make: Callable[[], nn.Module], what: str) -> nn.Module:
     """``make()`` once on the meta device (no memory, no random numbers) to count the parameters, then
-    for real if they are within :data:`MAX_PARAMETERS`."""
+    for real if they are within :data:`MAX_PARAMETERS`; ``what`` names the network for the message."""
     with torch.device("meta"):
         n = sum(p.numel() for p in make().parameters())
     if n > MAX_PARAMETERS:
         raise ValueError(
-            f"{key_of(spec, 'the network')}: kind {spec.kind!r} with hidden {spec.hidden} on these data has {n:.3g} "
-            f"parameters ({4 * n / 2**30:.3g} GiB as float32), more than the {MAX_PARAMETERS:.0e} allowed; "
-            "use narrower layers")
+            f"{what} on these data has {n:.3g} parameters ({4 * n / 2**30:.3g} GiB as float32), more than the "
+            f"{MAX_PARAMETERS:.0e} allowed; use narrower layers")
     return make()

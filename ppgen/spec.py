@@ -31,6 +31,10 @@ MAX_ECHO = 200
 MAX_PROBLEMS = 20
 #: The largest integer a spec may hold (torch and numpy take 64-bit integers).
 MAX_INT = 2**63 - 1
+#: The range of a number in a spec: the models compute in float32, where a larger magnitude is infinite
+#: and a smaller non-zero one rounds to zero (float32's largest and smallest normal numbers).
+MAX_FLOAT = 3.4028234663852886e38
+MIN_FLOAT = 1.1754943508222875e-38
 #: Seeds run from 0 to this (numpy's legacy seeding takes 32 bits; per-epoch and per-rank seeds are
 #: derived from the seed by multiplication and must stay within torch's 64 bits).
 MAX_SEED = 2**32 - 1
@@ -73,8 +77,9 @@ class Strict(BaseModel):
 
     Rules every section follows: numbers are finite (``.inf`` and ``.nan`` are refused; no spec key
     gives infinity a meaning); ``true``/``false`` are accepted only where a key takes a boolean (YAML's
-    ``dim: true`` is not the integer 1); integers fit in 64 bits; and :meth:`model_copy` with
-    ``update`` checks the result like any other spec.
+    ``dim: true`` is not the integer 1) and a boolean key takes nothing else (not 0, 1 or "yes");
+    integers fit in 64 bits; and :meth:`model_copy` with ``update`` checks the result like any other
+    spec.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
@@ -91,8 +96,19 @@ class Strict(BaseModel):
             what = _misplaced_bool(value, field.annotation)
             if what:
                 raise PydanticCustomError("bool_refused", "expected {what}, not a boolean", {"what": what})
+            if _only_bool(field.annotation) and value is not None and not isinstance(value, bool):
+                raise PydanticCustomError("bool_expected", "expected true or false")
             if _too_large(value):
                 raise PydanticCustomError("int_too_large", "integers must lie within +-(2**63 - 1)")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _float32_range(cls, value: Any) -> Any:
+        if _outside_float32(value):
+            raise PydanticCustomError(
+                "float_range", "numbers must be 0 or of magnitude from {lo:.3g} to {hi:.3g} (float32's range)",
+                {"lo": MIN_FLOAT, "hi": MAX_FLOAT})
         return value
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
@@ -146,6 +162,19 @@ def _admits_bool(ann: Any) -> bool:
     return False
 
 
+def _only_bool(ann: Any) -> bool:
+    """Whether ``ann`` is ``bool`` or ``bool | None`` (where 0, 1 or "yes" must not pass for a boolean)."""
+    if ann is bool:
+        return True
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _only_bool(_args(ann)[0])
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in _args(ann) if a is not type(None)]
+        return len(rest) == 1 and _only_bool(rest[0])
+    return False
+
+
 def _expects(ann: Any) -> str:
     origin = typing.get_origin(ann)
     if origin is Annotated:
@@ -195,6 +224,22 @@ def _misplaced_bool(value: Any, ann: Any) -> str | None:
     return None
 
 
+def _outside_float32(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != 0 and not MIN_FLOAT <= abs(value) <= MAX_FLOAT
+    if isinstance(value, (list, tuple)):
+        return any(_outside_float32(v) for v in value)
+    return False
+
+
+def changed(section: BaseModel, *names: str) -> list[str]:
+    """Those of ``names`` that ``section`` sets to something other than their default (a resolved spec
+    writes every default out, so being present is not enough): keys that may be an error to set."""
+    fields = type(section).model_fields
+    return [n for n in names if n in section.model_fields_set
+            and getattr(section, n) != fields[n].get_default(call_default_factory=True)]
+
+
 def _too_large(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return abs(value) > MAX_INT
@@ -217,11 +262,11 @@ class DataSpec(Strict):
     name: Literal["mnist", "digits", "toy1d", "toy2d", "npz", "images", "toyseq", "macro", "toymix"] = "mnist"
     path: str | None = Field(None, description="file or folder for npz/images")
     distribution: str | None = Field(None, description="toy distribution name")
-    n: int | None = Field(None, ge=2, description="number of toy examples")
+    n: int | None = Field(None, ge=2, le=10_000_000, description="number of toy examples")
     binarize: Literal["dynamic", "static", "none"] | None = Field(
         None, description="dynamic: Bernoulli resampling each epoch; static: once; none: intensities"
     )
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=1_000_000)
     limit: int | None = Field(None, ge=1, description="use only the first N training examples")
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -231,8 +276,7 @@ class DataSpec(Strict):
     def _check_source(self) -> "DataSpec":
         # A key left at its default is harmless (a resolved spec.yaml writes them all); one set to
         # something else would be silently ignored by this source.
-        unused = sorted(k for k in self.model_fields_set - _DATA_FIELDS[self.name]
-                        if getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True))
+        unused = sorted(changed(self, *(self.model_fields_set - _DATA_FIELDS[self.name])))
         if unused:
             raise ValueError(
                 f"data.{unused[0]} does not apply to data.name {self.name!r}; the keys it takes are "
@@ -284,17 +328,16 @@ class OptimizerSpec(Strict):
     that does not read it is an error rather than silently nothing."""
 
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10, description="above 10 every update overshoots; such a run only diverges")
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=10)
     clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm")
 
     @model_validator(mode="after")
     def _check_applies(self) -> "OptimizerSpec":
         adam = self.name in ("adam", "adamw")
-        unused = "momentum" if adam and self.momentum != 0 else (
-            "betas" if not adam and tuple(self.betas) != (0.9, 0.999) else None)
+        unused = next(iter(changed(self, "momentum" if adam else "betas")), None)
         if unused:
             takes = "betas (not momentum)" if adam else "momentum (not betas)"
             raise ValueError(f"optimizer.{unused} does not apply to optimizer.name {self.name!r}, which takes {takes}")
