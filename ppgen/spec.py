@@ -115,7 +115,8 @@ class Strict(BaseModel):
         copied = super().model_copy(update=update, deep=deep)
         if not update:
             return copied
-        return validate(type(self), copied.model_dump(), f"{type(self).__name__} with {', '.join(update)} changed")
+        changes = ", ".join(f"{k}={short(v)}" for k, v in update.items())
+        return validate(type(self), copied.model_dump(), f"{type(self).__name__} with {changes}")
 
 
 def field_bounds(cls: type[BaseModel], name: str) -> tuple[Any, Any]:
@@ -328,10 +329,10 @@ class OptimizerSpec(Strict):
     that does not read it is an error rather than silently nothing."""
 
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(1e-3, gt=0, le=10, description="above 10 every update overshoots; such a run only diverges")
+    lr: float = Field(1e-3, gt=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
     clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm")
 
     @model_validator(mode="after")
@@ -560,7 +561,7 @@ def format_validation_error(exc: ValidationError, what: str, cls: type[BaseModel
             msg = cut(err["msg"].removeprefix("Value error, "), 2 * MAX_ECHO)
             got = err.get("input")
             # A section-level problem (its input is the whole section) names its keys in the message.
-            line = f"  {cut(loc)}: {msg}" + ("" if isinstance(got, dict) else f" (got {short(got)})")
+            line = (f"  {cut(loc)}: " if path else "  ") + msg + ("" if isinstance(got, dict) else f" (got {short(got)})")
         sources = [v for k, v in overrides.items() if path[: len(k)] == k or (path and k[: len(path)] == path)]
         if sources:
             line += f", from {', '.join(sources)}"

@@ -122,11 +122,11 @@ def fit(
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
+    registry.check_fit(family, recipe_obj)
     if epochs is not None:
         if epochs < 1:
             raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
-    registry.check_fit(family, recipe_obj)
     if seed is not None:
         check_seed(seed)
     if out is not None:

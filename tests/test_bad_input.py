@@ -208,7 +208,7 @@ CASES: dict[str, Case] = {
     "vae+cd": Case(fit(*recipe("cd")), ("routine 'cd' cannot fit the 'vae' family", "inference/svi.yaml", "inference/iwae.yaml"),
                    fresh=True),
     "vae+adversarial": Case(fit(*recipe("adversarial")), ("cannot fit the 'vae' family", "score(x)", "generator"), fresh=True),
-    "vae+nuts": Case(fit(*recipe("nuts")), ("routine 'nuts' cannot fit the 'vae' family", "set_posterior"), fresh=True),
+    "vae+nuts": Case(fit(*recipe("nuts")), ("routine 'nuts' cannot fit the 'vae' family", "bayesian = True"), fresh=True),
     "gmm+svi": Case(spec_text("family: gmm\ndata: {name: toymix, n: 60}\n", *recipe("svi")),
                     ("cannot fit the 'gmm' family", "inference/map_enum.yaml", "inference/nuts.yaml"), fresh=True),
     "hmm+cd": Case(spec_text("family: hmm\ndata: {name: toyseq, n: 30}\n", *recipe("cd")),

@@ -41,7 +41,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol
 
 import pyro
 import torch
@@ -72,31 +72,18 @@ class NUTSConfig(InferenceSpec):
     init: Literal["data", "prior"] = "data"
 
 
-class BayesianFamily(Protocol):
-    """A Bayesian family: global parameters with priors, whose posterior draws it keeps and scores."""
+class BayesianModel(Protocol):
+    """A Bayesian model: a Pyro model whose sample sites are global parameters with priors, to be inferred
+    from the whole training set.
 
-    @property
-    def has_posterior(self) -> bool:
-        """Whether the model holds posterior draws."""
-        ...
+    ``bayesian = True`` says so: a VAE's or an energy family's ``model`` is a Pyro program too, but its
+    sites are per-example latents or factors, and sampling them would leave the family's weights as
+    they were initialised. A family may also offer ``marginal_model`` (used with ``likelihood:
+    marginal``), and ``set_posterior``, ``log_joint`` and ``relabel`` to keep, score and order the draws."""
 
-    def set_posterior(self, draws: Mapping[str, torch.Tensor], stats: Mapping[str, torch.Tensor] | None = None) -> None:
-        """Keep the draws (and per-draw statistics) as the fitted posterior."""
-        ...
+    bayesian: ClassVar[bool]
 
-    def log_joint(self, x: torch.Tensor, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """log p(x, theta) for each draw of theta."""
-        ...
-
-    def relabel(self, draws: Mapping[str, torch.Tensor]) -> Any:
-        """Draws with exchangeable components put in one order."""
-        ...
-
-
-class MarginalFamily(Protocol):
-    """The model with its discrete latent variables summed out in closed form (likelihood: marginal)."""
-
-    def marginal_model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
 
 
 class DataStartValues(Protocol):
@@ -135,9 +122,7 @@ class NUTSRoutine(Routine):
     Config = NUTSConfig
 
     def requirements(self) -> tuple[type, ...]:
-        c = self.config
-        return ((BayesianFamily,) + ((MarginalFamily,) if c.likelihood == "marginal" else ())
-                + ((DataStartValues,) if c.init == "data" else ()))
+        return (BayesianModel,) + ((DataStartValues,) if self.config.init == "data" else ())
 
     def init(self, model: torch.nn.Module) -> State:
         self.require(model)
