@@ -100,6 +100,8 @@ class Strict(BaseModel):
                 raise PydanticCustomError("bool_expected", "expected true or false")
             if _too_large(value):
                 raise PydanticCustomError("int_too_large", "integers must lie within +-(2**63 - 1)")
+            if _not_unicode(value):
+                raise PydanticCustomError("text_not_unicode", "text must be valid Unicode (it holds an unpaired surrogate)")
         return value
 
     @field_validator("*", mode="after")
@@ -239,6 +241,18 @@ def changed(section: BaseModel, *names: str) -> list[str]:
     fields = type(section).model_fields
     return [n for n in names if n in section.model_fields_set
             and getattr(section, n) != fields[n].get_default(call_default_factory=True)]
+
+
+def _not_unicode(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_not_unicode(v) for v in value)
+    return False
 
 
 def _too_large(value: Any) -> bool:

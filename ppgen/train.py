@@ -134,6 +134,10 @@ def fit(
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)
+    most = torch.cuda.device_count() if accel == "cuda" else 1 if accel == "mps" else max(2, os.cpu_count() or 1)
+    if devices > most:
+        raise SpecError(f"--devices {devices}: at most {most} processes here (one per "
+                        f"{'GPU' if accel == 'cuda' else 'device' if accel == 'mps' else 'CPU core'})")
     out_path = Path(out) if out is not None else _default_out(model_spec)
     seed = _check_folder(out_path, model_spec, recipe_obj, resume, devices, seed)
 

@@ -259,6 +259,8 @@ CASES: dict[str, Case] = {
     "epochs-zero": Case(fit("--epochs", "0"), ("--epochs", "at least 1"), fresh=True),
     "epochs-huge": Case(fit("--epochs", "100000000000000000000000"), ("epochs", "2**63"), fresh=True),
     "devices-zero": Case(fit("--devices", "0"), ("--devices", "at least 1"), fresh=True),
+    "devices-many": Case(fit("--devices", "100000", "--device", "cpu"), ("--devices 100000", "at most"), fresh=True),
+    "spec-surrogate": Case(fit("--set", "name=\udcff"), ("name", "valid Unicode"), fresh=True),
     "device-unknown": Case(fit("--device", "tpu"), ("--device", "cpu, cuda"), fresh=True),
     "duplicate-key": Case(spec_text(VAE + "latent: {dim: 3}\n"), ("line 6", "the key 'latent' appears twice", "first on line 3"),
                           fresh=True),

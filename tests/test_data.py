@@ -496,6 +496,37 @@ def test_npz_bad_inputs(tmp_path: Path, arrays: dict, needle: str) -> None:
         load(name="npz", path=str(path))
 
 
+def test_npz_text_npy_and_oversized_files_are_named(tmp_path: Path) -> None:
+    text = tmp_path / "text.npz"
+    text.write_text("x,y\n1,2\n")
+    with pytest.raises(SpecError, match=r"text.npz.*is not an .npz file \(an .npz is a zip archive"):
+        load(name="npz", path=str(text))
+    npy = tmp_path / "array.npz"
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros((5, 3)))
+    with pytest.raises(SpecError, match=r"is a .npy file \(a single array\), not an .npz archive"):
+        load(name="npz", path=str(npy))
+    # A header announcing 10^10 values is refused before anything is decompressed.
+    big = tmp_path / "big.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (100_000, 100_000)})
+    with zipfile.ZipFile(big, "w") as zf:
+        zf.writestr("x.npy", header.getvalue())
+    with pytest.raises(SpecError, match=r"'x' has shape \(100000, 100000\) \(10000000000 values\)"):
+        load(name="npz", path=str(big))
+
+
+def test_mnist_unwritable_cache_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("PPGEN_DATA", str(tmp_path / "afile"))
+    rng = np.random.default_rng(3)
+    splits = tuple(((rng.integers(0, 256, (n, 784)) / 256).astype(np.float32), rng.integers(0, 10, n).astype(np.int64))
+                   for n in small_splits)
+    fake_wheel(monkeypatch, pickle.dumps(splits, protocol=4))
+    with pytest.raises(SpecError, match=r"cannot write the MNIST cache .*afile/mnist/mnist.npz.*\$PPGEN_DATA"):
+        load(name="mnist")
+
+
 def test_npz_missing_or_garbage_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no such file"):
         load(name="npz", path=str(tmp_path / "none.npz"))

@@ -448,8 +448,12 @@ def _write_cache(arrays: dict[str, np.ndarray], progress: bool) -> str:
         digest.append(sha256_file(tmp))
 
     path = cache_path()
-    atomic_write(path, write)
-    atomic_write(_digest_path(), lambda tmp: tmp.write_text(f"{digest[0]}  {NPZ_NAME}\n"))
+    try:
+        atomic_write(path, write)
+        atomic_write(_digest_path(), lambda tmp: tmp.write_text(f"{digest[0]}  {NPZ_NAME}\n"))
+    except OSError as exc:
+        raise SpecError(f"cannot write the MNIST cache {path} ({exc.strerror or exc}); point $PPGEN_DATA at a "
+                        "writable folder") from None
     _say(f"cached in {path}", progress)
     return digest[0]
 
