@@ -26,16 +26,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+#: The most characters of one error message printed (messages cut values short themselves; this is the
+#: last guard against one that does not).
+MAX_MESSAGE = 8000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from ppgen.spec import SpecError
+    from ppgen.spec import SpecError, cut
     from ppgen.train import Interrupted, TrainingError
 
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:
-        print(f"ppgen: error: {exc}", file=sys.stderr)
+        print(f"ppgen: error: {cut(str(exc), MAX_MESSAGE)}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"ppgen: {exc}", file=sys.stderr)

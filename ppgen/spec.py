@@ -76,10 +76,10 @@ class Strict(BaseModel):
     """A config section that refuses unknown keys and re-validates on assignment.
 
     Rules every section follows: numbers are finite (``.inf`` and ``.nan`` are refused; no spec key
-    gives infinity a meaning); ``true``/``false`` are accepted only where a key takes a boolean (YAML's
-    ``dim: true`` is not the integer 1) and a boolean key takes nothing else (not 0, 1 or "yes");
-    integers fit in 64 bits; and :meth:`model_copy` with ``update`` checks the result like any other
-    spec.
+    gives infinity a meaning) and within float32's range, in which the models compute; ``true``/``false``
+    are accepted only where a key takes a boolean (YAML's ``dim: true`` is not the integer 1) and a
+    boolean key takes nothing else (not 0, 1 or "yes"); integers fit in 64 bits; text is valid Unicode;
+    and :meth:`model_copy` with ``update`` checks the result like any other spec.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
@@ -447,8 +447,8 @@ def _check_expanded(root: Any) -> None:
             size[key] = 1 + sum(size[id(c)] for c in children)
             depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
             if size[key] > MAX_VALUES:
-                raise _LimitError(None, None, f"its aliases (*name) expand to more than {MAX_VALUES} values; "
-                                  "write the values out or use fewer aliases", node.start_mark)
+                raise _LimitError(None, None, f"it holds more than {MAX_VALUES} values once its aliases (*name) "
+                                  "expand to copies of what they name; a spec is a few settings", node.start_mark)
             if depth[key] > MAX_DEPTH:
                 raise _LimitError(None, None, f"its aliases (*name) nest sections more than {MAX_DEPTH} levels deep",
                                   node.start_mark)

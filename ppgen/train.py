@@ -129,8 +129,6 @@ def fit(
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
     if seed is not None:
         check_seed(seed)
-    if out is not None:
-        check_output_folder(out, "--out")
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)
@@ -138,7 +136,7 @@ def fit(
     if devices > most:
         raise SpecError(f"--devices {devices}: at most {most} processes here (one per "
                         f"{'GPU' if accel == 'cuda' else 'device' if accel == 'mps' else 'CPU core'})")
-    out_path = Path(out) if out is not None else _default_out(model_spec)
+    out_path = check_output_folder(Path(out) if out is not None else _default_out(model_spec), "--out")
     seed = _check_folder(out_path, model_spec, recipe_obj, resume, devices, seed)
 
     # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
