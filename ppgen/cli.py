@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:
-        print(f"ppgen: error: {cut(str(exc), MAX_MESSAGE)}", file=sys.stderr)
+        # Undecodable bytes of a command line (surrogates) are shown escaped, not fatal to the print.
+        text = cut(str(exc), MAX_MESSAGE).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"ppgen: error: {text}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"ppgen: {exc}", file=sys.stderr)
