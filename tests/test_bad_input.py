@@ -213,6 +213,8 @@ CASES: dict[str, Case] = {
                     ("cannot fit the 'gmm' family", "inference/map_enum.yaml", "inference/nuts.yaml"), fresh=True),
     "hmm+cd": Case(spec_text("family: hmm\ndata: {name: toyseq, n: 30}\n", *recipe("cd")),
                    ("cannot fit the 'hmm' family", "inference/map_enum.yaml"), fresh=True),
+    "nuts-optimizer": Case(spec_text("family: gmm\ndata: {name: toymix, n: 60}\n", *recipe("nuts"), "--set",
+                                     "inference.optimizer.lr=0.5"), ("optimizer does not apply to routine 'nuts'",), fresh=True),
     "routine-by-set": Case(fit("--set", "inference.routine=pcd"), ("routine 'pcd' cannot fit the 'vae' family",), fresh=True),
     # -- network widths
     "width-0": Case(fit("--set", "encoder.hidden=[0]"), ("encoder.hidden.0", "greater than or equal to 1", "--set encoder.hidden=[0]"),

@@ -45,14 +45,14 @@ from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol
 
 import pyro
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
 from ppgen.inference.base import Routine, State
 from ppgen.inference.enum_svi import training_size
 from ppgen.registry import register_routine
-from ppgen.spec import InferenceSpec, SpecError
+from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
 
 class NUTSConfig(InferenceSpec):
@@ -70,6 +70,13 @@ class NUTSConfig(InferenceSpec):
     jit: bool = Field(False, description="compile the potential energy with torch.jit")
     likelihood: Literal["marginal", "enumerated"] = "marginal"
     init: Literal["data", "prior"] = "data"
+
+    @model_validator(mode="after")
+    def _check_no_optimizer(self) -> "NUTSConfig":
+        # A resolved recipe writes the default optimizer out; any other would be silently unused.
+        if "optimizer" in self.model_fields_set and self.optimizer != OptimizerSpec():
+            raise ValueError("optimizer does not apply to routine 'nuts': nothing is optimized; remove it")
+        return self
 
 
 class BayesianModel(Protocol):
