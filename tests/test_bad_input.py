@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,6 @@ class Case:
     argv: Callable[[Path, dict], list[str]]
     needles: tuple[str, ...]
     fresh: bool = False
-    marks: list = field(default_factory=list)
 
 
 def _write(tmp: Path, name: str, text: str | bytes) -> str:

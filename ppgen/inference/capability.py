@@ -21,14 +21,10 @@ written, and each routine's ``init`` checks the built model the same way.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Protocol
-
-_SKIP = {"__init__", "__doc__", "__module__", "__qualname__", "__dict__", "__weakref__", "__annotations__",
-         "__parameters__", "__orig_bases__", "__abstractmethods__", "__protocol_attrs__", "__non_callable_proto_members__",
-         "__subclasshook__", "__class_getitem__", "__init_subclass__", "__slots__", "__callable_proto_members_only__",
-         "__firstlineno__", "__static_attributes__"}
 
 
 def members(protocol: type) -> dict[str, Any]:
@@ -41,9 +37,7 @@ def members(protocol: type) -> dict[str, Any]:
         for name, ann in cls.__dict__.get("__annotations__", {}).items():
             out[name] = ann
         for name, value in cls.__dict__.items():
-            if name in _SKIP or name.startswith("_abc_") or name.startswith("_"):
-                continue
-            if inspect.isfunction(value) or isinstance(value, property):
+            if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property)):
                 out[name] = value
     return out
 
@@ -70,7 +64,7 @@ def _signature_gap(theirs: Any, ours: Any) -> str | None:
     var_kw = inspect.Parameter.VAR_KEYWORD in kinds
     var_pos = inspect.Parameter.VAR_POSITIONAL in kinds
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    wanted = [p for p in want.parameters.values()]
+    wanted = list(want.parameters.values())
     n_pos = sum(1 for p in wanted if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     if n_pos > len(positional) and not var_pos:
         return f"takes {len(positional) - 1} positional arguments, the routine passes {n_pos - 1}"
@@ -96,8 +90,6 @@ def _show(name: str, decl: Any) -> str:
 
 def _plain(sig: str) -> str:
     # "(x: 'torch.Tensor', y: 'torch.Tensor | None' = None) -> 'Any'" -> "(x, y=None)"
-    import re
-
     sig = re.sub(r" -> .*$", "", sig)
     sig = re.sub(r": '[^']*'", "", sig)
     sig = re.sub(r": [A-Za-z_][\w\.\[\], |]*?(?=( = |,|\)))", "", sig)

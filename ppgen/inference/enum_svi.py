@@ -31,7 +31,7 @@ from pydantic import Field
 
 from ppgen.inference.base import Routine, State, make_optimizer
 from ppgen.registry import register_routine
-from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
+from ppgen.spec import InferenceSpec, OptimizerSpec
 
 
 class EnumSVIConfig(InferenceSpec):
