@@ -372,15 +372,14 @@ class InferenceSpec(Strict):
         default_factory=list, description="epochs after which to keep a copy of the weights (checkpoints/epoch-NNNN.pt)"
     )
 
-    @model_validator(mode="after")
-    def _check_snapshots(self) -> "InferenceSpec":
-        late = [e for e in self.snapshots if e > self.epochs]
-        if late:
-            raise ValueError(
-                f"snapshots: epoch {late[0]} is after the last epoch ({self.epochs}), so it would never be taken; "
-                "list epochs from 1 to epochs"
-            )
-        return self
+
+def check_snapshots(recipe: InferenceSpec) -> None:
+    """Every snapshot within the epochs of the fit. Checked when the fit starts, not when the recipe is
+    read: a recipe's ``epochs`` is often replaced by ``--epochs``, and snapshots may be listed for that."""
+    late = [e for e in recipe.snapshots if e > recipe.epochs]
+    if late:
+        raise SpecError(f"snapshots: epoch {late[0]} is after the last epoch of this fit ({recipe.epochs}, from --epochs "
+                        "or the recipe's epochs), so it would never be taken; list epochs from 1 to the last")
 
 
 # --------------------------------------------------------------------------- reading and errors

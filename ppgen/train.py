@@ -31,7 +31,8 @@ import torch
 from ppgen import registry
 from ppgen.runs import CHECKPOINT, Run, atomic_save, atomic_write_text, environment, load_checkpoint
 from ppgen.paths import check_output_folder
-from ppgen.spec import InferenceSpec, ModelSpec, SpecError, check_seed, dump_yaml, load_recipe, load_spec
+from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots, dump_yaml, load_recipe,
+                         load_spec)
 
 
 class TrainingError(RuntimeError):
@@ -127,6 +128,7 @@ def fit(
         if epochs < 1:
             raise SpecError(f"--epochs: must be at least 1, got {epochs}")
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
+    check_snapshots(recipe_obj)
     if seed is not None:
         check_seed(seed)
     if devices < 1:

@@ -252,7 +252,7 @@ CASES: dict[str, Case] = {
     "bool-key-with-int": Case(fit("--set", "inference.fused=1"), ("fused", "expected true or false"), fresh=True),
     "int-beyond-64-bits": Case(fit("--set", "data.limit=100000000000000000000000"), ("data.limit", "2**63"), fresh=True),
     "snapshot-negative": Case(fit("--set", "inference.snapshots=[-1]"), ("snapshots.0", "greater than or equal to 1"), fresh=True),
-    "snapshot-after-end": Case(fit("--set", "inference.snapshots=[5]"), ("snapshots", "epoch 5 is after the last epoch (1)"),
+    "snapshot-after-end": Case(fit("--set", "inference.snapshots=[5]"), ("snapshots", "epoch 5 is after the last epoch of this fit (1"),
                                fresh=True),
     "seed-25-digits": Case(fit("--seed", "1234567890123456789012345"), ("--seed", "from 0 to 4294967295"), fresh=True),
     "seed-negative": Case(fit("--seed", "-1"), ("--seed", "from 0 to"), fresh=True),
