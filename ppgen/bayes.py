@@ -185,6 +185,7 @@ class BayesFamily(Family):
     """
 
     default_routine = "enum_svi"
+    bayesian = True  # the sample sites are global parameters with priors: NUTS samples their posterior
     max_plate_nesting = 1
     #: What one unit of ``log_likelihood`` is ("data point", "sequence of T steps").
     unit: str = "example"

@@ -26,16 +26,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+#: The most characters of one error message printed (messages cut values short themselves; this is the
+#: last guard against one that does not).
+MAX_MESSAGE = 8000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from ppgen.spec import SpecError
+    from ppgen.spec import SpecError, cut
     from ppgen.train import Interrupted, TrainingError
 
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:
-        print(f"ppgen: error: {exc}", file=sys.stderr)
+        # Undecodable bytes of a command line (surrogates) are shown escaped, not fatal to the print.
+        text = cut(str(exc), MAX_MESSAGE).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"ppgen: error: {text}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"ppgen: {exc}", file=sys.stderr)
@@ -52,6 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ppgen: unexpected error: {type(exc).__name__}: {exc} (set PPGEN_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed from 0 to :data:`ppgen.spec.MAX_SEED`."""
+    from ppgen.spec import SpecError, check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, SpecError) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, SpecError) else f"expected an integer, got {text[:40]!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a spec key (latent.dim=2); keys under inference. go to the recipe")
     s.add_argument("--epochs", type=int, help="number of epochs (overrides the recipe)")
     s.add_argument("--out", "-o", metavar="RUN", help="run folder (default runs/<name>-<time>)")
-    s.add_argument("--seed", type=int, help="random seed (default 0; a resumed run keeps its own)")
+    s.add_argument("--seed", type=_seed, help="random seed (default 0; a resumed run keeps its own)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     s.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
@@ -87,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
@@ -97,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ais-runs", type=int, help="RBM/BM/DBN: AIS runs for log Z (default: the spec's ais.runs)")
     s.add_argument("--ais-steps", type=int, help="RBM/BM/DBN: AIS temperatures (default: the spec's ais.steps)")
     s.add_argument("--limit", type=int, help="evaluate only the first N test examples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots")
@@ -116,13 +133,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def repo_folder(name: str) -> Path | None:
-    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout,
-    else in the current directory."""
-    here = Path(__file__).resolve().parent.parent / name
-    if here.is_dir():
-        return here
-    cwd = Path.cwd() / name
-    return cwd if cwd.is_dir() else None
+    """The zoo (``models``) or recipes (``inference``) folder (see :func:`ppgen.registry.repo_folder`)."""
+    from ppgen.registry import repo_folder as folder
+
+    return folder(name)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -209,34 +223,51 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``sample`` may be asked for: samples in one picture, and values (samples x numbers in each) in all.
+MAX_PICTURE_SAMPLES = 10_000
+MAX_SAMPLE_VALUES = 1 << 28
+PICTURES = (".png", ".jpg", ".pdf", ".svg")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    from ppgen.paths import check_output_file
     from ppgen.runs import open_run, run_lock
     from ppgen.spec import SpecError
 
     if args.n < 1:
         raise SpecError(f"-n: must be at least 1, got {args.n}")
+    out = check_output_file(args.output, "-o", (*PICTURES, ".npz")) if args.output else None
+    picture = out is None or out.suffix.lower() in PICTURES
+    if picture and args.n > MAX_PICTURE_SAMPLES:
+        raise SpecError(f"-n {args.n}: a picture shows at most {MAX_PICTURE_SAMPLES} samples; "
+                        "write the arrays with -o FILE.npz for more")
     run = open_run(args.run)
-    if args.output:
-        return _sample(args, run, Path(args.output))
+    dim = run.model.info.dim
+    if args.n * dim > MAX_SAMPLE_VALUES:
+        raise SpecError(f"-n {args.n}: {args.n} samples of {dim} numbers each would take "
+                        f"{4 * args.n * dim / 2**30:.3g} GiB; ask for at most {MAX_SAMPLE_VALUES // dim}")
+    if out is not None:
+        return _sample(args, run, out, picture)
     with run_lock(run.path, "ppgen sample"):  # the picture goes into the run folder
-        return _sample(args, run, run.path / "figures" / f"samples-{args.n}.png")
+        return _sample(args, run, run.path / "figures" / f"samples-{args.n}.png", picture)
 
 
-def _sample(args: argparse.Namespace, run: Any, out: Path) -> int:
+def _sample(args: argparse.Namespace, run: Any, out: Path, picture: bool) -> int:
     import numpy as np
 
     from ppgen.plots import save_samples
     from ppgen.spec import SpecError
 
-    x = run.samples(args.n, seed=args.seed, display=out.suffix != ".npz")
-    if out.suffix == ".npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, x=x.cpu().numpy())
-    elif out.suffix.lower() in (".png", ".jpg", ".pdf", ".svg"):
-        ref = None if x.dim() == 4 else run.data.split("test")[0]
-        save_samples(x, out, f"{args.n} samples from {run.spec.name or run.spec.family}", reference=ref)
-    else:
-        raise SpecError(f"-o {out}: expected a .png, .jpg, .pdf, .svg or .npz file")
+    x = run.samples(args.n, seed=args.seed, display=picture)
+    try:
+        if not picture:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(out, x=x.cpu().numpy())
+        else:
+            ref = None if x.dim() == 4 else run.data.split("test")[0]
+            save_samples(x, out, f"{args.n} samples from {run.spec.name or run.spec.family}", reference=ref)
+    except OSError as exc:
+        raise SpecError(f"-o {out}: cannot write it ({exc.strerror or exc})") from None
     print(out)
     return 0
 
@@ -272,9 +303,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Runs in one comparison figure (a panel each).
+MAX_COMPARE = 16
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from ppgen.compare import compare
+    from ppgen.paths import check_output_file
+    from ppgen.spec import SpecError
 
+    if len(args.runs) > MAX_COMPARE:
+        raise SpecError(f"compare: {len(args.runs)} runs; the figure has a panel per run, at most {MAX_COMPARE}")
+    check_output_file(args.output, "-o", PICTURES)
     table, fig = compare(args.runs, args.output)
     if args.json:
         print(json.dumps(table, indent=2))

@@ -18,7 +18,11 @@ from typing import Any
 import torch
 
 from ppgen.runs import Run, atomic_write_text, open_run, run_lock
-from ppgen.spec import SpecError
+from ppgen.spec import SpecError, check_seed, field_bounds
+
+#: Importance samples per example: at least two (the Monte Carlo error of an estimate needs two), and
+#: at most so many that a batch's log-weights (k x batch_size numbers) stay within a few hundred MB.
+MIN_K, MAX_K = 2, 1_000_000
 
 
 def evaluate(
@@ -43,8 +47,12 @@ def evaluate(
     """
     if limit is not None and limit < 1:
         raise SpecError(f"limit: must be at least 1 test example, got {limit}")
-    if k is not None and k < 1:
-        raise SpecError(f"k: must be at least 1 importance sample, got {k}")
+    if k is not None and not MIN_K <= k <= MAX_K:
+        raise SpecError(f"k: expected {MIN_K} to {MAX_K} importance samples per example (with one, the Monte Carlo "
+                        f"error of the estimate is unknown), got {k}")
+    if batch_size < 1:
+        raise SpecError(f"batch_size: must be at least 1, got {batch_size}")
+    check_seed(seed, "seed")
     run = open_run(run) if not isinstance(run, Run) else run
     with run_lock(run.path, "ppgen evaluate") if write else nullcontext():
         return _evaluate(run, k=k, limit=limit, batch_size=batch_size, seed=seed, write=write, progress=progress,
@@ -64,9 +72,15 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
     if ais and not energy:
         raise SpecError(f"{', '.join(ais)}: only the energy families (rbm, gbrbm, bm, dbn) estimate log Z by AIS; "
                         f"the {run.spec.family} family does not")
-    for name in ais:
-        if options[name] is not None and options[name] < 1:
-            raise SpecError(f"{name}: must be at least 1, got {options[name]}")
+    if ais:
+        # The same bounds as the spec's ais section (runs: at least 2, for the error of log Z).
+        from ppgen.energy import AISSpec
+
+        for name in ais:
+            lo, hi = field_bounds(AISSpec, name.removeprefix("ais_"))
+            value = options[name]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+                raise SpecError(f"{name}: must be at least {lo} and at most {hi} (as the spec's ais section), got {value!r}")
     k = 1000 if k is None else k
     x, y = data.split("test")
     if limit is not None:

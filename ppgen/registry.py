@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ppgen.spec import SpecError
+from ppgen.spec import SpecError, short
 
 T = TypeVar("T")
 _FAMILIES: dict[str, Any] = {}
@@ -72,12 +73,31 @@ def routine_names() -> list[str]:
 def family(name: str) -> Any:
     _load_all()
     if name not in _FAMILIES:
-        raise SpecError(f"family: unknown family {name!r}; accepted families: {', '.join(family_names())}")
+        raise SpecError(f"family: unknown family {short(name)}; accepted families: {', '.join(family_names())}")
     return _FAMILIES[name]
 
 
 def routine(name: str) -> Any:
     _load_all()
     if name not in _ROUTINES:
-        raise SpecError(f"routine: unknown routine {name!r}; accepted routines: {', '.join(routine_names())}")
+        raise SpecError(f"routine: unknown routine {short(name)}; accepted routines: {', '.join(routine_names())}")
     return _ROUTINES[name]
+
+
+def repo_folder(name: str) -> Path | None:
+    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout,
+    else in the current directory."""
+    here = Path(__file__).resolve().parent.parent / name
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / name
+    return cwd if cwd.is_dir() else None
+
+
+def check_fit(family_cls: Any, recipe: Any) -> None:
+    """A SpecError unless the recipe's routine can fit the family (see :mod:`ppgen.inference.capability`),
+    naming what the family lacks and the zoo recipes that fit it; checked before a run folder is written."""
+    from ppgen.inference.capability import check_fit as check
+
+    _load_all()
+    check(family_cls, recipe)

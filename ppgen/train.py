@@ -60,7 +60,9 @@ from ppgen.runs import (
     seal,
     write_yaml,
 )
-from ppgen.spec import InferenceSpec, ModelSpec, SpecError, load_recipe, load_spec
+from ppgen.paths import check_output_folder
+from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots, load_recipe,
+                         load_spec)
 
 #: The recipe keys a resume may change (``--epochs``, ``--set inference.KEY=VALUE``, another
 #: ``--inference``); any other difference from the recipe the checkpoint records is refused, naming the
@@ -191,9 +193,15 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
          progress: bool | None) -> Run:
     if epochs is not None and epochs < 1:
         raise SpecError(f"--epochs: must be at least 1, got {epochs}")
+    if seed is not None:
+        check_seed(seed)
     if devices < 1:
         raise SpecError(f"--devices: must be at least 1, got {devices}")
     accel = _accelerator(accelerator)
+    most = torch.cuda.device_count() if accel == "cuda" else 1 if accel == "mps" else max(2, os.cpu_count() or 1)
+    if devices > most:
+        raise SpecError(f"--devices {devices}: at most {most} processes here (one per "
+                        f"{'GPU' if accel == 'cuda' else 'device' if accel == 'mps' else 'CPU core'})")
     if resume:
         out_path = _resume_folder(spec, out)
         with run_lock(out_path, "ppgen fit --resume") as lock:
@@ -204,9 +212,11 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
+    registry.check_fit(family, recipe_obj)
     if epochs is not None:
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
-    out_path = Path(out) if out is not None else _default_out(model_spec)
+    check_snapshots(recipe_obj)
+    out_path = check_output_folder(Path(out) if out is not None else _default_out(model_spec), "--out")
     _check_new_folder(out_path)
 
     # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
@@ -328,6 +338,7 @@ def _resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None,
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
     if epochs is not None:
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
+    check_snapshots(recipe_obj)
     diff = flat_diff(recipe_then.model_dump(mode="json"), recipe_obj.model_dump(mode="json"))
     refused = [d for d in diff if d[0] not in RESUMABLE]
     if refused:

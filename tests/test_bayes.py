@@ -35,6 +35,7 @@ class NormalMean(PyroModule):
     precision 1/s0^2 + n/sigma^2 and mean (m0/s0^2 + sum x / sigma^2) / precision."""
 
     m0, s0, sigma = 1.0, 2.0, 1.5
+    bayesian = True  # its one sample site, mu, is a global parameter with a prior
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         mu = pyro.sample("mu", dist.Normal(self.m0, self.s0))

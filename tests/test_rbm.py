@@ -371,7 +371,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
     assert "k" not in res  # no importance samples here, and a k is refused rather than ignored
     with pytest.raises(SpecError, match="takes no importance samples.*--ais-runs"):
         evaluate(run, write=False, k=10)
-    with pytest.raises(SpecError, match="ais_runs: must be at least 1"):
+    with pytest.raises(SpecError, match="ais_runs: must be at least 2"):
         evaluate(run, write=False, ais_runs=0)
     from ppgen.cli import main
 

@@ -3,7 +3,9 @@
 The data come, in this order, from
 
 1. the cache ``cache_dir()/mnist/mnist.npz`` (written by this module, verified against the SHA-256 kept
-   beside it in ``mnist.npz.sha256``, so a damaged or hand-edited file is never used);
+   beside it in ``mnist.npz.sha256`` and, since a sidecar can be rewritten along with the file, against
+   the fixed digests of the canonical IDX files: the cached arrays, written back as IDX, must hash to
+   them; so a damaged or hand-edited cache is never used);
 2. the four canonical IDX files, if the user has put them in ``cache_dir()/mnist/`` (gzipped as
    distributed, or unpacked), each checked against its known SHA-256 in :data:`DIGESTS`; train is the
    first 50,000 of the 60,000 training images, val the last 10,000, test the 10,000 t10k images;
@@ -392,6 +394,41 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
             raise SpecError(f"{where}: {part}_y has labels outside 0..{NUM_CLASSES - 1}")
 
 
+def _idx_header(code: int, dims: tuple[int, ...]) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def idx_digests(arrays: dict[str, np.ndarray]) -> dict[str, str] | None:
+    """SHA-256 of the four unpacked IDX files the arrays were made from (intensities times 256 as bytes;
+    train and val together as the training files), or None if the intensities are not bytes / 256."""
+    out: dict[str, str] = {}
+    parts = {"train": ("train_x", "val_x", "train_y", "val_y"), "t10k": ("test_x", None, "test_y", None)}
+    for prefix, (x1, x2, y1, y2) in parts.items():
+        x = np.concatenate([arrays[x1]] + ([arrays[x2]] if x2 else []))
+        y = np.concatenate([arrays[y1]] + ([arrays[y2]] if y2 else []))
+        scaled = x.reshape(len(x), SIDE, SIDE).astype(np.float64) * 256.0
+        pixels = np.rint(scaled)
+        if not np.array_equal(pixels, scaled) or (pixels.size and (pixels.min() < 0 or pixels.max() > 255)):
+            return None
+        images = _idx_header(0x08, pixels.shape) + pixels.astype(np.uint8).tobytes()
+        labels = _idx_header(0x08, y.shape) + y.astype(np.uint8).tobytes()
+        out[f"{prefix}-images-idx3-ubyte"] = sha256_bytes(images)
+        out[f"{prefix}-labels-idx1-ubyte"] = sha256_bytes(labels)
+    return out
+
+
+def _canonical_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """Why the arrays are not MNIST's (their IDX digests differ from :data:`DIGESTS`), or None."""
+    digests = idx_digests(arrays)
+    if digests is None:
+        return "its images are not intensities byte / 256, as MNIST's are"
+    wrong = [name for name, digest in digests.items() if DIGESTS[name] != digest]
+    if wrong:
+        return (f"its arrays are not MNIST's: written back as {wrong[0]} they hash to {digests[wrong[0]]}, not the "
+                f"canonical {DIGESTS[wrong[0]]}")
+    return None
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # np.savez stamps each member with the current time; fixed stamps keep the bytes reproducible.
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -411,8 +448,12 @@ def _write_cache(arrays: dict[str, np.ndarray], progress: bool) -> str:
         digest.append(sha256_file(tmp))
 
     path = cache_path()
-    atomic_write(path, write)
-    atomic_write(_digest_path(), lambda tmp: tmp.write_text(f"{digest[0]}  {NPZ_NAME}\n"))
+    try:
+        atomic_write(path, write)
+        atomic_write(_digest_path(), lambda tmp: tmp.write_text(f"{digest[0]}  {NPZ_NAME}\n"))
+    except OSError as exc:
+        raise SpecError(f"cannot write the MNIST cache {path} ({exc.strerror or exc}); point $PPGEN_DATA at a "
+                        "writable folder") from None
     _say(f"cached in {path}", progress)
     return digest[0]
 
@@ -439,6 +480,9 @@ def _read_cache() -> tuple[dict[str, np.ndarray] | None, str, str | None]:
                 return None, "", f"it lacks the arrays {missing}"
             arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
         _check_arrays(arrays, str(path))
+        problem = _canonical_problem(arrays)
+        if problem is not None:
+            return None, "", problem
     except SpecError as exc:
         return None, "", str(exc)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...

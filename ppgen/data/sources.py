@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ppgen.data.core import Dataset
-from ppgen.spec import DataSpec, SpecError
+from ppgen.spec import DataSpec, SpecError, cut
 
 Binarize = Literal["dynamic", "static", "none"]
 
@@ -28,6 +29,10 @@ SPLIT_SEED = 0
 
 #: File suffixes read by the ``images`` source (compared lower-case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: The most pixels an image file may have (a 4096 x 4096 picture; larger ones are refused before they
+#: are decoded, whatever their header claims), and the most values a data set may hold in memory.
+MAX_IMAGE_PIXELS = 1 << 24
+MAX_DATA_VALUES = 1 << 30
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -211,7 +216,20 @@ def load_npz(spec: DataSpec) -> Arrays:
     path = Path(str(spec.path)).expanduser()
     where = f"data.path {str(path)!r}"
     if not path.is_file():
-        raise SpecError(f"{where}: no such file; give the path of an .npz file with an array 'x'")
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise SpecError(f"{where}: {what}; give the path of an .npz file with an array 'x'")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise SpecError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if magic == b"\x93NUMPY":
+        raise SpecError(f"{where}: is a .npy file (a single array), not an .npz archive; save it with "
+                        "np.savez(path, x=array) (and y=labels)")
+    if not magic.startswith(b"PK"):
+        raise SpecError(f"{where}: is not an .npz file (an .npz is a zip archive, as np.savez writes it; "
+                        f"this file starts with {magic!r}); save the arrays with np.savez(path, x=..., y=...)")
+    _check_npz_sizes(path, where)
     try:
         # numpy leaves the file open when it fails to parse it; opening it here closes it either way.
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
@@ -228,6 +246,8 @@ def load_npz(spec: DataSpec) -> Arrays:
         raise SpecError(f"{where}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if x.ndim == 0 or len(x) < 3:
         raise SpecError(f"{where}: 'x' must have shape (N, ...) with N >= 3, got {tuple(x.shape)}")
+    if x.size == 0:
+        raise SpecError(f"{where}: 'x' has shape {tuple(x.shape)}, with no values in an example")
     if x.dtype.kind == "b":
         x = x.astype(np.float32)
     elif x.dtype.kind in "iu":
@@ -250,6 +270,31 @@ def load_npz(spec: DataSpec) -> Arrays:
     if y is not None:
         y = check_labels(y, len(x), where)
     return split_arrays(x, y, spec, sha256_file(path))
+
+
+def _check_npz_sizes(path: Path, where: str) -> None:
+    """Read the headers of the arrays x and y in the archive and refuse, before decompressing anything,
+    arrays of more than :data:`MAX_DATA_VALUES` values (a compressed archive can expand a thousandfold)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            for key in ("x", "y"):
+                if f"{key}.npy" not in names:
+                    continue
+                with zf.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                count = int(np.prod(shape, dtype=object)) if shape else 1
+                if count > MAX_DATA_VALUES:
+                    raise SpecError(f"{where}: the array {key!r} has shape {tuple(shape)} ({count} values), more than "
+                                    f"the {MAX_DATA_VALUES} a data set may hold in memory")
+    except SpecError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError from a bad header, OSError ...
+        raise SpecError(f"{where}: not a readable .npz file ({type(exc).__name__}: {cut(str(exc))})") from None
 
 
 # --------------------------------------------------------------------------- image folders
@@ -291,17 +336,31 @@ def load_images(spec: DataSpec) -> Arrays:
     digest = hashlib.sha256()
     images: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
+    total = 0
     for f, _ in files:
         rel = f.relative_to(root).as_posix()
         digest.update(rel.encode() + b"\0" + bytes.fromhex(sha256_file(f)))
         try:
-            with Image.open(f) as im:
-                im = im.convert("L")
-                if size is not None:
-                    im = im.resize((size, size), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise SpecError(f"{where}: cannot read image {rel} ({exc}); remove or replace it") from None
+            with warnings.catch_warnings():
+                # PIL warns (and past twice its limit refuses) on huge pictures; the bound here is ours.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise SpecError(
+                            f"{where}: image {rel} is {im.width}x{im.height}, more than the {MAX_IMAGE_PIXELS} pixels "
+                            "an image may have; shrink it (data.image_size resizes only after reading)")
+                    im = im.convert("L")
+                    if size is not None:
+                        im = im.resize((size, size), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"{where}: cannot read image {rel} ({cut(str(exc))}); remove or replace it") from None
+        total += arr.size
+        if total > MAX_DATA_VALUES:
+            raise SpecError(f"{where}: the images hold more than the {MAX_DATA_VALUES} pixels a data set may hold in "
+                            "memory; set data.image_size to shrink them, or use fewer")
         if first_shape is None:
             first_shape = arr.shape  # type: ignore[assignment]
         elif arr.shape != first_shape:

@@ -59,7 +59,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
@@ -159,17 +159,37 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tenso
 # --------------------------------------------------------------------------- the routine
 
 
+class AdversarialFamily(Protocol):
+    """A generator G(z) with a prior over z, and a discriminator (critic) that scores examples."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def prior(self, batch: tuple[int, ...] = ()) -> Any:
+        """The distribution of z, with batch shape ``batch``."""
+        ...
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminator's score of each example."""
+        ...
+
+
+class GeneratorAverage(Protocol):
+    """A copy of the generator that holds its moving average (ema)."""
+
+    generator_ema: nn.Module
+    ema_updates: torch.Tensor
+
+
 @register_routine("adversarial")
 class Adversarial(Routine):
     Config = AdversarialConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return (AdversarialFamily,) + ((GeneratorAverage,) if self.config.ema is not None else ())
+
     def init(self, model: torch.nn.Module) -> State:
-        for attr in ("generator", "discriminator", "prior", "score"):
-            if not hasattr(model, attr):
-                raise SpecError(
-                    f"routine 'adversarial' needs a family with a generator and a discriminator (the 'gan' "
-                    f"family); {type(model).__name__} has no {attr!r}"
-                )
+        self.require(model)
         cfg = self.config
         if cfg.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                             for m in model.discriminator.modules()):

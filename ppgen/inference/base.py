@@ -68,6 +68,18 @@ class Routine:
         self.config = config
         self.runtime = runtime or LocalRuntime()
 
+    def requirements(self) -> tuple[type, ...]:
+        """The protocols (:mod:`ppgen.inference.capability`) a family must meet for this routine to fit
+        it with this recipe."""
+        return ()
+
+    def require(self, model: torch.nn.Module) -> None:
+        """At ``init``: the built model meets :meth:`requirements`, else a SpecError that says what is
+        missing and which recipes fit the family."""
+        from ppgen.inference.capability import check_fit
+
+        check_fit(model, self.config, self.requirements())
+
     def init(self, model: torch.nn.Module) -> State:
         raise NotImplementedError
 

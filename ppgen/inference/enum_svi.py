@@ -23,7 +23,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pyro.infer
 import torch
@@ -32,7 +32,7 @@ from pydantic import Field
 from ppgen.inference.base import Routine, State, make_optimizer
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
-from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
+from ppgen.spec import InferenceSpec, OptimizerSpec
 
 
 class EnumSVIConfig(InferenceSpec):
@@ -42,6 +42,31 @@ class EnumSVIConfig(InferenceSpec):
     guide: Literal["map"] = Field("map", description="a point mass on every global parameter")
     fused: bool = Field(False, description="closed-form log joint instead of Pyro's TraceEnum_ELBO (same number)")
     init: Literal["data", "default"] = Field("data", description="data: the family's data-driven start on the first batch")
+
+
+class EnumerableFamily(Protocol):
+    """A Pyro model whose discrete sites are marked for enumeration and a point-mass guide on its global
+    parameters, both scaling the likelihood of a batch by n_total / batch size."""
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, n_total: int | None = None) -> Any: ...
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, *, n_total: int | None = None) -> Any: ...
+
+
+class ClosedFormMAP(Protocol):
+    """The same objective in closed form (what fused: true computes)."""
+
+    def map_loss(self, x: torch.Tensor, *, n_total: int | None = None) -> torch.Tensor:
+        """Minus the log joint with the discrete sites summed out."""
+        ...
+
+
+class DataStart(Protocol):
+    """A data-driven starting point (what init: data asks for)."""
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Move the point estimate to a start computed from a batch."""
+        ...
 
 
 def training_size(model: Any) -> int | None:
@@ -58,13 +83,12 @@ def training_size(model: Any) -> int | None:
 class EnumSVI(Routine):
     Config = EnumSVIConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return ((EnumerableFamily,) + ((ClosedFormMAP,) if self.config.fused else ())
+                + ((DataStart,) if self.config.init == "data" else ()))
+
     def init(self, model: torch.nn.Module) -> State:
-        for hook in ("model", "guide"):
-            if not callable(getattr(model, hook, None)):
-                raise SpecError(f"routine enum_svi: the model has no {hook}(); it needs a Pyro model and guide")
-        if self.config.fused and not hasattr(model, "map_loss"):
-            raise SpecError(f"routine enum_svi: fused: true needs a family with map_loss(); "
-                            f"{type(model).__name__} has none, set fused: false")
+        self.require(model)
         self.n_total = training_size(model)
         plates = getattr(model, "max_plate_nesting", None)
         self.elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=plates if plates is not None else 1)
@@ -80,7 +104,7 @@ class EnumSVI(Routine):
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, y = batch
         model, opt = state.model, state.optimizers["main"]
-        if self.config.init == "data" and hasattr(model, "init_from_data"):
+        if self.config.init == "data":
             model.init_from_data(x)
         opt.zero_grad(set_to_none=True)
         loss = self._loss(model, x, y)

@@ -31,7 +31,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
@@ -128,6 +128,23 @@ class PCDConfig(GibbsConfig):
     lr_schedule: LRScheduleSpec = Field(default_factory=_linear_decay)
 
 
+# --------------------------------------------------------------------------- what the routines need
+
+
+class EnergyCoreFamily(Protocol):
+    """One energy core (an RBM or a Boltzmann machine) over visible units that the data map onto."""
+
+    core: Any
+
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples as visible vectors."""
+        ...
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-driven initial biases (and standardization)."""
+        ...
+
+
 # --------------------------------------------------------------------------- helpers shared with layerwise
 
 
@@ -207,8 +224,12 @@ def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | N
 class _ContrastiveDivergence(Routine):
     persistent = False
 
+    def requirements(self) -> tuple[type, ...]:
+        return (EnergyCoreFamily,)
+
     def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
         """``steps_per_epoch`` defaults to what the loop will run, computed from the model's data spec."""
+        self.require(model)
         core = energy_core(model, self.config.routine)
         data = training_data(model)
         if steps_per_epoch is None:

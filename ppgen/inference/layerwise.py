@@ -16,7 +16,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
@@ -50,6 +50,24 @@ class LayerwiseConfig(GibbsConfig):
         return self
 
 
+class StackedFamily(Protocol):
+    """A stack of RBMs (``layers``, bottom first) and the pass of data up through them."""
+
+    layers: Any
+
+    def up(self, v: torch.Tensor, upto: int, mean: bool = True) -> torch.Tensor:
+        """Visible vectors passed up through the first ``upto`` layers."""
+        ...
+
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples as visible vectors."""
+        ...
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-driven initial biases of the bottom layer."""
+        ...
+
+
 def split_epochs(epochs: int, layers: int, shares: list[float] | None = None) -> list[int]:
     """Epochs per layer: one each, then the rest in proportion to ``shares`` (largest remainders)."""
     if shares is not None and len(shares) != layers:
@@ -71,14 +89,12 @@ def split_epochs(epochs: int, layers: int, shares: list[float] | None = None) ->
 class Layerwise(Routine):
     Config = LayerwiseConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return (StackedFamily,)
+
     def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
-        layers = getattr(model, "layers", None)
-        if layers is None or not hasattr(model, "up"):
-            family = getattr(model, "family_name", type(model).__name__)
-            raise SpecError(
-                f"routine 'layerwise' trains stacked RBMs (family 'dbn'), not the {family!r} family; "
-                "use inference/cd.yaml or inference/pcd.yaml"
-            )
+        self.require(model)
+        layers = model.layers
         data = training_data(model)
         if steps_per_epoch is None:
             steps_per_epoch = data.steps_per_epoch(model.spec.data.batch_size, self.runtime.world_size)

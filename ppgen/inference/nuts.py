@@ -41,11 +41,11 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol
 
 import pyro
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
@@ -53,7 +53,7 @@ from ppgen.inference.base import Routine, State
 from ppgen.inference.enum_svi import training_size
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
-from ppgen.spec import InferenceSpec, SpecError
+from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
 
 class NUTSConfig(InferenceSpec):
@@ -71,6 +71,33 @@ class NUTSConfig(InferenceSpec):
     jit: bool = Field(False, description="compile the potential energy with torch.jit")
     likelihood: Literal["marginal", "enumerated"] = "marginal"
     init: Literal["data", "prior"] = "data"
+
+    @model_validator(mode="after")
+    def _check_no_optimizer(self) -> "NUTSConfig":
+        # A resolved recipe writes the default optimizer out; any other would be silently unused.
+        if "optimizer" in self.model_fields_set and self.optimizer != OptimizerSpec():
+            raise ValueError("optimizer does not apply to routine 'nuts': nothing is optimized; remove it")
+        return self
+
+
+class BayesianModel(Protocol):
+    """A Bayesian model: a Pyro model whose sample sites are global parameters with priors, to be inferred
+    from the whole training set.
+
+    ``bayesian = True`` says so: a VAE's or an energy family's ``model`` is a Pyro program too, but its
+    sites are per-example latents or factors, and sampling them would leave the family's weights as
+    they were initialised. A family may also offer ``marginal_model`` (used with ``likelihood:
+    marginal``), and ``set_posterior``, ``log_joint`` and ``relabel`` to keep, score and order the draws."""
+
+    bayesian: ClassVar[bool]
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+
+
+class DataStartValues(Protocol):
+    """Data-driven starting values for each chain (init: data)."""
+
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Mapping[str, torch.Tensor]: ...
 
 
 class _ContinuedNUTS(NUTS):
@@ -102,7 +129,11 @@ def _unkey(key: str) -> tuple[str, ...]:
 class NUTSRoutine(Routine):
     Config = NUTSConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return (BayesianModel,) + ((DataStartValues,) if self.config.init == "data" else ())
+
     def init(self, model: torch.nn.Module) -> State:
+        self.require(model)
         self.n_total = training_size(model)
         spec = getattr(model, "spec", None)
         if self.n_total is not None and spec.data.batch_size < self.n_total:

@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, Protocol, get_args
+from typing import Any, Callable, ClassVar, Literal, Protocol, get_args
 
 import pyro
 import pyro.infer
@@ -159,6 +159,19 @@ class IWAE:
         return -(per_example.sum() + glob) / x.shape[0]
 
 
+class VariationalFamily(Protocol):
+    """A model and a guide over the same latent sites whose guide is a variational posterior of the model.
+
+    ``variational_guide = True`` is the family's word for it: an energy family's or a GAN's ``model`` and
+    ``guide`` are Pyro programs too, but maximizing an ELBO over them fits nothing meaningful."""
+
+    variational_guide: ClassVar[bool]
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
+
+
 def _pyro_kwargs(config: SVIConfig, max_plate_nesting: int | None) -> dict[str, Any]:
     kw: dict[str, Any] = {"num_particles": config.num_particles, "vectorize_particles": True}
     if max_plate_nesting is not None:
@@ -194,7 +207,11 @@ def pyro_loss(model: Any, objective: Objective, x: torch.Tensor, y: torch.Tensor
 class SVI(Routine):
     Config = SVIConfig
 
+    def requirements(self) -> tuple[type, ...]:
+        return (VariationalFamily,)
+
     def init(self, model: torch.nn.Module) -> State:
+        self.require(model)
         self.use_fused = self.config.fused and fused_loss_applies(model)
         self.objective = pyro_elbo(self.config, getattr(model, "max_plate_nesting", None))
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})

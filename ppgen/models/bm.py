@@ -82,6 +82,7 @@ class BM(EnergyFamily):
 
     Spec = BMSpec
     default_routine = "pcd"
+    core: BMCore
 
     def __init__(self, spec: BMSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

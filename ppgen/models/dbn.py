@@ -81,6 +81,7 @@ class DBN(EnergyFamily):
 
     Spec = DBNSpec
     default_routine = "layerwise"
+    layers: nn.ModuleList
 
     def __init__(self, spec: DBNSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

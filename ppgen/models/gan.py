@@ -37,7 +37,7 @@ from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
-from ppgen.nets import Activation, activation
+from ppgen.nets import MAX_LAYERS, Activation, Width, activation, checked_build
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
@@ -79,7 +79,7 @@ class GeneratorSpec(Strict):
     otherwise; ``softplus`` for positive data, ``tanh`` for data in [-1, 1]."""
 
     kind: Literal["mlp", "conv"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256, 512])
+    hidden: list[Width] = Field(default_factory=lambda: [256, 512], max_length=MAX_LAYERS)
     activation: Activation = "relu"
     norm: Literal["none", "batch"] = "none"
     output: Literal["auto", "sigmoid", "tanh", "identity", "softplus"] = "auto"
@@ -96,7 +96,7 @@ class DiscriminatorSpec(Strict):
     norm suits a gradient penalty (it does not mix examples). ``dropout`` after each hidden layer."""
 
     kind: Literal["mlp", "conv"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [512, 256])
+    hidden: list[Width] = Field(default_factory=lambda: [512, 256], max_length=MAX_LAYERS)
     activation: Activation = "leaky_relu"
     norm: Literal["none", "batch", "layer"] = "none"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -260,21 +260,23 @@ class ConvDiscriminator(nn.Module):
 def build_generator(spec: GeneratorSpec, z_dim: int, event_shape: tuple[int, ...], output: str,
                     z_moments: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
     """G for z of the given prior (mean, std), which the generator's first step standardizes."""
+    what = f"generator: kind {spec.kind!r} with hidden {spec.hidden}"
     if spec.kind == "mlp":
-        return MLPGenerator(z_dim, event_shape, spec, output, z_moments)
+        return checked_build(lambda: MLPGenerator(z_dim, event_shape, spec, output, z_moments), what)
     if len(event_shape) != 3:
         raise ValueError(f"generator.kind 'conv' needs image data (C, H, W), got event shape {event_shape}; use 'mlp'")
-    return ConvGenerator(z_dim, event_shape, spec, output, z_moments)
+    return checked_build(lambda: ConvGenerator(z_dim, event_shape, spec, output, z_moments), what)
 
 
 def build_discriminator(spec: DiscriminatorSpec, event_shape: tuple[int, ...]) -> nn.Module:
+    what = f"discriminator: kind {spec.kind!r} with hidden {spec.hidden}"
     if spec.kind == "mlp":
-        return MLPDiscriminator(event_shape, spec)
+        return checked_build(lambda: MLPDiscriminator(event_shape, spec), what)
     if len(event_shape) != 3:
         raise ValueError(
             f"discriminator.kind 'conv' needs image data (C, H, W), got event shape {event_shape}; use 'mlp'"
         )
-    return ConvDiscriminator(event_shape, spec)
+    return checked_build(lambda: ConvDiscriminator(event_shape, spec), what)
 
 
 # --------------------------------------------------------------------------- the family
@@ -286,6 +288,10 @@ class GAN(Family):
 
     Spec = GANSpec
     default_routine = "adversarial"
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: nn.Module
+    ema_updates: torch.Tensor
 
     def __init__(self, spec: GANSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

@@ -59,7 +59,7 @@ from ppgen.data.core import DataInfo, Dataset
 from ppgen.masked import MaskedConv2d, Padded, PointConv, down_shift, pointwise, raster_mask, vertical_mask
 from ppgen.models.base import Family
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, Strict, changed
 
 # --------------------------------------------------------------------------- specs
 
@@ -96,8 +96,9 @@ class WeightPriorSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "WeightPriorSpec":
-        if self.kind == "none" and self.num_data is not None:
-            raise ValueError("prior.num_data applies only with prior.kind 'normal'")
+        unused = changed(self, "scale", "num_data") if self.kind == "none" else []
+        if unused:
+            raise ValueError(f"prior.{unused[0]} applies only with prior.kind 'normal'")
         return self
 
 
@@ -235,6 +236,7 @@ class PixelFamily(Family):
     to output logits (n, K, H, W) and offering ``stepper(x_in, y, start)``) in :meth:`build_net`."""
 
     default_routine = "svi"
+    variational_guide = True  # no latent sites, an empty guide: every ELBO is log p(x), SVI is maximum likelihood
     max_plate_nesting = 1
     # What fused_loss and the Pyro model compute -log p(x) from; a subclass that redefines one of them
     # without its own fused_loss is fitted through Pyro.
@@ -267,6 +269,9 @@ class PixelFamily(Family):
                 "likelihood.kind is 'categorical' but the data are binarized; set data.binarize: none for "
                 "8-bit grey values, or likelihood.kind to 'bernoulli'"
             )
+        if kind == "bernoulli" and (spec.likelihood.levels is not None or spec.likelihood.scale is not None):
+            raise ValueError("likelihood.levels and likelihood.scale apply to the categorical likelihood of grey values; "
+                             "the data are binarized, so the likelihood is bernoulli: drop them or set data.binarize: none")
         self.kind = kind
         self.levels, self.scale = 2, 1.0
         if kind == "categorical":

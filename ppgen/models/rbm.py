@@ -344,6 +344,7 @@ class RBM(EnergyFamily):
 
     Spec = RBMSpec
     gaussian = False
+    core: RBMCore
 
     def __init__(self, spec: RBMSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

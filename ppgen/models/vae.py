@@ -28,7 +28,7 @@ from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.nets import NetSpec, build_decoder, build_encoder
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, Strict, changed
 
 
 class LatentSpec(Strict):
@@ -43,6 +43,13 @@ class LikelihoodSpec(Strict):
     kind: Literal["bernoulli", "gaussian"] = "bernoulli"
     scale: float = Field(0.1, gt=0)
     learn_scale: bool = False
+
+    @model_validator(mode="after")
+    def _check_applies(self) -> "LikelihoodSpec":
+        unused = changed(self, "scale", "learn_scale") if self.kind == "bernoulli" else []
+        if unused:
+            raise ValueError(f"likelihood.{unused[0]} applies to kind 'gaussian', not 'bernoulli'")
+        return self
 
 
 class VAESpec(ModelSpec):
@@ -65,6 +72,7 @@ class VAE(Family):
 
     Spec = VAESpec
     default_routine = "svi"
+    variational_guide = True  # q(z | x) is a variational posterior of the model's z: SVI fits it
     max_plate_nesting = 1
     importance_samples = True
     # fused_loss restates these in closed form; a subclass that redefines one of them (a mixture prior,
