@@ -163,6 +163,12 @@ class DrawStore(nn.Module):
         self.set(draws, stats)
 
 
+def tensor_options(like: torch.Tensor | None) -> dict[str, Any]:
+    """``dtype`` and ``device`` of ``like`` as keyword arguments for a tensor constructor (none without
+    it): priors evaluated at float64 values (EM) or on a GPU are built there."""
+    return {} if like is None else {"dtype": like.dtype, "device": like.device}
+
+
 def flatten_draws(draws: Mapping[str, torch.Tensor]) -> Theta:
     """(chain, draw, ...) -> (chain * draw, ...)."""
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
@@ -200,8 +206,9 @@ class BayesFamily(Family):
     def build_sites(self) -> list[Site]:
         raise NotImplementedError
 
-    def prior(self, name: str) -> dist.Distribution:
-        """The prior of one site: batch shape (), event shape ``site.shape``."""
+    def prior(self, name: str, like: torch.Tensor | None = None) -> dist.Distribution:
+        """The prior of one site: batch shape (), event shape ``site.shape``; its parameters in the dtype
+        and on the device of ``like`` where given (see :func:`tensor_options`)."""
         raise NotImplementedError
 
     def default_values(self) -> Theta:
@@ -270,7 +277,7 @@ class BayesFamily(Family):
 
     def log_prior(self, theta: Theta) -> torch.Tensor:
         """log p(theta_s), shape (S,)."""
-        return sum(self.prior(s.name).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
+        return sum(self.prior(s.name, like=theta[s.name]).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
 
     def log_joint(self, x: torch.Tensor, theta: Theta, n_total: int | None = None) -> torch.Tensor:
         """log p(theta_s) + (n_total / N) sum_n log p(x_n | theta_s), shape (S,)."""

@@ -43,10 +43,10 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, SpecError, Strict
 
 
 class GMMPrior(Strict):
@@ -112,18 +112,19 @@ class GMM(BayesFamily):
             sites.append(Site("corr_cholesky", (k, d, d), constraints.corr_cholesky, ("component", "dim", "dim_b"), (0,)))
         return sites
 
-    def prior(self, name: str) -> dist.Distribution:
+    def prior(self, name: str, like: torch.Tensor | None = None) -> dist.Distribution:
         p, k, d = self.p, self.k, self.d
+        opts = tensor_options(like)
         if name == "weights":
-            return dist.Dirichlet(torch.full((k,), p.weights_concentration))
+            return dist.Dirichlet(torch.full((k,), p.weights_concentration, **opts))
         if name == "locs":
-            return dist.Normal(torch.tensor(p.loc.mean), torch.tensor(p.loc.std)).expand((k, d)).to_event(2)
+            return dist.Normal(torch.tensor(p.loc.mean, **opts), torch.tensor(p.loc.std, **opts)).expand((k, d)).to_event(2)
         if name == "scales":
             shape = (k,) if self.cov == "spherical" else (k, d)
-            base = dist.LogNormal(torch.tensor(math.log(p.scale.median)), torch.tensor(p.scale.log_std))
+            base = dist.LogNormal(torch.tensor(math.log(p.scale.median), **opts), torch.tensor(p.scale.log_std, **opts))
             return base.expand(shape).to_event(len(shape))
         if name == "corr_cholesky":
-            return dist.LKJCholesky(d, torch.tensor(p.lkj_concentration)).expand((k,)).to_event(1)
+            return dist.LKJCholesky(d, torch.tensor(p.lkj_concentration, **opts)).expand((k,)).to_event(1)
         raise KeyError(name)
 
     def default_values(self) -> Theta:
@@ -260,6 +261,90 @@ class GMM(BayesFamily):
                     chols.append(torch.eye(self.d, dtype=x.dtype))
             values["corr_cholesky"] = torch.stack(chols).float()
         return values
+
+    # -- EM (routine em; see ppgen.inference.em for the M-steps) ----------------------------------------------
+    def em_check(self, flat: bool) -> None:
+        """The declared priors have a posterior mode (Dirichlet and LKJ concentrations at least 1)."""
+        if flat:
+            return
+        if self.p.weights_concentration < 1:
+            raise SpecError(
+                f"routine em: prior.weights_concentration is {self.p.weights_concentration:g}; below 1 the posterior "
+                "density grows without bound as a weight goes to 0, so there is no posterior mode for EM to reach. "
+                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+            )
+        if self.cov == "full" and self.p.lkj_concentration < 1:
+            raise SpecError(
+                f"routine em: prior.lkj_concentration is {self.p.lkj_concentration:g}; below 1 the LKJ density grows "
+                "without bound as a correlation approaches +-1, so a component with little data has no mode. "
+                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+            )
+
+    def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """E-step at S parameter values: the responsibilities r (S, K, N) of the components and their
+        weighted sums about the current means, ``count`` = sum_n r (S, K), ``first`` = sum_n r (x_n - mu_k)
+        (S, K, D) and ``second`` = sum_n r (x_n - mu_k)^2 (S, K, D), or the outer products (S, K, D, D) for
+        full covariance; and log p(x | theta_s) summed over the points, (S,). The densities are
+        :meth:`component_log_prob`'s (the tests check), computed from the same differences."""
+        x = x.to(theta["locs"].dtype)
+        diff = x[None, None] - theta["locs"][:, :, None, :]  # (S, K, N, D)
+        if self.cov == "full":
+            tril = self._scale_tril(theta)
+            z = torch.linalg.solve_triangular(tril, diff.mT, upper=False)  # (S, K, D, N)
+            maha = (z * z).sum(-2)
+            half_logdet = torch.log(tril.diagonal(dim1=-2, dim2=-1)).sum(-1)
+        elif self.cov == "diag":
+            z = diff / theta["scales"][:, :, None, :]
+            maha = (z * z).sum(-1)
+            half_logdet = torch.log(theta["scales"]).sum(-1)
+        else:
+            maha = (diff * diff).sum(-1) / theta["scales"][..., None] ** 2
+            half_logdet = self.d * torch.log(theta["scales"])
+        joint = (torch.log(theta["weights"]) - half_logdet)[..., None] - 0.5 * maha - 0.5 * self.d * math.log(2 * math.pi)
+        ll = torch.logsumexp(joint, 1)  # (S, N)
+        r = torch.exp(joint - ll[:, None])  # (S, K, N)
+        first = (r[..., None, :] @ diff)[..., 0, :]
+        if self.cov == "full":
+            second = (diff.mT * r[..., None, :]) @ diff
+        else:
+            second = (r[..., None, :] @ (diff * diff))[..., 0, :]
+        return {"count": r.sum(-1), "first": first, "second": second}, ll.sum(-1)
+
+    def em_maximize(self, stats: dict[str, torch.Tensor], theta: Theta, *, flat: bool) -> tuple[Theta, torch.Tensor]:
+        """M-step: the weights' Dirichlet mode; each mean given its old covariance (precision-weighted with
+        the Normal prior); then the covariance given the new mean (LogNormal scales: a Newton solve per
+        scale; full: Newton over the Cholesky factor with the LKJ prior). Flat priors: the maximum-likelihood
+        updates. See :mod:`ppgen.inference.em`."""
+        from ppgen.inference.em import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
+
+        p = self.p
+        loc_prior = None if flat else (p.loc.mean, p.loc.std)
+        scale_prior = None if flat else (math.log(p.scale.median), p.scale.log_std)
+        count, first = stats["count"], stats["first"]
+        out = {"weights": dirichlet_mode(count, 1.0 if flat else p.weights_concentration, theta["weights"])}
+        if self.cov != "full":
+            locs, scales, bad = diag_gaussian_step(count, first, stats["second"], theta["locs"], theta["scales"],
+                                                   loc_prior, scale_prior, spherical=self.cov == "spherical")
+            out.update(locs=locs, scales=scales)
+            return out, bad
+        tril = self._scale_tril(theta)
+        delta = full_gaussian_mean(count, first, theta["locs"], tril @ tril.mT, loc_prior)
+        cross = first[..., :, None] * delta[..., None, :]
+        scatter = stats["second"] - cross - cross.mT + count[..., None, None] * delta[..., :, None] * delta[..., None, :]
+        scatter = 0.5 * (scatter + scatter.mT)
+        s, k, d = delta.shape
+        if flat:
+            new, info = torch.linalg.cholesky_ex(scatter / count[..., None, None])
+            bad = ((info != 0) | (count <= 0)).any(-1) | ~torch.isfinite(new).flatten(1).all(-1)
+            new = torch.where(bad[:, None, None, None], tril, new)
+        else:
+            prior = CovariancePrior(math.log(p.scale.median), p.scale.log_std, p.lkj_concentration)
+            new = covariance_mode(scatter.reshape(-1, d, d), count.reshape(-1), tril.reshape(-1, d, d), prior)
+            new = new.reshape(s, k, d, d)
+            bad = torch.zeros(s, dtype=torch.bool, device=new.device)
+        scales = torch.linalg.vector_norm(new, dim=-1)
+        out.update(locs=theta["locs"] + delta, scales=scales, corr_cholesky=new / scales[..., None])
+        return out, bad
 
     # -- reporting -------------------------------------------------------------------------------------------
     def posterior_variables(self, theta: Theta) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
