@@ -277,7 +277,16 @@ class BayesFamily(Family):
 
     def log_prior(self, theta: Theta) -> torch.Tensor:
         """log p(theta_s), shape (S,)."""
-        return sum(self.prior(s.name, like=theta[s.name]).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
+        return sum(self._prior_like(s.name, theta[s.name]).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
+
+    def _prior_like(self, name: str, like: torch.Tensor) -> dist.Distribution:
+        """:meth:`prior` with its parameters in ``like``'s dtype and device, built once per dtype and
+        device (EM and NUTS evaluate it at every iteration; the hyperparameters are fixed by the spec)."""
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        key = (name, like.dtype, like.device)
+        if key not in cache:
+            cache[key] = self.prior(name, like=like)
+        return cache[key]
 
     def log_joint(self, x: torch.Tensor, theta: Theta, n_total: int | None = None) -> torch.Tensor:
         """log p(theta_s) + (n_total / N) sum_n log p(x_n | theta_s), shape (S,)."""

@@ -228,26 +228,24 @@ def _lkj_orders(d: int, eta: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def _cov_objective(c_low: torch.Tensor, scatter: torch.Tensor, count: torch.Tensor, prior: CovariancePrior,
-                   grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   orders: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """F(C) = -n sum log C_ii - tr(C^-1 S C^-T) / 2 + sum_i [c_i log C_ii - (1 + c_i) log sigma_i
-    - (log sigma_i - log_median)^2 / (2 tau^2)], sigma_i = |row i of C| (Q of one component over its
-    covariance, up to constants), and its gradient with respect to the lower triangle of C."""
-    d = c_low.shape[-1]
+    - (log sigma_i - log_median)^2 / (2 tau^2)], sigma_i = |row i of C|, c_i the LKJ ``orders`` (Q of
+    one component over its covariance, up to constants), and its gradient with respect to the lower
+    triangle of C: -n / C_ii on the diagonal, tril(C^-T C^-1 S C^-T), and the prior's terms."""
     diag = c_low.diagonal(dim1=-2, dim2=-1)
-    orders = _lkj_orders(d, prior.eta, c_low)
     sig2 = (c_low * c_low).sum(-1)
     log_sig = 0.5 * torch.log(sig2)
     w = torch.linalg.solve_triangular(c_low, scatter, upper=False)  # C^-1 S
     z = torch.linalg.solve_triangular(c_low, w.mT, upper=False)  # C^-1 S C^-T
     t2 = prior.log_std**2
-    value = (-count[..., None] * torch.log(diag) - 0.5 * z.diagonal(dim1=-2, dim2=-1) + orders * torch.log(diag)
+    value = ((orders - count[..., None]) * torch.log(diag) - 0.5 * z.diagonal(dim1=-2, dim2=-1)
              - (1.0 + orders) * log_sig - (log_sig - prior.log_median) ** 2 / (2.0 * t2)).sum(-1)
     if not grad:
         return value, None
     g = torch.linalg.solve_triangular(c_low.mT, z, upper=True)  # C^-T C^-1 S C^-T
     coef = (1.0 + orders + (log_sig - prior.log_median) / t2) / sig2
-    g = g - coef[..., :, None] * c_low
-    g = g + torch.diag_embed((orders - count[..., None]) / diag)
+    g = g - coef[..., :, None] * c_low + torch.diag_embed((orders - count[..., None]) / diag)
     return value, torch.tril(g)
 
 
@@ -262,14 +260,40 @@ def _from_coords(theta: torch.Tensor, d: int, rows: torch.Tensor, cols: torch.Te
     return c
 
 
-def _coord_objective(theta: torch.Tensor, scatter: torch.Tensor, count: torch.Tensor, prior: CovariancePrior,
-                     d: int, rows: torch.Tensor, cols: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    c_low = _from_coords(theta, d, rows, cols)
-    value, g = _cov_objective(c_low, scatter, count, prior, grad)
-    if g is None:
-        return value, None
-    gd = g.diagonal(dim1=-2, dim2=-1) * c_low.diagonal(dim1=-2, dim2=-1)  # d/d log C_ii
-    return value, torch.cat([gd, g[..., rows, cols]], -1)
+class _CovProblem:
+    """The M-step objective of a batch of components in the coordinates theta = (log C_ii, C_ij for
+    i > j): its value, gradient and Hessian."""
+
+    def __init__(self, scatter: torch.Tensor, count: torch.Tensor, prior: CovariancePrior) -> None:
+        self.d = scatter.shape[-1]
+        self.scatter, self.count, self.prior = scatter, count, prior
+        self.rows, self.cols = torch.tril_indices(self.d, self.d, -1, device=scatter.device)
+        self.orders = _lkj_orders(self.d, prior.eta, scatter)
+        self.p = self.d * (self.d + 1) // 2
+        self.eye = torch.eye(self.p, dtype=scatter.dtype, device=scatter.device)
+
+    def value(self, theta: torch.Tensor, scatter: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        return _cov_objective(_from_coords(theta, self.d, self.rows, self.cols), scatter, count, self.prior,
+                              self.orders, grad=False)[0]
+
+    def terms(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Value, gradient and Hessian at (B, P) points (central differences of the analytic gradient,
+        step 1e-5 on the scale of each coordinate), from one batched evaluation at the points and their
+        2P displacements."""
+        b, d, p_dim = theta.shape[0], self.d, self.p
+        scale = torch.ones_like(theta)
+        scale[:, d:] = torch.exp(theta[:, self.rows])  # an off-diagonal entry moves on the scale of C_ii
+        h = 1e-5 * scale
+        disp = h[:, None, :] * self.eye
+        pts = torch.cat([theta[:, None], theta[:, None] + disp, theta[:, None] - disp], 1).reshape(-1, p_dim)
+        rep = 1 + 2 * p_dim
+        c_low = _from_coords(pts, d, self.rows, self.cols)
+        value, g = _cov_objective(c_low, self.scatter.repeat_interleave(rep, 0), self.count.repeat_interleave(rep, 0),
+                                  self.prior, self.orders, grad=True)
+        gd = g.diagonal(dim1=-2, dim2=-1) * c_low.diagonal(dim1=-2, dim2=-1)  # d / d log C_ii
+        grad = torch.cat([gd, g[..., self.rows, self.cols]], -1).reshape(b, rep, p_dim)
+        hess = ((grad[:, 1 : 1 + p_dim] - grad[:, 1 + p_dim :]) / (2.0 * h[:, :, None])).mT  # column j: dg/dtheta_j
+        return value.reshape(b, rep)[:, 0], grad[:, 0], 0.5 * (hess + hess.mT)
 
 
 def covariance_mode(scatter: torch.Tensor, count: torch.Tensor, previous: torch.Tensor, prior: CovariancePrior,
@@ -278,66 +302,61 @@ def covariance_mode(scatter: torch.Tensor, count: torch.Tensor, previous: torch.
     :func:`_cov_objective`) for a batch of components: ``scatter`` (B, D, D) about the new means,
     ``count`` (B,), ``previous`` (B, D, D) the old factor. Newton's method in the coordinates
     (log C_ii, C_ij for i > j): the Hessian by central differences of the analytic gradient, its
-    eigenvalues replaced by their absolute values (so that each step goes uphill), the step backtracked
-    until it gains (Armijo), until the Newton decrement is below 1e-20 (n + 1). It starts from the
-    better of ``previous`` and the maximum-likelihood factor chol(S / n), so the result is never worse
-    than ``previous``."""
-    b, d, _ = scatter.shape
-    rows, cols = torch.tril_indices(d, d, -1, device=scatter.device)
-    # Starting point: the better of the previous factor and the maximum-likelihood one.
+    eigenvalues replaced by their absolute values (so that each step goes uphill), a step taken only
+    if it gains (Armijo; else halved until it does), until the Newton decrement is below
+    1e-10 (n + 1), and then one last full step. It starts from the better of ``previous`` and the maximum-likelihood factor
+    chol(S / n), so the result is never worse than ``previous``."""
+    prob = _CovProblem(scatter, count, prior)
+    d = prob.d
     ml, info = torch.linalg.cholesky_ex(scatter / count.clamp_min(1e-300)[:, None, None])
     ml_ok = (info == 0) & (count > 0) & torch.isfinite(ml).flatten(1).all(-1)
-    ml = torch.where(ml_ok[:, None, None], ml, previous)
-    f_prev, _ = _cov_objective(previous, scatter, count, prior, grad=False)
-    f_ml, _ = _cov_objective(ml, scatter, count, prior, grad=False)
-    use_ml = ml_ok & (f_ml > f_prev)
-    theta = _to_coords(torch.where(use_ml[:, None, None], ml, previous), rows, cols)
-    p_dim = theta.shape[-1]
-    eye = torch.eye(p_dim, dtype=theta.dtype, device=theta.device)
-    steps = 0.5 ** torch.arange(40, dtype=theta.dtype, device=theta.device)
-    active = torch.ones(b, dtype=torch.bool, device=theta.device)
+    both = torch.cat([previous, torch.where(ml_ok[:, None, None], ml, previous)])
+    f_both = _cov_objective(both, scatter.repeat(2, 1, 1), count.repeat(2), prior, prob.orders, grad=False)[0]
+    use_ml = ml_ok & (f_both[len(count):] > f_both[: len(count)])
+    theta = _to_coords(torch.where(use_ml[:, None, None], ml, previous), prob.rows, prob.cols)
+    value, grad, hess = prob.terms(theta)
+    active = torch.ones(len(count), dtype=torch.bool, device=theta.device)
     for _ in range(max_iter):
-        idx = active.nonzero()[:, 0]
-        th, sc, n = theta[idx], scatter[idx], count[idx]
-        m = th.shape[0]
-        f0, g0 = _coord_objective(th, sc, n, prior, d, rows, cols, grad=True)
-        # Central differences of the gradient, all 2P displaced points in one batch.
-        scale = torch.ones_like(th)
-        if d > 1:
-            scale[:, d:] = torch.exp(th[:, rows])  # off-diagonal entries move on the scale of their row
-        h = 1e-5 * scale  # (m, P)
-        disp = h[:, None, :] * eye[None]  # (m, P, P)
-        pts = torch.cat([th[:, None] + disp, th[:, None] - disp], 1).reshape(-1, p_dim)
-        rep = 2 * p_dim
-        _, gg = _coord_objective(pts, sc.repeat_interleave(rep, 0), n.repeat_interleave(rep, 0), prior, d, rows, cols,
-                                 grad=True)
-        gg = gg.reshape(m, 2, p_dim, p_dim)
-        hess = ((gg[:, 0] - gg[:, 1]) / (2.0 * h[:, :, None])).mT  # column j: d g / d theta_j
-        hess = 0.5 * (hess + hess.mT)
         lam, vec = torch.linalg.eigh(-hess)
-        floor = 1e-12 * lam.abs().amax(-1, keepdim=True) + 1e-300
-        lam = lam.abs().clamp_min(floor)
-        direction = vec @ ((vec.mT @ g0[..., None])[..., 0] / lam)[..., None]
-        direction = direction[..., 0]
-        decrement = (g0 * direction).sum(-1)  # g^T (-H)^-1 g >= 0
-        tiny = decrement <= 1e-20 * (n + 1.0)
-        # Backtracking: the largest of 1, 1/2, 1/4, ... that gains at least 1e-4 of the predicted gain.
-        cand = th[:, None] + steps[None, :, None] * direction[:, None]
-        fc, _ = _coord_objective(cand.reshape(-1, p_dim), sc.repeat_interleave(len(steps), 0),
-                                 n.repeat_interleave(len(steps), 0), prior, d, rows, cols, grad=False)
-        fc = fc.reshape(m, len(steps))
-        ok = torch.isfinite(fc) & (fc >= f0[:, None] + 1e-4 * steps[None] * decrement[:, None])
-        has = ok.any(-1)
-        first_ok = torch.where(has, ok.double().argmax(-1), torch.zeros_like(idx))
-        chosen = th + steps[first_ok][:, None] * direction
-        # At rounding level the gain cannot be verified; the full Newton step is then the right one.
-        new = torch.where(tiny[:, None], th + direction, torch.where(has[:, None], chosen, th))
-        theta[idx] = new
-        done = tiny | ~has
-        active[idx[done]] = False
+        lam = lam.abs().clamp_min(1e-12 * lam.abs().amax(-1, keepdim=True) + 1e-300)
+        step = (vec @ ((vec.mT @ grad[..., None])[..., 0] / lam)[..., None])[..., 0]
+        step = torch.where(active[:, None], step, torch.zeros_like(step))
+        decrement = (grad * step).sum(-1)  # g^T (-H)^-1 g >= 0: about twice the gain still to come
+        # Below 1e-10 (n + 1) the gain still to come is too small for Armijo's test to resolve against the
+        # rounding of F (about 1e-15 n), and deep in Newton's quadratic region: the full step is the right
+        # one, and the last (it leaves a decrement of order 1e-20 (n + 1)).
+        tiny = active & (decrement <= 1e-10 * (count + 1.0))
+        if bool((tiny == active).all()):
+            theta = theta + step
+            break
+        v1, g1, h1 = prob.terms(theta + step)
+        take = active & (tiny | (torch.isfinite(v1) & (v1 >= value + 1e-4 * decrement)))
+        theta = torch.where(take[:, None], theta + step, theta)
+        value = torch.where(take, v1, value)
+        grad = torch.where(take[:, None], g1, grad)
+        hess = torch.where(take[:, None, None], h1, hess)
+        back = active & ~take
+        active = active & ~tiny
+        if bool(back.any()):
+            # Backtracking: the largest of 1/2, 1/4, ... that gains; where none does, the maximum is
+            # reached to rounding.
+            bi = back.nonzero()[:, 0]
+            halves = 0.5 ** torch.arange(1, 41, dtype=theta.dtype, device=theta.device)
+            m = len(halves)
+            cand = theta[bi, None] + halves[None, :, None] * step[bi, None]
+            fc = prob.value(cand.reshape(-1, prob.p), scatter[bi].repeat_interleave(m, 0),
+                            count[bi].repeat_interleave(m, 0)).reshape(-1, m)
+            ok = torch.isfinite(fc) & (fc >= value[bi, None] + 1e-4 * halves[None] * decrement[bi, None])
+            found = ok.any(-1)
+            active[bi[~found]] = False
+            moved = bi[found]
+            if moved.numel():
+                theta[moved] = cand[found, ok[found].to(torch.int8).argmax(-1)]
+                sub = _CovProblem(scatter[moved], count[moved], prior)
+                value[moved], grad[moved], hess[moved] = sub.terms(theta[moved])
         if not bool(active.any()):
             break
-    return _from_coords(theta, d, rows, cols)
+    return _from_coords(theta, d, prob.rows, prob.cols)
 
 
 # --------------------------------------------------------------------------- the iterations
@@ -448,6 +467,12 @@ def em_iterate(model: Any, x: torch.Tensor, run: EMRun, *, iterations: int, tol:
                 f"EM lowered the log posterior of restart {j} at iteration {int(run.iterations[j]) + 1} by "
                 f"{float(-gain[drop][0]):.3g} nats; every EM iteration must raise it (this is a bug in the M-step)"
             )
+        done = ok & (gain <= tol * n)
+        if everyone and bool(ok.all()):
+            run.theta, run.stats, run.log_post, run.log_lik = dict(new), new_stats, lp, ll
+            run.iterations = run.iterations + 1
+            run.converged = done
+            continue
         for k in run.theta:
             run.theta[k][idx[ok]] = new[k][ok]
         for k in run.stats:
@@ -455,7 +480,7 @@ def em_iterate(model: Any, x: torch.Tensor, run: EMRun, *, iterations: int, tol:
         run.log_post[idx[ok]] = lp[ok]
         run.log_lik[idx[ok]] = ll[ok]
         run.iterations[idx[ok]] += 1
-        run.converged[idx[ok & (gain <= tol * n)]] = True
+        run.converged[idx[done]] = True
         run.failed[idx[~ok]] = True
     return run
 

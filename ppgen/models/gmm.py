@@ -285,30 +285,32 @@ class GMM(BayesFamily):
         weighted sums about the current means, ``count`` = sum_n r (S, K), ``first`` = sum_n r (x_n - mu_k)
         (S, K, D) and ``second`` = sum_n r (x_n - mu_k)^2 (S, K, D), or the outer products (S, K, D, D) for
         full covariance; and log p(x | theta_s) summed over the points, (S,). The densities are
-        :meth:`component_log_prob`'s (the tests check), computed from the same differences."""
-        x = x.to(theta["locs"].dtype)
-        diff = x[None, None] - theta["locs"][:, :, None, :]  # (S, K, N, D)
+        :meth:`component_log_prob`'s (the tests check), computed from the same differences, laid out
+        (S, K, D, N) so that every operation runs along the points."""
+        x_t = x.to(theta["locs"].dtype).T.contiguous()  # (D, N)
+        diff = x_t - theta["locs"][..., None]  # (S, K, D, N)
         if self.cov == "full":
             tril = self._scale_tril(theta)
-            z = torch.linalg.solve_triangular(tril, diff.mT, upper=False)  # (S, K, D, N)
+            eye = torch.eye(self.d, dtype=tril.dtype, device=tril.device).expand_as(tril)
+            z = torch.linalg.solve_triangular(tril, eye, upper=False) @ diff  # L^-1 (x - mu)
             maha = (z * z).sum(-2)
             half_logdet = torch.log(tril.diagonal(dim1=-2, dim2=-1)).sum(-1)
         elif self.cov == "diag":
-            z = diff / theta["scales"][:, :, None, :]
-            maha = (z * z).sum(-1)
+            z = diff / theta["scales"][..., None]
+            maha = (z * z).sum(-2)
             half_logdet = torch.log(theta["scales"]).sum(-1)
         else:
-            maha = (diff * diff).sum(-1) / theta["scales"][..., None] ** 2
+            maha = (diff * diff).sum(-2) / theta["scales"][..., None] ** 2
             half_logdet = self.d * torch.log(theta["scales"])
-        joint = (torch.log(theta["weights"]) - half_logdet)[..., None] - 0.5 * maha - 0.5 * self.d * math.log(2 * math.pi)
-        ll = torch.logsumexp(joint, 1)  # (S, N)
-        r = torch.exp(joint - ll[:, None])  # (S, K, N)
-        first = (r[..., None, :] @ diff)[..., 0, :]
-        if self.cov == "full":
-            second = (diff.mT * r[..., None, :]) @ diff
-        else:
-            second = (r[..., None, :] @ (diff * diff))[..., 0, :]
-        return {"count": r.sum(-1), "first": first, "second": second}, ll.sum(-1)
+        joint = (torch.log(theta["weights"]) - half_logdet - 0.5 * self.d * math.log(2 * math.pi))[..., None] - 0.5 * maha
+        top = joint.amax(1, keepdim=True)
+        w = torch.exp(joint - top)
+        total = w.sum(1, keepdim=True)
+        r = w / total  # (S, K, N)
+        ll = (top + torch.log(total)).sum((1, 2))
+        rd = diff * r[:, :, None, :]
+        second = rd @ diff.mT if self.cov == "full" else (rd * diff).sum(-1)
+        return {"count": r.sum(-1), "first": rd.sum(-1), "second": second}, ll
 
     def em_maximize(self, stats: dict[str, torch.Tensor], theta: Theta, *, flat: bool) -> tuple[Theta, torch.Tensor]:
         """M-step: the weights' Dirichlet mode; each mean given its old covariance (precision-weighted with

@@ -377,15 +377,16 @@ class HMM(BayesFamily):
         spent in each state ``count`` (S, K) and, Gaussian, the weighted sums of x - mu_k and (x - mu_k)^2
         about the current means (S, K, D), categorical, the expected symbol counts ``symbols`` (S, K, V);
         and log p(x | theta_s) summed over the sequences, (S,). The Gaussian emission densities are
-        :meth:`emission_log_prob`'s (the tests check), computed from the same differences."""
+        :meth:`emission_log_prob`'s (the tests check), computed from the same differences, laid out
+        (S, K, D, N T) so that every operation runs along the data."""
         dtype = theta["initial"].dtype
         x = self._seq(x).to(dtype)
         n, t = x.shape[:2]
         s, k = theta["initial"].shape
         if self.kind == "gaussian":
-            diff = x.reshape(n * t, self.d)[None, None] - theta["locs"][:, :, None, :]  # (S, K, N T, D)
-            z = diff / theta["scales"][:, :, None, :]
-            log_e = -0.5 * (z * z).sum(-1) - (torch.log(theta["scales"]).sum(-1) + 0.5 * self.d * math.log(2 * math.pi))[..., None]
+            diff = x.reshape(n * t, self.d).T[None, None] - theta["locs"][..., None]  # (S, K, D, N T)
+            z = diff / theta["scales"][..., None]
+            log_e = -0.5 * (z * z).sum(-2) - (torch.log(theta["scales"]).sum(-1) + 0.5 * self.d * math.log(2 * math.pi))[..., None]
             log_e = log_e.reshape(s, k, n, t).permute(0, 2, 3, 1)
         else:
             log_e = self.emission_log_prob(x, theta)
@@ -393,8 +394,9 @@ class HMM(BayesFamily):
         g = gamma.permute(0, 3, 1, 2).reshape(s, k, n * t)
         stats = {"initial": gamma[:, :, 0].sum(1), "transition": xi, "count": g.sum(-1)}
         if self.kind == "gaussian":
-            stats["first"] = (g[..., None, :] @ diff)[..., 0, :]
-            stats["second"] = (g[..., None, :] @ (diff * diff))[..., 0, :]
+            gd = diff * g[:, :, None, :]
+            stats["first"] = gd.sum(-1)
+            stats["second"] = (gd * diff).sum(-1)
         else:
             symbols = x[..., 0].long().reshape(-1)
             counts = torch.zeros(s, k, self.v, dtype=dtype, device=x.device)
@@ -553,37 +555,38 @@ def choose_method(s: int, n: int, t: int, k: int, device: torch.device | None = 
 def _forward_backward_scaled(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """:func:`forward_backward` by the normalised recursions, or None where they cannot promise an
-    exact result (a transition probability below :data:`SCALED_MIN_TRANSITION`, a normaliser of 0)."""
+    exact result (a transition probability below :data:`SCALED_MIN_TRANSITION`, a normaliser of 0).
+    Everything is laid out time first, (T, S, N, K), so that each step works on contiguous memory."""
     a = torch.exp(log_transition)  # (S, K, K)
     if bool((a < SCALED_MIN_TRANSITION).any()):
         return None
     s, n, t, k = e.shape
-    et = e.permute(2, 0, 1, 3)  # (T, S, N, K)
+    et = e.permute(2, 0, 1, 3).contiguous()  # (T, S, N, K)
     peak = et.amax(-1, keepdim=True)
     pe = torch.exp(et - peak)  # emission densities relative to the best state at each step: max 1
     alpha = torch.empty_like(pe)
-    norm = torch.empty(t, s, n, dtype=e.dtype, device=e.device)
-    first = torch.exp(log_initial)[:, None, :] * pe[0]
-    norm[0] = first.sum(-1)
-    alpha[0] = first / norm[0, ..., None]
-    for i in range(1, t):
-        step = torch.bmm(alpha[i - 1], a) * pe[i]
-        norm[i] = step.sum(-1)
-        alpha[i] = step / norm[i, ..., None]
+    norm = torch.empty(t, s, n, 1, dtype=e.dtype, device=e.device)
+    torch.mul(torch.exp(log_initial)[:, None, :], pe[0], out=alpha[0])
+    for i in range(t):
+        if i > 0:
+            torch.bmm(alpha[i - 1], a, out=alpha[i])
+            alpha[i].mul_(pe[i])
+        torch.sum(alpha[i], -1, keepdim=True, out=norm[i])
+        alpha[i].div_(norm[i])
     if not bool((norm > 0).all()) or not bool(torch.isfinite(norm).all()):
         return None
-    ll = torch.log(norm).sum(0) + peak[..., 0].sum(0)  # (S, N)
+    ll = (torch.log(norm) + peak).sum(0)[..., 0]  # (S, N)
+    pe.div_(norm)  # e_t / c_t, what the backward recursion and the pair marginals use
     beta = torch.empty_like(pe)
     beta[t - 1] = 1.0
     a_t = a.mT
     for i in range(t - 2, -1, -1):
-        beta[i] = torch.bmm(pe[i + 1] * beta[i + 1], a_t) / norm[i + 1, ..., None]
-    gamma = alpha * beta  # (T, S, N, K)
+        torch.bmm(pe[i + 1] * beta[i + 1], a_t, out=beta[i])
     # xi_ij = A_ij sum_{n, t >= 1} alpha_{t-1}(i) e_t(j) beta_t(j) / c_t, one matrix product over (n, t).
-    w = pe[1:] * beta[1:] / norm[1:, ..., None]  # (T-1, S, N, K)
     left = alpha[:-1].permute(1, 3, 0, 2).reshape(s, k, (t - 1) * n)
-    right = w.permute(1, 0, 2, 3).reshape(s, (t - 1) * n, k)
+    right = (pe[1:] * beta[1:]).permute(1, 0, 2, 3).reshape(s, (t - 1) * n, k)
     xi = a * (left @ right)
+    gamma = alpha.mul_(beta)  # (T, S, N, K); alpha is not needed any more
     return ll, gamma.permute(1, 2, 0, 3), xi
 
 
