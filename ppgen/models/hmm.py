@@ -518,8 +518,8 @@ def forward_backward(e: torch.Tensor, log_initial: torch.Tensor, log_transition:
       transition counts those with respect to the log transition probabilities; Eisner 2016).
     - ``scan``: the parallel-scan forward algorithm (:func:`forward_scan`) and its gradient, in
       ceil(log2 T) batched rounds: more arithmetic (K^3 per step), far fewer sequential operations.
-    - ``auto``: ``scan`` on a GPU and, on a CPU, where sequences are long and the batch is small
-      (per-step overhead dominates); ``scaled`` otherwise (see :func:`choose_method`).
+    - ``auto``: by size and device, as measured (see :func:`choose_method`): on a CPU ``scan`` for a
+      few long sequences, where the per-step overhead of the recursion dominates, ``scaled`` otherwise.
 
     References: Eisner (2016), Inside-outside and forward-backward algorithms are just backprop, EMNLP
     workshop on structured prediction; Rabiner (1989).
@@ -544,12 +544,25 @@ def forward_backward(e: torch.Tensor, log_initial: torch.Tensor, log_transition:
     return ll.detach(), gamma, xi
 
 
+#: The scan keeps about S N T K^3 numbers for its gradient; beyond this many ``auto`` does not pick it.
+SCAN_MAX_NUMBERS = 2**27
+
+
 def choose_method(s: int, n: int, t: int, k: int, device: torch.device | None = None) -> str:
-    """``scan`` or ``scaled`` for S parameter values, N sequences of T steps, K states (measured on a
-    CPU: benchmarks/gmm_hmm.py and the notes in :func:`forward_backward`)."""
+    """``scan`` or ``scaled`` for S parameter values, N sequences of T steps and K states.
+
+    On a CPU (``benchmarks/hmm_forward_backward.py``, results/hmm_forward_backward.md): each step of the
+    scaled recursion costs a fixed overhead of some 40 microseconds plus time in proportion to S N K^2,
+    the scan time in proportion to S N T K^3 with no per-step overhead; the scan was faster only for a
+    batch of a few sequences (S N K at most 30: one or ten sequences of 1,000 to 10,000 steps with 3
+    states, one with 8) and at least some tens of steps, the scaled recursion everywhere else (2,000
+    sequences of 200 steps: 14 times faster). On a GPU the T sequential steps are T kernel launches
+    each, which the scan replaces by ceil(log2 T) rounds, so it takes the scan while its memory stays
+    below :data:`SCAN_MAX_NUMBERS` (not measured here: no GPU was at hand)."""
+    fits = s * n * t * k**3 <= SCAN_MAX_NUMBERS
     if device is not None and torch.device(device).type == "cuda":
-        return "scan"
-    return "scaled"
+        return "scan" if fits else "scaled"
+    return "scan" if (s * n * k <= 32 and t >= 32 and fits) else "scaled"
 
 
 def _forward_backward_scaled(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
