@@ -363,6 +363,36 @@ def test_forward_backward_equals_brute_force(method: str, t: int) -> None:
         torch.testing.assert_close(xi[i], xi_b, rtol=1e-10, atol=1e-12)
 
 
+def test_auto_takes_the_scan_for_a_few_long_sequences_and_the_scaled_recursion_otherwise() -> None:
+    from ppgen.models.hmm import choose_method
+
+    assert choose_method(1, 1, 1000, 3) == "scan"
+    assert choose_method(1, 10, 10_000, 3) == "scan"
+    assert choose_method(1, 2000, 200, 3) == "scaled"
+    assert choose_method(10, 320, 50, 3) == "scaled"
+    assert choose_method(1, 21, 8, 2) == "scaled"
+    assert choose_method(1, 2000, 200, 3, device=torch.device("cuda")) == "scan"
+    assert choose_method(10, 100_000, 1000, 8, device=torch.device("cuda")) == "scaled"  # too big to keep
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(1, 2, 300, 3, generator=g, dtype=F64)
+    log_pi = torch.log_softmax(torch.randn(1, 3, generator=g, dtype=F64), -1)
+    log_a = torch.log_softmax(torch.randn(1, 3, 3, generator=g, dtype=F64), -1)
+    for a, b in zip(forward_backward(e, log_pi, log_a, "auto"), forward_backward(e, log_pi, log_a, "scaled")):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_em_leaves_the_callers_starting_values_alone() -> None:
+    model = _gmm("diag")
+    x = _blobs(100)
+    starts = {k: v.double() for k, v in stack_starts(model, x, [0, 1]).items()}
+    starts["scales"][1, 0] = math.inf  # a start with no density: failed from the outset, the other runs alone
+    kept = {k: v.clone() for k, v in starts.items()}
+    run = em_fit(model, x, starts=starts, tol=1e-9)
+    assert run.failed.tolist() == [False, True] and int(run.iterations[0]) > 0
+    for k in starts:
+        assert torch.equal(starts[k], kept[k]), k
+
+
 def test_scaled_recursion_falls_back_to_log_space_where_it_would_lose_mass() -> None:
     """A transition probability of 1e-250 and an observation 2,000 nats more likely under the state it
     leads to: the normalised recursion would lose that path (its forward probability underflows), so the

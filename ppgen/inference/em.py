@@ -391,7 +391,8 @@ class EMRun:
         """The restart with the highest log posterior among those that did not fail."""
         score = torch.where(self.failed, torch.full_like(self.log_post, -math.inf), self.log_post)
         if bool(self.failed.all()):
-            raise RuntimeError("every EM restart failed")
+            raise RuntimeError("every EM restart failed: each degenerated (a component or state left without data or "
+                               "without spread, which maximum likelihood cannot fit) or reached a non-finite value")
         return int(score.argmax())
 
     def best_theta(self) -> Theta:
@@ -417,7 +418,7 @@ def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool) -> to
 
 def as_start(values: Mapping[str, torch.Tensor], device: torch.device | None = None) -> Theta:
     """Parameter values in EM's dtype, probability vectors renormalised exactly in it."""
-    out = {k: v.detach().to(device=device, dtype=DTYPE) for k, v in values.items()}
+    out = {k: v.detach().to(device=device, dtype=DTYPE).clone() for k, v in values.items()}
     for k in ("weights", "initial", "transition", "emission_probs"):
         if k in out:
             out[k] = out[k] / out[k].sum(-1, keepdim=True)
@@ -506,9 +507,10 @@ def em_fit(model: Any, x: torch.Tensor, *, restarts: int = 1, seed: int = 0,
 
 
 def stack_starts(model: Any, x: torch.Tensor, seeds: list[int]) -> Theta:
-    """The family's data-driven start for each seed, stacked along a leading axis."""
-    values = [model.init_values(x, torch.Generator().manual_seed(int(s))) for s in seeds]
-    return {k: torch.stack([v[k] for v in values]) for k in values[0]}
+    """The family's data-driven start for each seed (computed on the CPU, where the seeded generators
+    live), stacked along a leading axis, on ``x``'s device."""
+    values = [model.init_values(x.cpu(), torch.Generator().manual_seed(int(s))) for s in seeds]
+    return {k: torch.stack([v[k] for v in values]).to(x.device) for k in values[0]}
 
 
 def set_point_estimate(model: Any, run: EMRun) -> None:

@@ -1,4 +1,4 @@
-"""Gaussian mixture model with declared priors, fitted by MAP (TraceEnum_ELBO) or NUTS.
+"""Gaussian mixture model with declared priors, fitted by MAP-EM, MAP (TraceEnum_ELBO) or NUTS.
 
     weights ~ Dirichlet(alpha, ..., alpha)
     locs[k, d] ~ Normal(m, s)
@@ -13,7 +13,9 @@ exactly (MAP with a Delta guide on the globals, routine ``enum_svi``) and ``infe
 (temperature 0: the most probable component; 1: a posterior draw). :meth:`GMM.marginal_model` states the
 same density with ``z`` summed out by ``MixtureSameFamily``, which is what NUTS samples (routine
 ``nuts``). Labels are made consistent across draws and chains by :func:`ppgen.bayes.relabel` with the
-component means and log scales as signature, so that R-hat is meaningful.
+component means and log scales as signature, so that R-hat is meaningful. :meth:`GMM.em_statistics` and
+:meth:`GMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`), which
+reaches the posterior mode of this model, with restarts fitted together.
 
 Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); labels, where a
 data set has them, are not used to fit, only to score clusterings in ``ppgen evaluate``.

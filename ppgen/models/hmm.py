@@ -19,6 +19,8 @@ from p(z | x) (forward-filtering backward-sampling). :meth:`HMM.state_marginals`
 forward-backward. :meth:`HMM.marginal_model` states the forward-algorithm likelihood as one factor per
 sequence: what NUTS samples (routine ``nuts``); states are relabelled across draws by their emission
 parameters (:func:`ppgen.bayes.relabel`), rows and columns of the transition matrix alike.
+:meth:`HMM.em_statistics` (forward-backward, :func:`forward_backward`) and :meth:`HMM.em_maximize` are
+the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`): Baum-Welch with the declared priors.
 
 References:
     Baum, Petrie, Soules & Weiss (1970), A maximization technique occurring in the statistical analysis of
