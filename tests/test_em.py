@@ -18,8 +18,8 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, covariance_mode, em_fit, em_iterate, em_start,
-                                lognormal_scale_mode, stack_starts)
+from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
+                                em_start, lognormal_scale_mode, stack_starts, statistics)
 from ppgen.models.gmm import GMM, GMMSpec
 from ppgen.models.hmm import HMM, HMMSpec, forward_backward
 from ppgen.spec import SpecError
@@ -429,6 +429,19 @@ def test_e_steps_use_the_family_densities() -> None:
     marg = model.state_marginals(xs.double(), theta)
     torch.testing.assert_close(stats["count"], marg.sum((1, 2)), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(stats["initial"], marg[:, :, 0].sum(1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["gmm-full", "gmm-spherical", "hmm-gaussian", "hmm-categorical"])
+def test_e_step_in_chunks_equals_one_pass(name: str, monkeypatch) -> None:
+    model = MAP_CASES[name]()
+    x = _case_data(name)
+    theta = as_start(stack_starts(model, x, [0, 1, 2]))
+    whole, ll = model.em_statistics(x.double(), theta)
+    monkeypatch.setattr(type(model), "em_chunk", lambda self, s: 7)
+    parts, ll_parts = statistics(model, x.double(), theta)
+    torch.testing.assert_close(ll_parts, ll, rtol=1e-13, atol=0.0)
+    for k in whole:
+        torch.testing.assert_close(parts[k], whole[k], rtol=1e-11, atol=1e-11)
 
 
 def test_a_degenerate_restart_is_dropped_under_flat_priors() -> None:

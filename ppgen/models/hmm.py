@@ -373,6 +373,12 @@ class HMM(BayesFamily):
         e = self.emission_log_prob(x, theta)
         return forward_backward(e, torch.log(theta["initial"]), torch.log(theta["transition"]), method)
 
+    def em_chunk(self, s: int) -> int:
+        """Sequences per chunk of the E-step for S parameter values: arrays (T, S, chunk, K) of about
+        2^19 numbers (4 MB); smaller chunks pay the recursion's per-step overhead more often, larger
+        ones leave the cache (measured on 2,000 sequences of 200 steps)."""
+        return max(16, 2**19 // (s * self.t * self.k))
+
     def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """E-step at S parameter values by forward-backward (``method``: see :func:`forward_backward`):
         expected initial-state counts ``initial`` (S, K), transition counts ``transition`` (S, K, K), time
