@@ -300,20 +300,23 @@ class GMM(BayesFamily):
             tril = self._scale_tril(theta)
             eye = torch.eye(self.d, dtype=tril.dtype, device=tril.device).expand_as(tril)
             z = torch.linalg.solve_triangular(tril, eye, upper=False) @ diff  # L^-1 (x - mu)
-            maha = (z * z).sum(-2)
             half_logdet = torch.log(tril.diagonal(dim1=-2, dim2=-1)).sum(-1)
+            scale = 0.5
         elif self.cov == "diag":
             z = diff / theta["scales"][..., None]
-            maha = (z * z).sum(-2)
             half_logdet = torch.log(theta["scales"]).sum(-1)
+            scale = 0.5
         else:
-            maha = (diff * diff).sum(-2) / theta["scales"][..., None] ** 2
+            z = diff.clone()
             half_logdet = self.d * torch.log(theta["scales"])
-        joint = (torch.log(theta["weights"]) - half_logdet - 0.5 * self.d * math.log(2 * math.pi))[..., None] - 0.5 * maha
+            scale = 0.5 / theta["scales"][..., None] ** 2
+        const = torch.log(theta["weights"]) - half_logdet - 0.5 * self.d * math.log(2 * math.pi)
+        # joint = const - scale |z|^2, then the responsibilities, in place
+        joint = z.square_().sum(-2).mul_(-scale).add_(const[..., None])  # (S, K, N)
         top = joint.amax(1, keepdim=True)
-        w = torch.exp(joint - top)
-        total = w.sum(1, keepdim=True)
-        r = w / total  # (S, K, N)
+        r = joint.sub_(top).exp_()
+        total = r.sum(1, keepdim=True)
+        r.div_(total)  # (S, K, N)
         ll = (top + torch.log(total)).sum((1, 2))
         rd = diff * r[:, :, None, :]
         second = rd @ diff.mT if self.cov == "full" else (rd * diff).sum(-1)
