@@ -275,17 +275,24 @@ class BayesFamily(Family):
         """Keep posterior draws (chain, draw, ...) in the model, so that its checkpoint carries them."""
         self.posterior.set(draws, stats)
 
-    def log_prior(self, theta: Theta) -> torch.Tensor:
-        """log p(theta_s), shape (S,)."""
-        return sum(self._prior_like(s.name, theta[s.name]).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
+    def log_prior(self, theta: Theta, validate: bool = True) -> torch.Tensor:
+        """log p(theta_s), shape (S,). ``validate=False`` skips the check that the values lie in each
+        prior's support (for callers whose values are in it by construction, such as EM's updates)."""
+        return sum(self._prior_like(s.name, theta[s.name], validate).log_prob(theta[s.name])  # type: ignore[return-value]
+                   for s in self.sites)
 
-    def _prior_like(self, name: str, like: torch.Tensor) -> dist.Distribution:
+    def _prior_like(self, name: str, like: torch.Tensor, validate: bool = True) -> dist.Distribution:
         """:meth:`prior` with its parameters in ``like``'s dtype and device, built once per dtype and
         device (EM and NUTS evaluate it at every iteration; the hyperparameters are fixed by the spec)."""
         cache = self.__dict__.setdefault("_prior_cache", {})
-        key = (name, like.dtype, like.device)
+        key = (name, like.dtype, like.device, validate)
         if key not in cache:
-            cache[key] = self.prior(name, like=like)
+            prior = self.prior(name, like=like)
+            node = prior
+            while not validate and node is not None:
+                node._validate_args = False
+                node = getattr(node, "base_dist", None)
+            cache[key] = prior
         return cache[key]
 
     def log_joint(self, x: torch.Tensor, theta: Theta, n_total: int | None = None) -> torch.Tensor:

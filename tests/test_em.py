@@ -444,6 +444,24 @@ def test_e_step_in_chunks_equals_one_pass(name: str, monkeypatch) -> None:
         torch.testing.assert_close(parts[k], whole[k], rtol=1e-11, atol=1e-11)
 
 
+def test_log_prior_without_the_support_checks_is_the_same_number() -> None:
+    """EM skips the support checks of the priors on its own updates: the same numbers; the checks still
+    hold for everyone else (and for EM's starting values)."""
+    for model, x in ((_gmm("full"), _blobs(100)), (_hmm("categorical", t=20), _toyseq("casino", 10)[:, :20])):
+        theta = as_start(stack_starts(model, x, [0, 1]))
+        assert torch.equal(model.log_prior(theta), model.log_prior(theta, validate=False))
+        bad = dict(theta)
+        if "scales" in theta:
+            bad["scales"] = -theta["scales"]
+        else:
+            bad["emission_probs"] = theta["emission_probs"].clone()
+            bad["emission_probs"][..., 0] = -0.1
+        with pytest.raises(ValueError):
+            model.log_prior(bad)
+        with pytest.raises(ValueError):
+            em_start(model, x, bad)
+
+
 def test_a_degenerate_restart_is_dropped_under_flat_priors() -> None:
     """A start whose component sits a million standard deviations from the data gets no responsibility:
     maximum likelihood cannot place it, that restart is marked failed and the best is another; under the

@@ -108,8 +108,8 @@ class EMFamily(Protocol):
         """A data-driven starting point."""
         ...
 
-    def log_prior(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """log p(theta_s): (S,)."""
+    def log_prior(self, theta: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+        """log p(theta_s): (S,); ``validate=False`` skips the support checks."""
         ...
 
 
@@ -429,8 +429,10 @@ def statistics(model: Any, x: torch.Tensor, theta: Theta, method: str = "auto") 
     return stats, ll
 
 
-def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool) -> torch.Tensor:
-    return log_lik if flat else log_lik + model.log_prior(theta)
+def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool, validate: bool = False) -> torch.Tensor:
+    # The starts are checked against the priors' supports; EM's updates lie in them by construction
+    # (simplex rows normalised, scales and Cholesky diagonals positive).
+    return log_lik if flat else log_lik + model.log_prior(theta, validate=validate)
 
 
 def as_start(values: Mapping[str, torch.Tensor], device: torch.device | None = None) -> Theta:
@@ -447,7 +449,7 @@ def em_start(model: Any, x: torch.Tensor, starts: Mapping[str, torch.Tensor], *,
     """The E-step at R starting values (R, ...): an :class:`EMRun` with no iterations yet."""
     theta = as_start(starts, x.device)
     stats, ll = statistics(model, x.to(DTYPE), theta, method)
-    lp = _log_post(model, theta, ll, flat)
+    lp = _log_post(model, theta, ll, flat, validate=True)
     r = lp.shape[0]
     return EMRun(theta=theta, stats=stats, log_post=lp, log_lik=ll,
                  iterations=torch.zeros(r, dtype=torch.int64, device=lp.device),
