@@ -308,14 +308,15 @@ def covariance_mode(scatter: torch.Tensor, count: torch.Tensor, previous: torch.
     chol(S / n), so the result is never worse than ``previous``."""
     prob = _CovProblem(scatter, count, prior)
     d = prob.d
+    b = len(count)
     ml, info = torch.linalg.cholesky_ex(scatter / count.clamp_min(1e-300)[:, None, None])
     ml_ok = (info == 0) & (count > 0) & torch.isfinite(ml).flatten(1).all(-1)
-    both = torch.cat([previous, torch.where(ml_ok[:, None, None], ml, previous)])
-    f_both = _cov_objective(both, scatter.repeat(2, 1, 1), count.repeat(2), prior, prob.orders, grad=False)[0]
-    use_ml = ml_ok & (f_both[len(count):] > f_both[: len(count)])
-    theta = _to_coords(torch.where(use_ml[:, None, None], ml, previous), prob.rows, prob.cols)
-    value, grad, hess = prob.terms(theta)
-    active = torch.ones(len(count), dtype=torch.bool, device=theta.device)
+    both = _to_coords(torch.cat([previous, torch.where(ml_ok[:, None, None], ml, previous)]), prob.rows, prob.cols)
+    value, grad, hess = _CovProblem(scatter.repeat(2, 1, 1), count.repeat(2), prior).terms(both)
+    use_ml = ml_ok & (value[b:] > value[:b])
+    pick = lambda t: torch.where(use_ml.reshape(-1, *([1] * (t.dim() - 1))), t[b:], t[:b])  # noqa: E731
+    theta, value, grad, hess = pick(both), pick(value), pick(grad), pick(hess)
+    active = torch.ones(b, dtype=torch.bool, device=theta.device)
     for _ in range(max_iter):
         lam, vec = torch.linalg.eigh(-hess)
         lam = lam.abs().clamp_min(1e-12 * lam.abs().amax(-1, keepdim=True) + 1e-300)
