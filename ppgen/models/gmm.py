@@ -285,7 +285,7 @@ class GMM(BayesFamily):
     def em_chunk(self, s: int) -> int:
         """Points per chunk of the E-step for S parameter values: temporaries (S, K, D, chunk) of about
         2^17 numbers (1 MB), the fastest measured."""
-        return max(64, 2**17 // (s * self.k * self.d))
+        return max(1, 2**17 // (s * self.k * self.d))
 
     def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """E-step at S parameter values: the responsibilities r (S, K, N) of the components and their

@@ -377,7 +377,7 @@ class HMM(BayesFamily):
         """Sequences per chunk of the E-step for S parameter values: arrays (T, S, chunk, K) of about
         2^19 numbers (4 MB); smaller chunks pay the recursion's per-step overhead more often, larger
         ones leave the cache (measured on 2,000 sequences of 200 steps)."""
-        return max(16, 2**19 // (s * self.t * self.k))
+        return max(1, 2**19 // (s * self.t * self.k))
 
     def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """E-step at S parameter values by forward-backward (``method``: see :func:`forward_backward`):
