@@ -446,7 +446,7 @@ def test_e_step_in_chunks_equals_one_pass(name: str, monkeypatch) -> None:
 
 def test_log_prior_without_the_support_checks_is_the_same_number() -> None:
     """EM skips the support checks of the priors on its own updates: the same numbers; the checks still
-    hold for everyone else (and for EM's starting values)."""
+    hold for everyone else, and EM checks its starting values against the sites' supports."""
     for model, x in ((_gmm("full"), _blobs(100)), (_hmm("categorical", k=2, t=20, symbols=6), _toyseq("casino", 10)[:, :20])):
         theta = as_start(stack_starts(model, x, [0, 1]))
         assert torch.equal(model.log_prior(theta), model.log_prior(theta, validate=False))
@@ -458,8 +458,9 @@ def test_log_prior_without_the_support_checks_is_the_same_number() -> None:
             bad["emission_probs"][..., 0] = -0.1
         with pytest.raises(ValueError):
             model.log_prior(bad)
-        with pytest.raises(ValueError):
-            em_start(model, x, bad)
+        for flat in (False, True):
+            with pytest.raises(ValueError, match="lies outside its support"):
+                em_start(model, x, bad, flat=flat)
 
 
 def test_a_degenerate_restart_is_dropped_under_flat_priors() -> None:

@@ -430,10 +430,10 @@ def statistics(model: Any, x: torch.Tensor, theta: Theta, method: str = "auto") 
     return stats, ll
 
 
-def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool, validate: bool = False) -> torch.Tensor:
-    # The starts are checked against the priors' supports; EM's updates lie in them by construction
-    # (simplex rows normalised, scales and Cholesky diagonals positive).
-    return log_lik if flat else log_lik + model.log_prior(theta, validate=validate)
+def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool) -> torch.Tensor:
+    # The starts are checked against the sites' supports (em_start); EM's updates lie in them by
+    # construction (simplex rows normalised, scales and Cholesky diagonals positive).
+    return log_lik if flat else log_lik + model.log_prior(theta, validate=False)
 
 
 def as_start(values: Mapping[str, torch.Tensor], device: torch.device | None = None) -> Theta:
@@ -449,8 +449,12 @@ def em_start(model: Any, x: torch.Tensor, starts: Mapping[str, torch.Tensor], *,
              method: str = "auto") -> EMRun:
     """The E-step at R starting values (R, ...): an :class:`EMRun` with no iterations yet."""
     theta = as_start(starts, x.device)
+    for site in getattr(model, "sites", ()):
+        inside = site.constraint.check(theta[site.name])
+        if not bool(inside.all()):
+            raise ValueError(f"EM: a starting value of site {site.name!r} lies outside its support ({site.constraint})")
     stats, ll = statistics(model, x.to(DTYPE), theta, method)
-    lp = _log_post(model, theta, ll, flat, validate=True)
+    lp = _log_post(model, theta, ll, flat)
     r = lp.shape[0]
     return EMRun(theta=theta, stats=stats, log_post=lp, log_lik=ll,
                  iterations=torch.zeros(r, dtype=torch.int64, device=lp.device),
