@@ -32,8 +32,8 @@ Meng & Rubin 1993: monotone, with the posterior's stationary points as fixed poi
   in sigma do not combine into a conjugate form). The M-step maximises Q over the Cholesky factor of
   Sigma in unconstrained coordinates by Newton's method (analytic gradient, Hessian by central
   differences of it, eigenvalues made positive, Armijo backtracking) from the better of the previous
-  value and the maximum-likelihood one, until the Newton decrement is at rounding level: again the
-  exact maximiser, and never worse than the previous value. The LKJ concentration must be >= 1 (below
+  value and the maximum-likelihood one, until the Newton decrement is below 1e-10 (n + 1), then one
+  last full step: again the maximiser to rounding, and never worse than the previous value. The LKJ concentration must be >= 1 (below
   1 its density is unbounded as a correlation approaches +-1).
 
 **Restarts** are one computation: the parameters carry a leading axis of R starting points (the
@@ -56,7 +56,7 @@ References:
     39, 1-38.
     Meng & Rubin (1993), Maximum likelihood estimation via the ECM algorithm: a general framework,
     Biometrika 80, 267-278.
-    McLachlan & Krishnan (2008), The EM Algorithm and Extensions, 2nd ed., Wiley (MAP-EM, section 1.6).
+    McLachlan & Krishnan (2008), The EM Algorithm and Extensions, 2nd ed., Wiley (EM for MAP estimation).
     Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Springer (Newton with modified Hessian,
     backtracking line search: chapters 3.1 and 3.4).
 """
