@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import math
 import os
 import platform
 import statistics
@@ -252,7 +253,9 @@ def run_case(case: Case, repeats: int, timings: int) -> dict[str, Any]:
             got = ppgen_to_target(model, x, starts, target, flat=True)
             ml_t, ml_it = min(ml_t, got[0]), got[1]
             got = ppgen_to_target(model, x, starts, target, flat=False)
-            map_t, map_it, map_ll = min(map_t, got[0]), got[1], got[2]  # NaN stays NaN: not reached
+            map_t, map_it, map_ll = min(map_t, got[0]), got[1], got[2]
+            if got[0] != got[0]:  # not reached: the MAP optimum's likelihood is below the target
+                map_t = float("nan")
         for key, v in zip(keys, (t, iters, ll, ml_t, ml_it, map_t, map_it, map_ll)):
             one[key].append(v)
         print(f"{case.name}, start {r}: reference {t:.4f}s ({iters} iterations), ppgen EM {ml_t:.4f}s ({ml_it}), "
@@ -278,7 +281,7 @@ def run_case(case: Case, repeats: int, timings: int) -> dict[str, Any]:
     row["ref_ll"] /= unit
     row["map_ll"] /= unit
     row["ml_ratio"] = med(a / b for a, b in zip(one["ml_t"], one["ref_t"]))
-    reached = [i for i, v in enumerate(one["map_t"]) if v == v]
+    reached = [i for i, v in enumerate(one["map_t"]) if math.isfinite(v)]
     row["map_reached"], row["starts"] = len(reached), repeats
     if reached:
         row["map_t"] = med(one["map_t"][i] for i in reached)
@@ -376,7 +379,20 @@ def write(rows: list[dict], quick: bool, repeats: int, cpu: str, load_before: st
         lines.append(f"| {r['case']} | {r['r_ref_t']:.3f} ({r['r_ref_ll']:.5f}) | {r['r_ml_t']:.3f} ({r['r_ml_ll']:.5f}) | "
                      f"{ratio(r['r_ml_t'], r['r_ref_t'])} | {r['r_map_t']:.3f} ({r['r_map_ll']:.5f}) | "
                      f"{ratio(r['r_map_t'], r['r_ref_t'])} |")
-    lines.append("")
+    lines += [
+        "",
+        "Reading: the same algorithm from the same start takes the same number of iterations on both sides; "
+        "ppgen's are cheaper (batched tensor operations over all sequences, where hmmlearn loops over sequences "
+        "in Python; E-steps in chunks that stay in cache), and batched restarts pay the per-operation overhead "
+        "once for all of them. MAP-EM's optimum has a lower likelihood than the references' maximum "
+        "(the declared priors pull it), so on the 21-window GDP series it needs more iterations to reach the "
+        "reference's target, or never reaches it; with full covariance its M-step is a Newton solve (the "
+        "LogNormal and LKJ priors have no closed form), which costs more than the references' closed form on a "
+        "small mixture. With the same tolerance, hmmlearn ends one M-step past the iteration its check stops at "
+        "and ppgen at the last parameters it evaluated, so on the slowly converging casino hmmlearn's best "
+        f"log-likelihood is slightly higher (well within the {TOL} nats that count as equal).",
+        "",
+    ]
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
