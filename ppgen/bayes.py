@@ -163,6 +163,12 @@ class DrawStore(nn.Module):
         self.set(draws, stats)
 
 
+def tensor_options(like: torch.Tensor | None) -> dict[str, Any]:
+    """``dtype`` and ``device`` of ``like`` as keyword arguments for a tensor constructor (none without
+    it): priors evaluated at float64 values (EM) or on a GPU are built there."""
+    return {} if like is None else {"dtype": like.dtype, "device": like.device}
+
+
 def flatten_draws(draws: Mapping[str, torch.Tensor]) -> Theta:
     """(chain, draw, ...) -> (chain * draw, ...)."""
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
@@ -201,8 +207,9 @@ class BayesFamily(Family):
     def build_sites(self) -> list[Site]:
         raise NotImplementedError
 
-    def prior(self, name: str) -> dist.Distribution:
-        """The prior of one site: batch shape (), event shape ``site.shape``."""
+    def prior(self, name: str, like: torch.Tensor | None = None) -> dist.Distribution:
+        """The prior of one site: batch shape (), event shape ``site.shape``; its parameters in the dtype
+        and on the device of ``like`` where given (see :func:`tensor_options`)."""
         raise NotImplementedError
 
     def default_values(self) -> Theta:
@@ -269,9 +276,25 @@ class BayesFamily(Family):
         """Keep posterior draws (chain, draw, ...) in the model, so that its checkpoint carries them."""
         self.posterior.set(draws, stats)
 
-    def log_prior(self, theta: Theta) -> torch.Tensor:
-        """log p(theta_s), shape (S,)."""
-        return sum(self.prior(s.name).log_prob(theta[s.name]) for s in self.sites)  # type: ignore[return-value]
+    def log_prior(self, theta: Theta, validate: bool = True) -> torch.Tensor:
+        """log p(theta_s), shape (S,). ``validate=False`` skips the check that the values lie in each
+        prior's support (for callers whose values are in it by construction, such as EM's updates)."""
+        return sum(self._prior_like(s.name, theta[s.name], validate).log_prob(theta[s.name])  # type: ignore[return-value]
+                   for s in self.sites)
+
+    def _prior_like(self, name: str, like: torch.Tensor, validate: bool = True) -> dist.Distribution:
+        """:meth:`prior` with its parameters in ``like``'s dtype and device, built once per dtype and
+        device (EM and NUTS evaluate it at every iteration; the hyperparameters are fixed by the spec)."""
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        key = (name, like.dtype, like.device, validate)
+        if key not in cache:
+            prior = self.prior(name, like=like)
+            node = prior
+            while not validate and node is not None:
+                node._validate_args = False
+                node = getattr(node, "base_dist", None)
+            cache[key] = prior
+        return cache[key]
 
     def log_joint(self, x: torch.Tensor, theta: Theta, n_total: int | None = None) -> torch.Tensor:
         """log p(theta_s) + (n_total / N) sum_n log p(x_n | theta_s), shape (S,)."""

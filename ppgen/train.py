@@ -752,6 +752,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                 extra = f", val {record['val_loss']:.3f}" if "val_loss" in record else ""
                 print(f"epoch {epoch + 1}: loss {record['loss']:.3f}{extra} ({record['time_s']:.1f} s)", file=sys.stderr)
             save(epoch + 1, 0)
+            if routine.finished(state):
+                break
 
 
 class _UpdateGuard:

@@ -109,6 +109,11 @@ class Routine:
             return {}
         return {name: [name] for name, p in state.model.named_parameters() if p.requires_grad}
 
+    def finished(self, state: State) -> bool:
+        """True when further steps would change nothing (e.g. EM has converged): the loop then ends the
+        run after the epoch's checkpoint. Deterministic, so that every process agrees."""
+        return False
+
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
         and with the RNG forked, so validating never changes the training stream."""

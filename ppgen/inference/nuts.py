@@ -21,7 +21,9 @@ Chains run one after another in this process, each through its own ``pyro.infer.
 ``num_chains=1`` (Pyro's own multi-chain mode forks worker processes, one per chain, which a shared CPU
 and a notebook cannot always afford); chains are independent, so this is the same sampler. At least two
 chains are required so that R-hat is defined. Chains start from the family's data-driven starting point
-with a different seed each (``init: data``) or from a prior draw (``init: prior``).
+with a different seed each (``init: data``), from that start moved to the posterior mode by MAP-EM
+(``init: em``, :mod:`ppgen.inference.em`: warmup then begins where the posterior mass is), or from a
+prior draw (``init: prior``).
 
 By default NUTS samples the family's ``marginal_model`` (discrete latent variables summed out in closed
 form); ``likelihood: enumerated`` samples ``model`` instead and lets Pyro sum the enumerated discrete
@@ -70,7 +72,9 @@ class NUTSConfig(InferenceSpec):
     dense_mass: bool = Field(False, description="a dense mass matrix over all sites (else diagonal)")
     jit: bool = Field(False, description="compile the potential energy with torch.jit")
     likelihood: Literal["marginal", "enumerated"] = "marginal"
-    init: Literal["data", "prior"] = "data"
+    init: Literal["data", "em", "prior"] = Field(
+        "data", description="data: the family's data-driven start; em: that start moved to the posterior mode by EM; "
+        "prior: a prior draw")
 
     @model_validator(mode="after")
     def _check_no_optimizer(self) -> "NUTSConfig":
@@ -142,6 +146,11 @@ class NUTSRoutine(Routine):
                 f"data.batch_size is {spec.data.batch_size} and there are {self.n_total} training examples; "
                 f"set data.batch_size to at least {self.n_total} (e.g. --set data.batch_size={self.n_total})"
             )
+        if self.config.init == "em":  # refused now, not at the first step
+            from ppgen.inference.em import check_family
+
+            check_family(model, routine="nuts with init: em")
+            model.em_check(False)
         if self.config.likelihood == "marginal" and hasattr(model, "marginal_model"):
             self.fn = model.marginal_model
         elif callable(getattr(model, "model", None)):
@@ -167,8 +176,10 @@ class NUTSRoutine(Routine):
             common["max_plate_nesting"] = self.plates
         if not extra["warmed_up"]:
             seed = int(torch.randint(2**31 - 1, ()))
-            if c.init == "data" and hasattr(model, "init_values"):
+            if c.init in ("data", "em") and hasattr(model, "init_values"):
                 values = model.init_values(x, torch.Generator().manual_seed(seed))
+                if c.init == "em":
+                    values = em_start_values(model, x, values)
                 strategy = init_to_value(values={k: v.detach() for k, v in values.items()})
             else:
                 strategy = init_to_sample
@@ -268,6 +279,15 @@ class NUTSRoutine(Routine):
             return {}
         ll, _ = model.log_likelihood(x)
         return {"val_loss": float(-ll.mean())}
+
+
+def em_start_values(model: Any, x: torch.Tensor, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``values`` moved to the posterior mode by MAP-EM (``init: em``), in the model's dtype."""
+    from ppgen.inference.em import check_family, em_fit
+
+    check_family(model, routine="nuts with init: em")
+    run = em_fit(model, x, starts={k: v[None] for k, v in values.items()}, set_point=False)
+    return {k: v.to(values[k].dtype) for k, v in run.best_theta().items()}
 
 
 class _Recorder:

@@ -1,4 +1,4 @@
-"""Gaussian mixture model with declared priors, fitted by MAP (TraceEnum_ELBO) or NUTS.
+"""Gaussian mixture model with declared priors, fitted by MAP-EM, MAP (TraceEnum_ELBO) or NUTS.
 
     weights ~ Dirichlet(alpha, ..., alpha)
     locs[k, d] ~ Normal(m, s)
@@ -13,7 +13,9 @@ exactly (MAP with a Delta guide on the globals, routine ``enum_svi``) and ``infe
 (temperature 0: the most probable component; 1: a posterior draw). :meth:`GMM.marginal_model` states the
 same density with ``z`` summed out by ``MixtureSameFamily``, which is what NUTS samples (routine
 ``nuts``). Labels are made consistent across draws and chains by :func:`ppgen.bayes.relabel` with the
-component means and log scales as signature, so that R-hat is meaningful.
+component means and log scales as signature, so that R-hat is meaningful. :meth:`GMM.em_statistics` and
+:meth:`GMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`), which
+reaches the posterior mode of this model, with restarts fitted together.
 
 Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); labels, where a
 data set has them, are not used to fit, only to score clusterings in ``ppgen evaluate``.
@@ -43,10 +45,10 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict
+from ppgen.spec import ModelSpec, SpecError, Strict
 
 
 class GMMPrior(Strict):
@@ -112,18 +114,19 @@ class GMM(BayesFamily):
             sites.append(Site("corr_cholesky", (k, d, d), constraints.corr_cholesky, ("component", "dim", "dim_b"), (0,)))
         return sites
 
-    def prior(self, name: str) -> dist.Distribution:
+    def prior(self, name: str, like: torch.Tensor | None = None) -> dist.Distribution:
         p, k, d = self.p, self.k, self.d
+        opts = tensor_options(like)
         if name == "weights":
-            return dist.Dirichlet(torch.full((k,), p.weights_concentration))
+            return dist.Dirichlet(torch.full((k,), p.weights_concentration, **opts))
         if name == "locs":
-            return dist.Normal(torch.tensor(p.loc.mean), torch.tensor(p.loc.std)).expand((k, d)).to_event(2)
+            return dist.Normal(torch.tensor(p.loc.mean, **opts), torch.tensor(p.loc.std, **opts)).expand((k, d)).to_event(2)
         if name == "scales":
             shape = (k,) if self.cov == "spherical" else (k, d)
-            base = dist.LogNormal(torch.tensor(math.log(p.scale.median)), torch.tensor(p.scale.log_std))
+            base = dist.LogNormal(torch.tensor(math.log(p.scale.median), **opts), torch.tensor(p.scale.log_std, **opts))
             return base.expand(shape).to_event(len(shape))
         if name == "corr_cholesky":
-            return dist.LKJCholesky(d, torch.tensor(p.lkj_concentration)).expand((k,)).to_event(1)
+            return dist.LKJCholesky(d, torch.tensor(p.lkj_concentration, **opts)).expand((k,)).to_event(1)
         raise KeyError(name)
 
     def default_values(self) -> Theta:
@@ -260,6 +263,100 @@ class GMM(BayesFamily):
                     chols.append(torch.eye(self.d, dtype=x.dtype))
             values["corr_cholesky"] = torch.stack(chols).float()
         return values
+
+    # -- EM (routine em; see ppgen.inference.em for the M-steps) ----------------------------------------------
+    def em_check(self, flat: bool) -> None:
+        """The declared priors have a posterior mode (Dirichlet and LKJ concentrations at least 1)."""
+        if flat:
+            return
+        if self.p.weights_concentration < 1:
+            raise SpecError(
+                f"routine em: prior.weights_concentration is {self.p.weights_concentration:g}; below 1 the posterior "
+                "density grows without bound as a weight goes to 0, so there is no posterior mode for EM to reach. "
+                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+            )
+        if self.cov == "full" and self.p.lkj_concentration < 1:
+            raise SpecError(
+                f"routine em: prior.lkj_concentration is {self.p.lkj_concentration:g}; below 1 the LKJ density grows "
+                "without bound as a correlation approaches +-1, so a component with little data has no mode. "
+                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+            )
+
+    def em_chunk(self, s: int) -> int:
+        """Points per chunk of the E-step for S parameter values: temporaries (S, K, D, chunk) of about
+        2^17 numbers (1 MB), the fastest measured."""
+        return max(1, 2**17 // (s * self.k * self.d))
+
+    def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """E-step at S parameter values: the responsibilities r (S, K, N) of the components and their
+        weighted sums about the current means, ``count`` = sum_n r (S, K), ``first`` = sum_n r (x_n - mu_k)
+        (S, K, D) and ``second`` = sum_n r (x_n - mu_k)^2 (S, K, D), or the outer products (S, K, D, D) for
+        full covariance; and log p(x | theta_s) summed over the points, (S,). The densities are
+        :meth:`component_log_prob`'s (the tests check), computed from the same differences, laid out
+        (S, K, D, N) so that every operation runs along the points."""
+        x_t = x.to(theta["locs"].dtype).T.contiguous()  # (D, N)
+        diff = x_t - theta["locs"][..., None]  # (S, K, D, N)
+        if self.cov == "full":
+            tril = self._scale_tril(theta)
+            eye = torch.eye(self.d, dtype=tril.dtype, device=tril.device).expand_as(tril)
+            z = torch.linalg.solve_triangular(tril, eye, upper=False) @ diff  # L^-1 (x - mu)
+            half_logdet = torch.log(tril.diagonal(dim1=-2, dim2=-1)).sum(-1)
+            scale = 0.5
+        elif self.cov == "diag":
+            z = diff / theta["scales"][..., None]
+            half_logdet = torch.log(theta["scales"]).sum(-1)
+            scale = 0.5
+        else:
+            z = diff.clone()
+            half_logdet = self.d * torch.log(theta["scales"])
+            scale = 0.5 / theta["scales"][..., None] ** 2
+        const = torch.log(theta["weights"]) - half_logdet - 0.5 * self.d * math.log(2 * math.pi)
+        # joint = const - scale |z|^2, then the responsibilities, in place
+        joint = z.square_().sum(-2).mul_(-scale).add_(const[..., None])  # (S, K, N)
+        top = joint.amax(1, keepdim=True)
+        r = joint.sub_(top).exp_()
+        total = r.sum(1, keepdim=True)
+        r.div_(total)  # (S, K, N)
+        ll = (top + torch.log(total)).sum((1, 2))
+        rd = diff * r[:, :, None, :]
+        second = rd @ diff.mT if self.cov == "full" else (rd * diff).sum(-1)
+        return {"count": r.sum(-1), "first": rd.sum(-1), "second": second}, ll
+
+    def em_maximize(self, stats: dict[str, torch.Tensor], theta: Theta, *, flat: bool) -> tuple[Theta, torch.Tensor]:
+        """M-step: the weights' Dirichlet mode; each mean given its old covariance (precision-weighted with
+        the Normal prior); then the covariance given the new mean (LogNormal scales: a Newton solve per
+        scale; full: Newton over the Cholesky factor with the LKJ prior). Flat priors: the maximum-likelihood
+        updates. See :mod:`ppgen.inference.em`."""
+        from ppgen.inference.em import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
+
+        p = self.p
+        loc_prior = None if flat else (p.loc.mean, p.loc.std)
+        scale_prior = None if flat else (math.log(p.scale.median), p.scale.log_std)
+        count, first = stats["count"], stats["first"]
+        out = {"weights": dirichlet_mode(count, 1.0 if flat else p.weights_concentration, theta["weights"])}
+        if self.cov != "full":
+            locs, scales, bad = diag_gaussian_step(count, first, stats["second"], theta["locs"], theta["scales"],
+                                                   loc_prior, scale_prior, spherical=self.cov == "spherical")
+            out.update(locs=locs, scales=scales)
+            return out, bad
+        tril = self._scale_tril(theta)
+        delta = full_gaussian_mean(count, first, theta["locs"], tril @ tril.mT, loc_prior)
+        cross = first[..., :, None] * delta[..., None, :]
+        scatter = stats["second"] - cross - cross.mT + count[..., None, None] * delta[..., :, None] * delta[..., None, :]
+        scatter = 0.5 * (scatter + scatter.mT)
+        s, k, d = delta.shape
+        if flat:
+            new, info = torch.linalg.cholesky_ex(scatter / count[..., None, None])
+            bad = ((info != 0) | (count <= 0)).any(-1) | ~torch.isfinite(new).flatten(1).all(-1)
+            new = torch.where(bad[:, None, None, None], tril, new)
+        else:
+            prior = CovariancePrior(math.log(p.scale.median), p.scale.log_std, p.lkj_concentration)
+            new = covariance_mode(scatter.reshape(-1, d, d), count.reshape(-1), tril.reshape(-1, d, d), prior)
+            new = new.reshape(s, k, d, d)
+            bad = torch.zeros(s, dtype=torch.bool, device=new.device)
+        scales = torch.linalg.vector_norm(new, dim=-1)
+        out.update(locs=theta["locs"] + delta, scales=scales, corr_cholesky=new / scales[..., None])
+        return out, bad
 
     # -- reporting -------------------------------------------------------------------------------------------
     def posterior_variables(self, theta: Theta) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:

@@ -19,6 +19,8 @@ from p(z | x) (forward-filtering backward-sampling). :meth:`HMM.state_marginals`
 forward-backward. :meth:`HMM.marginal_model` states the forward-algorithm likelihood as one factor per
 sequence: what NUTS samples (routine ``nuts``); states are relabelled across draws by their emission
 parameters (:func:`ppgen.bayes.relabel`), rows and columns of the transition matrix alike.
+:meth:`HMM.em_statistics` (forward-backward, :func:`forward_backward`) and :meth:`HMM.em_maximize` are
+the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`): Baum-Welch with the declared priors.
 
 References:
     Baum, Petrie, Soules & Weiss (1970), A maximization technique occurring in the statistical analysis of
@@ -46,7 +48,7 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans
+from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -133,21 +135,25 @@ class HMM(BayesFamily):
             sites.append(Site("emission_probs", (k, self.v), _ROWS, ("state", "symbol"), (0,)))
         return sites
 
-    def prior(self, name: str) -> dist.Distribution:
+    def prior(self, name: str, like: torch.Tensor | None = None) -> dist.Distribution:
         p, k = self.p, self.k
+        opts = tensor_options(like)
         if name == "initial":
-            return dist.Dirichlet(torch.full((k,), p.initial_concentration))
+            return dist.Dirichlet(torch.full((k,), p.initial_concentration, **opts))
         if name == "transition":
-            conc = torch.full((k, k), p.transition_concentration) + p.stickiness * torch.eye(k)
-            return dist.Dirichlet(conc).to_event(1)
+            return dist.Dirichlet(self._transition_concentration(opts)).to_event(1)
         if name == "locs":
-            return dist.Normal(torch.tensor(p.loc.mean), torch.tensor(p.loc.std)).expand((k, self.d)).to_event(2)
+            return dist.Normal(torch.tensor(p.loc.mean, **opts), torch.tensor(p.loc.std, **opts)).expand((k, self.d)).to_event(2)
         if name == "scales":
-            base = dist.LogNormal(torch.tensor(math.log(p.scale.median)), torch.tensor(p.scale.log_std))
+            base = dist.LogNormal(torch.tensor(math.log(p.scale.median), **opts), torch.tensor(p.scale.log_std, **opts))
             return base.expand((k, self.d)).to_event(2)
         if name == "emission_probs":
-            return dist.Dirichlet(torch.full((k, self.v), p.emission_concentration)).to_event(1)
+            return dist.Dirichlet(torch.full((k, self.v), p.emission_concentration, **opts)).to_event(1)
         raise KeyError(name)
+
+    def _transition_concentration(self, opts: dict[str, Any]) -> torch.Tensor:
+        k = self.k
+        return torch.full((k, k), self.p.transition_concentration, **opts) + self.p.stickiness * torch.eye(k, **opts)
 
     def default_values(self) -> Theta:
         k = self.k
@@ -198,16 +204,7 @@ class HMM(BayesFamily):
         batched operations instead of T sequential ones (the parallel-scan form of the forward
         algorithm) -- the same number, much less Python overhead under NUTS's many gradient calls."""
         e = self.emission_log_prob(x, theta)  # (S, N, T, K)
-        log_a = torch.log(theta["transition"])[:, None, None]  # (S, 1, 1, K, K)
-        mats = log_a + e[:, :, 1:, None, :]  # (S, N, T-1, K, K): log A_ij + log e_t(j)
-        while mats.shape[2] > 1:
-            half = mats.shape[2] // 2
-            paired = _log_matmul_exp(mats[:, :, 0 : 2 * half : 2], mats[:, :, 1 : 2 * half : 2])
-            mats = torch.cat([paired, mats[:, :, 2 * half :]], 2)
-        alpha = torch.log(theta["initial"])[:, None] + e[:, :, 0]  # (S, N, K)
-        if mats.shape[2] == 1:
-            alpha = torch.logsumexp(alpha[..., :, None] + mats[:, :, 0], -2)
-        return torch.logsumexp(alpha, -1)
+        return forward_scan(e, torch.log(theta["initial"]), torch.log(theta["transition"]))
 
     def chunk_factor(self) -> int:
         return 2 * self.k**3
@@ -353,6 +350,96 @@ class HMM(BayesFamily):
             values["emission_probs"] = (0.5 * freq + 0.5 * noise / noise.sum(-1, keepdim=True)).float()
         return values
 
+    # -- EM (routine em; see ppgen.inference.em for the M-steps) ------------------------------------------------
+    def em_check(self, flat: bool) -> None:
+        """The declared Dirichlet priors have a posterior mode (concentrations at least 1)."""
+        if flat:
+            return
+        keys = [("initial_concentration", self.p.initial_concentration),
+                ("transition_concentration", self.p.transition_concentration)]
+        if self.kind == "categorical":
+            keys.append(("emission_concentration", self.p.emission_concentration))
+        for key, value in keys:
+            if value < 1:
+                raise SpecError(
+                    f"routine em: prior.{key} is {value:g}; below 1 the posterior density grows without bound as a "
+                    "probability goes to 0, so there is no posterior mode for EM to reach. Set it to 1 or more, or "
+                    "sample the posterior with inference/nuts.yaml"
+                )
+
+    def forward_backward(self, x: torch.Tensor, theta: Theta, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log p(x_n | theta_s) (S, N), the state marginals p(z_t = k | x_n) (S, N, T, K) and the expected
+        transition counts summed over sequences and steps (S, K, K); see :func:`forward_backward`."""
+        e = self.emission_log_prob(x, theta)
+        return forward_backward(e, torch.log(theta["initial"]), torch.log(theta["transition"]), method)
+
+    def em_chunk(self, s: int) -> int:
+        """Sequences per chunk of the E-step for S parameter values: arrays (T, S, chunk, K) of about
+        2^19 numbers (4 MB); smaller chunks pay the recursion's per-step overhead more often, larger
+        ones leave the cache (measured on 2,000 sequences of 200 steps)."""
+        return max(1, 2**19 // (s * self.t * self.k))
+
+    def em_statistics(self, x: torch.Tensor, theta: Theta, *, method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """E-step at S parameter values by forward-backward (``method``: see :func:`forward_backward`):
+        expected initial-state counts ``initial`` (S, K), transition counts ``transition`` (S, K, K), time
+        spent in each state ``count`` (S, K) and, Gaussian, the weighted sums of x - mu_k and (x - mu_k)^2
+        about the current means (S, K, D), categorical, the expected symbol counts ``symbols`` (S, K, V);
+        and log p(x | theta_s) summed over the sequences, (S,). The Gaussian emission densities are
+        :meth:`emission_log_prob`'s (the tests check), computed from the same differences, laid out
+        (S, K, D, N T) so that every operation runs along the data."""
+        dtype = theta["initial"].dtype
+        x = self._seq(x).to(dtype)
+        n, t = x.shape[:2]
+        s, k = theta["initial"].shape
+        if self.kind == "gaussian":
+            diff = x.reshape(n * t, self.d).T[None, None] - theta["locs"][..., None]  # (S, K, D, N T)
+            z = diff / theta["scales"][..., None]
+            log_e = -0.5 * (z * z).sum(-2) - (torch.log(theta["scales"]).sum(-1) + 0.5 * self.d * math.log(2 * math.pi))[..., None]
+            log_e = log_e.reshape(s, k, n, t).permute(0, 2, 3, 1)
+        else:
+            log_e = self.emission_log_prob(x, theta)
+        ll, gamma, xi = forward_backward(log_e, torch.log(theta["initial"]), torch.log(theta["transition"]), method)
+        g = gamma.permute(0, 3, 1, 2).reshape(s, k, n * t)
+        stats = {"initial": gamma[:, :, 0].sum(1), "transition": xi, "count": g.sum(-1)}
+        if self.kind == "gaussian":
+            gd = diff * g[:, :, None, :]
+            stats["first"] = gd.sum(-1)
+            stats["second"] = (gd * diff).sum(-1)
+        else:
+            symbols = x[..., 0].long().reshape(-1)
+            counts = torch.zeros(s, k, self.v, dtype=dtype, device=x.device)
+            block = max(1, 2**22 // self.v)  # one-hot blocks of bounded size; a matmul sums in a fixed order
+            for i in range(0, n * t, block):
+                onehot = torch.nn.functional.one_hot(symbols[i : i + block], self.v).to(dtype)
+                counts = counts + g[..., i : i + block] @ onehot
+            stats["symbols"] = counts
+        return stats, ll.sum(-1)
+
+    def em_maximize(self, stats: dict[str, torch.Tensor], theta: Theta, *, flat: bool) -> tuple[Theta, torch.Tensor]:
+        """M-step: the Dirichlet modes of the initial distribution, of each transition row (with the sticky
+        prior's extra concentration on staying) and of each state's symbol probabilities; Gaussian
+        emissions as in the mixture with diagonal covariance (the mean given the old scale, then the
+        LogNormal scale by a Newton solve). Flat priors: the maximum-likelihood updates (Baum-Welch)."""
+        from ppgen.inference.em import diag_gaussian_step, dirichlet_mode
+
+        p = self.p
+        opts = tensor_options(theta["transition"])
+        out = {
+            "initial": dirichlet_mode(stats["initial"], 1.0 if flat else p.initial_concentration, theta["initial"]),
+            "transition": dirichlet_mode(stats["transition"], 1.0 if flat else self._transition_concentration(opts),
+                                         theta["transition"]),
+        }
+        if self.kind == "categorical":
+            out["emission_probs"] = dirichlet_mode(stats["symbols"], 1.0 if flat else p.emission_concentration,
+                                                   theta["emission_probs"])
+            return out, torch.zeros(theta["initial"].shape[0], dtype=torch.bool, device=opts.get("device"))
+        loc_prior = None if flat else (p.loc.mean, p.loc.std)
+        scale_prior = None if flat else (math.log(p.scale.median), p.scale.log_std)
+        locs, scales, bad = diag_gaussian_step(stats["count"], stats["first"], stats["second"], theta["locs"],
+                                               theta["scales"], loc_prior, scale_prior)
+        out.update(locs=locs, scales=scales)
+        return out, bad
+
     # -- reporting ----------------------------------------------------------------------------------------------
     def pair_variables(self) -> tuple[list[str], dict[str, Any]]:
         states = list(range(min(self.k, 2)))
@@ -383,6 +470,145 @@ class HMM(BayesFamily):
 def _log_matmul_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(exp(a) @ exp(b)) over the last two axes, stable."""
     return torch.logsumexp(a[..., :, :, None] + b[..., None, :, :], -2)
+
+
+# --------------------------------------------------------------------------- forward-backward
+
+
+def forward_scan(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """log p(x_1..T) (S, N) from log emission densities ``e`` (S, N, T, K), log initial probabilities
+    (S, K) and log transition matrices (S, K, K), by the parallel-scan form of the forward algorithm:
+    the recursion alpha_t = (alpha_{t-1} A) * e_t is a product of the matrices M_t = A diag(e_t), and
+    products are associative, so they are multiplied pairwise in log space, ceil(log2 T) rounds of
+    batched operations instead of T sequential ones."""
+    mats = log_transition[:, None, None] + e[:, :, 1:, None, :]  # (S, N, T-1, K, K): log A_ij + log e_t(j)
+    while mats.shape[2] > 1:
+        half = mats.shape[2] // 2
+        paired = _log_matmul_exp(mats[:, :, 0 : 2 * half : 2], mats[:, :, 1 : 2 * half : 2])
+        mats = torch.cat([paired, mats[:, :, 2 * half :]], 2)
+    alpha = log_initial[:, None] + e[:, :, 0]  # (S, N, K)
+    if mats.shape[2] == 1:
+        alpha = torch.logsumexp(alpha[..., :, None] + mats[:, :, 0], -2)
+    return torch.logsumexp(alpha, -1)
+
+
+def forward_log(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """The same number by the sequential recursion in log space (Rabiner 1989, eq. 19-21, in logs)."""
+    alpha = log_initial[:, None] + e[:, :, 0]
+    log_a = log_transition[:, None]
+    for t in range(1, e.shape[2]):
+        alpha = torch.logsumexp(alpha[..., :, None] + log_a, -2) + e[:, :, t]
+    return torch.logsumexp(alpha, -1)
+
+
+#: The scaled recursion is exact to rounding while every transition probability is at least this (see
+#: :func:`_forward_backward_scaled`); below it the E-step runs in log space.
+SCALED_MIN_TRANSITION = 1e-100
+
+
+def forward_backward(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
+                     method: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The E-step of an HMM for S parameter values at once: log p(x_n) (S, N), the state marginals
+    gamma_t(k) = p(z_t = k | x_n) (S, N, T, K) and the expected transition counts
+    sum_{n, t} p(z_{t-1} = i, z_t = j | x_n) (S, K, K), from log emission densities ``e`` (S, N, T, K).
+
+    ``method``:
+
+    - ``scaled``: the forward and backward recursions in probability space, each step normalised
+      (Rabiner 1989, section V.A): a batched matrix product per step. Exact to rounding while the
+      transition probabilities are not astronomically small (a state's forward probability can fall
+      below the float64 range relative to the best state only if it is more than 700 nats less
+      likely, and it can then matter only if a later transition out of the best state costs as much);
+      with any transition probability below :data:`SCALED_MIN_TRANSITION`, or a normaliser that
+      underflows, the call runs ``log`` instead.
+    - ``log``: the sequential forward recursion in log space, and the backward pass as its gradient
+      (the marginals are the derivatives of log p(x) with respect to the log emission densities, the
+      transition counts those with respect to the log transition probabilities; Eisner 2016).
+    - ``scan``: the parallel-scan forward algorithm (:func:`forward_scan`) and its gradient, in
+      ceil(log2 T) batched rounds: more arithmetic (K^3 per step), far fewer sequential operations.
+    - ``auto``: by size and device, as measured (see :func:`choose_method`): on a CPU ``scan`` for a
+      few long sequences, where the per-step overhead of the recursion dominates, ``scaled`` otherwise.
+
+    References: Eisner (2016), Inside-outside and forward-backward algorithms are just backprop, EMNLP
+    workshop on structured prediction; Rabiner (1989).
+    """
+    if method == "auto":
+        method = choose_method(*e.shape, device=e.device)
+    if method == "scaled":
+        out = _forward_backward_scaled(e, log_initial, log_transition)
+        if out is not None:
+            return out
+        method = "log"
+    if method not in ("log", "scan"):
+        raise ValueError(f"forward_backward: method must be auto, scaled, log or scan, got {method!r}")
+    forward = forward_log if method == "log" else forward_scan
+    with torch.enable_grad():
+        e_ = e.detach().requires_grad_()
+        a_ = log_transition.detach().requires_grad_()
+        ll = forward(e_, log_initial.detach(), a_)
+        gamma, xi = torch.autograd.grad(ll.sum(), [e_, a_], allow_unused=True)
+    if xi is None:  # T = 1: no transitions
+        xi = torch.zeros_like(log_transition)
+    return ll.detach(), gamma, xi
+
+
+#: The scan keeps about S N T K^3 numbers for its gradient; beyond this many ``auto`` does not pick it.
+SCAN_MAX_NUMBERS = 2**27
+
+
+def choose_method(s: int, n: int, t: int, k: int, device: torch.device | None = None) -> str:
+    """``scan`` or ``scaled`` for S parameter values, N sequences of T steps and K states.
+
+    On a CPU (``benchmarks/hmm_forward_backward.py``, results/hmm_forward_backward.md): each step of the
+    scaled recursion costs a fixed overhead of some 40 microseconds plus time in proportion to S N K^2,
+    the scan time in proportion to S N T K^3 with no per-step overhead; the scan was faster only for a
+    batch of a few sequences (S N K at most 30: one or ten sequences of 1,000 to 10,000 steps with 3
+    states, one with 8) and at least some tens of steps, the scaled recursion everywhere else (2,000
+    sequences of 200 steps: 14 times faster). On a GPU the T sequential steps are T kernel launches
+    each, which the scan replaces by ceil(log2 T) rounds, so it takes the scan while its memory stays
+    below :data:`SCAN_MAX_NUMBERS` (not measured here: no GPU was at hand)."""
+    fits = s * n * t * k**3 <= SCAN_MAX_NUMBERS
+    if device is not None and torch.device(device).type == "cuda":
+        return "scan" if fits else "scaled"
+    return "scan" if (s * n * k <= 32 and t >= 32 and fits) else "scaled"
+
+
+def _forward_backward_scaled(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`forward_backward` by the normalised recursions, or None where they cannot promise an
+    exact result (a transition probability below :data:`SCALED_MIN_TRANSITION`, a normaliser of 0).
+    Everything is laid out time first, (T, S, N, K), so that each step works on contiguous memory."""
+    a = torch.exp(log_transition)  # (S, K, K)
+    if bool((a < SCALED_MIN_TRANSITION).any()):
+        return None
+    s, n, t, k = e.shape
+    et = e.permute(2, 0, 1, 3).contiguous()  # (T, S, N, K)
+    peak = et.amax(-1, keepdim=True)
+    pe = torch.exp(et - peak)  # emission densities relative to the best state at each step: max 1
+    alpha = torch.empty_like(pe)
+    norm = torch.empty(t, s, n, 1, dtype=e.dtype, device=e.device)
+    torch.mul(torch.exp(log_initial)[:, None, :], pe[0], out=alpha[0])
+    for i in range(t):
+        if i > 0:
+            torch.bmm(alpha[i - 1], a, out=alpha[i])
+            alpha[i].mul_(pe[i])
+        torch.sum(alpha[i], -1, keepdim=True, out=norm[i])
+        alpha[i].div_(norm[i])
+    if not bool((norm > 0).all()) or not bool(torch.isfinite(norm).all()):
+        return None
+    ll = (torch.log(norm) + peak).sum(0)[..., 0]  # (S, N)
+    pe.div_(norm)  # e_t / c_t, what the backward recursion and the pair marginals use
+    beta = torch.empty_like(pe)
+    beta[t - 1] = 1.0
+    a_t = a.mT
+    for i in range(t - 2, -1, -1):
+        torch.bmm(pe[i + 1] * beta[i + 1], a_t, out=beta[i])
+    # xi_ij = A_ij sum_{n, t >= 1} alpha_{t-1}(i) e_t(j) beta_t(j) / c_t, one matrix product over (n, t).
+    left = alpha[:-1].permute(1, 3, 0, 2).reshape(s, k, (t - 1) * n)
+    right = (pe[1:] * beta[1:]).permute(1, 0, 2, 3).reshape(s, (t - 1) * n, k)
+    xi = a * (left @ right)
+    gamma = alpha.mul_(beta)  # (T, S, N, K); alpha is not needed any more
+    return ll, gamma.permute(1, 2, 0, 3), xi
 
 
 def _sticky(k: int, stay: float) -> torch.Tensor:

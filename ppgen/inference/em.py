@@ -1,0 +1,641 @@
+"""Expectation-maximization to the posterior mode (MAP-EM) of the mixture and HMM families, with
+restarts fitted together.
+
+EM (Dempster, Laird & Rubin 1977) alternates an E-step, which computes the expected sufficient
+statistics of the complete data under p(z | x, theta) (responsibilities of the components; state
+marginals and expected transition counts by forward-backward), and an M-step, which maximises
+Q(theta) = E[log p(x, z | theta)] + log p(theta). With the log prior in the M-step, every iteration
+raises the log posterior log p(theta | x) and the fixed points are its stationary points, so EM reaches
+the posterior mode of the model ppgen declares, in the coordinates the family declares its sites in --
+the same objective as ``enum_svi``'s MAP (its ``map_loss``), not an unregularised maximum likelihood.
+``prior: flat`` drops the priors (flat densities on the constrained sites): maximum likelihood, as
+scikit-learn and hmmlearn compute it.
+
+**The M-steps** (each maximises Q over one block given the others, so the algorithm is an ECM,
+Meng & Rubin 1993: monotone, with the posterior's stationary points as fixed points):
+
+- Dirichlet(c) on a probability vector (mixture weights, initial distribution, each transition row,
+  each row of symbol probabilities), expected counts n: p_j = (n_j + c_j - 1) / sum_i (n_i + c_i - 1).
+  It needs every c_j >= 1; with a concentration below 1 the posterior density grows without bound as a
+  probability goes to 0, so there is no mode, and the routine refuses the spec, naming the key.
+- Normal(m, s) on a mean, given the (co)variance Sigma: the precision-weighted mean,
+  mu = (n Sigma^-1 + I / s^2)^-1 (Sigma^-1 sum_n r_n x_n + m / s^2).
+- LogNormal(log median, tau) on a standard deviation sigma = e^v, given the mean: Q(v) = -(n + 1) v
+  - S e^{-2v} / 2 - (v - log median)^2 / (2 tau^2) (the + 1 is the LogNormal density's 1/sigma). Its
+  stationarity condition S e^{-2v} = n + 1 + (v - log median) / tau^2 mixes an exponential with a
+  linear term and has no closed-form root; the left side decreases and the right side increases in v,
+  so the root is unique, and a one-dimensional Newton solve from max(log(S / (n + 1)) / 2,
+  log median - (n + 1) tau^2) converges to it monotonically after at most one step (the function is
+  convex and decreasing) -- exact to rounding.
+- Full covariance, Sigma = diag(sigma) L L^T diag(sigma) with LogNormal scales and an LKJ(eta) prior on
+  the correlation's Cholesky factor L: no closed form either (the LKJ density in L and the LogNormal
+  in sigma do not combine into a conjugate form). The M-step maximises Q over the Cholesky factor of
+  Sigma in unconstrained coordinates by Newton's method (analytic gradient, Hessian by central
+  differences of it, eigenvalues made positive, Armijo backtracking) from the better of the previous
+  value and the maximum-likelihood one, until the Newton decrement is below 1e-10 (n + 1), then one
+  last full step: again the maximiser to rounding, and never worse than the previous value. The LKJ concentration must be >= 1 (below
+  1 its density is unbounded as a correlation approaches +-1).
+
+**Restarts** are one computation: the parameters carry a leading axis of R starting points (the
+family's data-driven start, seeded differently), the families' densities are vectorised over it, and a
+restart that has converged is taken out of the batch, so that the R fits give what R fits one after
+another would. The best, by log posterior, becomes the model's point estimate.
+
+**Stopping**: a restart stops when an iteration raised its log posterior by at most ``tol`` nats per
+training example. An iteration that lowers it by more than rounding is a bug and raises.
+
+**In the loop** (:mod:`ppgen.train`): EM needs the whole training set in every step (``data.batch_size``
+at least the number of training examples, one batch per epoch); one step is ``iterations_per_epoch`` EM
+iterations, ``epochs`` bounds their number, and the run ends early when every restart has converged.
+The state (parameters of every restart, their E-step statistics, log posteriors, counters) is in the
+checkpoint, so a resumed run continues exactly. ``loss`` is minus the log posterior per training
+example (minus the log-likelihood with ``prior: flat``), of the best restart.
+
+References:
+    Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM algorithm, JRSS B
+    39, 1-38.
+    Meng & Rubin (1993), Maximum likelihood estimation via the ECM algorithm: a general framework,
+    Biometrika 80, 267-278.
+    McLachlan & Krishnan (2008), The EM Algorithm and Extensions, 2nd ed., Wiley (EM for MAP estimation).
+    Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Springer (Newton with modified Hessian,
+    backtracking line search: chapters 3.1 and 3.4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Mapping, Protocol
+
+import torch
+from pydantic import Field
+
+from ppgen.inference.base import Routine, State
+from ppgen.inference.enum_svi import training_size
+from ppgen.registry import register_routine
+from ppgen.spec import InferenceSpec, SpecError
+
+Theta = dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
+
+#: The dtype EM works in: sufficient statistics and the log posterior of large data sets need it.
+DTYPE = torch.float64
+
+
+# --------------------------------------------------------------------------- what a family provides
+
+
+class EMFamily(Protocol):
+    """A family with closed-form E and M steps over a leading batch of parameter values."""
+
+    def em_check(self, flat: bool) -> None:
+        """Raise SpecError if the declared priors have no posterior mode for EM to reach."""
+        ...
+
+    def em_statistics(self, x: torch.Tensor, theta: Mapping[str, torch.Tensor], *,
+                      method: str = "auto") -> tuple[Stats, torch.Tensor]:
+        """E-step: expected sufficient statistics (each with a leading batch S) and log p(x | theta_s),
+        summed over the examples: (S,)."""
+        ...
+
+    def em_maximize(self, stats: Stats, theta: Mapping[str, torch.Tensor], *,
+                    flat: bool) -> tuple[Theta, torch.Tensor]:
+        """M-step: the new parameters and, per value, whether the fit degenerated (flat priors only:
+        a component with no data or no spread)."""
+        ...
+
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Mapping[str, torch.Tensor]:
+        """A data-driven starting point."""
+        ...
+
+    def log_prior(self, theta: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+        """log p(theta_s): (S,); ``validate=False`` skips the support checks."""
+        ...
+
+
+def check_family(model: Any, routine: str = "em") -> None:
+    need = [name for name in ("em_check", "em_statistics", "em_maximize", "init_values", "log_prior")
+            if not callable(getattr(model, name, None))]
+    if need:
+        raise SpecError(
+            f"routine {routine}: family {getattr(model, 'family_name', type(model).__name__)!r} has no closed-form EM "
+            f"(it lacks {', '.join(need)}); EM fits the gmm and hmm families"
+        )
+
+
+# --------------------------------------------------------------------------- M-step pieces
+
+
+def dirichlet_mode(counts: torch.Tensor, concentration: float | torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """argmax over the simplex (last axis) of sum_j (counts_j + c_j - 1) log p_j: p proportional to
+    counts + c - 1 (non-negative for c >= 1). Where every weight is 0 (no counts under a flat prior) the
+    objective is constant, and ``previous`` is kept."""
+    w = counts + (concentration - 1.0)
+    total = w.sum(-1, keepdim=True)
+    return torch.where(total > 0, w / torch.where(total > 0, total, torch.ones_like(total)), previous)
+
+
+def lognormal_scale_mode(scatter: torch.Tensor, count: torch.Tensor, log_median: float, log_std: float,
+                         max_iter: int = 100) -> torch.Tensor:
+    """The sigma that maximises -count log sigma - scatter / (2 sigma^2) + log LogNormal(sigma; log_median,
+    log_std): the root of f(v) = scatter e^{-2v} - (count + 1) - (v - log_median) / log_std^2 in v =
+    log sigma, by Newton's method. f is convex and decreasing, so Newton from a point left of the root
+    climbs to it monotonically, and from a point right of it lands left of it in one step; the start
+    max(log(scatter / (count + 1)) / 2, log_median - (count + 1) log_std^2) is at most one step away from
+    that regime and keeps e^{-2v} bounded. Elementwise; returns sigma."""
+    n = count + 1.0
+    t2 = log_std**2
+    v = torch.maximum(0.5 * torch.log(scatter / n), log_median - n * t2)
+    for _ in range(max_iter):
+        ex = scatter * torch.exp(-2.0 * v)
+        step = (ex - n - (v - log_median) / t2) / (-2.0 * ex - 1.0 / t2)
+        v = v - step
+        if bool((step.abs() <= 1e-14 * (1.0 + v.abs())).all()):
+            return v.exp()
+    raise RuntimeError("the LogNormal scale M-step did not converge in "
+                       f"{max_iter} Newton steps (largest last step {float(step.abs().max()):.3g})")
+
+
+def diag_gaussian_step(count: torch.Tensor, first: torch.Tensor, second: torch.Tensor, locs: torch.Tensor,
+                       scales: torch.Tensor, loc_prior: tuple[float, float] | None,
+                       scale_prior: tuple[float, float] | None, spherical: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The M-step of independent Gaussian coordinates: the mean given the old scales, then the scales
+    given the new mean (one ECM cycle). ``count`` (S, K); ``first`` and ``second`` (S, K, D) are the
+    weighted sums of x - locs and (x - locs)^2 about the *old* means (the E-step's, so that no large
+    numbers cancel); ``scales`` is (S, K, D), or (S, K) when ``spherical``. Priors: ``loc_prior`` =
+    (mean, std) of a Normal, ``scale_prior`` = (log median, log std) of a LogNormal, None for flat.
+    Returns the new locs, scales and a (S,) flag of degenerate fits (flat priors: a component without
+    data or without spread)."""
+    n = count[..., None]
+    var = (scales[..., None] if spherical else scales) ** 2
+    if loc_prior is None:
+        delta = first / n
+    else:
+        m, s = loc_prior
+        # (n / var + 1 / s^2) delta = first / var + (m - old) / s^2, multiplied through by var
+        delta = (first + var * (m - locs) / s**2) / (n + var / s**2)
+    scatter = (second - 2.0 * delta * first + n * delta**2).clamp_min(0.0)
+    if spherical:
+        scatter = scatter.sum(-1)
+        per = count * locs.shape[-1]
+    else:
+        per = n.expand_as(scatter)
+    if scale_prior is None:
+        new_scales = torch.sqrt(scatter / per)
+        bad = _any_per_row(~torch.isfinite(new_scales) | (new_scales <= 0)) | _any_per_row(~torch.isfinite(delta))
+    else:
+        new_scales = lognormal_scale_mode(scatter, per, *scale_prior)
+        bad = torch.zeros(count.shape[0], dtype=torch.bool, device=count.device)
+    return locs + delta, new_scales, bad
+
+
+def _any_per_row(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).any(-1)
+
+
+def full_gaussian_mean(count: torch.Tensor, first: torch.Tensor, locs: torch.Tensor, cov: torch.Tensor,
+                       loc_prior: tuple[float, float] | None) -> torch.Tensor:
+    """The mean's M-step given the covariance (S, K, D, D): the shift delta of the mean, solving
+    (n I + Sigma / s^2) delta = first + Sigma (m - old) / s^2 (the precision-weighted mean multiplied
+    through by Sigma), or first / n under a flat prior."""
+    if loc_prior is None:
+        return first / count[..., None]
+    m, s = loc_prior
+    d = locs.shape[-1]
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    lhs = count[..., None, None] * eye + cov / s**2
+    rhs = first + (cov @ (m - locs)[..., None])[..., 0] / s**2
+    return torch.linalg.solve(lhs, rhs[..., None])[..., 0]
+
+
+@dataclass(frozen=True)
+class CovariancePrior:
+    """LogNormal(log_median, log_std) on each standard deviation and LKJ(eta) on the correlation
+    matrix, whose Cholesky factor L has density proportional to prod_{i>=1} L_ii^{c_i},
+    c_i = 2 eta - 2 + D - 1 - i (0-based i), as ``torch.distributions.LKJCholesky`` writes it."""
+
+    log_median: float
+    log_std: float
+    eta: float
+
+
+def _lkj_orders(d: int, eta: float, like: torch.Tensor) -> torch.Tensor:
+    i = torch.arange(d, dtype=like.dtype, device=like.device)
+    c = 2.0 * eta - 2.0 + d - 1.0 - i
+    c[0] = 0.0  # L_00 = 1 always
+    return c
+
+
+def _cov_objective(c_low: torch.Tensor, scatter: torch.Tensor, count: torch.Tensor, prior: CovariancePrior,
+                   orders: torch.Tensor, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """F(C) = -n sum log C_ii - tr(C^-1 S C^-T) / 2 + sum_i [c_i log C_ii - (1 + c_i) log sigma_i
+    - (log sigma_i - log_median)^2 / (2 tau^2)], sigma_i = |row i of C|, c_i the LKJ ``orders`` (Q of
+    one component over its covariance, up to constants), and its gradient with respect to the lower
+    triangle of C: -n / C_ii on the diagonal, tril(C^-T C^-1 S C^-T), and the prior's terms."""
+    diag = c_low.diagonal(dim1=-2, dim2=-1)
+    sig2 = (c_low * c_low).sum(-1)
+    log_sig = 0.5 * torch.log(sig2)
+    w = torch.linalg.solve_triangular(c_low, scatter, upper=False)  # C^-1 S
+    z = torch.linalg.solve_triangular(c_low, w.mT, upper=False)  # C^-1 S C^-T
+    t2 = prior.log_std**2
+    value = ((orders - count[..., None]) * torch.log(diag) - 0.5 * z.diagonal(dim1=-2, dim2=-1)
+             - (1.0 + orders) * log_sig - (log_sig - prior.log_median) ** 2 / (2.0 * t2)).sum(-1)
+    if not grad:
+        return value, None
+    g = torch.linalg.solve_triangular(c_low.mT, z, upper=True)  # C^-T C^-1 S C^-T
+    coef = (1.0 + orders + (log_sig - prior.log_median) / t2) / sig2
+    g = g - coef[..., :, None] * c_low + torch.diag_embed((orders - count[..., None]) / diag)
+    return value, torch.tril(g)
+
+
+def _to_coords(c_low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(log C_ii for each i, then C_ij for i > j in ``tril_indices`` order)."""
+    return torch.cat([torch.log(c_low.diagonal(dim1=-2, dim2=-1)), c_low[..., rows, cols]], -1)
+
+
+def _from_coords(theta: torch.Tensor, d: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    c = torch.diag_embed(torch.exp(theta[..., :d]))
+    c[..., rows, cols] = theta[..., d:]
+    return c
+
+
+class _CovProblem:
+    """The M-step objective of a batch of components in the coordinates theta = (log C_ii, C_ij for
+    i > j): its value, gradient and Hessian."""
+
+    def __init__(self, scatter: torch.Tensor, count: torch.Tensor, prior: CovariancePrior) -> None:
+        self.d = scatter.shape[-1]
+        self.scatter, self.count, self.prior = scatter, count, prior
+        self.rows, self.cols = torch.tril_indices(self.d, self.d, -1, device=scatter.device)
+        self.orders = _lkj_orders(self.d, prior.eta, scatter)
+        self.p = self.d * (self.d + 1) // 2
+        self.eye = torch.eye(self.p, dtype=scatter.dtype, device=scatter.device)
+
+    def value(self, theta: torch.Tensor, scatter: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        return _cov_objective(_from_coords(theta, self.d, self.rows, self.cols), scatter, count, self.prior,
+                              self.orders, grad=False)[0]
+
+    def terms(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Value, gradient and Hessian at (B, P) points (central differences of the analytic gradient,
+        step 1e-5 on the scale of each coordinate), from one batched evaluation at the points and their
+        2P displacements."""
+        b, d, p_dim = theta.shape[0], self.d, self.p
+        scale = torch.ones_like(theta)
+        scale[:, d:] = torch.exp(theta[:, self.rows])  # an off-diagonal entry moves on the scale of C_ii
+        h = 1e-5 * scale
+        disp = h[:, None, :] * self.eye
+        pts = torch.cat([theta[:, None], theta[:, None] + disp, theta[:, None] - disp], 1).reshape(-1, p_dim)
+        rep = 1 + 2 * p_dim
+        c_low = _from_coords(pts, d, self.rows, self.cols)
+        value, g = _cov_objective(c_low, self.scatter.repeat_interleave(rep, 0), self.count.repeat_interleave(rep, 0),
+                                  self.prior, self.orders, grad=True)
+        gd = g.diagonal(dim1=-2, dim2=-1) * c_low.diagonal(dim1=-2, dim2=-1)  # d / d log C_ii
+        grad = torch.cat([gd, g[..., self.rows, self.cols]], -1).reshape(b, rep, p_dim)
+        hess = ((grad[:, 1 : 1 + p_dim] - grad[:, 1 + p_dim :]) / (2.0 * h[:, :, None])).mT  # column j: dg/dtheta_j
+        return value.reshape(b, rep)[:, 0], grad[:, 0], 0.5 * (hess + hess.mT)
+
+
+def covariance_mode(scatter: torch.Tensor, count: torch.Tensor, previous: torch.Tensor, prior: CovariancePrior,
+                    max_iter: int = 100) -> torch.Tensor:
+    """The Cholesky factor C of Sigma that maximises the full-covariance M-step objective (see
+    :func:`_cov_objective`) for a batch of components: ``scatter`` (B, D, D) about the new means,
+    ``count`` (B,), ``previous`` (B, D, D) the old factor. Newton's method in the coordinates
+    (log C_ii, C_ij for i > j): the Hessian by central differences of the analytic gradient, its
+    eigenvalues replaced by their absolute values (so that each step goes uphill), a step taken only
+    if it gains (Armijo; else halved until it does), until the Newton decrement is below
+    1e-10 (n + 1), and then one last full step. It starts from the better of ``previous`` and the maximum-likelihood factor
+    chol(S / n), so the result is never worse than ``previous``."""
+    prob = _CovProblem(scatter, count, prior)
+    d = prob.d
+    b = len(count)
+    ml, info = torch.linalg.cholesky_ex(scatter / count.clamp_min(1e-300)[:, None, None])
+    ml_ok = (info == 0) & (count > 0) & torch.isfinite(ml).flatten(1).all(-1)
+    both = _to_coords(torch.cat([previous, torch.where(ml_ok[:, None, None], ml, previous)]), prob.rows, prob.cols)
+    value, grad, hess = _CovProblem(scatter.repeat(2, 1, 1), count.repeat(2), prior).terms(both)
+    use_ml = ml_ok & (value[b:] > value[:b])
+    pick = lambda t: torch.where(use_ml.reshape(-1, *([1] * (t.dim() - 1))), t[b:], t[:b])  # noqa: E731
+    theta, value, grad, hess = pick(both), pick(value), pick(grad), pick(hess)
+    active = torch.ones(b, dtype=torch.bool, device=theta.device)
+    for _ in range(max_iter):
+        lam, vec = torch.linalg.eigh(-hess)
+        lam = lam.abs().clamp_min(1e-12 * lam.abs().amax(-1, keepdim=True) + 1e-300)
+        step = (vec @ ((vec.mT @ grad[..., None])[..., 0] / lam)[..., None])[..., 0]
+        step = torch.where(active[:, None], step, torch.zeros_like(step))
+        decrement = (grad * step).sum(-1)  # g^T (-H)^-1 g >= 0: about twice the gain still to come
+        # Below 1e-10 (n + 1) the gain still to come is too small for Armijo's test to resolve against the
+        # rounding of F (about 1e-15 n), and deep in Newton's quadratic region: the full step is the right
+        # one, and the last (it leaves a decrement of order 1e-20 (n + 1)).
+        tiny = active & (decrement <= 1e-10 * (count + 1.0))
+        if bool((tiny == active).all()):
+            theta = theta + step
+            break
+        v1, g1, h1 = prob.terms(theta + step)
+        take = active & (tiny | (torch.isfinite(v1) & (v1 >= value + 1e-4 * decrement)))
+        theta = torch.where(take[:, None], theta + step, theta)
+        value = torch.where(take, v1, value)
+        grad = torch.where(take[:, None], g1, grad)
+        hess = torch.where(take[:, None, None], h1, hess)
+        back = active & ~take
+        active = active & ~tiny
+        if bool(back.any()):
+            # Backtracking: the largest of 1/2, 1/4, ... that gains; where none does, the maximum is
+            # reached to rounding.
+            bi = back.nonzero()[:, 0]
+            halves = 0.5 ** torch.arange(1, 41, dtype=theta.dtype, device=theta.device)
+            m = len(halves)
+            cand = theta[bi, None] + halves[None, :, None] * step[bi, None]
+            fc = prob.value(cand.reshape(-1, prob.p), scatter[bi].repeat_interleave(m, 0),
+                            count[bi].repeat_interleave(m, 0)).reshape(-1, m)
+            ok = torch.isfinite(fc) & (fc >= value[bi, None] + 1e-4 * halves[None] * decrement[bi, None])
+            found = ok.any(-1)
+            active[bi[~found]] = False
+            moved = bi[found]
+            if moved.numel():
+                theta[moved] = cand[found, ok[found].to(torch.int8).argmax(-1)]
+                sub = _CovProblem(scatter[moved], count[moved], prior)
+                value[moved], grad[moved], hess[moved] = sub.terms(theta[moved])
+        if not bool(active.any()):
+            break
+    return _from_coords(theta, d, prob.rows, prob.cols)
+
+
+# --------------------------------------------------------------------------- the iterations
+
+
+@dataclass
+class EMRun:
+    """Where EM stands for each of R restarts (all tensors; the checkpoint carries them).
+
+    ``theta`` the current parameters (R, ...), ``stats`` the E-step statistics at them,
+    ``log_post`` and ``log_lik`` (R,) at them, ``iterations`` (R,) M-steps taken, ``converged`` and
+    ``failed`` (R,) flags (a failed restart degenerated under flat priors or reached a non-finite value
+    and is left out of the choice of the best)."""
+
+    theta: Theta
+    stats: Stats
+    log_post: torch.Tensor
+    log_lik: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    failed: torch.Tensor
+
+    @property
+    def restarts(self) -> int:
+        return int(self.log_post.shape[0])
+
+    @property
+    def active(self) -> torch.Tensor:
+        return ~(self.converged | self.failed)
+
+    def best(self) -> int:
+        """The restart with the highest log posterior among those that did not fail."""
+        score = torch.where(self.failed, torch.full_like(self.log_post, -math.inf), self.log_post)
+        if bool(self.failed.all()):
+            raise RuntimeError("every EM restart failed: each degenerated (a component or state left without data or "
+                               "without spread, which maximum likelihood cannot fit) or reached a non-finite value")
+        return int(score.argmax())
+
+    def best_theta(self) -> Theta:
+        i = self.best()
+        return {k: v[i] for k, v in self.theta.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], device: torch.device | None = None) -> "EMRun":
+        def move(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: move(u) for k, u in v.items()}
+            return v.to(device) if device is not None else v
+
+        return cls(**{f.name: move(d[f.name]) for f in fields(cls)})
+
+
+def statistics(model: Any, x: torch.Tensor, theta: Theta, method: str = "auto") -> tuple[Stats, torch.Tensor]:
+    """The E-step over all examples, in chunks of ``model.em_chunk(S)`` examples where the family says
+    so: the statistics are sums over examples, and temporaries of a few megabytes stay in cache, where
+    one pass over a 100,000-point batch of restarts would write hundreds (measured: 5 times faster for
+    10 restarts of a 100,000-point mixture)."""
+    n = x.shape[0]
+    size = model.em_chunk(next(iter(theta.values())).shape[0]) if hasattr(model, "em_chunk") else n
+    if size >= n:
+        return model.em_statistics(x, theta, method=method)
+    stats, ll = model.em_statistics(x[:size], theta, method=method)
+    for i in range(size, n, size):
+        more, more_ll = model.em_statistics(x[i : i + size], theta, method=method)
+        stats = {k: v + more[k] for k, v in stats.items()}
+        ll = ll + more_ll
+    return stats, ll
+
+
+def _log_post(model: Any, theta: Theta, log_lik: torch.Tensor, flat: bool) -> torch.Tensor:
+    # The starts are checked against the sites' supports (em_start); EM's updates lie in them by
+    # construction (simplex rows normalised, scales and Cholesky diagonals positive).
+    return log_lik if flat else log_lik + model.log_prior(theta, validate=False)
+
+
+def as_start(values: Mapping[str, torch.Tensor], device: torch.device | None = None) -> Theta:
+    """Parameter values in EM's dtype, probability vectors renormalised exactly in it."""
+    out = {k: v.detach().to(device=device, dtype=DTYPE).clone() for k, v in values.items()}
+    for k in ("weights", "initial", "transition", "emission_probs"):
+        if k in out:
+            out[k] = out[k] / out[k].sum(-1, keepdim=True)
+    return out
+
+
+def em_start(model: Any, x: torch.Tensor, starts: Mapping[str, torch.Tensor], *, flat: bool = False,
+             method: str = "auto") -> EMRun:
+    """The E-step at R starting values (R, ...): an :class:`EMRun` with no iterations yet."""
+    theta = as_start(starts, x.device)
+    for site in getattr(model, "sites", ()):
+        inside = site.constraint.check(theta[site.name])
+        if not bool(inside.all()):
+            raise ValueError(f"EM: a starting value of site {site.name!r} lies outside its support ({site.constraint})")
+    stats, ll = statistics(model, x.to(DTYPE), theta, method)
+    lp = _log_post(model, theta, ll, flat)
+    r = lp.shape[0]
+    return EMRun(theta=theta, stats=stats, log_post=lp, log_lik=ll,
+                 iterations=torch.zeros(r, dtype=torch.int64, device=lp.device),
+                 converged=torch.zeros(r, dtype=torch.bool, device=lp.device), failed=~torch.isfinite(lp))
+
+
+def em_iterate(model: Any, x: torch.Tensor, run: EMRun, *, iterations: int, tol: float, flat: bool = False,
+               method: str = "auto") -> EMRun:
+    """Up to ``iterations`` EM iterations (M-step, then E-step at the new values) of the restarts that
+    are still running; a restart converges when its log posterior rose by at most ``tol`` per example."""
+    x = x.to(DTYPE)
+    n = x.shape[0]
+    eps = torch.finfo(DTYPE).eps
+    for _ in range(iterations):
+        active = run.active
+        if not bool(active.any()):
+            break
+        idx = active.nonzero()[:, 0]
+        everyone = idx.numel() == run.restarts
+        theta = run.theta if everyone else {k: v[idx] for k, v in run.theta.items()}
+        stats = run.stats if everyone else {k: v[idx] for k, v in run.stats.items()}
+        new, degenerate = model.em_maximize(stats, theta, flat=flat)
+        if bool(degenerate.any()):
+            # A degenerate fit is dropped; its old values, which are valid, are evaluated in its place.
+            new = {k: torch.where(degenerate.reshape(-1, *([1] * (v.dim() - 1))), theta[k], v) for k, v in new.items()}
+        new_stats, ll = statistics(model, x, new, method)
+        lp = _log_post(model, new, ll, flat)
+        ok = torch.isfinite(lp) & ~degenerate
+        gain = lp - run.log_post[idx]
+        slack = 1e3 * eps * (lp.abs() + n)
+        drop = ok & (gain < -slack)
+        if bool(drop.any()):
+            j = int(idx[drop][0])
+            raise RuntimeError(
+                f"EM lowered the log posterior of restart {j} at iteration {int(run.iterations[j]) + 1} by "
+                f"{float(-gain[drop][0]):.3g} nats; every EM iteration must raise it (this is a bug in the M-step)"
+            )
+        done = ok & (gain <= tol * n)
+        if everyone and bool(ok.all()):
+            run.theta, run.stats, run.log_post, run.log_lik = dict(new), new_stats, lp, ll
+            run.iterations = run.iterations + 1
+            run.converged = done
+            continue
+        for k in run.theta:
+            run.theta[k][idx[ok]] = new[k][ok]
+        for k in run.stats:
+            run.stats[k][idx[ok]] = new_stats[k][ok]
+        run.log_post[idx[ok]] = lp[ok]
+        run.log_lik[idx[ok]] = ll[ok]
+        run.iterations[idx[ok]] += 1
+        run.converged[idx[done]] = True
+        run.failed[idx[~ok]] = True
+    return run
+
+
+@torch.no_grad()
+def em_fit(model: Any, x: torch.Tensor, *, restarts: int = 1, seed: int = 0,
+           starts: Mapping[str, torch.Tensor] | None = None, prior: Literal["declared", "flat"] = "declared",
+           tol: float = 1e-6, max_iterations: int = 1000, forward_backward: str = "auto",
+           set_point: bool = True) -> EMRun:
+    """EM to convergence from ``starts`` (values with a leading axis of restarts) or from the family's
+    data-driven start with seeds ``seed``, ``seed + 1``, ... (``restarts`` of them); with ``set_point``
+    the best restart becomes the model's point estimate. Returns the :class:`EMRun`."""
+    check_family(model)
+    flat = prior == "flat"
+    model.em_check(flat)
+    if starts is None:
+        starts = stack_starts(model, x, [seed + r for r in range(restarts)])
+    run = em_start(model, x, starts, flat=flat, method=forward_backward)
+    run = em_iterate(model, x, run, iterations=max_iterations, tol=tol, flat=flat, method=forward_backward)
+    if set_point:
+        set_point_estimate(model, run)
+    return run
+
+
+def stack_starts(model: Any, x: torch.Tensor, seeds: list[int]) -> Theta:
+    """The family's data-driven start for each seed (computed on the CPU, where the seeded generators
+    live), stacked along a leading axis, on ``x``'s device."""
+    values = [model.init_values(x.cpu(), torch.Generator().manual_seed(int(s))) for s in seeds]
+    return {k: torch.stack([v[k] for v in values]).to(x.device) for k in values[0]}
+
+
+def set_point_estimate(model: Any, run: EMRun) -> None:
+    best = run.best_theta()
+    model.point.set({k: v for k, v in best.items()})
+    if hasattr(model, "initialized"):
+        model.initialized.fill_(True)
+
+
+# --------------------------------------------------------------------------- the routine
+
+
+class EMConfig(InferenceSpec):
+    """EM recipe. ``optimizer`` is not used (the M-steps are closed-form or exact solves)."""
+
+    routine: Literal["em"] = "em"
+    epochs: int = Field(1000, ge=1, description="at most epochs x iterations_per_epoch EM iterations")
+    iterations_per_epoch: int = Field(1, ge=1, le=1_000_000, description="EM iterations per step (one step per epoch)")
+    log_every: int = Field(1, ge=1)
+    restarts: int = Field(1, ge=1, le=10_000, description="starting points fitted together; the best is kept")
+    prior: Literal["declared", "flat"] = Field("declared", description="declared: MAP-EM; flat: maximum likelihood")
+    tol: float = Field(1e-6, ge=0, description="stop a restart when an iteration gains at most tol nats per example")
+    forward_backward: Literal["auto", "scaled", "log", "scan"] = Field(
+        "auto", description="HMM E-step: scaled recursion, log-space recursion, parallel scan, or auto by size")
+
+
+@register_routine("em")
+class EMRoutine(Routine):
+    Config = EMConfig
+
+    def requirements(self) -> tuple[type, ...]:
+        return (EMFamily,)
+
+    def init(self, model: torch.nn.Module) -> State:
+        check_family(model)
+        c = self.config
+        if c.forward_backward != "auto" and not hasattr(model, "forward_backward"):
+            raise SpecError(f"routine em: forward_backward: {c.forward_backward} applies to HMMs only; "
+                            f"family {getattr(model, 'family_name', '?')!r} has no forward-backward, remove the key")
+        model.em_check(c.prior == "flat")
+        self.n_total = training_size(model)
+        spec = getattr(model, "spec", None)
+        if self.n_total is not None and spec.data.batch_size < self.n_total:
+            raise SpecError(
+                f"routine em takes the whole training set in every step, but data.batch_size is "
+                f"{spec.data.batch_size} and there are {self.n_total} training examples; set data.batch_size to at "
+                f"least {self.n_total} (e.g. --set data.batch_size={self.n_total})"
+            )
+        return State(model=model, optimizers={}, extra={"started": False})
+
+    def finished(self, state: State) -> bool:
+        """Every restart has converged or failed: further steps would change nothing."""
+        extra = state.extra
+        return bool(extra.get("started")) and not bool(EMRun.from_dict(extra["run"]).active.any())
+
+    @torch.no_grad()
+    def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
+        x, _ = batch
+        if self.n_total is not None and x.shape[0] != self.n_total:
+            raise SpecError(f"routine em got a batch of {x.shape[0]} examples but the training set has "
+                            f"{self.n_total}; set data.batch_size to at least {self.n_total}")
+        c, model, extra = self.config, state.model, state.extra
+        flat = c.prior == "flat"
+        x = x.to(DTYPE)
+        if not extra["started"]:
+            # Seeds from the loop's RNG, so that --seed governs the starts.
+            base = int(torch.randint(2**31 - c.restarts, ()))
+            seeds = [base + r for r in range(c.restarts)]
+            run = em_start(model, x, stack_starts(model, x, seeds), flat=flat, method=c.forward_backward)
+            extra["seeds"] = torch.tensor(seeds, dtype=torch.int64)
+            extra["started"] = True
+        else:
+            run = EMRun.from_dict(extra["run"], x.device)
+        run = em_iterate(model, x, run, iterations=c.iterations_per_epoch, tol=c.tol, flat=flat,
+                         method=c.forward_backward)
+        extra["run"] = run.to_dict()
+        if bool(run.failed.all()):
+            from ppgen.train import TrainingError
+
+            raise TrainingError(
+                f"every one of the {run.restarts} EM restarts degenerated (a component or state left without data "
+                "or without spread, which maximum likelihood cannot fit); use prior: declared, whose priors keep "
+                "every component proper, or more restarts"
+            )
+        set_point_estimate(model, run)
+        best = run.best()
+        n = x.shape[0]
+        info = {
+            "loss": float(-run.log_post[best] / n),
+            "log_lik": float(run.log_lik[best] / n),
+            "iterations": float(run.iterations[best]),
+            "converged": float(run.converged.double().mean()),
+            "failed": float(run.failed.sum()),
+            "best_restart": float(best),
+        }
+        state.step += 1
+        return state, info
+
+    def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
+        model = state.model
+        if not bool(state.extra.get("started")):
+            return {}
+        ll, _ = model.log_likelihood(x)
+        return {"val_loss": float(-ll.mean())}
