@@ -23,8 +23,8 @@ FITS = {
     "gbrbm": {"cd", "pcd"},
     "bm": {"cd", "pcd"},
     "dbn": {"layerwise"},
-    "gmm": {"map_enum", "nuts"},
-    "hmm": {"map_enum", "nuts"},
+    "gmm": {"em", "map_enum", "nuts"},
+    "hmm": {"em", "map_enum", "nuts"},
 }
 
 

@@ -547,3 +547,11 @@ def test_refusals_name_the_key() -> None:
         ppgen.load_recipe({"routine": "em", "restarts": 0})
     with pytest.raises(SpecError, match="prior: Input should be 'declared' or 'flat'"):
         ppgen.load_recipe({"routine": "em", "prior": "none"})
+
+
+def test_an_optimizer_section_is_refused() -> None:
+    from ppgen.spec import SpecError, load_recipe
+
+    with pytest.raises(SpecError, match="optimizer does not apply to routine 'em'"):
+        load_recipe({"routine": "em", "optimizer": {"name": "sgd", "lr": 0.1}})
+    assert load_recipe({"routine": "em"}).routine == "em"

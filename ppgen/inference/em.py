@@ -68,12 +68,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Mapping, Protocol
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ppgen.inference.base import Routine, State
 from ppgen.inference.enum_svi import training_size
 from ppgen.registry import register_routine
-from ppgen.spec import InferenceSpec, SpecError
+from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
 Theta = dict[str, torch.Tensor]
 Stats = dict[str, torch.Tensor]
@@ -559,6 +559,14 @@ class EMConfig(InferenceSpec):
     tol: float = Field(1e-6, ge=0, description="stop a restart when an iteration gains at most tol nats per example")
     forward_backward: Literal["auto", "scaled", "log", "scan"] = Field(
         "auto", description="HMM E-step: scaled recursion, log-space recursion, parallel scan, or auto by size")
+
+    @model_validator(mode="after")
+    def _check_no_optimizer(self) -> "EMConfig":
+        # A resolved recipe writes the default optimizer out; any other would be silently unused.
+        if "optimizer" in self.model_fields_set and self.optimizer != OptimizerSpec():
+            raise ValueError("optimizer does not apply to routine 'em': its M-steps are closed-form or exact "
+                             "solves, nothing is optimized by gradient; remove it")
+        return self
 
 
 @register_routine("em")
