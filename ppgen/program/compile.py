@@ -206,10 +206,14 @@ def compile_program(spec: ProgramSpec, info: DataInfo) -> Program:
         guide += _auto_local(spec, model, auto_local, kind, networks_decl)
     if auto_global:
         kind = "delta" if st.guide_kind == "delta" else spec.guide_globals
+        auto = []
         for s in auto_global:
-            guide.insert(0, _auto_global(s, kind, params))
+            auto.append(_auto_global(s, kind, params))
             auto_globals[s.name] = kind
-    guide = [s for s in guide if s.is_global] + [s for s in guide if not s.is_global]
+        guide = auto + guide
+    # the guide's global sites in the model's order (Pyro's mean-field check compares the orders)
+    order = {s.name: i for i, s in enumerate(model)}
+    guide = sorted([s for s in guide if s.is_global], key=lambda s: order[s.name]) + [s for s in guide if not s.is_global]
     for s in model + guide:
         _ranks(s)
     heads = _heads(model + guide, networks_decl)

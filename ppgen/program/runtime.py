@@ -237,11 +237,14 @@ class Terms:
 
 
 def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels, layout: Layout,
-        meanfield: bool = False, validate: bool | None = False, guide_values: dict | None = None) -> tuple[Terms, Env, Env]:
+        meanfield: bool = False, validate: bool | None = False, guide_values: dict | None = None,
+        sample_guide_discrete: bool = False) -> tuple[Terms, Env, Env]:
     """The guide pass, then the model pass on the guide's values: every term of the bound.
 
     With ``meanfield`` a latent's log p - log q is replaced by -KL(q || p) where torch has it and neither
-    distribution depends on an enumerated site (TraceMeanField_ELBO's rule)."""
+    distribution depends on an enumerated site (TraceMeanField_ELBO's rule). With
+    ``sample_guide_discrete`` the guide's discrete sites are drawn rather than summed (for posterior
+    draws; the terms are then not a bound)."""
     terms = Terms()
     nxt = [-1 - layout.nesting]
     fast = not validate
@@ -257,7 +260,12 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
         plate = layout.global_shape if g.is_global else layout.local_shape
         args = site_args(g, genv)
         qd = None
-        if g.enumerate:
+        if g.enumerate and sample_guide_discrete:
+            qd = site_dist(g, args, validate)
+            if ysite is not None and g.name == ysite.name and lab.mode == "mixed":
+                qd = _pinned(qd, lab)
+            value = qd.expand(torch.broadcast_shapes(qd.batch_shape, plate)).sample()
+        elif g.enumerate:
             qd = site_dist(g, args, validate)
             if ysite is not None and g.name == ysite.name and lab.mode == "mixed":
                 qd = _pinned(qd, lab)
@@ -493,16 +501,20 @@ def elbo_per_example(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tens
 
 
 def ancestral(prog: Program, modules: tuple[Any, Any, Any], n: int, given: dict[str, torch.Tensor] | None = None,
-              mean: bool = False) -> dict[str, torch.Tensor]:
+              mean: bool = False, point: bool = False) -> dict[str, torch.Tensor]:
     """Every site's value in ``n`` draws from the model, global sites from their guide (the fitted
     posterior; a point estimate for AutoDelta), sites in ``given`` fixed; with ``mean`` the site bound
-    to x is its mean given its parents (pixel probabilities) rather than a draw."""
+    to x is its mean given its parents (pixel probabilities) rather than a draw; with ``point`` every
+    latent is too (continuous ones at their mean, discrete ones at their most probable value)."""
     given = given or {}
     env = Env(prog, modules)
     for g in prog.global_guide:
         if g.name in given:
             continue
         d = site_dist(g, site_args(g, env), False)
+        if point:
+            env.values[g.name] = _point(d, g).expand(n, *g.shape)
+            continue
         d = d.expand(torch.broadcast_shapes(d.batch_shape, (n,)))
         env.values[g.name] = d.sample()
     for m in prog.model:
@@ -515,12 +527,82 @@ def ancestral(prog: Program, modules: tuple[Any, Any, Any], n: int, given: dict[
         if m.deterministic:
             env.values[m.name] = d.mean
             continue
-        if mean and m.observed == "x":
-            env.values[m.name] = d.mean.expand(n, *m.shape) if d.mean.dim() == len(m.shape) else d.mean
+        if (mean and m.observed == "x") or (point and m.observed != "x"):
+            v = _point(d, m)
+            env.values[m.name] = v.expand(n, *v.shape) if v.dim() == len(m.shape) else v
             continue
         d = d.expand(torch.broadcast_shapes(d.batch_shape, (n,)))
         env.values[m.name] = d.sample()
     return env.values
+
+
+def _point(d: dist.Distribution, s: Site) -> torch.Tensor:
+    """The mean of a continuous distribution (the median of a transformed Normal: its location pushed
+    into the support), the most probable value of a discrete latent."""
+    if s.entry.name in ("Categorical", "OneHotCategorical"):
+        v = d.probs.argmax(-1)
+        return v if s.entry.name == "Categorical" else F.one_hot(v, d.probs.shape[-1]).to(d.probs.dtype)
+    if s.entry.name == "Bernoulli" and s.observed != "x":
+        return (d.probs > 0.5).to(d.probs.dtype)
+    if isinstance(d, dist.TransformedDistribution):
+        return d.transforms[0](d.base_dist.mean)
+    return d.mean
+
+
+def conditional(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels,
+                values: dict[str, torch.Tensor]) -> dict[str, dist.Distribution]:
+    """The distributions of the observed sites given every latent's value in ``values`` (laid out with a
+    leading draw dimension over the data plate)."""
+    env = Env(prog, modules)
+    env.values.update(values)
+    env.values[prog.x_site.name] = x
+    out = {}
+    for m in prog.model:
+        if m.observed == "y" and lab.mode == "all":
+            env.values[m.name] = lab.value
+        if m.name in values and m.observed != "x":
+            continue
+        d = site_dist(m, site_args(m, env), False)
+        if m.deterministic:
+            env.values[m.name] = d.mean
+        elif m.observed:
+            out[m.name] = d
+        else:
+            raise ProgramError(f"{m.where}: no value given for the latent")
+    return out
+
+
+def posterior_draws(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels,
+                    draws: int) -> dict[str, torch.Tensor]:
+    """Draws of every latent given x: the guide's sites from q (discrete ones sampled from q rather than
+    summed), the sites summed out in the model from their exact conditional given x and the guide's
+    draws. Local sites have shape (draws, B, *event), global ones (draws, *event)."""
+    layout = Layout(x.shape[0], draws)
+    gvals: dict[str, torch.Tensor] = {}
+    terms, _, _ = run(prog, modules, x, lab, layout, guide_values=gvals, sample_guide_discrete=True)
+    out = {k: v for k, v in gvals.items() if k in prog.guide_by_name}
+    enum_sites = [m for m in prog.model if (m.enumerate or (m.observed == "y" and lab.mode != "all"))
+                  and m.name not in prog.guide_by_name]
+    if enum_sites:
+        total = _sum_terms(terms.model_local)
+        total = total.expand(*total.shape[:-2], *layout.local_shape)
+        dims = terms.model_enum_dims
+        lead = [total.shape[d] for d in dims]
+        joint = total.movedim(dims, list(range(len(dims)))).reshape(math.prod(lead), *layout.local_shape)
+        idx = torch.distributions.Categorical(logits=joint.movedim(0, -1)).sample()  # (draws, B)
+        for i, (m, size) in enumerate(zip(enum_sites, lead)):
+            k = (idx // math.prod(lead[i + 1:])) % size
+            if m.entry.name == "OneHotCategorical":
+                k = F.one_hot(k, size).to(torch.get_default_dtype())
+            elif m.entry.name == "Bernoulli":
+                k = k.to(torch.get_default_dtype())
+            out[m.name] = k
+    for name in list(out):
+        if prog.model_by_name[name].is_global:
+            v = out[name]
+            out[name] = v.reshape(draws, *prog.model_by_name[name].shape) if v.numel() == draws * math.prod(
+                prog.model_by_name[name].shape) else v.expand(draws, 1, *prog.model_by_name[name].shape)[:, 0]
+    return out
 
 
 def guide_point(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
