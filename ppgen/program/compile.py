@@ -144,6 +144,17 @@ class Program:
         #: estimates of globals are plugged in).
         self.exact = not sampled and not self.delta_locals
         self.enumerated = [s.name for s in self.model if s.enumerate] + [s.name for s in self.guide if s.enumerate]
+        #: latents whose log p - log q may be replaced by -KL(q || p) (meanfield): those whose model parents
+        #: are all drawn before them in the guide, so that the parents' values do not depend on them
+        #: (TraceMeanField_ELBO assumes it and only warns when the orders differ)
+        position = {g.name: i for i, g in enumerate(self.guide)}
+        self.kl_ok = set()
+        for m in self.model:
+            if not m.latent or m.name not in position:
+                continue
+            parents = self.parents(m)
+            if all(position.get(p, -1) < position[m.name] for p in parents if self.model_by_name[p].latent):
+                self.kl_ok.add(m.name)
         #: the guide reads y but has no site y: every label must be given
         self.labels_required = False
         if self.y_site is not None and self.y_site.name not in self.guide_by_name:
@@ -154,6 +165,25 @@ class Program:
                         if ref.name == y or (ref.name in self.networks and
                                              any(i.site == y for i in self.networks[ref.name][1])):
                             self.labels_required = True
+
+    def parents(self, site: Site) -> set[str]:
+        """The model sites a site's distribution depends on: read directly or through networks, and
+        through deterministic sites to their own parents."""
+        out: set[str] = set()
+        todo = [site]
+        while todo:
+            s = todo.pop()
+            for node in s.args.values():
+                for ref in expr.references(node):
+                    names = [i.site for i in self.networks[ref.name][1]] if ref.name in self.networks else [ref.name]
+                    for n in names:
+                        m = self.model_by_name.get(n)
+                        if m is None or n in out:
+                            continue
+                        out.add(n)
+                        if m.deterministic:
+                            todo.append(m)
+        return out
 
     def build_modules(self) -> tuple[nn.ModuleDict, ParamSet, ConstSet]:
         nets = nn.ModuleDict({

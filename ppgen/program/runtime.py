@@ -159,7 +159,14 @@ def site_args(site: Site, env: Env) -> dict[str, torch.Tensor]:
             if r:
                 want = site.param_shapes[key]
                 if tuple(t.shape[-r:]) != want:
-                    t = t.expand(*t.shape[:-r], *want)
+                    try:
+                        t = t.expand(*t.shape[:-r], *want)
+                    except RuntimeError:
+                        extra = {k: v for k, v in site.options.items() if k in ("classes", "levels", "components")}
+                        raise expr.EvalError(
+                            f"a value of shape {list(t.shape[t.dim() - e:])} does not fit the parameter's shape "
+                            f"{list(want)} (the site's shape is {list(site.shape)}"
+                            + (f", {extra}" if extra else "") + ")") from None
         except (expr.EvalError, RuntimeError, IndexError, TypeError) as exc:
             raise ProgramError(f"{site.where}.{key}: {exc}") from None
         out[key] = t
@@ -335,7 +342,7 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
             continue
         value = menv.values[m.name]
         gargs, qd = gparams[m.name]
-        if meanfield and not m.enumerate and not y_latent:
+        if meanfield and not m.enumerate and not y_latent and m.name in prog.kl_ok:
             g = prog.guide_by_name[m.name]
             if fast and g.fast == "normal" and m.fast == "normal":
                 kl = _kl_normal(gargs["loc"], gargs["scale"], args["loc"], args["scale"], m.event_dim)
