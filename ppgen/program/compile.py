@@ -333,9 +333,11 @@ def _dry_value(s: SiteInfo, key: str, node: expr.Node, st: Structure, shapes: di
 def _shape(s: SiteInfo, st: Structure, info: DataInfo, shapes: dict, opts: dict) -> tuple[int, ...]:
     if s.observed == "x":
         data = tuple(info.event_shape)
-        if s.shape is not None and tuple(s.shape) != data:
-            raise SpecError(f"{s.where}.shape: {list(s.shape)}, but one example of the data has shape {list(data)}")
-        return data
+        if s.shape is not None and math.prod(s.shape) != math.prod(data):
+            raise SpecError(f"{s.where}.shape: {list(s.shape)}, but one example of the data has shape {list(data)} "
+                            f"({math.prod(data)} values); the site may view them in another shape of as many values")
+        # a shape of as many values views each example in that shape (an 8x8 image as a 64-vector)
+        return tuple(s.shape) if s.shape is not None else data
     if s.observed == "y":
         want = (opts["classes"],) if s.entry.name == "OneHotCategorical" else ()
         if s.shape is not None and tuple(s.shape) != want:

@@ -56,6 +56,7 @@ class ProgramFamily(Family):
         self.params = params
         self.consts = consts
         self.event_shape = tuple(info.event_shape)
+        self._view = tuple(self.program.x_site.shape) != self.event_shape
         self._num_data = spec.num_data
         self.importance_samples = not self.program.exact and not self.program.delta_locals
         self._init_global_guides()
@@ -116,6 +117,7 @@ class ProgramFamily(Family):
             runtime.ancestral(prog, mods, 2)
 
     def _dummy_x(self, n: int) -> torch.Tensor:
+        """Made-up data as the x site sees them."""
         s = self.program.x_site
         shape = (n, *s.shape)
         if s.entry.discrete:
@@ -124,14 +126,23 @@ class ProgramFamily(Family):
             return torch.full(shape, 1.0 / s.shape[-1])
         return torch.full(shape, 0.5)
 
+    def _x_in(self, x: torch.Tensor) -> torch.Tensor:
+        """The data as the program's x site sees them (an example reshaped where the site says so)."""
+        return x.reshape(x.shape[0], *self.program.x_site.shape) if self._view else x
+
+    def _x_out(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.event_shape) if self._view else x
+
     # -- Pyro model and guide ----------------------------------------------------------------
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return runtime.pyro_model(self.program, (self.nets, self.params, self.consts), x, y, self.num_data())
+        x = self._x_in(x)
+        return self._x_out(runtime.pyro_model(self.program, (self.nets, self.params, self.consts), x, y,
+                                              self.num_data()))
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        runtime.pyro_guide(self.program, (self.nets, self.params, self.consts), x, y, self.num_data())
+        runtime.pyro_guide(self.program, (self.nets, self.params, self.consts), self._x_in(x), y, self.num_data())
 
     # -- the fused objective -----------------------------------------------------------------
     def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1,
@@ -142,7 +153,7 @@ class ProgramFamily(Family):
         importance-weighted bound (``iwae``)."""
         if elbo not in ("trace", "meanfield", "iwae"):
             raise SpecError(f"elbo: {elbo!r} is not one of trace, meanfield, iwae")
-        return runtime.fused_loss(self.program, self._mods(), x, y, elbo, num_particles, self.num_data())
+        return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, elbo, num_particles, self.num_data())
 
     # -- sampling ---------------------------------------------------------------------------
     def _given(self, given: dict[str, Any] | None, n: int) -> dict[str, torch.Tensor]:
@@ -179,7 +190,7 @@ class ProgramFamily(Family):
 
     @torch.no_grad()
     def sample(self, n: int, given: dict[str, Any] | None = None, mean: bool = False) -> torch.Tensor:
-        return self.sample_sites(n, given, mean)[self.program.x_site.name]
+        return self._x_out(self.sample_sites(n, given, mean)[self.program.x_site.name])
 
     @torch.no_grad()
     def display_samples(self, n: int, given: dict[str, Any] | None = None) -> torch.Tensor:
@@ -192,7 +203,7 @@ class ProgramFamily(Family):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A point of q(latents | x): locations of continuous guide sites, modes of discrete ones."""
-        return runtime.guide_point(self.program, self._mods(), x, y)
+        return runtime.guide_point(self.program, self._mods(), self._x_in(x), y)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,7 +211,7 @@ class ProgramFamily(Family):
         point = self.encode(x, y)
         given = {k: v for k, v in point.items() if k in self.program.model_by_name and k != self.program.x_site.name
                  and not self.program.model_by_name[k].is_global}
-        return runtime.ancestral(self.program, self._mods(), x.shape[0], given, mean=True)[self.program.x_site.name]
+        return self._x_out(runtime.ancestral(self.program, self._mods(), x.shape[0], given, mean=True)[self.program.x_site.name])
 
     # -- likelihood and evaluation ------------------------------------------------------------
     @torch.no_grad()
@@ -235,6 +246,7 @@ class ProgramFamily(Family):
 
     def _log_lik(self, x: torch.Tensor, y: torch.Tensor | None, k: int, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         prog, mods = self.program, self._mods()
+        x = self._x_in(x)
         lab = runtime.labels(prog, y, x.shape[0])
         if prog.exact:
             lw = runtime.log_weights(prog, mods, x, lab, 1)[0]
@@ -257,6 +269,7 @@ class ProgramFamily(Family):
         the squared error of the reconstructions. With a label site, ``elbo`` bounds log p(x):
         log sum_y exp ELBO(x, y), and ``elbo_labelled`` is the ELBO of (x, y) with the given labels."""
         prog, mods = self.program, self._mods()
+        data_x, x = x, self._x_in(x)
         out: dict[str, float] = {}
         if prog.y_site is None:
             parts = runtime.elbo_per_example(prog, mods, x, runtime.labels(prog, None, x.shape[0]))
@@ -273,8 +286,8 @@ class ProgramFamily(Family):
         if prog.delta_locals:
             out["objective"] = out.pop("elbo")
         if any(not g.is_global for g in prog.guide if g.name != getattr(prog.y_site, "name", None)):
-            recon = self.reconstruct(x, y if y is not None and bool((y >= 0).all()) else None)
-            out["reconstruction_sq_error"] = float(((recon - x) ** 2).flatten(1).sum(1).mean())
+            recon = self.reconstruct(data_x, y if y is not None and bool((y >= 0).all()) else None)
+            out["reconstruction_sq_error"] = float(((recon - data_x) ** 2).flatten(1).sum(1).mean())
         return out
 
     # -- presentation --------------------------------------------------------------------------
@@ -287,3 +300,8 @@ class ProgramFamily(Family):
         from ppgen.program.idata import program_inference_data
 
         return program_inference_data(self, data, metrics)
+
+    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
+        from ppgen.program.idata import program_diagnostic_figures
+
+        return program_diagnostic_figures(self, idata, folder)

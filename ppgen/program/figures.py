@@ -4,7 +4,8 @@
 - ``samples_by_class.png``: one row per class of a label site (``y`` fixed, everything else drawn);
 - ``reconstructions.png``: data and E[x | latents] at the guide's point, where the guide encodes x;
 - ``traversals.png``: one latent coordinate moved from -2.5 to 2.5 prior standard deviations around its
-  prior mean, the others at their means, for the first Normal local latent whose prior is fixed;
+  prior mean, the others at their means, for the first continuous local latent whose prior depends on
+  no site (a Normal, a Laplace, a learned mixture: its moments are read from prior draws);
 - ``manifold.png``: E[x | z] on a grid of prior quantiles when that latent has two dimensions
   (Kingma & Welling 2013, fig. 4), and ``latent.png``, the guide's locations of test examples coloured
   by label.
@@ -21,11 +22,12 @@ from ppgen.plots import image_grid, is_image, plt, save_figure, save_samples, sh
 from ppgen.program import runtime
 
 
-def _top_normal(model: Any) -> Any:
-    """The first local Normal latent whose prior depends on no site (its traversals are meaningful)."""
+def _top_latent(model: Any) -> Any:
+    """The first continuous local latent with one event dimension whose prior depends on no site: its
+    traversals and manifold are pictures of the prior's space."""
     prog = model.program
     for m in prog.local_model:
-        if not m.latent or m.entry.name != "Normal" or len(m.shape) != 1:
+        if not m.latent or m.entry.discrete or len(m.shape) != 1:
             continue
         if all(r.name not in prog.model_by_name for node in m.args.values() for r in _refs(node)):
             return m
@@ -56,7 +58,7 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
         if encodes and image:
             y = y_test[:10].to(model.device) if y_test is not None and prog.y_site is not None else None
             out["reconstructions"] = reconstructions(model, x_test[:10], y, folder / "reconstructions.png")
-        top = _top_normal(model)
+        top = _top_latent(model)
         if top is not None and image:
             out["traversals"] = traversals(model, top, folder / "traversals.png")
             if top.shape == (2,):
@@ -102,17 +104,23 @@ def reconstructions(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: P
     return save_figure(fig, path)
 
 
-def _prior_loc_scale(model: Any, site: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _prior_draws(model: Any, site: Any, n: int = 4000) -> torch.Tensor:
+    """Draws of ``site`` from its prior (any continuous distribution: Normal, Laplace, a mixture...)."""
     env = runtime.Env(model.program, model._mods())
-    args = runtime.site_args(site, env)
-    return args["loc"].expand(site.shape), args["scale"].expand(site.shape)
+    d = runtime.site_dist(site, runtime.site_args(site, env), False)
+    return d.sample((n,)).reshape(n, *site.shape)
+
+
+def _prior_loc_scale(model: Any, site: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    z = _prior_draws(model, site)
+    return z.mean(0), z.std(0)
 
 
 def _decode(model: Any, site: Any, z: torch.Tensor) -> torch.Tensor:
     """E[x | site = z] with the other latents at their most probable values."""
     prog = model.program
     values = runtime.ancestral(prog, model._mods(), z.shape[0], {site.name: z}, mean=True, point=True)
-    return values[prog.x_site.name]
+    return model._x_out(values[prog.x_site.name])
 
 
 def traversals(model: Any, site: Any, path: Path, dims: int = 8, steps: int = 9, span: float = 2.5) -> Path:
@@ -131,19 +139,20 @@ def traversals(model: Any, site: Any, path: Path, dims: int = 8, steps: int = 9,
     h, w = imgs.shape[-2] + 1, imgs.shape[-1] + 1
     ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"{site.name}{i + 1}" for i in range(dims)])
     ax.set_xticks([1 + w * (j + 0.5) for j in range(steps)], [f"{v:+.1f}" for v in values.tolist()], fontsize=7)
-    ax.set_title(f"traversals of {site.name}: one coordinate from {-span} to {span} prior sd, the others at the mean",
+    ax.set_title(f"traversals of {site.name}: one coordinate from {-span} to {span} prior sd, the others at the prior mean",
                  fontsize=9)
     return save_figure(fig, path)
 
 
 def manifold(model: Any, site: Any, path: Path, steps: int = 20) -> Path:
-    """E[x | z] on a grid of the prior's quantiles 0.05..0.95, z1 across, z2 up."""
-    loc, scale = _prior_loc_scale(model, site)
-    q = torch.linspace(0.05, 0.95, steps)
-    vals = torch.distributions.Normal(0.0, 1.0).icdf(q).to(loc.device)
-    z1, z2 = torch.meshgrid(vals, vals.flip(0), indexing="xy")
-    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1) * scale + loc
-    imgs = _decode(model, site, z).cpu()
+    """E[x | z] on a grid of the prior's quantiles 0.05..0.95 of each coordinate (Kingma & Welling 2013,
+    fig. 4), z1 across, z2 up; the quantiles are read from prior draws, so any prior will do."""
+    z = _prior_draws(model, site)
+    q = torch.linspace(0.05, 0.95, steps, device=z.device)
+    v1, v2 = torch.quantile(z[:, 0], q), torch.quantile(z[:, 1], q)
+    z1, z2 = torch.meshgrid(v1, v2.flip(0), indexing="xy")
+    grid = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
+    imgs = _decode(model, site, grid).cpu()
     fig, ax = plt.subplots(figsize=(8, 8))
     show_grid(ax, imgs, nrow=steps, title=f"learned 2-D manifold: E[x | {site.name}] on a grid of prior quantiles")
     return save_figure(fig, path)

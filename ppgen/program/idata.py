@@ -34,7 +34,7 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
     prog, mods = model.program, model._mods()
     x_all, y_all = data.split("test")
     n_obs = min(n_obs, x_all.shape[0])
-    x = x_all[:n_obs].to(model.device)
+    x = model._x_in(x_all[:n_obs].to(model.device))
     y = y_all[:n_obs].to(model.device) if y_all is not None and prog.y_site is not None else None
     lab = runtime.labels(prog, y, n_obs)
     posterior: dict[str, np.ndarray] = {}
@@ -44,12 +44,13 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
         torch.manual_seed(seed)
         values = runtime.posterior_draws(prog, mods, x, lab, draws)
         observed = runtime.conditional(prog, mods, x, lab, values)
-        pred = {name: d.sample() for name, d in observed.items()}
+        pred = {prog.x_site.name: observed[prog.x_site.name].sample()}
         xd = observed[prog.x_site.name]
         loglik = xd.log_prob(x)
         prior_pred = None if values else model.sample(draws)
     for name, v in values.items():
         site = prog.model_by_name[name]
+        v = v.reshape(draws, *site.shape) if site.is_global else v.expand(draws, n_obs, *site.shape)
         arr = v.detach().float().cpu().numpy()
         extra = [f"{name}_dim_{i}" for i in range(len(site.shape))]
         dims[name] = extra if site.is_global else ["obs", *extra]
@@ -59,9 +60,9 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
         groups["posterior"] = posterior
     pp = {}
     for name, v in pred.items():
-        arr = v.expand(draws, *v.shape[-1 - len(prog.model_by_name[name].shape):]).reshape(draws, n_obs, -1)
+        arr = v.expand(draws, n_obs, *prog.x_site.shape).reshape(draws, n_obs, -1)
         pp[name] = arr.float().cpu().numpy()[None]
-        dims[name] = ["obs", "pixel"] if name == prog.x_site.name else ["obs", f"{name}_dim"]
+        dims[name] = ["obs", "pixel"]
     groups["posterior_predictive"] = pp
     ll = loglik.expand(draws, n_obs) if loglik.dim() >= 1 else loglik.expand(draws, n_obs)
     groups["log_likelihood"] = {prog.x_site.name: ll.reshape(draws, n_obs).float().cpu().numpy()[None]}
@@ -98,3 +99,53 @@ def _from_dict(az: Any, groups: dict[str, Any], coords: dict, dims: dict, prog: 
         idata.extend(extra)
         return idata
     return az.from_dict(coords=coords, dims=pred_dims, **kwargs)
+
+
+def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 2, cols: int = 4) -> dict[str, Any]:
+    """``posterior.png``: histograms of the draws of the first local latent's first coordinates for the
+    first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
+    from pathlib import Path
+
+    from ppgen.plots import plt, save_figure
+
+    folder = Path(folder)
+    out: dict[str, Any] = {}
+    post = idata.posterior if "posterior" in idata.groups() else None
+    if post is not None and post.data_vars:
+        local = [v for v in post.data_vars if "obs" in post[v].dims]
+        glob = [v for v in post.data_vars if "obs" not in post[v].dims]
+        panels = []
+        if local:
+            v = post[local[0]]
+            flat = v.values.reshape(v.shape[0] * v.shape[1], v.shape[2], -1)
+            for i in range(min(rows, flat.shape[1])):
+                for j in range(min(cols, flat.shape[2])):
+                    panels.append((f"{local[0]}[obs {i}, {j}]", flat[:, i, j]))
+        if glob:
+            v = post[glob[0]]
+            flat = v.values.reshape(v.shape[0] * v.shape[1], -1)
+            for j in range(min(cols, flat.shape[1])):
+                panels.append((f"{glob[0]}[{j}]", flat[:, j]))
+        ncol = min(cols, len(panels))
+        nrow = -(-len(panels) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(2.4 * ncol, 1.9 * nrow), squeeze=False)
+        for ax, (title, values) in zip(axes.flat, panels):
+            ax.hist(values, bins=30, color="C0", alpha=0.8)
+            ax.set_title(title, fontsize=8)
+            ax.tick_params(labelsize=6)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_axis_off()
+        fig.suptitle("draws from q (the guide) for the first test examples" + (" and the global sites" if glob else ""),
+                     fontsize=9)
+        fig.subplots_adjust(hspace=0.6, wspace=0.35)
+        out["posterior"] = save_figure(fig, folder / "posterior.png")
+    if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        loss = idata.sample_stats["loss"].values[0]
+        step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
+        ax.plot(step, loss, lw=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per example)")
+        ax.grid(alpha=0.3)
+        out["loss_trace"] = save_figure(fig, folder / "loss_trace.png")
+    return out

@@ -238,6 +238,7 @@ class Terms:
     guide_global: dict[str, torch.Tensor] = field(default_factory=dict)
     guide_enum: list[torch.Tensor] = field(default_factory=list)  # log q of enumerated guide sites
     kl_local: list[torch.Tensor] = field(default_factory=list)
+    latent_local: dict[str, torch.Tensor] = field(default_factory=dict)  # log p of local latents drawn by the guide
     kl_global: list[torch.Tensor] = field(default_factory=list)
     model_enum_dims: list[int] = field(default_factory=list)
     guide_enum_dims: list[int] = field(default_factory=list)
@@ -355,13 +356,16 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
                 (terms.kl_global if m.is_global else terms.kl_local).append(kl)
                 continue
         if fast and m.fast == "normal":
-            model_terms.append(_normal_log_prob(value, args["loc"], args["scale"], m.event_dim))
+            lp = _normal_log_prob(value, args["loc"], args["scale"], m.event_dim)
         else:
             d = site_dist(m, args, validate)
             if validate:
                 _check_shapes(m, d, plate)
                 _check_support(m, prog.guide_by_name.get(m.name), d, value)
-            model_terms.append(d.log_prob(value))
+            lp = d.log_prob(value)
+        model_terms.append(lp)
+        if not m.is_global:
+            terms.latent_local[m.name] = lp
     return terms, genv, menv
 
 
@@ -500,8 +504,10 @@ def elbo_per_example(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tens
     layout = Layout(x.shape[0], None)
     terms, _, _ = run(prog, modules, x, lab, layout, meanfield=True)
     elbo = _contract(terms, layout, stratified=False)
-    kl = _to_shape(_sum_terms(terms.kl_local), layout.local_shape)
-    return {"elbo": elbo, "kl": kl}
+    # KL(q || p) of the local latents: analytic where it was, log q - log p at the draw otherwise
+    kl = _sum_terms(terms.kl_local) + _sum_terms([terms.guide_local[n] - lp for n, lp in terms.latent_local.items()
+                                                  if n in terms.guide_local])
+    return {"elbo": elbo, "kl": _to_shape(kl, layout.local_shape)}
 
 
 # --------------------------------------------------------------------------- ancestral sampling
@@ -583,7 +589,7 @@ def posterior_draws(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tenso
                     draws: int) -> dict[str, torch.Tensor]:
     """Draws of every latent given x: the guide's sites from q (discrete ones sampled from q rather than
     summed), the sites summed out in the model from their exact conditional given x and the guide's
-    draws. Local sites have shape (draws, B, *event), global ones (draws, *event)."""
+    draws. Local sites have shape (draws, B, *event), global ones (draws, 1, *event)."""
     layout = Layout(x.shape[0], draws)
     gvals: dict[str, torch.Tensor] = {}
     terms, _, _ = run(prog, modules, x, lab, layout, guide_values=gvals, sample_guide_discrete=True)
@@ -604,11 +610,6 @@ def posterior_draws(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tenso
             elif m.entry.name == "Bernoulli":
                 k = k.to(torch.get_default_dtype())
             out[m.name] = k
-    for name in list(out):
-        if prog.model_by_name[name].is_global:
-            v = out[name]
-            out[name] = v.reshape(draws, *prog.model_by_name[name].shape) if v.numel() == draws * math.prod(
-                prog.model_by_name[name].shape) else v.expand(draws, 1, *prog.model_by_name[name].shape)[:, 0]
     return out
 
 
