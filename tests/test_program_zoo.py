@@ -102,3 +102,17 @@ def test_zoo_program_through_the_command_line(tmp_path) -> None:
     assert {"test_nll_nats", "test_nll_stderr", "elbo"} <= set(result)
     ppgen_cli("diagnose", str(run))
     assert (run / "idata.nc").exists()
+
+
+def test_a_program_resumes_exactly(tmp_path) -> None:
+    """Fitting two epochs equals fitting one and resuming for one: the program's parameters and its
+    guide's live in the checkpoint like any family's."""
+    spec = ROOT / "models/factor_analysis.yaml"
+    over = ["data.limit=200"]
+    full = ppgen.fit(spec, None, overrides=over, epochs=2, out=tmp_path / "full", progress=False)
+    ppgen.fit(spec, None, overrides=over, epochs=1, out=tmp_path / "half", progress=False)
+    resumed = ppgen.fit(tmp_path / "half", None, epochs=2, resume=True, progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and any("auto__W__loc" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
