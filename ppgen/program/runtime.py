@@ -205,6 +205,14 @@ def _label_factor(value: torch.Tensor, lab: Labels, onehot: bool) -> torch.Tenso
     return torch.where(lab.mask & ~same, zero - BIG, zero)
 
 
+def _bshape(*shapes: Any) -> torch.Size:
+    """torch.broadcast_shapes, without its cost when the shapes are already equal (every step)."""
+    first = shapes[0]
+    if all(s == first for s in shapes[1:]):
+        return torch.Size(first)
+    return torch.broadcast_shapes(*shapes)
+
+
 def _normal_log_prob(v: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, event: int) -> torch.Tensor:
     # as torch.distributions.Normal.log_prob writes it
     lp = -((v - loc) ** 2) / (2 * scale.pow(2)) - scale.log() - _HALF_LOG_2PI
@@ -219,9 +227,15 @@ def _kl_normal(gl: torch.Tensor, gs: torch.Tensor, ml: torch.Tensor, ms: torch.T
     return kl.sum(tuple(range(-event, 0))) if event else kl
 
 
-def _bernoulli_log_prob(v: torch.Tensor, logits: torch.Tensor, event: int) -> torch.Tensor:
-    shape = torch.broadcast_shapes(v.shape, logits.shape)
-    lp = -F.binary_cross_entropy_with_logits(logits.expand(shape), v.expand(shape), reduction="none")
+def _bernoulli_log_prob(v: torch.Tensor, logits: torch.Tensor, event: int, reduce: bool = False) -> torch.Tensor:
+    shape = _bshape(v.shape, logits.shape)
+    if logits.shape != shape:
+        logits = logits.expand(shape)
+    if v.shape != shape:
+        v = v.expand(shape)
+    if reduce:  # one fused kernel for the sum over everything
+        return -F.binary_cross_entropy_with_logits(logits, v, reduction="sum")
+    lp = -F.binary_cross_entropy_with_logits(logits, v, reduction="none")
     return lp.sum(tuple(range(-event, 0))) if event else lp
 
 
@@ -242,17 +256,24 @@ class Terms:
     kl_global: list[torch.Tensor] = field(default_factory=list)
     model_enum_dims: list[int] = field(default_factory=list)
     guide_enum_dims: list[int] = field(default_factory=list)
+    model_local_sums: list[torch.Tensor] = field(default_factory=list)  # log p summed over the whole local plate
+
+
+def _value(t: Any) -> Any:
+    """A term, computed if it was left for later (a guide's log q that -KL may replace)."""
+    return t() if callable(t) else t
 
 
 def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels, layout: Layout,
         meanfield: bool = False, validate: bool | None = False, guide_values: dict | None = None,
-        sample_guide_discrete: bool = False) -> tuple[Terms, Env, Env]:
+        sample_guide_discrete: bool = False, reduce: bool = False) -> tuple[Terms, Env, Env]:
     """The guide pass, then the model pass on the guide's values: every term of the bound.
 
     With ``meanfield`` a latent's log p - log q is replaced by -KL(q || p) where torch has it and neither
     distribution depends on an enumerated site (TraceMeanField_ELBO's rule). With
     ``sample_guide_discrete`` the guide's discrete sites are drawn rather than summed (for posterior
-    draws; the terms are then not a bound)."""
+    draws; the terms are then not a bound). With ``reduce`` (no enumeration: only the total is needed)
+    the data's Bernoulli log-likelihood is summed over everything in one kernel."""
     terms = Terms()
     nxt = [-1 - layout.nesting]
     fast = not validate
@@ -284,13 +305,14 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
         elif fast and g.fast == "normal":
             loc, scale = args["loc"], args["scale"]
             k = g.event_dim
-            batch = torch.broadcast_shapes(loc.shape[: loc.dim() - k], scale.shape[: scale.dim() - k], plate)
+            batch = _bshape(loc.shape[: loc.dim() - k], scale.shape[: scale.dim() - k], plate)
             eps = torch.empty((*batch, *g.shape), dtype=loc.dtype, device=loc.device).normal_()
             value = loc + eps * scale
-            (terms.guide_global if g.is_global else terms.guide_local)[g.name] = _normal_log_prob(value, loc, scale, k)
+            (terms.guide_global if g.is_global else terms.guide_local)[g.name] = functools.partial(
+                _normal_log_prob, value, loc, scale, k)
         else:
             qd = site_dist(g, args, validate)
-            qd = qd.expand(torch.broadcast_shapes(qd.batch_shape, plate))
+            qd = qd.expand(_bshape(qd.batch_shape, plate))
             if validate:
                 _check_shapes(g, qd, plate)
             value = qd.rsample() if qd.has_rsample else qd.sample()
@@ -310,7 +332,11 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
         model_terms = terms.model_global if m.is_global else terms.model_local
         if m.observed == "x":
             if fast and m.fast == "bernoulli":
-                model_terms.append(_bernoulli_log_prob(x, args["logits"], m.event_dim))
+                logits = args["logits"]
+                if reduce and not m.is_global and tuple(logits.shape[: logits.dim() - m.event_dim]) == layout.local_shape:
+                    terms.model_local_sums.append(_bernoulli_log_prob(x, logits, m.event_dim, reduce=True))
+                else:
+                    model_terms.append(_bernoulli_log_prob(x, logits, m.event_dim))
             elif fast and m.fast == "normal":
                 model_terms.append(_normal_log_prob(x, args["loc"], args["scale"], m.event_dim))
             else:
@@ -431,7 +457,7 @@ def _check_support(m: Site, g: Site | None, d: dist.Distribution, value: torch.T
 
 
 def _sum_terms(items: Any) -> torch.Tensor | float:
-    items = list(items.values()) if isinstance(items, dict) else list(items)
+    items = [_value(t) for t in (items.values() if isinstance(items, dict) else items)]
     return functools.reduce(torch.add, items) if items else 0.0
 
 
@@ -478,6 +504,13 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
         raise ProgramError("elbo iwae: the per-example importance-weighted bound needs a program without global "
                            "latent sites; use elbo trace or meanfield")
     layout = Layout(batch, num_particles if num_particles > 1 else None)
+    if not iwae and not _enumerates(prog, lab):
+        # nothing to sum out: only the total counts, and the data's term is summed in one kernel
+        terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield", reduce=True)
+        local = _sum_terms(terms.model_local) - _sum_terms(terms.guide_local) - _sum_terms(terms.kl_local)
+        total = _to_shape(local, layout.local_shape).sum() + _sum_terms(terms.model_local_sums)
+        glob = global_term(terms, layout).sum()
+        return -(total + glob * (batch / num_data)) / (layout.particles or 1)
     terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield")
     if iwae:
         log_w = _contract(terms, layout, stratified=True)
@@ -488,6 +521,16 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
     if layout.particles is not None:
         local, glob = local.mean(0), glob.mean(0)
     return -(local.sum() + glob.sum() * (batch / num_data))
+
+
+def _enumerates(prog: Program, lab: Labels) -> bool:
+    """Whether a pass with these labels sums any site out."""
+    y = prog.y_site.name if prog.y_site is not None else None
+    if any(m.enumerate for m in prog.model if m.name != y):
+        return True
+    if any(g.enumerate for g in prog.guide if g.name != y):
+        return True
+    return y is not None and lab.mode not in ("none", "all")
 
 
 def log_weights(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels, particles: int) -> torch.Tensor:
@@ -505,7 +548,7 @@ def elbo_per_example(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tens
     terms, _, _ = run(prog, modules, x, lab, layout, meanfield=True)
     elbo = _contract(terms, layout, stratified=False)
     # KL(q || p) of the local latents: analytic where it was, log q - log p at the draw otherwise
-    kl = _sum_terms(terms.kl_local) + _sum_terms([terms.guide_local[n] - lp for n, lp in terms.latent_local.items()
+    kl = _sum_terms(terms.kl_local) + _sum_terms([_value(terms.guide_local[n]) - lp for n, lp in terms.latent_local.items()
                                                   if n in terms.guide_local])
     return {"elbo": elbo, "kl": _to_shape(kl, layout.local_shape)}
 
