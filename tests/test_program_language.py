@@ -255,6 +255,16 @@ def test_a_good_program_compiles_and_its_spec_round_trips(tmp_path) -> None:
     spec = load_spec(BASE)
     again = load_spec(spec.model_dump(mode="json"))
     assert again == spec
+    fa = load_spec(ROOT / "models/factor_analysis.yaml")
+    dumped = fa.model_dump(mode="json")
+    assert dumped["model"]["W"]["global"] is True and "global_" not in dumped["model"]["W"]
+    from ppgen.program import ProgramSpec
+    from ppgen.spec import dump_yaml
+
+    dump_yaml(fa, tmp_path / "fa.yaml")
+    assert load_spec(tmp_path / "fa.yaml") == fa
+    built = ProgramSpec(data={"name": "digits"}, model={"x": {"dist": "Bernoulli", "logits": 0.0, "observed": "x"}})
+    assert load_spec(built) == built
     model = ppgen.build(BASE, DIGITS)
     assert model.program.x_site.name == "x"
     assert [s.name for s in model.program.guide] == ["z"]

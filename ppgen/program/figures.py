@@ -1,7 +1,8 @@
 """Figures of a program, chosen from its shape.
 
 - ``samples.png``: a grid of E[x | latents] at ancestral draws for images; draws over the data otherwise;
-- ``samples_by_class.png``: one row per class of a label site (``y`` fixed, everything else drawn);
+- ``samples_by_class.png``: one row per class of a label site (``y``, or a local Categorical latent, fixed;
+  everything else drawn);
 - ``reconstructions.png``: data and E[x | latents] at the guide's point, where the guide encodes x;
 - ``traversals.png``: one latent coordinate moved from -2.5 to 2.5 prior standard deviations around its
   prior mean, the others at their means, for the first continuous local latent whose prior depends on
@@ -52,8 +53,9 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
         title = "samples: E[x | latents], latents from the model" if image else "samples"
         out["samples"] = save_samples(model.display_samples(n), folder / "samples.png", title,
                                       reference=None if image else x_test)
-        if prog.y_site is not None:
-            out["samples_by_class"] = by_class(model, folder / "samples_by_class.png", x_test if not image else None)
+        label = _label_site(model)
+        if label is not None:
+            out["samples_by_class"] = by_class(model, label, folder / "samples_by_class.png", x_test if not image else None)
         encodes = [g for g in prog.local_guide if not g.enumerate]
         if encodes and image:
             y = y_test[:10].to(model.device) if y_test is not None and prog.y_site is not None else None
@@ -69,11 +71,20 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
     return out
 
 
-def by_class(model: Any, path: Path, reference: torch.Tensor | None, per_class: int = 10) -> Path:
+def _label_site(model: Any) -> Any:
+    """The site whose classes get a row each: the labels y, else the first local Categorical latent."""
+    prog = model.program
+    if prog.y_site is not None:
+        return prog.y_site
+    return next((m for m in prog.local_model if m.entry.name in ("Categorical", "OneHotCategorical") and m.latent), None)
+
+
+def by_class(model: Any, site: Any, path: Path, reference: torch.Tensor | None, per_class: int = 10) -> Path:
     """One row per class: draws with the label site fixed to that class."""
-    site = model.program.y_site
     k = site.options["classes"]
-    rows = [model.display_samples(per_class, given={site.name: c}) for c in range(k)]
+    onehot = site.entry.name == "OneHotCategorical"
+    rows = [model.display_samples(per_class, given={site.name: torch.nn.functional.one_hot(torch.tensor(c), k).float()
+                                                    if onehot else c}) for c in range(k)]
     if is_image(model.event_shape):
         grid = torch.cat(rows).cpu()
         fig, ax = plt.subplots(figsize=(0.8 * per_class + 0.6, 0.8 * k + 0.4))

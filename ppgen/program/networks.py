@@ -73,7 +73,8 @@ class Network(nn.Module):
                 self.core = ConvDecoder(sum(i.size for i in inputs), hidden, (c * len(self.heads), h, w), activation)
                 self._channels = c
 
-    def _flat(self, spec: InputSpec, t: torch.Tensor, keep: int = 0) -> torch.Tensor:
+    def _flat(self, spec: InputSpec, t: torch.Tensor) -> torch.Tensor:
+        """One input's values with their event flattened (a label one-hot first)."""
         if spec.classes is not None:
             t = nn.functional.one_hot(t.long(), spec.classes).to(torch.get_default_dtype())
             ev = len(spec.shape) + 1
@@ -81,8 +82,7 @@ class Network(nn.Module):
             ev = len(spec.shape)
             if not t.is_floating_point():
                 t = t.to(torch.get_default_dtype())
-        batch = t.shape[: t.dim() - ev]
-        return t if keep else t.reshape(*batch, -1)
+        return t.reshape(*t.shape[: t.dim() - ev], -1)
 
     def forward(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         specs = self.inputs
