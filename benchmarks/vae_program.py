@@ -154,7 +154,10 @@ def main() -> None:
     ap.add_argument("--no-epochs", action="store_true", help="only the interleaved steps (and the quality fits)")
     ap.add_argument("--no-quality", action="store_true", help="no 10-epoch fits")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vae_program.md"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
     rounds = 0 if args.no_epochs else rounds
     load_start = os.getloadavg()
