@@ -63,6 +63,7 @@ class Site:
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     deterministic: bool = False  # a Delta site of the model: a function of its parents
     fast: str | None = None  # "normal" or "bernoulli": log-probabilities without distribution objects
+    standard_normal: bool = False  # Normal(0, 1) with constant parameters
 
     @property
     def where(self) -> str:
@@ -144,6 +145,9 @@ class Program:
         #: estimates of globals are plugged in).
         self.exact = not sampled and not self.delta_locals
         self.enumerated = [s.name for s in self.model if s.enumerate] + [s.name for s in self.guide if s.enumerate]
+        y = self.y_site.name if self.y_site is not None else None
+        #: sites other than the labels are summed out in every pass
+        self.always_enumerates = any(s.enumerate for s in self.model + self.guide if s.name != y)
         #: latents whose log p - log q may be replaced by -KL(q || p) (meanfield): those whose model parents
         #: are all drawn before them in the guide, so that the parents' values do not depend on them
         #: (TraceMeanField_ELBO assumes it and only warns when the orders differ)
@@ -244,8 +248,10 @@ def compile_program(spec: ProgramSpec, info: DataInfo) -> Program:
     # the guide's global sites in the model's order (Pyro's mean-field check compares the orders)
     order = {s.name: i for i, s in enumerate(model)}
     guide = sorted([s for s in guide if s.is_global], key=lambda s: order[s.name]) + [s for s in guide if not s.is_global]
+    constants = dict(st.constants)
     for s in model + guide:
         _ranks(s)
+        _shape_constants(s, constants)
     heads = _heads(model + guide, networks_decl)
     networks = {}
     by_name = {s.name: s for s in model}
@@ -256,7 +262,7 @@ def compile_program(spec: ProgramSpec, info: DataInfo) -> Program:
             classes = m.options.get("classes") if m.entry.name == "Categorical" else None
             inputs.append(InputSpec(inp, m.shape, classes))
         networks[name] = (decl, inputs, heads[name])
-    return Program(spec, info, model, guide, networks, params, dict(st.constants), auto_globals)
+    return Program(spec, info, model, guide, networks, params, constants, auto_globals)
 
 
 def _options(s: SiteInfo, st: Structure, info: DataInfo, shapes: dict, data_name: str) -> dict[str, Any]:
@@ -417,6 +423,28 @@ def _ranks(s: Site) -> None:
         shape = param_event_shape(s.entry, key, s.shape, s.options)
         s.param_shapes[key] = shape
         s.param_ranks[key] = len(shape)
+
+
+def _shape_constants(s: Site, constants: dict[str, tuple[torch.Tensor, int]]) -> None:
+    """A parameter that is a plain constant is stored already in the shape the distribution takes, so
+    that nothing is reshaped at each step; a constant standard Normal prior is marked (its KL to a Normal
+    guide has the short closed form)."""
+    for key, node in s.args.items():
+        if isinstance(node, expr.Ref) and node.head is None and node.name.startswith("#"):
+            value, e = constants[node.name]
+            want = s.param_shapes[key]
+            if e <= len(want):
+                v = value.reshape(*([1] * (len(want) - e)), *value.shape)
+                try:
+                    constants[node.name] = (v.expand(want).clone(), len(want))
+                except RuntimeError:
+                    pass  # left as declared: the trial run names the site
+    if s.entry.name == "Normal":
+        loc, scale = s.args.get("loc"), s.args.get("scale")
+        consts = [constants.get(n.name) if isinstance(n, expr.Ref) and n.name.startswith("#") else None
+                  for n in (loc, scale)]
+        if all(c is not None for c in consts):
+            s.standard_normal = bool((consts[0][0] == 0).all() and (consts[1][0] == 1).all())
 
 
 def _param_init(name: str, d: ParamDecl) -> tuple[torch.Tensor, Any, float]:

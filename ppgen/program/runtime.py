@@ -371,7 +371,12 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
         gargs, qd = gparams[m.name]
         if meanfield and not m.enumerate and not y_latent and m.name in prog.kl_ok:
             g = prog.guide_by_name[m.name]
-            if fast and g.fast == "normal" and m.fast == "normal":
+            if fast and g.fast == "normal" and m.standard_normal:
+                gl, gs = gargs["loc"], gargs["scale"]
+                # KL(N(m, s) || N(0, 1)) = (m^2 + s^2 - 1) / 2 - log s
+                kl = 0.5 * (gl.pow(2) + gs.pow(2) - 1) - gs.log()
+                kl = kl.sum(tuple(range(-m.event_dim, 0))) if m.event_dim else kl
+            elif fast and g.fast == "normal" and m.fast == "normal":
                 kl = _kl_normal(gargs["loc"], gargs["scale"], args["loc"], args["scale"], m.event_dim)
             else:
                 d = site_dist(m, args, validate)
@@ -508,9 +513,14 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
         # nothing to sum out: only the total counts, and the data's term is summed in one kernel
         terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield", reduce=True)
         local = _sum_terms(terms.model_local) - _sum_terms(terms.guide_local) - _sum_terms(terms.kl_local)
-        total = _to_shape(local, layout.local_shape).sum() + _sum_terms(terms.model_local_sums)
-        glob = global_term(terms, layout).sum()
-        return -(total + glob * (batch / num_data)) / (layout.particles or 1)
+        if isinstance(local, torch.Tensor) and local.shape == layout.local_shape:
+            total = local.sum()
+        else:
+            total = _to_shape(local, layout.local_shape).sum()
+        total = total + _sum_terms(terms.model_local_sums)
+        if prog.global_model:
+            total = total + global_term(terms, layout).sum() * (batch / num_data)
+        return -total / (layout.particles or 1)
     terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield")
     if iwae:
         log_w = _contract(terms, layout, stratified=True)
@@ -525,12 +535,7 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
 
 def _enumerates(prog: Program, lab: Labels) -> bool:
     """Whether a pass with these labels sums any site out."""
-    y = prog.y_site.name if prog.y_site is not None else None
-    if any(m.enumerate for m in prog.model if m.name != y):
-        return True
-    if any(g.enumerate for g in prog.guide if g.name != y):
-        return True
-    return y is not None and lab.mode not in ("none", "all")
+    return prog.always_enumerates or lab.mode in ("hidden", "mixed")
 
 
 def log_weights(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels, particles: int) -> torch.Tensor:
