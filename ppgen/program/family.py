@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pyro.nn.module import pyro_method
@@ -47,6 +47,10 @@ class ProgramFamily(Family):
     default_routine = "svi"
     max_plate_nesting = 1
     importance_samples = True
+    #: the guide is a variational posterior of the model's latent sites
+    variational_guide: ClassVar[bool] = True
+    #: what the fused bound computes with: it is this class's own model and guide, compiled
+    fused_depends: ClassVar[tuple[str, ...]] = ("model", "guide", "_mods", "num_data", "_x_in")
 
     def __init__(self, spec: ProgramSpec, info: DataInfo) -> None:
         super().__init__(spec, info)

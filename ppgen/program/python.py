@@ -35,7 +35,7 @@ import math
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import pyro
 import torch
@@ -166,6 +166,8 @@ class PythonFamily(Family):
     Spec = PythonSpec
     default_routine = "svi"
     importance_samples = True
+    #: the user's (or the autoguide's) guide is taken as a variational posterior of the model
+    variational_guide: ClassVar[bool] = True
 
     def __init__(self, spec: PythonSpec, info: DataInfo, example: tuple[torch.Tensor, Any] | None = None) -> None:
         super().__init__(spec, info)
