@@ -2,7 +2,8 @@
 
 A family module in ``ppgen/models/`` registers its class with :func:`register_family`; a routine module
 in ``ppgen/inference/`` registers with :func:`register_routine`. Both packages are imported on the first
-lookup, so adding a file is all it takes to add a family or a routine.
+lookup, so adding a file is all it takes to add a family or a routine. An installed package adds
+families through the entry-point group ``ppgen.families``.
 """
 
 from __future__ import annotations
@@ -55,9 +56,25 @@ def _load_all() -> None:
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{info.name}")
+    _load_entry_points()
     # Only now: a module that failed to import raises again at the next lookup instead of leaving the
     # registry quietly incomplete.
     _loaded = True
+
+
+def _load_entry_points() -> None:
+    """Families of installed packages: entry points of the group ``ppgen.families``, each a class
+    (registered under the entry point's name) or a module that registers its families on import."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="ppgen.families"):
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise SpecError(f"family {ep.name!r} from the entry point {ep.value!r} (group ppgen.families) cannot be "
+                            f"loaded: {type(exc).__name__}: {exc}") from None
+        if isinstance(obj, type) and _FAMILIES.get(ep.name) is not obj:
+            register_family(ep.name)(obj)
 
 
 def family_names() -> list[str]:
