@@ -455,69 +455,99 @@ class RBMCore(nn.Module):
                 h = bernoulli(ph)
         return {"v": v, "ph": ph, "mean": mean}, {"h": bernoulli(ph)}
 
+    # -- the CD statistic, then the update -------------------------------------------------------------
+    def _work(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A work buffer kept between updates, shaped and typed like the weights' arithmetic needs. It is
+        a plain attribute, neither a parameter nor a buffer, so it is never checkpointed."""
+        work = self.__dict__.setdefault("_work_buffers", {})
+        W = self.W
+        t = work.get(name)
+        if t is None or t.shape != shape or t.dtype != W.dtype or t.device != W.device:
+            t = work[name] = torch.empty(shape, dtype=W.dtype, device=W.device)
+        return t
+
+    @no_grad
+    def cd_gradient(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], reuse: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Minus the CD estimate of the log-likelihood gradient per example, plus the prior's weight decay,
+        for W, b and c: <v h>_model - <v h>_data + lambda W, (<v>_model - <v>_data) / sigma^2 (sigma = 1
+        for Bernoulli units) and <h>_model - <h>_data, with h at its conditional mean (Hinton 2010, §3).
+
+        The chain rows and the data rows are stacked with weights a = (1/B_model, ..., -1/B_data, ...), so
+        that the weight statistic is one matrix product, [v_model; v_data]^T diag(a) [h_model; h_data]
+        (v / sigma for Gaussian units), and the bias statistics are a matrix-vector product and a column
+        sum of the same factors. The weight statistic is written into a tensor of its own (a fresh one, or
+        with ``reuse`` a work buffer that the next call overwrites), never accumulated into the weights: a
+        BLAS may add the terms of a product one at a time into its output, and there a term of size
+        lr / B below half the spacing of float32 numbers around a weight is lost whole (for B = 80,000
+        and weights near 5, every term)."""
+        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
+        bp, bn = vp.shape[0], vn.shape[0]
+        n, D, H = bn + bp, self.n_visible, self.n_hidden
+        W = self.W
+        if reuse:
+            vs, hs, gw = self._work("v", (n, D)), self._work("h", (n, H)), self._work("gw", (D, H))
+        else:
+            vs, hs, gw = W.new_empty(n, D), W.new_empty(n, H), W.new_empty(D, H)
+        a = self._row_weights(bn, bp)
+        if self.gaussian:
+            torch.div(vn, self.sigma, out=vs[:bn])
+            torch.div(vp, self.sigma, out=vs[bn:])
+        else:
+            torch.cat((vn, vp), out=vs)
+        torch.cat((hn, hp), out=hs).mul_(a.unsqueeze(1))
+        torch.mm(vs.t(), hs, out=gw)
+        if self.weight_decay:
+            gw.add_(W, alpha=self.weight_decay)
+        gb = torch.mv(vs.t(), a)
+        if self.gaussian:
+            gb = gb.div_(self.sigma)
+        return gw, gb, hs.sum(0)
+
+    def _row_weights(self, bn: int, bp: int) -> torch.Tensor:
+        """(1/bn, ... (bn times), -1/bp, ... (bp times)): the weights of the chain and data rows."""
+        a = self.__dict__.get("_row_weights_cache")
+        W = self.W
+        if a is None or a[0] != (bn, bp) or a[1].dtype != W.dtype or a[1].device != W.device:
+            t = torch.cat([torch.full((bn,), 1.0 / bn, dtype=torch.float64), torch.full((bp,), -1.0 / bp, dtype=torch.float64)])
+            a = self.__dict__["_row_weights_cache"] = ((bn, bp), t.to(W.device, W.dtype))
+        return a[1]
+
     @no_grad
     def set_gradients(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]) -> None:
-        """``.grad`` = minus the CD estimate of the log-likelihood gradient per example, plus the prior's
-        weight decay: <v h>_model - <v h>_data + lambda W (and the same for the biases, without decay).
-        A learned sigma takes its gradient by autograd through the free energies."""
+        """``.grad`` = :meth:`cd_gradient`, for any torch optimizer to apply. A learned sigma takes its
+        gradient by autograd through the free energies."""
         if self.learn_sigma:
             self._set_gradients_autograd(pos, neg)
             return
-        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
-        bp, bn = vp.shape[0], vn.shape[0]
-        if self.gaussian:
-            s2 = self.sigma**2
-            sp, sn = vp / self.sigma, vn / self.sigma
-            gb = ((vn - self.b).mean(0) - (vp - self.b).mean(0)) / s2
-        else:
-            sp, sn = vp, vn
-            gb = vn.mean(0) - vp.mean(0)
-        gw = torch.addmm(self.W, sp.t(), hp, beta=self.weight_decay, alpha=-1.0 / bp)
-        gw.addmm_(sn.t(), hn, alpha=1.0 / bn)
-        self.W.grad = gw
-        self.b.grad = gb
-        self.c.grad = hn.mean(0) - hp.mean(0)
+        self.W.grad, self.b.grad, self.c.grad = self.cd_gradient(pos, neg)
 
     @no_grad
     def sgd_update(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> bool:
-        """The CD update applied in place: the same numbers as :meth:`set_gradients` followed by
-        ``torch.optim.SGD.step()`` (momentum without dampening or Nesterov, lr and momentum read from the
-        optimizer's param group), without materializing ``.grad`` or going through the optimizer's
-        machinery, which for small batches costs as much as the arithmetic. Momentum buffers live in
-        ``opt.state`` exactly as torch's SGD keeps them, so checkpoints are interchangeable. Returns
-        False (and does nothing) where it does not apply: a learned sigma or another optimizer."""
+        """The CD update: :meth:`cd_gradient` applied with the arithmetic of ``torch.optim.SGD.step()``
+        (momentum without dampening or Nesterov; lr and momentum read from the optimizer's param group),
+        with the statistic in work buffers reused between updates and without ``.grad`` or the
+        optimizer's machinery, which for small batches cost as much as the arithmetic. Momentum buffers
+        live in ``opt.state`` as torch's SGD keeps them, so checkpoints are interchangeable. Returns False
+        (and does nothing) where it does not apply: a learned sigma or another optimizer."""
         if self.learn_sigma or not isinstance(opt, torch.optim.SGD) or len(opt.param_groups) != 1:
             return False
         group = opt.param_groups[0]
-        if group["nesterov"] or group["dampening"] != 0 or group["weight_decay"] != 0 or group.get("maximize"):
+        if (group["nesterov"] or group["dampening"] != 0 or group["weight_decay"] != 0 or group.get("maximize")
+                or group.get("fused") or group.get("differentiable")):
             return False
-        lr, mu, lam = group["lr"], group["momentum"], self.weight_decay
-        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
-        bp, bn = vp.shape[0], vn.shape[0]
-        same = bp == bn
-        if self.gaussian:
-            sp, sn = vp / self.sigma, vn / self.sigma
-            gb = ((vn - vp).mean(0) if same else vn.mean(0) - vp.mean(0)) / self.sigma**2
-        else:
-            sp, sn = vp, vn
-            gb = (vn - vp).mean(0) if same else vn.mean(0) - vp.mean(0)
-        gc = (hn - hp).mean(0) if same else hn.mean(0) - hp.mean(0)
-        if mu == 0:
-            if lam:
-                self.W.mul_(1 - lr * lam)
-            self.W.addmm_(sp.t(), hp, alpha=lr / bp).addmm_(sn.t(), hn, alpha=-lr / bn)
-            self.b.sub_(gb, alpha=lr)
-            self.c.sub_(gc, alpha=lr)
-            return True
-        gw = torch.addmm(self.W, sp.t(), hp, beta=lam, alpha=-1.0 / bp).addmm_(sn.t(), hn, alpha=1.0 / bn)
-        for p, g in ((self.W, gw), (self.b, gb), (self.c, gc)):
-            state = opt.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                state["momentum_buffer"] = buf = g.clone() if g is not gw else g
-            else:
-                buf.mul_(mu).add_(g)
-            p.sub_(buf, alpha=lr)
+        lr, mu = group["lr"], group["momentum"]
+        grads = self.cd_gradient(pos, neg, reuse=True)
+        for p, g in zip((self.W, self.b, self.c), grads):
+            if mu != 0:
+                state = opt.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    state["momentum_buffer"] = buf = g.clone()
+                else:
+                    buf.mul_(mu).add_(g)
+                g = buf
+            p.add_(g, alpha=-lr)
         return True
 
     def _set_gradients_autograd(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]) -> None:
