@@ -353,7 +353,7 @@ class RBMCore(nn.Module):
         if self.gaussian:
             sigma = self.sigma
             log_z0 = float((self.log_sigma + 0.5 * math.log(2 * math.pi)).sum()) + H * math.log(2)
-            init = b + sigma * torch.randn(runs, D, device=W.device)
+            init = b + sigma * torch.randn(runs, D, device=W.device, dtype=W.dtype)
 
             def log_f_diff(v: torch.Tensor, b0: float, b1: float) -> torch.Tensor:
                 pre = self.hidden_logits(v)
@@ -364,7 +364,7 @@ class RBMCore(nn.Module):
                 return b + beta * sigma * (h @ W.t()) + sigma * torch.randn_like(v)
 
         else:
-            b_a = torch.zeros(D, device=W.device) if base_logits is None else base_logits.to(W.device, W.dtype)
+            b_a = W.new_zeros(D) if base_logits is None else base_logits.to(W.device, W.dtype)
             log_z0 = float(F.softplus(b_a).sum()) + H * math.log(2)
             init = bernoulli(torch.sigmoid(b_a).expand(runs, D).contiguous())
             db = b - b_a
@@ -436,7 +436,7 @@ class RBMCore(nn.Module):
     @no_grad
     def init_chains(self, n: int) -> dict[str, torch.Tensor]:
         """Persistent chains start from h = 0, i.e. v ~ p(v | h = 0) on their first step."""
-        return {"h": torch.zeros(n, self.n_hidden, device=self.W.device)}
+        return {"h": self.W.new_zeros(n, self.n_hidden)}
 
     @no_grad
     def chains_from_data(self, pos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -737,7 +737,7 @@ class BMCore(nn.Module):
         return s
 
     def random_states(self, n: int) -> torch.Tensor:
-        return bernoulli(torch.full((n, self.n_units), 0.5, device=self.W.device))
+        return bernoulli(self.W.new_full((n, self.n_units), 0.5))
 
     def clamped_hidden(self, v: torch.Tensor, sweeps: int, h: torch.Tensor | None = None) -> torch.Tensor:
         """Full states with v clamped and the hidden units after ``sweeps`` Gibbs sweeps (from h, or from
@@ -763,8 +763,8 @@ class BMCore(nn.Module):
         one Gibbs sweep at beta_k."""
         D, H = self.n_visible, self.n_hidden
         K = self.coupling()
-        b_a = torch.zeros(D, device=K.device) if base_logits is None else base_logits.to(K.device, K.dtype)
-        base = torch.cat([b_a, torch.zeros(H, device=K.device)])
+        b_a = K.new_zeros(D) if base_logits is None else base_logits.to(K.device, K.dtype)
+        base = torch.cat([b_a, K.new_zeros(H)])
         log_z0 = float(F.softplus(b_a).sum()) + H * math.log(2)
         init = bernoulli(torch.sigmoid(base).expand(runs, D + H).contiguous())
 
@@ -786,7 +786,7 @@ class BMCore(nn.Module):
         K = self.coupling()
         s = torch.empty(B * runs, D + H, device=v.device, dtype=v.dtype)
         s[:, :D] = v.repeat_interleave(runs, 0)
-        s[:, D:] = bernoulli(torch.full((B * runs, H), 0.5, device=v.device))
+        s[:, D:] = bernoulli(v.new_full((B * runs, H), 0.5))
         hidden = range(D, D + H)
 
         def log_f_diff(x: torch.Tensor, b0: float, b1: float) -> torch.Tensor:
