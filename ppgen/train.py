@@ -136,6 +136,10 @@ def fit(
     from ppgen import data as data_mod
 
     dataset = data_mod.load(model_spec.data)
+    if resume:  # a routine refuses a resume it cannot continue exactly, before the folder is touched
+        registry.routine(recipe_obj.routine).check_resume(
+            recipe_obj, load_checkpoint(out_path / CHECKPOINT)["routine"],
+            dataset.steps_per_epoch(model_spec.data.batch_size, devices))
     _write_folder(out_path, model_spec, recipe_obj, resume)
     job = Job(
         spec=model_spec.model_dump(mode="json"),

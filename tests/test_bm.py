@@ -193,6 +193,22 @@ def test_bm_likelihood_normalizes_and_fit_runs(tmp_path: object) -> None:
     assert all(p.exists() for p in figs.values())
 
 
+def test_extending_a_bm_run_equals_fitting_it_straight(tmp_path: Path) -> None:
+    """3 epochs straight = 1 epoch, then ``--resume --epochs 3``, bit for bit, with the shipped PCD recipe
+    (persistent chains, a linear decay whose length the recipe declares)."""
+    from test_rbm import assert_same_run
+
+    spec = {"family": "bm", "hidden": 4, "data": {"name": "digits", "batch_size": 20, "limit": 100}}
+    recipe = ppgen.load_recipe(Path(__file__).parents[1] / "inference" / "pcd.yaml").model_dump(mode="json")
+    recipe.update(positive_sweeps=2, log_every=2)
+    straight = ppgen.fit(spec, recipe, epochs=3, out=tmp_path / "a", progress=False)
+    one = ppgen.fit(spec, recipe, epochs=1, out=tmp_path / "b", progress=False)
+    lateral = one.checkpoint["model"]["core.L"].clone()
+    extended = ppgen.fit(tmp_path / "b", None, epochs=3, resume=True, progress=False)
+    assert_same_run(straight, extended)
+    assert not torch.equal(lateral, extended.checkpoint["model"]["core.L"])
+
+
 def test_bm_spec_errors() -> None:
     with pytest.raises(ppgen.SpecError, match="binary"):
         ppgen.load_spec({"family": "bm", "data": {"name": "digits", "binarize": "none"}})

@@ -338,6 +338,75 @@ def test_pcd_resume_is_exact(tmp_path: object) -> None:
     assert len(epochs) == 2 and all(math.isfinite(m["val_loss"]) for m in epochs)
 
 
+def assert_same_run(a: object, b: object) -> None:
+    """Two runs' checkpoints hold the same parameters, optimizer states and routine state, bit for bit."""
+    ca, cb = a.checkpoint, b.checkpoint
+    assert ca["model"].keys() == cb["model"].keys()
+    for key in ca["model"]:
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    for name, opt in ca["routine"]["optimizers"].items():
+        for i, st in opt["state"].items():
+            for k, t in st.items():
+                assert torch.equal(t, cb["routine"]["optimizers"][name]["state"][i][k]), (name, i, k)
+    ea, eb = ca["routine"]["extra"], cb["routine"]["extra"]
+    assert ea.keys() == eb.keys()
+    for k in ea:
+        if isinstance(ea[k], dict) and all(isinstance(t, torch.Tensor) for t in ea[k].values()):
+            assert all(torch.equal(t, eb[k][n]) for n, t in ea[k].items()), k
+        else:
+            assert ea[k] == eb[k], k
+
+
+@pytest.mark.parametrize("routine", ["cd", "pcd"])
+def test_extending_a_run_equals_fitting_it_straight(tmp_path: Path, routine: str) -> None:
+    """3 epochs straight = 1 epoch, then ``--resume --epochs 3``, bit for bit: CD with a momentum warm-up
+    and an exponential decay, PCD with the shipped recipe's linear decay (whose length it declares)."""
+    recipe = ppgen.load_recipe(Path(__file__).parents[1] / "inference" / f"{routine}.yaml").model_dump(mode="json")
+    recipe["log_every"] = 5
+    if routine == "cd":
+        recipe.update(initial_momentum=0.5, momentum_epochs=1, lr_schedule={"kind": "exponential", "gamma": 0.7},
+                      optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    spec = _digits(tmp_path, prior={"weight_decay": 0.001})
+    straight = ppgen.fit(spec, recipe, epochs=3, out=tmp_path / "a", progress=False)
+    one = ppgen.fit(spec, recipe, epochs=1, out=tmp_path / "b", progress=False)
+    w1 = one.checkpoint["model"]["core.W"].clone()
+    extended = ppgen.fit(tmp_path / "b", None, epochs=3, resume=True, progress=False)
+    assert_same_run(straight, extended)
+    assert not torch.equal(w1, extended.checkpoint["model"]["core.W"])  # epochs 2 and 3 did train
+    lrs = [m["lr"] for m in straight.metrics if m["kind"] == "train"]
+    assert lrs == [m["lr"] for m in extended.metrics if m["kind"] == "train"] and len(set(lrs)) > 1
+
+
+def test_extending_a_run_whose_decay_spans_it_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With ``lr_schedule.epochs: null`` the decay is planned over the run's epochs: resuming to the same
+    epochs is accepted, extending is refused with exit 2 and a message, and the run folder is left as it was."""
+    import yaml
+
+    from ppgen.cli import main
+    from ppgen.inference.gibbs import PCD, PCDConfig
+
+    spec, recipe = tmp_path / "rbm.yaml", tmp_path / "pcd.yaml"
+    spec.write_text(yaml.safe_dump(_digits(tmp_path)))
+    recipe.write_text(yaml.safe_dump({"routine": "pcd", "lr_schedule": {"kind": "linear", "final_factor": 0.1, "epochs": None}}))
+    run = tmp_path / "run"
+    assert main(["fit", str(spec), "--inference", str(recipe), "--epochs", "1", "--out", str(run)]) == 0
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["fit", str(run), "--resume", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 3: this run cannot be extended exactly" in err and "lr_schedule.epochs" in err
+    assert "finish it with --epochs 1" in err and "start a new run with --epochs 3" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    # the check itself: a resume to the planned epochs (after a Ctrl-C) passes; so does any resume of a
+    # run that has taken only its first step (whose rate is lr under every plan)
+    cfg = PCDConfig(epochs=3, lr_schedule={"kind": "linear", "final_factor": 0.1})
+    PCD.check_resume(cfg, {"step": 40, "extra": {"plan": {"epochs": 3}}}, 10)
+    PCD.check_resume(cfg, {"step": 1, "extra": {"plan": {"epochs": 1}}}, 10)
+    with pytest.raises(SpecError, match="does not record"):
+        PCD.check_resume(cfg, {"step": 40, "extra": {}}, 10)
+    PCD.check_resume(PCDConfig(epochs=3), {"step": 40, "extra": {}}, 10)  # declared length: nothing to check
+
+
 def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     # The stochastic pseudo-likelihood is measured on steps 0, 3, 6, ... and on the logged ones; the
     # epoch's loss is the mean of the measured steps, and a NaN between two of them still stops the run.
@@ -369,6 +438,20 @@ def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, m
     monkeypatch.setattr(RBMCore, "sgd_update", poison)
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, batch 4 "):
         ppgen.fit(_digits(tmp_path), recipe, epochs=1, out=tmp_path / "b", progress=False)
+
+
+def test_every_epoch_has_a_training_loss_when_epochs_are_shorter_than_monitor_every(tmp_path: Path) -> None:
+    """With 5 steps per epoch, ``monitor_every: 10`` and ``log_every: 50`` (the shipped recipes) the loss is
+    measured from each epoch's first step, so no epoch is left without one (which the loop would take for
+    a non-finite loss and stop), for CD and for layer-wise training."""
+    root = Path(__file__).parents[1] / "inference"
+    spec = _digits(tmp_path, data={"name": "digits", "batch_size": 20, "limit": 100})
+    run = ppgen.fit(spec, root / "cd.yaml", epochs=3, out=tmp_path / "cd", progress=False)
+    epochs = [m for m in run.metrics if m["kind"] == "epoch"]
+    assert epochs[0]["step"] < 10 and len(epochs) == 3 and all(math.isfinite(m["loss"]) for m in epochs)
+    dbn = {**spec, "family": "dbn", "hidden": [6, 5]}
+    run = ppgen.fit(dbn, root / "layerwise.yaml", epochs=2, out=tmp_path / "dbn", progress=False)
+    assert all(math.isfinite(m["loss"]) for m in run.metrics if m["kind"] == "epoch")
 
 
 def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
