@@ -456,15 +456,27 @@ class RBMCore(nn.Module):
         return {"v": v, "ph": ph, "mean": mean}, {"h": bernoulli(ph)}
 
     # -- the CD statistic, then the update -------------------------------------------------------------
-    def _work(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """A work buffer kept between updates, shaped and typed like the weights' arithmetic needs. It is
-        a plain attribute, neither a parameter nor a buffer, so it is never checkpointed."""
-        work = self.__dict__.setdefault("_work_buffers", {})
+    def _cd_work(self, bn: int, bp: int, reuse: bool) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`cd_gradient` writes into, with the row weights a (1/bn for the bn chain rows,
+        then -1/bp for the bp data rows) and the views it takes of them. With ``reuse`` they are kept for
+        the next call with the same shapes (a plain attribute: never checkpointed); else fresh."""
         W = self.W
-        t = work.get(name)
-        if t is None or t.shape != shape or t.dtype != W.dtype or t.device != W.device:
-            t = work[name] = torch.empty(shape, dtype=W.dtype, device=W.device)
-        return t
+        key = (bn, bp, W.dtype, W.device)
+        work = self.__dict__.get("_cd_work_set")
+        if reuse and work is not None and work["key"] == key:
+            return work
+        n, D, H = bn + bp, self.n_visible, self.n_hidden
+        a = torch.cat([torch.full((bn, 1), 1.0 / bn, dtype=torch.float64), torch.full((bp, 1), -1.0 / bp, dtype=torch.float64)])
+        a = a.to(W.device, W.dtype)
+        hs = W.new_empty(n, H)
+        work = {"key": key, "a": a, "a_n": a[:bn], "a_p": a[bn:], "a_flat": a[:, 0], "hs": hs, "hs_n": hs[:bn],
+                "hs_p": hs[bn:], "gw": W.new_empty(D, H)}
+        if n <= H:  # one product over the stacked rows: copying them costs less than a second pass over (D, H)
+            vs = W.new_empty(n, D)
+            work.update(vs=vs, vs_t=vs.t())
+        if reuse:
+            self.__dict__["_cd_work_set"] = work
+        return work
 
     @no_grad
     def cd_gradient(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], reuse: bool = False
@@ -473,45 +485,34 @@ class RBMCore(nn.Module):
         for W, b and c: <v h>_model - <v h>_data + lambda W, (<v>_model - <v>_data) / sigma^2 (sigma = 1
         for Bernoulli units) and <h>_model - <h>_data, with h at its conditional mean (Hinton 2010, §3).
 
-        The chain rows and the data rows are stacked with weights a = (1/B_model, ..., -1/B_data, ...), so
-        that the weight statistic is one matrix product, [v_model; v_data]^T diag(a) [h_model; h_data]
-        (v / sigma for Gaussian units), and the bias statistics are a matrix-vector product and a column
-        sum of the same factors. The weight statistic is written into a tensor of its own (a fresh one, or
-        with ``reuse`` a work buffer that the next call overwrites), never accumulated into the weights: a
-        BLAS may add the terms of a product one at a time into its output, and there a term of size
-        lr / B below half the spacing of float32 numbers around a weight is lost whole (for B = 80,000
-        and weights near 5, every term)."""
+        The chain and data rows carry the weights a = 1/B_model and -1/B_data, put on the hidden factor,
+        and the weight statistic [v_model; v_data]^T (a [h_model; h_data]) (then divided by sigma per
+        visible unit) goes into a tensor of its own: a fresh one, or with ``reuse`` a work buffer that the
+        next call overwrites. For small batches it is one product over the stacked rows (the (D, H) result
+        is written once); for large ones two, the second added into the first (no copy of the rows). It
+        is never accumulated into the weights. A BLAS may add the terms of a product one at a time into
+        its output: into the statistic, whose size is that of the terms' sum, that is ordinary rounding;
+        into a weight near 5 a term of size lr / B below half the spacing of float32 numbers there is
+        lost whole (for B = 80,000, every term)."""
         vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
-        bp, bn = vp.shape[0], vn.shape[0]
-        n, D, H = bn + bp, self.n_visible, self.n_hidden
-        W = self.W
-        if reuse:
-            vs, hs, gw = self._work("v", (n, D)), self._work("h", (n, H)), self._work("gw", (D, H))
+        w = self._cd_work(vn.shape[0], vp.shape[0], reuse)
+        hs, gw = w["hs"], w["gw"]
+        torch.mul(hn, w["a_n"], out=w["hs_n"])
+        torch.mul(hp, w["a_p"], out=w["hs_p"])
+        if "vs" in w:
+            torch.cat((vn, vp), out=w["vs"])
+            torch.mm(w["vs_t"], hs, out=gw)
+            gb = torch.mv(w["vs_t"], w["a_flat"])
         else:
-            vs, hs, gw = W.new_empty(n, D), W.new_empty(n, H), W.new_empty(D, H)
-        a = self._row_weights(bn, bp)
+            torch.mm(vn.t(), w["hs_n"], out=gw).addmm_(vp.t(), w["hs_p"])
+            gb = torch.mv(vn.t(), w["a_n"][:, 0]).addmv_(vp.t(), w["a_p"][:, 0])
         if self.gaussian:
-            torch.div(vn, self.sigma, out=vs[:bn])
-            torch.div(vp, self.sigma, out=vs[bn:])
-        else:
-            torch.cat((vn, vp), out=vs)
-        torch.cat((hn, hp), out=hs).mul_(a.unsqueeze(1))
-        torch.mm(vs.t(), hs, out=gw)
+            sigma = self.sigma
+            gw.div_(sigma.unsqueeze(1))
+            gb.div_(sigma**2)
         if self.weight_decay:
-            gw.add_(W, alpha=self.weight_decay)
-        gb = torch.mv(vs.t(), a)
-        if self.gaussian:
-            gb = gb.div_(self.sigma)
+            gw.add_(self.W, alpha=self.weight_decay)
         return gw, gb, hs.sum(0)
-
-    def _row_weights(self, bn: int, bp: int) -> torch.Tensor:
-        """(1/bn, ... (bn times), -1/bp, ... (bp times)): the weights of the chain and data rows."""
-        a = self.__dict__.get("_row_weights_cache")
-        W = self.W
-        if a is None or a[0] != (bn, bp) or a[1].dtype != W.dtype or a[1].device != W.device:
-            t = torch.cat([torch.full((bn,), 1.0 / bn, dtype=torch.float64), torch.full((bp,), -1.0 / bp, dtype=torch.float64)])
-            a = self.__dict__["_row_weights_cache"] = ((bn, bp), t.to(W.device, W.dtype))
-        return a[1]
 
     @no_grad
     def set_gradients(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]) -> None:
