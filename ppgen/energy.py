@@ -456,7 +456,7 @@ class RBMCore(nn.Module):
         return {"v": v, "ph": ph, "mean": mean}, {"h": bernoulli(ph)}
 
     # -- the CD statistic, then the update -------------------------------------------------------------
-    def _cd_work(self, bn: int, bp: int, reuse: bool) -> dict[str, torch.Tensor]:
+    def _cd_work(self, bn: int, bp: int, reuse: bool) -> dict[str, Any]:
         """The tensors :meth:`cd_gradient` writes into, with the row weights a (1/bn for the bn chain rows,
         then -1/bp for the bp data rows) and the views it takes of them. With ``reuse`` they are kept for
         the next call with the same shapes (a plain attribute: never checkpointed); else fresh."""
