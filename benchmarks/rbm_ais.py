@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import ppgen
+    from benchmarks.rbm_sklearn import cpu_model
     from ppgen.evaluate import evaluate
 
     load0 = os.getloadavg()
@@ -72,8 +72,8 @@ def main() -> None:
         "# RBM (784-500) on MNIST: test NLL by AIS",
         "",
         f"Command: `python benchmarks/rbm_ais.py{' --quick' if args.quick else ''}`, {time.strftime('%Y-%m-%d')}, on a shared "
-        f"2-core CPU ({platform.machine()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end: other "
-        f"engineers' jobs ran at the same time), {args.threads} torch thread(s), torch {torch.__version__}.",
+        f"{os.cpu_count()}-core CPU ({cpu_model()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end: "
+        f"other processes ran at the same time), {args.threads} torch thread(s), torch {torch.__version__}.",
         "",
         f"`models/rbm.yaml` (500 hidden units, dynamically binarized MNIST, batch 100, weight decay 2e-4) fitted for "
         f"{epochs} epochs by each recipe as shipped (SGD with momentum 0.5; CD: lr 0.01; PCD: lr 0.05 decaying "

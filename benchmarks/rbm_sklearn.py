@@ -37,6 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (``lscpu``'s "Model name"), and its widest vector
+    unit, since BLAS kernels, and with them timings, differ between AVX2 and AVX-512 machines."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {vec}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="10,000 training images and 2 epochs")
@@ -101,7 +115,7 @@ def main() -> None:
              "scikit-learn BernoulliRBM (float32, data order per seed)",
              f"ppgen, learning rate decaying linearly from {args.lr} to {args.lr / 10:g} (inference/pcd.yaml's schedule)"]
     # The same fit with the learning-rate schedule of ppgen's PCD recipe: same peak rate, epochs, batches.
-    decayed = {**recipe, "lr_schedule": {"kind": "linear", "final_factor": 0.1}}
+    decayed = {**recipe, "lr_schedule": {"kind": "linear", "final_factor": 0.1, "epochs": epochs}}
     found: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in names}
     with threadpool_limits(limits=args.threads):
         # Interleaved by seed, so that the load of other jobs falls on every implementation alike.
@@ -147,7 +161,8 @@ def main() -> None:
         f"Command: `python benchmarks/rbm_sklearn.py{' --quick' if args.quick else ''}"
         + (f" --threads {args.threads}" if args.threads != 2 else "")
         + (f" --seeds {args.seeds}" if args.seeds != 3 else "") + "`, "
-        f"{time.strftime('%Y-%m-%d')}, on a 2-core CPU ({platform.processor() or platform.machine()}; "
+        f"{time.strftime('%Y-%m-%d')}, on a {os.cpu_count()}-core CPU ({cpu_model()}, torch's BLAS: "
+        f"{'MKL' if torch.backends.mkl.is_available() else 'not MKL'}; "
         f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end; other processes slow both sides), "
         f"{args.threads} thread(s) for each library, torch {torch.__version__}, scikit-learn {__import__('sklearn').__version__}.",
         "",
@@ -185,7 +200,10 @@ def main() -> None:
         "loss: the stochastic pseudo-likelihood measured every `monitor_every` = 10 steps; its validation pass and "
         "checkpoint are not counted); scikit-learn's are its `fit` time divided by the epochs (it measures no loss "
         "while fitting). The ppgen step avoids extra matrix products: the pseudo-likelihood estimate reuses the "
-        "positive phase's hidden input (a flipped pixel changes it by one row of W).",
+        "positive phase's hidden input (a flipped pixel changes it by one row of W), and the weight update is the "
+        "data and chain statistics in one matrix product over the stacked rows, written into a reused buffer and "
+        "then applied to W (as scikit-learn does; adding the product's terms straight into the float32 weights "
+        "loses them where a BLAS accumulates into its output one term at a time).",
         "",
         "Data order: scikit-learn's `fit` walks the training images in the order given, the same in every epoch "
         "and for every seed, while ppgen draws a new order each epoch. With a constant learning rate and batches of "

@@ -44,9 +44,13 @@ def main() -> None:
         overrides = ["data.limit=10000", "sampling.steps=200", "sampling.warmup=100", "sampling.draws=200"]
         overrides.append("hidden=100" if args.family == "rbm" else "hidden=[200,200]")
     epochs = args.epochs or (2 if args.quick else (10 if args.family == "rbm" else 30))
+    # The recipes declare their plans (PCD's decay over 10 epochs, 10 epochs per DBN layer); here they
+    # are fitted to the epochs asked for: the decay spans the run, the layers share it equally.
+    layers = 2 if args.quick else 3
+    plan = [f"lr_schedule.epochs={epochs}"] if args.family == "rbm" else [f"layer_epochs={max(1, epochs // layers)}"]
     out = Path(args.out or ROOT / "runs" / f"{args.family}-mnist{'-quick' if args.quick else ''}")
     resume = (out / "checkpoints" / "last.pt").exists()
-    run = ppgen.fit(spec, recipe, epochs=epochs, out=out, overrides=overrides, resume=resume)
+    run = ppgen.fit(spec, recipe, epochs=epochs, out=out, overrides=overrides, recipe_overrides=plan, resume=resume)
 
     model, data = run.model, run.data
     figures = model.figures(out / "figures", data)

@@ -353,7 +353,7 @@ class RBMCore(nn.Module):
         if self.gaussian:
             sigma = self.sigma
             log_z0 = float((self.log_sigma + 0.5 * math.log(2 * math.pi)).sum()) + H * math.log(2)
-            init = b + sigma * torch.randn(runs, D, device=W.device)
+            init = b + sigma * torch.randn(runs, D, device=W.device, dtype=W.dtype)
 
             def log_f_diff(v: torch.Tensor, b0: float, b1: float) -> torch.Tensor:
                 pre = self.hidden_logits(v)
@@ -364,7 +364,7 @@ class RBMCore(nn.Module):
                 return b + beta * sigma * (h @ W.t()) + sigma * torch.randn_like(v)
 
         else:
-            b_a = torch.zeros(D, device=W.device) if base_logits is None else base_logits.to(W.device, W.dtype)
+            b_a = W.new_zeros(D) if base_logits is None else base_logits.to(W.device, W.dtype)
             log_z0 = float(F.softplus(b_a).sum()) + H * math.log(2)
             init = bernoulli(torch.sigmoid(b_a).expand(runs, D).contiguous())
             db = b - b_a
@@ -436,7 +436,7 @@ class RBMCore(nn.Module):
     @no_grad
     def init_chains(self, n: int) -> dict[str, torch.Tensor]:
         """Persistent chains start from h = 0, i.e. v ~ p(v | h = 0) on their first step."""
-        return {"h": torch.zeros(n, self.n_hidden, device=self.W.device)}
+        return {"h": self.W.new_zeros(n, self.n_hidden)}
 
     @no_grad
     def chains_from_data(self, pos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -455,69 +455,100 @@ class RBMCore(nn.Module):
                 h = bernoulli(ph)
         return {"v": v, "ph": ph, "mean": mean}, {"h": bernoulli(ph)}
 
+    # -- the CD statistic, then the update -------------------------------------------------------------
+    def _cd_work(self, bn: int, bp: int, reuse: bool) -> dict[str, Any]:
+        """The tensors :meth:`cd_gradient` writes into, with the row weights a (1/bn for the bn chain rows,
+        then -1/bp for the bp data rows) and the views it takes of them. With ``reuse`` they are kept for
+        the next call with the same shapes (a plain attribute: never checkpointed); else fresh."""
+        W = self.W
+        key = (bn, bp, W.dtype, W.device)
+        work = self.__dict__.get("_cd_work_set")
+        if reuse and work is not None and work["key"] == key:
+            return work
+        n, D, H = bn + bp, self.n_visible, self.n_hidden
+        a = torch.cat([torch.full((bn, 1), 1.0 / bn, dtype=torch.float64), torch.full((bp, 1), -1.0 / bp, dtype=torch.float64)])
+        a = a.to(W.device, W.dtype)
+        hs = W.new_empty(n, H)
+        work = {"key": key, "a": a, "a_n": a[:bn], "a_p": a[bn:], "a_flat": a[:, 0], "hs": hs, "hs_n": hs[:bn],
+                "hs_p": hs[bn:], "gw": W.new_empty(D, H)}
+        if n <= H:  # one product over the stacked rows: copying them costs less than a second pass over (D, H)
+            vs = W.new_empty(n, D)
+            work.update(vs=vs, vs_t=vs.t())
+        if reuse:
+            self.__dict__["_cd_work_set"] = work
+        return work
+
+    @no_grad
+    def cd_gradient(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], reuse: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Minus the CD estimate of the log-likelihood gradient per example, plus the prior's weight decay,
+        for W, b and c: <v h>_model - <v h>_data + lambda W, (<v>_model - <v>_data) / sigma^2 (sigma = 1
+        for Bernoulli units) and <h>_model - <h>_data, with h at its conditional mean (Hinton 2010, §3).
+
+        The chain and data rows carry the weights a = 1/B_model and -1/B_data, put on the hidden factor,
+        and the weight statistic [v_model; v_data]^T (a [h_model; h_data]) (then divided by sigma per
+        visible unit) goes into a tensor of its own: a fresh one, or with ``reuse`` a work buffer that the
+        next call overwrites. For small batches it is one product over the stacked rows (the (D, H) result
+        is written once); for large ones two, the second added into the first (no copy of the rows). It
+        is never accumulated into the weights. A BLAS may add the terms of a product one at a time into
+        its output: into the statistic, whose size is that of the terms' sum, that is ordinary rounding;
+        into a weight near 5 a term of size lr / B below half the spacing of float32 numbers there is
+        lost whole (for B = 80,000, every term)."""
+        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
+        w = self._cd_work(vn.shape[0], vp.shape[0], reuse)
+        hs, gw = w["hs"], w["gw"]
+        torch.mul(hn, w["a_n"], out=w["hs_n"])
+        torch.mul(hp, w["a_p"], out=w["hs_p"])
+        if "vs" in w:
+            torch.cat((vn, vp), out=w["vs"])
+            torch.mm(w["vs_t"], hs, out=gw)
+            gb = torch.mv(w["vs_t"], w["a_flat"])
+        else:
+            torch.mm(vn.t(), w["hs_n"], out=gw).addmm_(vp.t(), w["hs_p"])
+            gb = torch.mv(vn.t(), w["a_n"][:, 0]).addmv_(vp.t(), w["a_p"][:, 0])
+        if self.gaussian:
+            sigma = self.sigma
+            gw.div_(sigma.unsqueeze(1))
+            gb.div_(sigma**2)
+        if self.weight_decay:
+            gw.add_(self.W, alpha=self.weight_decay)
+        return gw, gb, hs.sum(0)
+
     @no_grad
     def set_gradients(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]) -> None:
-        """``.grad`` = minus the CD estimate of the log-likelihood gradient per example, plus the prior's
-        weight decay: <v h>_model - <v h>_data + lambda W (and the same for the biases, without decay).
-        A learned sigma takes its gradient by autograd through the free energies."""
+        """``.grad`` = :meth:`cd_gradient`, for any torch optimizer to apply. A learned sigma takes its
+        gradient by autograd through the free energies."""
         if self.learn_sigma:
             self._set_gradients_autograd(pos, neg)
             return
-        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
-        bp, bn = vp.shape[0], vn.shape[0]
-        if self.gaussian:
-            s2 = self.sigma**2
-            sp, sn = vp / self.sigma, vn / self.sigma
-            gb = ((vn - self.b).mean(0) - (vp - self.b).mean(0)) / s2
-        else:
-            sp, sn = vp, vn
-            gb = vn.mean(0) - vp.mean(0)
-        gw = torch.addmm(self.W, sp.t(), hp, beta=self.weight_decay, alpha=-1.0 / bp)
-        gw.addmm_(sn.t(), hn, alpha=1.0 / bn)
-        self.W.grad = gw
-        self.b.grad = gb
-        self.c.grad = hn.mean(0) - hp.mean(0)
+        self.W.grad, self.b.grad, self.c.grad = self.cd_gradient(pos, neg)
 
     @no_grad
     def sgd_update(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> bool:
-        """The CD update applied in place: the same numbers as :meth:`set_gradients` followed by
-        ``torch.optim.SGD.step()`` (momentum without dampening or Nesterov, lr and momentum read from the
-        optimizer's param group), without materializing ``.grad`` or going through the optimizer's
-        machinery, which for small batches costs as much as the arithmetic. Momentum buffers live in
-        ``opt.state`` exactly as torch's SGD keeps them, so checkpoints are interchangeable. Returns
-        False (and does nothing) where it does not apply: a learned sigma or another optimizer."""
+        """The CD update: :meth:`cd_gradient` applied with the arithmetic of ``torch.optim.SGD.step()``
+        (momentum without dampening or Nesterov; lr and momentum read from the optimizer's param group),
+        with the statistic in work buffers reused between updates and without ``.grad`` or the
+        optimizer's machinery, which for small batches cost as much as the arithmetic. Momentum buffers
+        live in ``opt.state`` as torch's SGD keeps them, so checkpoints are interchangeable. Returns False
+        (and does nothing) where it does not apply: a learned sigma or another optimizer."""
         if self.learn_sigma or not isinstance(opt, torch.optim.SGD) or len(opt.param_groups) != 1:
             return False
         group = opt.param_groups[0]
-        if group["nesterov"] or group["dampening"] != 0 or group["weight_decay"] != 0 or group.get("maximize"):
+        if (group["nesterov"] or group["dampening"] != 0 or group["weight_decay"] != 0 or group.get("maximize")
+                or group.get("fused") or group.get("differentiable")):
             return False
-        lr, mu, lam = group["lr"], group["momentum"], self.weight_decay
-        vp, hp, vn, hn = pos["v"], pos["ph"], neg["v"], neg["ph"]
-        bp, bn = vp.shape[0], vn.shape[0]
-        same = bp == bn
-        if self.gaussian:
-            sp, sn = vp / self.sigma, vn / self.sigma
-            gb = ((vn - vp).mean(0) if same else vn.mean(0) - vp.mean(0)) / self.sigma**2
-        else:
-            sp, sn = vp, vn
-            gb = (vn - vp).mean(0) if same else vn.mean(0) - vp.mean(0)
-        gc = (hn - hp).mean(0) if same else hn.mean(0) - hp.mean(0)
-        if mu == 0:
-            if lam:
-                self.W.mul_(1 - lr * lam)
-            self.W.addmm_(sp.t(), hp, alpha=lr / bp).addmm_(sn.t(), hn, alpha=-lr / bn)
-            self.b.sub_(gb, alpha=lr)
-            self.c.sub_(gc, alpha=lr)
-            return True
-        gw = torch.addmm(self.W, sp.t(), hp, beta=lam, alpha=-1.0 / bp).addmm_(sn.t(), hn, alpha=1.0 / bn)
-        for p, g in ((self.W, gw), (self.b, gb), (self.c, gc)):
-            state = opt.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                state["momentum_buffer"] = buf = g.clone() if g is not gw else g
-            else:
-                buf.mul_(mu).add_(g)
-            p.sub_(buf, alpha=lr)
+        lr, mu = group["lr"], group["momentum"]
+        grads = self.cd_gradient(pos, neg, reuse=True)
+        for p, g in zip((self.W, self.b, self.c), grads):
+            if mu != 0:
+                state = opt.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    state["momentum_buffer"] = buf = g.clone()
+                else:
+                    buf.mul_(mu).add_(g)
+                g = buf
+            p.add_(g, alpha=-lr)
         return True
 
     def _set_gradients_autograd(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]) -> None:
@@ -707,7 +738,7 @@ class BMCore(nn.Module):
         return s
 
     def random_states(self, n: int) -> torch.Tensor:
-        return bernoulli(torch.full((n, self.n_units), 0.5, device=self.W.device))
+        return bernoulli(self.W.new_full((n, self.n_units), 0.5))
 
     def clamped_hidden(self, v: torch.Tensor, sweeps: int, h: torch.Tensor | None = None) -> torch.Tensor:
         """Full states with v clamped and the hidden units after ``sweeps`` Gibbs sweeps (from h, or from
@@ -733,8 +764,8 @@ class BMCore(nn.Module):
         one Gibbs sweep at beta_k."""
         D, H = self.n_visible, self.n_hidden
         K = self.coupling()
-        b_a = torch.zeros(D, device=K.device) if base_logits is None else base_logits.to(K.device, K.dtype)
-        base = torch.cat([b_a, torch.zeros(H, device=K.device)])
+        b_a = K.new_zeros(D) if base_logits is None else base_logits.to(K.device, K.dtype)
+        base = torch.cat([b_a, K.new_zeros(H)])
         log_z0 = float(F.softplus(b_a).sum()) + H * math.log(2)
         init = bernoulli(torch.sigmoid(base).expand(runs, D + H).contiguous())
 
@@ -756,7 +787,7 @@ class BMCore(nn.Module):
         K = self.coupling()
         s = torch.empty(B * runs, D + H, device=v.device, dtype=v.dtype)
         s[:, :D] = v.repeat_interleave(runs, 0)
-        s[:, D:] = bernoulli(torch.full((B * runs, H), 0.5, device=v.device))
+        s[:, D:] = bernoulli(v.new_full((B * runs, H), 0.5))
         hidden = range(D, D + H)
 
         def log_f_diff(x: torch.Tensor, b0: float, b1: float) -> torch.Tensor:

@@ -150,6 +150,7 @@ class _Plan:
     recorded_recipe: InferenceSpec | None = None
     changes: dict[str, list[Any]] = field(default_factory=dict)
     start: dict[str, int] = field(default_factory=dict)
+    dataset: Any = None  # loaded while checking, so that it is not loaded twice
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -208,7 +209,7 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
             plan = _resume_plan(out_path, spec, recipe, overrides, recipe_overrides, epochs, seed, devices)
             if plan is None:
                 return Run(out_path)
-            return _fit_planned(plan, lock, accel, devices, progress)
+            return _fit_planned(plan, lock, accel, devices, progress, plan.dataset)
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
@@ -365,9 +366,15 @@ def _resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None,
     # The batches of an epoch are a function of the seed: a resumed run keeps its own.
     if seed is not None and seed != int(ckpt["seed"]):
         raise SpecError(f"--resume: {out} was fitted with --seed {int(ckpt['seed'])}; drop --seed or pass that one")
+    # A routine refuses a resume it cannot continue exactly (a schedule planned for another length).
+    from ppgen import data as data_mod
+
+    dataset = data_mod.load(spec_then.data)
+    registry.routine(recipe_obj.routine).check_resume(
+        recipe_obj, ckpt["routine"], dataset.steps_per_epoch(spec_then.data.batch_size, devices))
     start = {"epoch": done, "batches_done": part, "step": int(ckpt["routine"]["step"])}
     return _Plan(out, spec_then, recipe_obj, int(ckpt["seed"]), resume=True, recorded_recipe=recipe_then,
-                 changes=changes, start=start)
+                 changes=changes, start=start, dataset=dataset)
 
 
 def _default_out(spec: ModelSpec) -> Path:

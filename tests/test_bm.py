@@ -120,6 +120,22 @@ def test_ais_for_a_bm_and_for_the_clamped_sum_over_hidden_units() -> None:
     assert torch.all((ais - lu).abs() < 4 * se + 0.01)
 
 
+def test_float64_bm_ais_and_training_step() -> None:
+    """A float64 BM runs AIS from its default base in float64 (against enumeration), the clamped AIS,
+    and a PCD update from fresh chains."""
+    m = tiny_bm(7, 5, scale=0.8, seed=4).double()
+    torch.manual_seed(0)
+    est = m.ais_log_z(runs=100, steps=500)
+    assert abs(est.value - m.log_z_exact()) < 0.1
+    v = torch.bernoulli(torch.full((3, 7), 0.5, dtype=torch.float64))
+    ais, se = m.ais_log_unnormalized_visible(v, runs=100, steps=500)
+    assert torch.all((ais - m.log_unnormalized_visible(v)).abs() < 4 * se + 0.01)
+    pos = m.positive_phase(v, 2)
+    neg, _ = m.negative_phase(m.init_chains(4), 2)
+    m.set_gradients(pos, neg)
+    assert m.W.grad.dtype == torch.float64 and bool(m.W.grad.abs().sum() > 0)
+
+
 def test_learning_rule_estimates_the_exact_log_likelihood_gradient() -> None:
     """With clamped states drawn from the exact p(h | v) and free states from the exact p(s), the
     routine's gradient, <s s^T>_free - <s s^T>_clamped, estimates minus the exact gradient of the mean
@@ -175,6 +191,22 @@ def test_bm_likelihood_normalizes_and_fit_runs(tmp_path: object) -> None:
     assert idata.posterior["energy"].shape == (2, 10)
     figs = run.model.figures(tmp_path / "figs", run.data)
     assert all(p.exists() for p in figs.values())
+
+
+def test_extending_a_bm_run_equals_fitting_it_straight(tmp_path: Path) -> None:
+    """3 epochs straight = 1 epoch, then ``--resume --epochs 3``, bit for bit, with the shipped PCD recipe
+    (persistent chains, a linear decay whose length the recipe declares)."""
+    from test_rbm import assert_same_run
+
+    spec = {"family": "bm", "hidden": 4, "data": {"name": "digits", "batch_size": 20, "limit": 100}}
+    recipe = ppgen.load_recipe(Path(__file__).parents[1] / "inference" / "pcd.yaml").model_dump(mode="json")
+    recipe.update(positive_sweeps=2, log_every=2)
+    straight = ppgen.fit(spec, recipe, epochs=3, out=tmp_path / "a", progress=False)
+    one = ppgen.fit(spec, recipe, epochs=1, out=tmp_path / "b", progress=False)
+    lateral = one.checkpoint["model"]["core.L"].clone()
+    extended = ppgen.fit(tmp_path / "b", None, epochs=3, resume=True, progress=False)
+    assert_same_run(straight, extended)
+    assert not torch.equal(lateral, extended.checkpoint["model"]["core.L"])
 
 
 def test_bm_spec_errors() -> None:

@@ -5,6 +5,8 @@ layer-wise routine's schedule, layer order and exact resume."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pyro
 import pytest
@@ -14,7 +16,7 @@ import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.energy import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
-from ppgen.inference.layerwise import split_epochs
+from ppgen.inference.layerwise import layer_plan, split_epochs
 from ppgen.spec import SpecError
 
 
@@ -173,6 +175,61 @@ def test_layerwise_pcd_resume_is_exact(tmp_path: object) -> None:
     assert torch.equal(ea["chains"]["h"], eb["chains"]["h"]) and ea["chains"]["h"].shape == (9, 5)
 
 
+def test_extending_a_layerwise_run_with_declared_layer_epochs_is_exact(tmp_path: Path) -> None:
+    """With ``layer_epochs`` the plan does not depend on the run's epochs: 4 epochs straight (layer 0 for
+    1 epoch, layer 1 for its 2 and one more past the plan) = 1 epoch, then ``--resume --epochs 4``, bit
+    for bit, with persistent chains and a linear decay over each layer's epochs."""
+    from test_rbm import assert_same_run
+
+    spec = _spec([6, 5])
+    recipe = {"routine": "layerwise", "k": 1, "persistent": True, "chains": 9, "layer_epochs": [1, 2],
+              "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.5},
+              "lr_schedule": {"kind": "linear", "final_factor": 0.3}, "log_every": 2}
+    straight = ppgen.fit(spec, recipe, epochs=4, out=tmp_path / "a", progress=False)
+    ppgen.fit(spec, recipe, epochs=1, out=tmp_path / "b", progress=False)
+    extended = ppgen.fit(tmp_path / "b", None, epochs=4, resume=True, progress=False)
+    assert_same_run(straight, extended)
+    layers = [m["layer"] for m in straight.metrics if m["kind"] == "epoch"]
+    assert layers == [0.0, 1.0, 1.0, 1.0]
+    assert straight.checkpoint["routine"]["extra"]["plan"] == {"epochs": 4, "layers": [1, 2]}
+    # one number is every layer's epochs; a list must have one per layer
+    assert layer_plan(ppgen.load_recipe({"routine": "layerwise", "layer_epochs": 3}), 30, 3) == [3, 3, 3]
+    with pytest.raises(SpecError, match="layer_epochs has 2 entries but the model has 3 layers"):
+        layer_plan(ppgen.load_recipe(recipe), 4, 3)
+
+
+def test_extending_a_split_layerwise_run_is_exact_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``epoch_split`` splits the run's epochs: a resume is refused (exit 2, the run folder untouched)
+    where the new split would have put an epoch already trained in another layer, or, with a linear
+    decay over each layer's epochs, given a layer already trained another length; else it is exact."""
+    import yaml
+
+    from ppgen.cli import main
+    from ppgen.inference.layerwise import Layerwise
+
+    spec = tmp_path / "dbn.yaml"
+    spec.write_text(yaml.safe_dump(_spec([6, 5])))
+    for name, schedule, first, then, match in (
+        ("moves", {"kind": "constant"}, 2, 4, r"\[1, 1\] for the 2 epochs it was planned for, \[2, 2\] for 4"),
+        ("decay", {"kind": "linear", "final_factor": 0.5}, 3, 4, r"other lengths \(\[2, 2\] instead of \[2, 1\]\)"),
+    ):
+        recipe, run = tmp_path / f"{name}.yaml", tmp_path / name
+        recipe.write_text(yaml.safe_dump({"routine": "layerwise", "lr_schedule": schedule}))
+        assert main(["fit", str(spec), "--inference", str(recipe), "--epochs", str(first), "--out", str(run)]) == 0
+        before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+        capsys.readouterr()
+        assert main(["fit", str(run), "--resume", "--epochs", str(then)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err) and "cannot be extended exactly" in err and "layer_epochs" in err, err
+        assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"} == before
+    # the same split under both plans for the epochs done: accepted (test_layerwise_pcd_resume_is_exact
+    # shows such a resume is exact)
+    cfg = ppgen.load_recipe({"routine": "layerwise", "epochs": 4})
+    Layerwise.check_resume(cfg, {"step": 15, "extra": {"plan": {"epochs": 3, "layers": [2, 1]}}}, 5)
+    with pytest.raises(SpecError, match="does not record"):
+        Layerwise.check_resume(cfg, {"step": 15, "extra": {}}, 5)
+
+
 def test_dbn_evaluate_sample_figures_diagnostics(tmp_path: object) -> None:
     from ppgen.evaluate import evaluate
 
@@ -196,6 +253,14 @@ def test_dbn_spec_errors() -> None:
         ppgen.load_spec({"family": "dbn", "data": {"name": "toy2d"}})
     with pytest.raises(SpecError, match="epoch_split"):
         ppgen.load_recipe({"routine": "layerwise", "epoch_split": [1, 0]})
+    with pytest.raises(SpecError, match="not both"):
+        ppgen.load_recipe({"routine": "layerwise", "epoch_split": [1, 2], "layer_epochs": [1, 2]})
+    for bad in (0, [], [2, 0]):
+        with pytest.raises(SpecError, match="layer_epochs must be"):
+            ppgen.load_recipe({"routine": "layerwise", "layer_epochs": bad})
+    for bad in (True, [1, True], 2.5):
+        with pytest.raises(SpecError, match="layer_epochs"):
+            ppgen.load_recipe({"routine": "layerwise", "layer_epochs": bad})
     with pytest.raises(SpecError, match="persistent"):
         ppgen.load_recipe({"routine": "layerwise", "chains": 5})
     assert math.isfinite(ppgen.load_recipe({"routine": "layerwise"}).optimizer.lr)

@@ -93,6 +93,28 @@ def test_ais_gaussian_visible_units() -> None:
     assert abs(est.value - g.log_z_exact()) < 0.05
 
 
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_float64_ais_with_the_default_base_against_enumeration(gaussian: bool) -> None:
+    """A float64 RBM runs AIS from its default base (zero logits, or its own Gaussian) in float64 and
+    agrees with exact enumeration; so does the family built and converted with ``.double()``."""
+    r = tiny_rbm(5, 6, scale=0.7, seed=2, gaussian=True) if gaussian else tiny_rbm(9, 6, scale=0.8, seed=3)
+    assert r.W.dtype == torch.float64
+    torch.manual_seed(0)
+    est = r.ais_log_z(runs=200, steps=1000)
+    assert abs(est.value - r.log_z_exact()) < 0.05 and est.log_w.dtype == torch.float64
+    from ppgen.data.core import DataInfo
+
+    spec = {"family": "gbrbm" if gaussian else "rbm", "hidden": 5, "data": {"name": "toy2d" if gaussian else "digits"}}
+    model = ppgen.build(spec, DataInfo((2,) if gaussian else (1, 2, 3), "continuous" if gaussian else "binary")).double()
+    torch.manual_seed(1)
+    lz = model.log_partition(None, runs=100, steps=1000, method="ais")
+    assert abs(lz.value - model.core.log_z_exact()) < 0.05
+    x = torch.randn(4, 2) if gaussian else torch.bernoulli(torch.full((4, 1, 2, 3), 0.5))
+    ll, _ = model.log_likelihood(x)
+    assert ll.dtype == torch.float64 and bool(torch.isfinite(ll).all())
+    assert model.sample(3).dtype == torch.float64
+
+
 def test_beta_schedule_and_log_mean_exp() -> None:
     b = beta_schedule(14_500)
     assert len(b) == 14_501 and b[0] == 0 and b[-1] == 1 and bool((b[1:] > b[:-1]).all())
@@ -316,6 +338,75 @@ def test_pcd_resume_is_exact(tmp_path: object) -> None:
     assert len(epochs) == 2 and all(math.isfinite(m["val_loss"]) for m in epochs)
 
 
+def assert_same_run(a: object, b: object) -> None:
+    """Two runs' checkpoints hold the same parameters, optimizer states and routine state, bit for bit."""
+    ca, cb = a.checkpoint, b.checkpoint
+    assert ca["model"].keys() == cb["model"].keys()
+    for key in ca["model"]:
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    for name, opt in ca["routine"]["optimizers"].items():
+        for i, st in opt["state"].items():
+            for k, t in st.items():
+                assert torch.equal(t, cb["routine"]["optimizers"][name]["state"][i][k]), (name, i, k)
+    ea, eb = ca["routine"]["extra"], cb["routine"]["extra"]
+    assert ea.keys() == eb.keys()
+    for k in ea:
+        if isinstance(ea[k], dict) and all(isinstance(t, torch.Tensor) for t in ea[k].values()):
+            assert all(torch.equal(t, eb[k][n]) for n, t in ea[k].items()), k
+        else:
+            assert ea[k] == eb[k], k
+
+
+@pytest.mark.parametrize("routine", ["cd", "pcd"])
+def test_extending_a_run_equals_fitting_it_straight(tmp_path: Path, routine: str) -> None:
+    """3 epochs straight = 1 epoch, then ``--resume --epochs 3``, bit for bit: CD with a momentum warm-up
+    and an exponential decay, PCD with the shipped recipe's linear decay (whose length it declares)."""
+    recipe = ppgen.load_recipe(Path(__file__).parents[1] / "inference" / f"{routine}.yaml").model_dump(mode="json")
+    recipe["log_every"] = 5
+    if routine == "cd":
+        recipe.update(initial_momentum=0.5, momentum_epochs=1, lr_schedule={"kind": "exponential", "gamma": 0.7},
+                      optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    spec = _digits(tmp_path, prior={"weight_decay": 0.001})
+    straight = ppgen.fit(spec, recipe, epochs=3, out=tmp_path / "a", progress=False)
+    one = ppgen.fit(spec, recipe, epochs=1, out=tmp_path / "b", progress=False)
+    w1 = one.checkpoint["model"]["core.W"].clone()
+    extended = ppgen.fit(tmp_path / "b", None, epochs=3, resume=True, progress=False)
+    assert_same_run(straight, extended)
+    assert not torch.equal(w1, extended.checkpoint["model"]["core.W"])  # epochs 2 and 3 did train
+    lrs = [m["lr"] for m in straight.metrics if m["kind"] == "train"]
+    assert lrs == [m["lr"] for m in extended.metrics if m["kind"] == "train"] and len(set(lrs)) > 1
+
+
+def test_extending_a_run_whose_decay_spans_it_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With ``lr_schedule.epochs: null`` the decay is planned over the run's epochs: resuming to the same
+    epochs is accepted, extending is refused with exit 2 and a message, and the run folder is left as it was."""
+    import yaml
+
+    from ppgen.cli import main
+    from ppgen.inference.gibbs import PCD, PCDConfig
+
+    spec, recipe = tmp_path / "rbm.yaml", tmp_path / "pcd.yaml"
+    spec.write_text(yaml.safe_dump(_digits(tmp_path)))
+    recipe.write_text(yaml.safe_dump({"routine": "pcd", "lr_schedule": {"kind": "linear", "final_factor": 0.1, "epochs": None}}))
+    run = tmp_path / "run"
+    assert main(["fit", str(spec), "--inference", str(recipe), "--epochs", "1", "--out", str(run)]) == 0
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert main(["fit", str(run), "--resume", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 3: this run cannot be extended exactly" in err and "lr_schedule.epochs" in err
+    assert "finish it with --epochs 1" in err and "start a new run with --epochs 3" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"} == before
+    # the check itself: a resume to the planned epochs (after a Ctrl-C) passes; so does any resume of a
+    # run that has taken only its first step (whose rate is lr under every plan)
+    cfg = PCDConfig(epochs=3, lr_schedule={"kind": "linear", "final_factor": 0.1})
+    PCD.check_resume(cfg, {"step": 40, "extra": {"plan": {"epochs": 3}}}, 10)
+    PCD.check_resume(cfg, {"step": 1, "extra": {"plan": {"epochs": 1}}}, 10)
+    with pytest.raises(SpecError, match="does not record"):
+        PCD.check_resume(cfg, {"step": 40, "extra": {}}, 10)
+    PCD.check_resume(PCDConfig(epochs=3), {"step": 40, "extra": {}}, 10)  # declared length: nothing to check
+
+
 def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     # The stochastic pseudo-likelihood is measured on steps 0, 3, 6, ... and on the logged ones; the
     # epoch's loss is the mean of the measured steps, and a NaN between two of them still stops the run.
@@ -350,6 +441,20 @@ def test_training_loss_is_measured_every_monitor_every_steps(tmp_path: object, m
     monkeypatch.setattr(RBMCore, "sgd_update", poison)
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, batch 4 "):
         ppgen.fit(_digits(tmp_path), recipe, epochs=1, out=tmp_path / "b", progress=False)
+
+
+def test_every_epoch_has_a_training_loss_when_epochs_are_shorter_than_monitor_every(tmp_path: Path) -> None:
+    """With 5 steps per epoch, ``monitor_every: 10`` and ``log_every: 50`` (the shipped recipes) the loss is
+    measured from each epoch's first step, so no epoch is left without one (which the loop would take for
+    a non-finite loss and stop), for CD and for layer-wise training."""
+    root = Path(__file__).parents[1] / "inference"
+    spec = _digits(tmp_path, data={"name": "digits", "batch_size": 20, "limit": 100})
+    run = ppgen.fit(spec, root / "cd.yaml", epochs=3, out=tmp_path / "cd", progress=False)
+    epochs = [m for m in run.metrics if m["kind"] == "epoch"]
+    assert epochs[0]["step"] < 10 and len(epochs) == 3 and all(math.isfinite(m["loss"]) for m in epochs)
+    dbn = {**spec, "family": "dbn", "hidden": [6, 5]}
+    run = ppgen.fit(dbn, root / "layerwise.yaml", epochs=2, out=tmp_path / "dbn", progress=False)
+    assert all(math.isfinite(m["loss"]) for m in run.metrics if m["kind"] == "epoch")
 
 
 def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
@@ -489,6 +594,64 @@ def test_fused_sgd_update_equals_torch_sgd(gaussian: bool) -> None:
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(opt_a.state[pa]["momentum_buffer"], opt_b.state[pb]["momentum_buffer"], atol=1e-6)
     assert not RBMCore(3, 2, gaussian=True, learn_sigma=True).sgd_update(pos, neg, opt_a)
+
+
+#: Unit roundoff of float32.
+U32 = 2.0**-24
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+@pytest.mark.parametrize("batch", [1, 10, 1000, 100_000])
+def test_cd_update_is_the_statistic_applied_on_any_blas(batch: int, gaussian: bool) -> None:
+    """One fused CD update (``sgd_update``, the path training takes) and one update by the plain autograd
+    path (the surrogate loss, whose gradient is the CD statistic, and ``torch.optim.SGD``) both land
+    within a rounding-error bound of the same update computed in float64, for batches of 1 to 10^5 rows
+    and weights near 5. The bound holds for any order of summation (any BLAS): a sum of n products
+    computed in float32 is off by at most about (n + 2) u times the sum of the terms' magnitudes (Higham
+    2002, §3.1), and writing W - lr g adds u |W| and u |lr g|. Adding the terms one at a time into
+    float32 weights instead loses the update (all of it at 10^5 rows, ~2% of it at 10^3)."""
+    import copy
+
+    D, H, lr, lam = 12, 7, 1e-3, 0.01
+    torch.manual_seed(batch)
+    core = RBMCore(D, H, weight_std=4.0, gaussian=gaussian, sigma=0.7, weight_decay=lam)
+    with torch.no_grad():
+        core.b.normal_(0, 1)
+        core.c.normal_(0, 1)
+    twin = copy.deepcopy(core)
+    # data and model sides far apart, so that every entry of the statistic is well away from zero
+    if gaussian:
+        vp, vn = torch.randn(batch, D) + 1.5, torch.randn(batch, D) - 1.5
+    else:
+        vp, vn = torch.bernoulli(torch.full((batch, D), 0.9)), torch.bernoulli(torch.full((batch, D), 0.1))
+    pos = core.positive_phase(vp)
+    with torch.no_grad():
+        neg = {"v": vn, "ph": torch.sigmoid(core.hidden_logits(vn))}
+
+    # the reference in float64, from the same float32 inputs
+    W0, s = core.W.detach().double(), core.sigma.double() if gaussian else 1.0
+    sp, sn = vp.double() / s, vn.double() / s
+    hp, hn = pos["ph"].double(), neg["ph"].detach().double()
+    stat = sn.t() @ hn / batch - sp.t() @ hp / batch + lam * W0
+    terms = sn.abs().t() @ hn / batch + sp.abs().t() @ hp / batch + lam * W0.abs()
+    grads = [stat, (vn.double().mean(0) - vp.double().mean(0)) / s**2, hn.mean(0) - hp.mean(0)]
+    bounds = [terms, (vn.double().abs().mean(0) + vp.double().abs().mean(0)) / s**2, hn.mean(0) + hp.mean(0)]
+    n = 2 * batch + 8  # rows summed, with room for the scalings by 1/B, 1/sigma and lr
+    start = [p.detach().double() for p in (core.W, core.b, core.c)]
+    expected = [p - lr * g for p, g in zip(start, grads)]
+    tolerances = [lr * (n * U32 * t + 4 * U32 * g.abs()) + 2 * U32 * e.abs() for t, g, e in zip(bounds, grads, expected)]
+    assert float((lr * stat).abs().median()) > 20 * float(tolerances[0].median())  # a lost update cannot hide
+
+    assert core.sgd_update(pos, neg, torch.optim.SGD(core.parameters(), lr=lr))
+    opt = torch.optim.SGD(twin.parameters(), lr=lr)
+    with torch.enable_grad():
+        twin.surrogate_loss(vp, vn).backward()
+    opt.step()
+    for name, fused, plain, e, tol in zip("Wbc", (core.W, core.b, core.c), (twin.W, twin.b, twin.c), expected, tolerances):
+        for path, got in (("fused", fused), ("autograd", plain)):
+            err = (got.detach().double() - e).abs()
+            worst = int((err / tol).argmax())
+            assert bool((err <= tol).all()), f"{path} {name}: error {float(err.flatten()[worst]):.3g}, bound {float(tol.flatten()[worst]):.3g}"
 
 
 @pytest.mark.slow

@@ -114,6 +114,13 @@ class Routine:
         run after the epoch's checkpoint. Deterministic, so that every process agrees."""
         return False
 
+    @classmethod
+    def check_resume(cls, config: InferenceSpec, saved: dict[str, Any], steps_per_epoch: int) -> None:
+        """Raise a SpecError if the run whose routine state is ``saved`` (``state_dict``'s output) cannot
+        continue under ``config`` exactly as a run started with ``config`` would have gone (e.g. a schedule
+        that spans the run, planned for another number of epochs). The loop calls it before touching the
+        run folder; routines whose steps do not depend on the number of epochs accept every resume."""
+
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
         and with the RNG forked, so validating never changes the training stream."""

@@ -10,11 +10,18 @@ exactly. Updates are SGD with momentum (0.5 for the first ``momentum_epochs`` ep
 optimizer's momentum, Hinton 2010 §9), a learning-rate schedule over epochs, and weight decay declared
 by the model as a Gaussian prior on the weights (``prior.weight_decay`` in the model spec).
 
+Extending a run (``ppgen fit RUN --resume --epochs N`` with more epochs than it was started with) gives
+the run that N epochs from the start give, or is refused: a schedule whose shape depends on the number of
+epochs (a linear decay with ``lr_schedule.epochs: null``, which spans the run) was planned for the
+epochs the run started with, and the steps already taken followed that plan. The plan is recorded in
+the routine's state (``State.extra["plan"]``); :meth:`Routine.check_resume` compares it with the new one.
+
 The reported ``loss`` is minus the stochastic pseudo-log-likelihood per example for binary visible units
 (the estimator scikit-learn's BernoulliRBM reports), the reconstruction error for Gaussian ones. It is
-estimated on every ``monitor_every``-th step (and on every logged one): with CD's small batches the
-estimate costs a quarter of an update, and the epoch's mean of a regular subsample of steps estimates
-the same quantity as the mean over all of them.
+estimated on every ``monitor_every``-th step of each epoch, counted from its first (and on every logged
+one): with CD's small batches the estimate costs a quarter of an update, and the epoch's mean of a
+regular subsample of steps estimates the same quantity as the mean over all of them. Counting within
+the epoch gives every epoch, however short, a measured loss.
 
 :class:`GibbsKernel` is the same block Gibbs sampler as a :class:`pyro.infer.mcmc.MCMCKernel`, so
 ``pyro.infer.MCMC`` runs it on any energy family and ``arviz.from_pyro`` converts its chains.
@@ -50,14 +57,19 @@ class LRScheduleSpec(Strict):
     ``final_factor * optimizer.lr`` after ``epochs`` epochs and constant after that (Tieleman 2008 decays
     PCD's rate linearly to 0); ``exponential``, multiplied by ``gamma`` after each epoch.
 
-    ``epochs: null`` takes the run's number of epochs (for layer-wise training, the layer's), so a run
-    resumed with a larger ``--epochs`` stretches the decay; set it to make the schedule independent of
-    the run's length (and fitting 2 epochs identical to fitting 1 and resuming for 1)."""
+    ``epochs`` declares the length of the linear decay, independent of the run's length, so that a run
+    can be extended exactly (fitting 1 epoch and resuming to 3 gives the 3-epoch run). ``epochs: null``
+    takes the run's number of epochs as planned when it starts (for layer-wise training, the layer's):
+    such a run can be resumed to the epochs it was planned for, and extending it is refused."""
 
     kind: Literal["constant", "linear", "exponential"] = "constant"
     final_factor: float = Field(0.0, ge=0, le=1)
     gamma: float = Field(0.9, gt=0, le=1)
     epochs: int | None = Field(None, ge=1, description="linear decay horizon in epochs (null: the run's epochs)")
+
+    def depends_on_length(self) -> bool:
+        """Whether the rate at a given epoch depends on the planned number of epochs."""
+        return self.kind == "linear" and self.epochs is None and self.final_factor != 1
 
     def factor(self, epoch: float, epochs: int) -> float:
         if self.kind == "linear":
@@ -85,7 +97,7 @@ class GibbsConfig(InferenceSpec):
     positive_sweeps: int = Field(5, ge=1, le=10_000, description="general BM only: clamped Gibbs sweeps of the hidden units")
     monitor_every: int = Field(
         10, ge=1, le=1_000_000,
-        description="steps between the estimates that make the training loss (1: every step; the logged steps always)",
+        description="steps between the estimates that make the training loss, from each epoch's first (1: every step; the logged steps always)",
     )
 
     @model_validator(mode="after")
@@ -114,7 +126,7 @@ def _pcd_sgd() -> OptimizerSpec:
 
 
 def _linear_decay() -> LRScheduleSpec:
-    return LRScheduleSpec(kind="linear", final_factor=0.1)
+    return LRScheduleSpec(kind="linear", final_factor=0.1, epochs=10)
 
 
 class PCDConfig(GibbsConfig):
@@ -191,18 +203,20 @@ def set_schedule(opt: torch.optim.Optimizer, config: GibbsConfig, epoch: float, 
 
 
 def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | None, config: GibbsConfig,
-                 opt: torch.optim.Optimizer, runtime: Any, step: int, binary: bool = True
-                 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+                 opt: torch.optim.Optimizer, runtime: Any, step: int, binary: bool = True,
+                 steps_per_epoch: int | None = None) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """The ``step``-th CD-k (``chains`` None) or PCD-k update of ``core`` on the batch ``v``; returns the
     chains' next state (PCD) and the step's numbers (``binary``: the batch is 0/1, so pseudo-likelihood
-    applies): the loss on every ``monitor_every``-th step, with the costlier monitoring numbers on the
-    steps the loop logs (every ``log_every``-th), none on the others."""
+    applies): the loss on every ``monitor_every``-th step of the epoch (from its first; with
+    ``steps_per_epoch`` None, of the run), with the costlier monitoring numbers on the steps the loop logs
+    (every ``log_every``-th), none on the others."""
     detailed = (step + 1) % config.log_every == 0
+    measured = detailed or (step % steps_per_epoch if steps_per_epoch else step) % config.monitor_every == 0
     with torch.no_grad():
         pos = core.positive_phase(v, config.positive_sweeps)
         start = core.chains_from_data(pos) if chains is None else chains
         neg, nxt = core.negative_phase(start, config.k)
-        info = core.monitor(pos, neg, binary=binary, detailed=detailed) if detailed or step % config.monitor_every == 0 else {}
+        info = core.monitor(pos, neg, binary=binary, detailed=detailed) if measured else {}
         fused = (
             config.optimizer.clip_norm is None
             and getattr(runtime, "world_size", 1) == 1
@@ -218,6 +232,28 @@ def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | N
     return (nxt if chains is not None else None), info
 
 
+#: How to make a recipe whose runs extend exactly (the end of every refusal).
+EXTENSIBLE = ("to make runs extensible, declare the schedule's length in the recipe instead of taking the run's "
+              "(lr_schedule.epochs: N for a linear decay; layer_epochs for layer-wise training)")
+
+
+def refuse_extension(config: GibbsConfig, was: int | None, why: str) -> None:
+    """The SpecError for a resumed run whose new plan would have trained its past steps differently;
+    ``was``: the epochs the run was planned for (None: the checkpoint does not say)."""
+    now = config.epochs
+    finish = f"finish it with --epochs {was}" if was is not None else "finish it with the epochs it was started with"
+    raise SpecError(
+        f"--epochs {now}: this run cannot be extended exactly: {why}. Continuing it to {now} epochs would not give "
+        f"the run that {now} epochs from the start give; {finish}, or start a new run with --epochs {now}; {EXTENSIBLE}"
+    )
+
+
+def planned_epochs(saved: dict[str, Any]) -> int | None:
+    """The epochs a run was planned for when it started, from its routine state (None if not recorded)."""
+    plan = saved.get("extra", {}).get("plan")
+    return int(plan["epochs"]) if isinstance(plan, dict) and "epochs" in plan else None
+
+
 # --------------------------------------------------------------------------- CD and PCD
 
 
@@ -226,6 +262,22 @@ class _ContrastiveDivergence(Routine):
 
     def requirements(self) -> tuple[type, ...]:
         return (EnergyCoreFamily,)
+
+    @classmethod
+    def check_resume(cls, config: GibbsConfig, saved: dict[str, Any], steps_per_epoch: int) -> None:
+        """Refuse (SpecError) to continue a run whose learning-rate decay spans the run and was planned
+        for another number of epochs. Only step 0's rate is the same under any plan."""
+        was = planned_epochs(saved)
+        if config.lr_schedule.depends_on_length() and int(saved.get("step", 0)) > 1 and was != config.epochs:
+            refuse_extension(config, was, "its learning rate decays linearly over the whole run (lr_schedule.epochs: "
+                             "null), and the steps already taken had the rates of that decay over "
+                             + (f"the {was} epochs it was planned for" if was is not None else "the epochs it was planned for, which its checkpoint does not record"))
+
+    def load_state_dict(self, state: State, sd: dict[str, Any]) -> State:
+        self.check_resume(self.config, sd, self.steps_per_epoch)
+        state = super().load_state_dict(state, sd)
+        state.extra["plan"] = {"epochs": self.config.epochs}
+        return state
 
     def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
         """``steps_per_epoch`` defaults to what the loop will run, computed from the model's data spec."""
@@ -237,6 +289,7 @@ class _ContrastiveDivergence(Routine):
         self.steps_per_epoch = steps_per_epoch
         model.init_from_data(data.split("train")[0])
         state = State(model=model, optimizers={"main": make_optimizer(core.parameters(), self.config.optimizer)})
+        state.extra["plan"] = {"epochs": self.config.epochs}
         if self.persistent:
             n = self.config.chains or model.spec.data.batch_size
             with torch.no_grad():
@@ -250,7 +303,8 @@ class _ContrastiveDivergence(Routine):
         lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
         v = model.to_visible(batch[0])
         chains = on_device(state.extra["chains"], v.device) if self.persistent else None
-        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, state.step)
+        nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, state.step,
+                                 steps_per_epoch=self.steps_per_epoch)
         if self.persistent:
             state.extra["chains"] = nxt
         info["lr"] = lr

@@ -219,9 +219,9 @@ class DBN(EnergyFamily):
     def gibbs_init(self, n: int) -> dict[str, torch.Tensor]:
         top = self.top
         if top.gaussian:
-            tv = 2 * torch.randn(n, top.n_visible, device=top.W.device)
+            tv = 2 * torch.randn(n, top.n_visible, device=top.W.device, dtype=top.W.dtype)
         else:
-            tv = bernoulli(torch.full((n, top.n_visible), 0.5, device=top.W.device))
+            tv = bernoulli(top.W.new_full((n, top.n_visible), 0.5))
         th, _ = top.sample_h(tv)
         return self._complete(tv, th, None)
 

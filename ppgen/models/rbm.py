@@ -76,8 +76,9 @@ class EnergyFamily(Family):
 
     # -- data <-> visible units ---------------------------------------------------------------------
     def to_visible(self, x: torch.Tensor) -> torch.Tensor:
-        """Examples (B, *event_shape) as visible vectors (B, D), standardized for Gaussian units."""
-        v = x.reshape(x.shape[0], -1)
+        """Examples (B, *event_shape) as visible vectors (B, D), standardized for Gaussian units, in the
+        model's floating-point type (data load as float32; a model may be float64)."""
+        v = x.reshape(x.shape[0], -1).to(self.x_mean.dtype)
         return (v - self.x_mean) / self.x_std if self.gaussian else v
 
     def from_visible(self, v: torch.Tensor) -> torch.Tensor:
@@ -415,9 +416,9 @@ class RBM(EnergyFamily):
     def gibbs_init(self, n: int) -> dict[str, torch.Tensor]:
         core = self.core
         if self.gaussian:
-            v = 2 * torch.randn(n, core.n_visible, device=core.W.device)  # over-dispersed starts
+            v = 2 * torch.randn(n, core.n_visible, device=core.W.device, dtype=core.W.dtype)  # over-dispersed starts
         else:
-            v = bernoulli(torch.full((n, core.n_visible), 0.5, device=core.W.device))
+            v = bernoulli(core.W.new_full((n, core.n_visible), 0.5))
         h, _ = core.sample_h(v)
         return {"v": v, "h": h}
 
