@@ -23,6 +23,8 @@ FITS = {
     "gbrbm": {"cd", "pcd"},
     "bm": {"cd", "pcd"},
     "dbn": {"layerwise"},
+    "program": {"svi", "iwae", "mle"},
+    "python": {"svi", "iwae", "mle"},
     "gmm": {"em", "map_enum", "nuts"},
     "hmm": {"em", "map_enum", "nuts"},
 }

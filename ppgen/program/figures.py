@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ppgen.plots import image_grid, is_image, plt, save_figure, save_samples, show_grid
+from ppgen.plots import image_grid, is_image, save_figure, save_samples, show_grid, subplots
 from ppgen.program import runtime
 
 
@@ -87,14 +87,14 @@ def by_class(model: Any, site: Any, path: Path, reference: torch.Tensor | None, 
                                                     if onehot else c}) for c in range(k)]
     if is_image(model.event_shape):
         grid = torch.cat(rows).cpu()
-        fig, ax = plt.subplots(figsize=(0.8 * per_class + 0.6, 0.8 * k + 0.4))
+        fig, ax = subplots(figsize=(0.8 * per_class + 0.6, 0.8 * k + 0.4))
         ax.imshow(image_grid(grid, nrow=per_class), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         h = grid.shape[-2] + 1
         ax.set_yticks([1 + h * (i + 0.5) for i in range(k)], [f"{site.name}={i}" for i in range(k)], fontsize=7)
         ax.set_xticks([])
         ax.set_title(f"samples with {site.name} fixed, one row per class", fontsize=9)
         return save_figure(fig, path)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = subplots(figsize=(5.5, 5))
     if reference is not None:
         ref = reference.reshape(len(reference), -1).cpu()
         ax.scatter(ref[:, 0], ref[:, -1], s=3, color="0.75", label="data")
@@ -110,7 +110,7 @@ def reconstructions(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: P
     """Top row: data; bottom row: E[x | latents] at the guide's point for those data."""
     recon = model.reconstruct(x, y)
     both = torch.cat([x, recon]).cpu()
-    fig, ax = plt.subplots(figsize=(0.9 * len(x), 2.1))
+    fig, ax = subplots(figsize=(0.9 * len(x), 2.1))
     show_grid(ax, both, nrow=len(x), title="data (top) and reconstructions (bottom)")
     return save_figure(fig, path)
 
@@ -145,7 +145,7 @@ def traversals(model: Any, site: Any, path: Path, dims: int = 8, steps: int = 9,
     for i in range(dims):
         z[i, :, i] = loc[i] + values * scale[i]
     imgs = _decode(model, site, z.reshape(-1, d)).cpu()
-    fig, ax = plt.subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
+    fig, ax = subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
     ax.imshow(image_grid(imgs, nrow=steps), cmap="gray", vmin=0, vmax=1)
     h, w = imgs.shape[-2] + 1, imgs.shape[-1] + 1
     ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"{site.name}{i + 1}" for i in range(dims)])
@@ -164,7 +164,7 @@ def manifold(model: Any, site: Any, path: Path, steps: int = 20) -> Path:
     z1, z2 = torch.meshgrid(v1, v2.flip(0), indexing="xy")
     grid = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
     imgs = _decode(model, site, grid).cpu()
-    fig, ax = plt.subplots(figsize=(8, 8))
+    fig, ax = subplots(figsize=(8, 8))
     show_grid(ax, imgs, nrow=steps, title=f"learned 2-D manifold: E[x | {site.name}] on a grid of prior quantiles")
     return save_figure(fig, path)
 
@@ -173,7 +173,7 @@ def latent_scatter(model: Any, site: Any, x: torch.Tensor, y: torch.Tensor | Non
     """The guide's point for ``site`` of test examples, coloured by label."""
     yy = y.to(x.device) if y is not None and model.program.y_site is not None else None
     z = model.encode(x, yy)[site.name].cpu()
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+    fig, ax = subplots(figsize=(6, 5.5))
     sc = ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
     if y is not None:
         fig.colorbar(sc, ax=ax, label="label")

@@ -106,7 +106,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
     first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
     from pathlib import Path
 
-    from ppgen.plots import plt, save_figure
+    from ppgen.plots import save_figure, subplots
 
     folder = Path(folder)
     out: dict[str, Any] = {}
@@ -128,7 +128,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
                 panels.append((f"{glob[0]}[{j}]", flat[:, j]))
         ncol = min(cols, len(panels))
         nrow = -(-len(panels) // ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(2.4 * ncol, 1.9 * nrow), squeeze=False)
+        fig, axes = subplots(nrow, ncol, figsize=(2.4 * ncol, 1.9 * nrow), squeeze=False)
         for ax, (title, values) in zip(axes.flat, panels):
             ax.hist(values, bins=30, color="C0", alpha=0.8)
             ax.set_title(title, fontsize=8)
@@ -140,7 +140,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
         fig.subplots_adjust(hspace=0.6, wspace=0.35)
         out["posterior"] = save_figure(fig, folder / "posterior.png")
     if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
-        fig, ax = plt.subplots(figsize=(6, 3))
+        fig, ax = subplots(figsize=(6, 3))
         loss = idata.sample_stats["loss"].values[0]
         step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
         ax.plot(step, loss, lw=0.8)
