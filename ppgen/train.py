@@ -767,13 +767,19 @@ class _UpdateGuard:
     """A run that trains nothing is an error. The parameters are copied when an epoch starts; the first
     step this process takes must change at least one parameter the routine trains, and by the end of
     each epoch every group of parameters the routine's steps were meant to change
-    (``trained_parameters``) must have at least one that changed."""
+    (``trained_parameters``) must have at least one that changed, or be converged rather than cut off.
+    A parameter that did not change in an epoch is cut off when no gradient reached it (its ``grad`` is
+    None), when none of the routine's optimizers steps it, or when its gradient is zero and it has not
+    changed since this process began training. One that an optimizer steps with a gradient, and that
+    moved before or has a non-zero gradient, has converged (a full-batch fit at its optimum takes steps
+    below float resolution) and is not an error."""
 
     def __init__(self, model: torch.nn.Module, routine: Any, name: str) -> None:
         self.model, self.routine, self.name = model, routine, name
         self.first = True
         self.since = 0
         self.before: dict[str, torch.Tensor] = {}
+        self.moved: set[str] = set()
 
     def start(self, step: int) -> None:
         self.since = step
@@ -781,7 +787,22 @@ class _UpdateGuard:
 
     def _changed(self, names: list[str]) -> bool:
         params = dict(self.model.named_parameters())
-        return any(not torch.equal(self.before[n], params[n].detach()) for n in names)
+        changed = {n for n in names if not torch.equal(self.before[n], params[n].detach())}
+        self.moved |= changed
+        return bool(changed)
+
+    def _cut_off(self, state: Any, names: list[str]) -> bool:
+        """True when no parameter of an unchanged group can be called converged (see the class doc)."""
+        params = dict(self.model.named_parameters())
+        stepped = {id(q) for opt in (getattr(state, "optimizers", None) or {}).values()
+                   for group in opt.param_groups for q in group["params"]}
+        for n in names:
+            grad = params[n].grad
+            if grad is None or id(params[n]) not in stepped:
+                continue  # no gradient reached it, or no optimizer steps it
+            if n in self.moved or bool(grad.detach().ne(0).any()):
+                return False
+        return True
 
     def check_first(self, state: Any) -> None:
         self.first = False
@@ -792,7 +813,8 @@ class _UpdateGuard:
 
     def check_epoch(self, state: Any, epoch: int) -> None:
         groups = self.routine.trained_parameters(state, self.since)
-        stuck = [n for label, names in groups.items() if names and not self._changed(names) for n in names]
+        stuck = [n for label, names in groups.items() if names and not self._changed(names) and self._cut_off(state, names)
+                 for n in names]
         if stuck:
             raise TrainingError(f"routine {self.name!r}: no step of epoch {epoch} (steps {self.since + 1} to "
                                 f"{state.step}) changed {_listing(stuck)}; " + _NOTHING_LEARNED)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import types
 from pathlib import Path
 
 import pyro
@@ -278,6 +279,44 @@ def test_a_parameter_that_no_step_of_an_epoch_changes_stops_the_fit(tmp_path, mo
                                             r"decoder\.0\.0\.bias, decoder\.0\.2\.weight, decoder\.0\.2\.bias;") as err:
         ppgen.fit(SPEC, RECIPE, epochs=2, out=tmp_path / "r", progress=False)
     assert "encoder" not in str(err.value)
+
+
+class _Groups:
+    """A routine stand-in whose steps train each parameter of the model as a group of its own."""
+
+    def trained_parameters(self, state, since):
+        return {n: [n] for n, _ in state.model.named_parameters()}
+
+
+def test_the_guard_tells_a_converged_parameter_from_one_cut_off() -> None:
+    """A full-batch fit at its optimum takes steps below float resolution: a parameter that an optimizer
+    steps with a gradient, and that moved before or has a non-zero gradient, is converged, not an error.
+    One that no gradient reaches (grad None), that no optimizer steps, or whose gradient is zero and that
+    never moved, stops the fit."""
+    from ppgen.train import _UpdateGuard
+
+    model = torch.nn.Module()
+    model.a, model.b, model.c, model.d = (torch.nn.Parameter(torch.ones(2)) for _ in range(4))
+    state = types.SimpleNamespace(model=model, step=0,
+                                  optimizers={"o": torch.optim.SGD([model.a, model.b, model.c], lr=0.1)})
+    guard = _UpdateGuard(model, _Groups(), "svi")
+    guard.start(0)
+    with torch.no_grad():
+        model.a.add_(1.0)
+        model.b.add_(1.0)
+    model.a.grad, model.b.grad, model.c.grad, model.d.grad = torch.ones(2), None, torch.zeros(2), torch.ones(2)
+    with pytest.raises(TrainingError, match=r"no step of epoch 1 \(steps 1 to 0\) changed c, d;"):
+        guard.check_epoch(state, 1)
+    guard.start(10)  # the next epoch: nothing moves
+    model.a.grad = torch.full((2,), 1e-30)  # a converged parameter: its step rounds to nothing
+    model.b.grad = None  # moved in the first epoch, and since then no gradient reaches it
+    with pytest.raises(TrainingError, match=r"changed b, c, d;"):
+        guard.check_epoch(state, 2)
+    model.b.grad, model.c.grad = torch.zeros(2), torch.ones(2)  # b moved before; c now has a gradient
+    with pytest.raises(TrainingError, match=r"changed d;"):  # d has a gradient but no optimizer steps it
+        guard.check_epoch(state, 2)
+    state.optimizers["o"].add_param_group({"params": [model.d]})
+    guard.check_epoch(state, 2)
 
 
 def test_routines_say_which_parameters_their_steps_train(tmp_path) -> None:
