@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ppgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (ppgen list | head): stop quietly, as other tools do
+        try:
+            sys.stdout = open(os.devnull, "w")  # nothing more to flush into the closed pipe at exit
+        except OSError:
+            pass
+        return 141
     except TrainingError as exc:
         print(f"ppgen: training failed: {exc}", file=sys.stderr)
         return 1
