@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ppgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (ppgen list | head): stop quietly, as other tools do
+        try:
+            sys.stdout = open(os.devnull, "w")  # nothing more to flush into the closed pipe at exit
+        except OSError:
+            pass
+        return 141
     except TrainingError as exc:
         print(f"ppgen: training failed: {exc}", file=sys.stderr)
         return 1
@@ -78,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="families, zoo specs, inference recipes and data sets")
     s.set_defaults(func=cmd_list)
 
+    s = sub.add_parser("init", help="copy a zoo spec or recipe into this folder to edit it")
+    s.add_argument("name", help="a zoo spec or recipe name (see ppgen list), e.g. vae or pcd")
+    s.add_argument("-o", "--output", metavar="FILE", help="where to write it (default NAME.yaml here)")
+    s.set_defaults(func=cmd_init)
+
     s = sub.add_parser("data", help="data sets: ppgen data fetch NAME")
     dsub = s.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     f = dsub.add_parser("fetch", help="fetch a data set into the cache")
@@ -85,8 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data_fetch)
 
     s = sub.add_parser("fit", help="fit a model spec with an inference recipe")
-    s.add_argument("spec", help="model spec YAML (e.g. models/vae.yaml)")
-    s.add_argument("--inference", "-i", metavar="RECIPE", help="inference recipe YAML (default: the family's routine)")
+    s.add_argument("spec", help="model spec: a YAML file (models/vae.yaml) or a zoo name (vae; see ppgen list)")
+    s.add_argument("--inference", "-i", metavar="RECIPE",
+                   help="inference recipe: a YAML file or a zoo name (pcd); default: the family's routine")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key (latent.dim=2); keys under inference. go to the recipe")
     s.add_argument("--epochs", type=int, help="number of epochs (overrides the recipe)")
@@ -101,14 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("sample", help="draw samples from a fitted run")
-    s.add_argument("run")
+    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
     s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
-    s.add_argument("run")
+    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--k", type=int, help="VAE: importance samples per example (default 1000)")
     s.add_argument("--ais-runs", type=int, help="RBM/BM/DBN: AIS runs for log Z (default: the spec's ais.runs)")
@@ -118,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots")
-    s.add_argument("run")
+    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("compare", help="one table and one figure across runs")
@@ -139,27 +151,64 @@ def repo_folder(name: str) -> Path | None:
     return folder(name)
 
 
+def _first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    from ppgen.zoo import _sentence_end
+
+    paragraph = " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+    end = _sentence_end(paragraph)
+    return paragraph[:end] if end is not None else paragraph
+
+
+def _row(name: str, text: str, width: int = 100) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width, initial_indent=f"  {name:18s} ", subsequent_indent=" " * 21) if text else f"  {name}"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from ppgen import registry
+    from ppgen import registry, zoo
     from ppgen.data import SOURCES
 
     print("families:")
     for name in registry.family_names():
-        doc = (registry.family(name).__doc__ or "").strip().splitlines()
-        print(f"  {name:16s} {doc[0] if doc else ''}")
+        print(_row(name, _first_sentence(registry.family(name).__doc__)))
     print("routines:")
     for name in registry.routine_names():
-        doc = (sys.modules[registry.routine(name).__module__].__doc__ or "").strip().splitlines()
-        print(f"  {name:16s} {doc[0] if doc else ''}")
-    for title, folder in (("zoo specs", "models"), ("inference recipes", "inference")):
-        where = repo_folder(folder)
-        print(f"{title} ({where if where else 'no ' + folder + '/ folder here'}):")
-        for path in sorted(where.glob("*.yaml")) if where else []:
-            first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-            print(f"  {path.stem:16s} {first}")
+        print(_row(name, _first_sentence(sys.modules[registry.routine(name).__module__].__doc__)))
+    for title, kind in (("zoo specs (ppgen fit NAME)", "models"), ("inference recipes (--inference NAME)", "inference")):
+        where = zoo.folder(kind)
+        print(f"{title}, in {where if where else 'no ' + kind + ' folder found'}:")
+        for name in zoo.names(kind):
+            print(_row(name, zoo.describe(where / f"{name}.yaml")))
     print("data sets:")
     for name, text in SOURCES.items():
-        print(f"  {name:16s} {text}")
+        print(_row(name, text))
+    print("ppgen init NAME copies a zoo spec or recipe here to edit.")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ppgen import zoo
+    from ppgen.paths import check_output_file
+    from ppgen.spec import SpecError
+
+    found = [(kind, p) for kind in zoo.KINDS if (p := zoo.path(kind, args.name)) is not None]
+    if not found:
+        raise SpecError(f"init {args.name[:100]!r}: no zoo spec or recipe of that name; zoo specs: "
+                        f"{', '.join(zoo.names('models'))}; recipes: {', '.join(zoo.names('inference'))}")
+    kind, source = found[0]
+    target = Path(args.output) if args.output else Path(f"{source.stem}.yaml")
+    if target.exists() or target.is_symlink():
+        raise SpecError(f"init: {target} already exists; remove it or pass -o OTHER.yaml")
+    check_output_file(target, "-o", (".yaml", ".yml"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)
+    what = "spec" if kind == "models" else "recipe"
+    use = f"ppgen fit {target}" if kind == "models" else f"ppgen fit SPEC --inference {target}"
+    print(f"{target}: a copy of the zoo {what} {source.stem!r}; edit it, then: {use}")
     return 0
 
 

@@ -13,6 +13,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ppgen import zoo
 from ppgen.spec import SpecError, short
 
 T = TypeVar("T")
@@ -102,13 +103,9 @@ def routine(name: str) -> Any:
 
 
 def repo_folder(name: str) -> Path | None:
-    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout,
-    else in the current directory."""
-    here = Path(__file__).resolve().parent.parent / name
-    if here.is_dir():
-        return here
-    cwd = Path.cwd() / name
-    return cwd if cwd.is_dir() else None
+    """The zoo (``models``) or recipes (``inference``) folder: beside the package in a checkout, else the
+    copy installed with the package (see :mod:`ppgen.zoo`)."""
+    return zoo.folder(name)  # type: ignore[arg-type]
 
 
 def check_fit(family_cls: Any, recipe: Any) -> None:

@@ -20,6 +20,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from ppgen import zoo
+
 #: A spec is a few kilobytes of settings; these bound what reading one may cost, whatever the file holds.
 MAX_SPEC_BYTES = 1 << 20
 #: Deepest nesting of sections and lists in a spec (the zoo's deepest is 3).
@@ -616,11 +618,24 @@ def _as_dict(source: str | Path | dict | BaseModel) -> tuple[dict[str, Any], str
     return read_yaml(source), str(source)
 
 
+def _zoo_file(source: Any, kind: zoo.Kind) -> Any:
+    """A bare name of a zoo spec or recipe (``vae``, ``pcd``) as the zoo file's path; a name that is neither
+    a file here nor in the zoo is refused with the zoo's names."""
+    found = zoo.resolve(source, kind)
+    if found is source and isinstance(source, (str, Path)) and not Path(source).exists():
+        text = str(source)
+        if text and "/" not in text and "\\" not in text and not text.endswith((".yaml", ".yml")):
+            what = "zoo spec" if kind == "models" else "inference recipe"
+            raise SpecError(f"{cut(text)}: no such file, and no {what} of that name; {what}s: "
+                            f"{', '.join(zoo.names(kind)) or 'none found'}")
+    return found
+
+
 def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None = None) -> ModelSpec:
     """A model spec from a YAML file, a dict or a spec, with ``--set`` style overrides applied."""
     from ppgen import registry
 
-    data, what = _as_dict(source)
+    data, what = _as_dict(_zoo_file(source, "models"))
     apply_overrides(data, overrides)
     family = data.get("family")
     if not isinstance(family, str):
@@ -636,7 +651,7 @@ def load_recipe(
     """An inference recipe from a YAML file, a dict or a recipe; ``None`` gives the routine's defaults."""
     from ppgen import registry
 
-    data, what = _as_dict(source) if source is not None else ({"routine": default}, "recipe")
+    data, what = _as_dict(_zoo_file(source, "inference")) if source is not None else ({"routine": default}, "recipe")
     apply_overrides(data, overrides, prefix="inference.")
     routine = data.get("routine")
     if not isinstance(routine, str):
