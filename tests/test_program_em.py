@@ -163,6 +163,9 @@ BAD = {
                                            "differs between entries"),
     "a mean not indexed by the assignment": (lambda s: s["model"]["obs"].update({"loc": "mu.T @ onehot(z, 3)"}),
                                              "EM needs onehot(z, 3) @ NAME"),
+    "a Beta prior on a Normal mixture's scales": (lambda s: s["model"]["sd"].update(
+        {"dist": "Beta", "concentration1": 2.0, "concentration0": 2.0, "loc": None, "scale": None}) or
+        [s["model"]["sd"].pop(key) for key in ("loc", "scale")], "has a Beta prior"),
     "priors on some blocks only": (lambda s: (s["model"].pop("sd"), s["params"].update(
         {"sd": {"shape": [3, 2], "init": 1.0, "constraint": "positive"}})), "some of the weights"),
 }
@@ -200,3 +203,66 @@ def test_em_runs_to_a_tolerance_of_zero(which: str, tmp_path) -> None:
     assert len(losses) >= 6
     for a, b in zip(losses, losses[1:]):
         assert b <= a + 1e-12 * abs(a), (a, b)
+
+
+def _bernoulli_program(k: int = 5, priors: bool = True) -> dict:
+    """A mixture of Bernoulli vectors (Bishop 2006, 9.3.3) on binarized 8x8 digits."""
+    if priors:
+        blocks = {"w": {"dist": "Dirichlet", "concentration": 2.0, "shape": [k], "global": True},
+                  "P": {"dist": "Beta", "concentration1": 1.5, "concentration0": 3.0, "shape": [k, 64], "global": True}}
+        extra: dict = {"guide_globals": "delta"}
+    else:
+        blocks = {}
+        extra = {"params": {"w": {"shape": [k], "init": 1.0 / k, "constraint": "simplex"},
+                            "P": {"shape": [k, 64], "init": 0.5, "constraint": "unit_interval"}}}
+    return {"family": "program", "data": {"name": "digits", "binarize": "static", "limit": 600, "batch_size": 600},
+            **extra, "model": {**blocks, "c": {"dist": "Categorical", "probs": "w", "enumerate": "parallel"},
+                               "x": {"dist": "Bernoulli", "probs": f"onehot(c, {k}) @ P", "shape": [64], "observed": "x"}}}
+
+
+def test_a_bernoulli_mixture_program_reaches_the_closed_form_map_point(tmp_path) -> None:
+    """MAP-EM on a mixture of Bernoullis written as a program: the loss never rises, the fixed point
+    satisfies the closed-form MAP equations w_k = (n_k + c - 1) / (N + K (c - 1)) and p_kd = (s_kd + a - 1)
+    / (n_k + a + b - 2) with responsibilities computed here from torch's densities, and the program's own
+    enumerated likelihood equals EM's."""
+    recipe = {"routine": "em", "tol": 1e-12, "restarts": 2, "iterations_per_epoch": 25, "epochs": 100}
+    run = ppgen.fit(_bernoulli_program(), recipe, out=tmp_path / "r", progress=False)
+    losses = [m["loss"] for m in run.metrics if m["kind"] == "epoch"]
+    assert len(losses) >= 2
+    for a, b in zip(losses, losses[1:]):
+        assert b <= a + 1e-12 * abs(a), (a, b)
+    x, _ = run.data.split("train")
+    x = x.reshape(x.shape[0], -1).double()
+    values = {k: v.double() for k, v in run.model.point.values().items()}
+    w, p = values["weights"], values["probs"]
+    joint = torch.log(w) + torch.distributions.Bernoulli(probs=p).log_prob(x[:, None, :]).sum(-1)
+    r = torch.softmax(joint, -1)
+    n, s = r.sum(0), r.T @ x
+    k, big_n = w.shape[0], x.shape[0]
+    torch.testing.assert_close(w, (n + 1.0) / (big_n + k * 1.0), rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(p, (s + 0.5) / (n[:, None] + 2.5), rtol=2e-5, atol=1e-6)
+    ll, se = run.model.log_likelihood(run.data.split("train")[0])
+    assert torch.all(se == 0)
+    em_ll = -losses[-1] * big_n - float(run.model.log_prior({k: v[None] for k, v in values.items()})[0])
+    assert abs(float(ll.double().sum()) - em_ll) < 1e-5 * abs(em_ll), (float(ll.sum()), em_ll)
+
+
+def test_a_bernoulli_mixture_of_parameters_is_maximum_likelihood() -> None:
+    """Written with parameters, the same mixture is fitted by maximum likelihood: at EM's fixed point
+    w_k = n_k / N and p_kd = s_kd / n_k."""
+    program = ppgen.build(_bernoulli_program(k=3, priors=False))
+    x, _ = data_mod.load(program.spec.data).split("train")
+    run = em_fit(program, x, restarts=1, seed=0, tol=1e-12, set_point=False)
+    assert torch.equal(run.log_post, run.log_lik)
+    values = run.best_theta()
+    # pixels never on in a cluster get probability 0, which the program's parameter (a logit) holds
+    assert bool((values["probs"] == 0).any())
+    program.point.set(values)
+    torch.testing.assert_close(program.point.values()["probs"], values["probs"].float(), rtol=1e-5, atol=1e-7)
+    ll, _ = program.log_likelihood(x)
+    assert abs(float(ll.double().sum()) - float(run.log_lik[0])) < 1e-5 * abs(float(run.log_lik[0]))
+    w, p = values["weights"], values["probs"]
+    xf = x.reshape(x.shape[0], -1).double()
+    r = torch.softmax(torch.log(w) + torch.distributions.Bernoulli(probs=p).log_prob(xf[:, None, :]).sum(-1), -1)
+    torch.testing.assert_close(w, r.mean(0), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(p, (r.T @ xf) / r.sum(0)[:, None], rtol=1e-6, atol=1e-8)

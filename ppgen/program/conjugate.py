@@ -1,4 +1,5 @@
-"""EM for programs whose sites are conjugate in the way EM needs: a finite Gaussian mixture.
+"""EM for programs whose sites are conjugate in the way EM needs: finite mixtures of Gaussian or
+Bernoulli vectors.
 
 The ``em`` routine (:mod:`ppgen.inference.em`) fits a program in closed form when, and only when, its
 structure is a finite mixture of Gaussians with the priors EM's M-steps maximise exactly::
@@ -9,7 +10,14 @@ structure is a finite mixture of Gaussians with the priors EM's M-steps maximise
     c       ~ Categorical(probs: weights), enumerate: parallel     local
     x       ~ Normal(loc: onehot(c, K) @ locs, scale: onehot(c, K) @ scales), observed: x
 
-with a point-mass guide on the global sites (``guide_globals: delta`` or ``guide: delta``): EM finds one
+or, for binary data, a mixture of Bernoulli vectors (Bishop 2006, section 9.3.3)::
+
+    weights ~ Dirichlet(c, ..., c)                     global, shape [K]    (or a simplex param)
+    probs   ~ Beta(a, b)                               global, shape [K, D] (or a unit_interval param)
+    c       ~ Categorical(probs: weights), enumerate: parallel     local
+    x       ~ Bernoulli(probs: onehot(c, K) @ probs), observed: x
+
+each with a point-mass guide on the global sites (``guide_globals: delta`` or ``guide: delta``): EM finds one
 point, the posterior mode, not a distribution. The sites may have any names and be declared in any
 order; the constants may be written as expressions of numbers (``loc: log(0.5)``). Declared with priors,
 EM reaches the mode of log p(weights, locs, scales) + log p(x | ...) in the coordinates the sites are
@@ -18,17 +26,20 @@ written as learnable parameters (no priors), the maximum-likelihood fit. Either 
 priors or none has.
 
 The recognition happens when the routine starts (:meth:`ConjugateEM.em_check`); any other program is
-refused with the reason and the recipes that do fit it. The E and M steps are not written again here:
-the program is recognised as the model of the ``gmm`` family with ``covariance: diag`` or ``spherical``
-and the matching priors, whose statistics and updates (:meth:`ppgen.models.gmm.GMM.em_statistics`,
-:meth:`~ppgen.models.gmm.GMM.em_maximize`, built on :mod:`ppgen.inference.em`) are then applied to the
-program's parameters; the result is written into them (the point-mass guide's values, or the
+refused with the reason and the recipes that do fit it. The Gaussian E and M steps are not written
+again here: the program is recognised as the model of the ``gmm`` family with ``covariance: diag`` or
+``spherical`` and the matching priors, whose statistics and updates
+(:meth:`ppgen.models.gmm.GMM.em_statistics`, :meth:`~ppgen.models.gmm.GMM.em_maximize`, built on
+:mod:`ppgen.inference.em`) are then applied to the program's parameters; the Bernoulli mixture's
+M-steps are :func:`ppgen.inference.em.dirichlet_mode` (:class:`BernoulliMixtureEM`). The result is
+written into the program's parameters (the point-mass guide's values, or the
 parameters themselves), so that every service of the program (its own enumerated likelihood,
 sampling, diagnostics) uses it.
 
 References:
     Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM algorithm, JRSS B 39.
     McLachlan & Peel (2000), Finite Mixture Models, Wiley.
+    Bishop (2006), Pattern Recognition and Machine Learning, Springer, section 9.3.3 (Bernoulli mixtures).
 """
 
 from __future__ import annotations
@@ -65,10 +76,11 @@ class MixtureForm:
 
     components: int
     dim: int
-    covariance: Literal["diag", "spherical"]
+    covariance: Literal["diag", "spherical"] | None  # None: Bernoulli emissions
     blocks: dict[str, Block]
     assignment: str
     observed: str
+    emission: Literal["normal", "bernoulli"] = "normal"
 
     @property
     def flat(self) -> bool:
@@ -104,9 +116,10 @@ def _other_recipes() -> str:
 def refuse(why: str) -> NotConjugate:
     return NotConjugate(
         f"routine em: EM does not apply to this program: {why}. EM fits a program whose structure is a finite "
-        "Gaussian mixture (global weights ~ Dirichlet, locs ~ Normal, scales ~ LogNormal, or learnable parameters; "
-        "a local Categorical assignment c with enumerate: parallel and probs: weights; x ~ Normal(onehot(c, K) @ locs, "
-        "onehot(c, K) @ scales) observed: x; a point-mass guide on the globals). Fit this program with "
+        "mixture: global weights ~ Dirichlet and, per component, locs ~ Normal and scales ~ LogNormal (or probs ~ "
+        "Beta), or learnable parameters; a local Categorical assignment c with enumerate: parallel and probs: "
+        "weights; x ~ Normal(onehot(c, K) @ locs, onehot(c, K) @ scales) or Bernoulli(probs: onehot(c, K) @ probs), "
+        "observed: x; a point-mass guide on the globals (guide_globals: delta). Fit this program with "
         f"{_other_recipes()}")
 
 
@@ -174,14 +187,16 @@ def mixture_form(prog: Any) -> MixtureForm:
     if prog.networks:
         raise refuse(f"it has networks ({', '.join(prog.networks)}); EM needs closed-form updates of every parameter")
     x = prog.x_site
-    if x.entry.name != "Normal" or len(x.shape) != 1:
-        raise refuse(f"{x.where} is {x.entry.name} of shape {list(x.shape)}; EM fits a Normal emission of vectors "
-                     "(shape [D])")
+    if x.entry.name not in ("Normal", "Bernoulli") or len(x.shape) != 1:
+        raise refuse(f"{x.where} is {x.entry.name} of shape {list(x.shape)}; EM fits a Normal or Bernoulli emission of "
+                     "vectors (shape [D])")
     if "probs" not in c.args or not isinstance(c.args["probs"], expr.Ref) or c.args["probs"].head is not None:
         raise refuse(f"{c.where} takes logits or an expression; write probs: WEIGHTS with WEIGHTS a Dirichlet site "
                      "or a simplex parameter")
     k = int(c.options["classes"])
     names = {"weights": c.args["probs"].name}
+    if x.entry.name == "Bernoulli":
+        return _bernoulli_form(prog, c, x, k, names)
     for key, role in (("loc", "locs"), ("scale", "scales")):
         name = _indexed(x.args[key], c.name, k)
         if name is None:
@@ -206,18 +221,40 @@ def mixture_form(prog: Any) -> MixtureForm:
     return MixtureForm(k, d, "spherical" if spherical else "diag", blocks, c.name, x.name)
 
 
+def _bernoulli_form(prog: Any, c: Any, x: Any, k: int, names: dict[str, str]) -> MixtureForm:
+    if "probs" not in x.args:
+        raise refuse(f"{x.where} takes logits; EM needs probs: onehot({c.name}, {k}) @ NAME")
+    name = _indexed(x.args["probs"], c.name, k)
+    if name is None:
+        raise refuse(f"{x.where}.probs is {expr.to_text(x.args['probs'])}; EM needs onehot({c.name}, {k}) @ NAME")
+    names["probs"] = name
+    if len(set(names.values())) != 2:
+        raise refuse("the weights and the emission probabilities must be two different sites or parameters")
+    d = int(x.shape[0])
+    blocks = {role: _block(prog, role, n, k, d) for role, n in names.items()}
+    if len({b.kind for b in blocks.values()}) != 1:
+        raise refuse("the weights have a prior and the emission probabilities not, or the other way round; declare "
+                     "both as global sites with priors (MAP-EM) or both as parameters (maximum likelihood)")
+    used = {c.name, x.name} | set(names.values())
+    extra = [s.name for s in prog.model if s.name not in used]
+    if extra:
+        raise refuse(f"it has sites EM would not update ({', '.join(extra)})")
+    return MixtureForm(k, d, None, blocks, c.name, x.name, emission="bernoulli")
+
+
 def _shape(prog: Any, name: str) -> tuple[int, ...]:
     if name in prog.params:
         return tuple(prog.params[name][0].shape)
     return tuple(prog.model_by_name[name].shape)
 
 
-_WANT = {"weights": ("Dirichlet", "simplex"), "locs": ("Normal", "real"), "scales": ("LogNormal", "positive")}
+_WANT = {"weights": ("Dirichlet", "simplex"), "locs": ("Normal", "real"), "scales": ("LogNormal", "positive"),
+         "probs": ("Beta", "unit_interval")}
 
 
 def _block(prog: Any, role: str, name: str, k: int, d: int) -> Block:
     dist_name, constraint = _WANT[role]
-    shapes = {"weights": [(k,)], "locs": [(k, d)], "scales": [(k, d), (k,)]}[role]
+    shapes = {"weights": [(k,)], "locs": [(k, d)], "scales": [(k, d), (k,)], "probs": [(k, d)]}[role]
     shape = _shape(prog, name) if (name in prog.params or name in prog.model_by_name) else None
     if shape is None:
         raise refuse(f"{name!r} is neither a parameter nor a site")
@@ -241,9 +278,93 @@ def _block(prog: Any, role: str, name: str, k: int, d: int) -> Block:
                      "guide_globals: delta")
     if role == "weights":
         prior: tuple[float, ...] = (_single(prog, site, "concentration"),)
+    elif role == "probs":
+        prior = (_single(prog, site, "concentration1"), _single(prog, site, "concentration0"))
     else:
         prior = (_single(prog, site, "loc"), _single(prog, site, "scale"))
     return Block(role, name, "site", prior)
+
+
+# --------------------------------------------------------------------------- Bernoulli emissions
+
+
+class BernoulliMixtureEM:
+    """E and M steps of a mixture of independent Bernoulli vectors (Bishop 2006, section 9.3.3) with a
+    Dirichlet(c) prior on the weights and Beta(a, b) on every probability, over a leading batch of S
+    parameter values. The M-steps are the Dirichlet modes of :func:`ppgen.inference.em.dirichlet_mode`
+    (a Beta is the Dirichlet of two categories): w_k = (n_k + c - 1) / (N + K (c - 1)) and
+    p_kd = (s_kd + a - 1) / (n_k + a + b - 2), with n_k = sum_n r_nk and s_kd = sum_n r_nk x_nd."""
+
+    def __init__(self, form: MixtureForm) -> None:
+        self.k, self.d = form.components, form.dim
+        self.flat_form = form.flat
+        self.c = form.blocks["weights"].prior[0] if not form.flat else 1.0
+        self.ab = form.blocks["probs"].prior if not form.flat else (1.0, 1.0)
+
+    def em_check(self, flat: bool) -> None:
+        if flat or self.flat_form:
+            return
+        for value, what in ((self.c, "the weights' Dirichlet concentration"), (self.ab[0], "the Beta's concentration1"),
+                            (self.ab[1], "the Beta's concentration0")):
+            if value < 1:
+                raise SpecError(f"routine em: {what} is {value:g}; below 1 the posterior density grows without bound "
+                                "at the edge of the simplex, so there is no posterior mode for EM to reach; set it to 1 "
+                                "or more, or fit the program with inference/svi.yaml")
+
+    def em_chunk(self, s: int) -> int:
+        return max(1, 2**17 // (s * self.k * max(1, self.d)))
+
+    def em_statistics(self, x: torch.Tensor, theta: Mapping[str, torch.Tensor], *,
+                      method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        p = theta["probs"]  # (S, K, D)
+        x = x.to(p.dtype)
+        # log p(x_n | k) = sum_d x log p + (1 - x) log (1 - p), 0 log 0 = 0 (a maximum-likelihood p of 0 or 1)
+        xs, ps = x[None, :, None, :], p[:, None]
+        lp = (torch.xlogy(xs, ps) + torch.xlogy(1 - xs, 1 - ps)).sum(-1)
+        joint = lp + torch.log(theta["weights"])[:, None, :]  # (S, N, K)
+        ll = torch.logsumexp(joint, -1)
+        r = torch.exp(joint - ll[..., None])
+        ones = (r[..., None] * x[None, :, None, :]).sum(1)  # (S, K, D)
+        return {"count": r.sum(1), "ones": ones}, ll.sum(-1)
+
+    def em_maximize(self, stats: dict[str, torch.Tensor], theta: Mapping[str, torch.Tensor], *,
+                    flat: bool) -> tuple[Theta, torch.Tensor]:
+        from ppgen.inference.em import dirichlet_mode
+
+        flat = flat or self.flat_form
+        count, ones = stats["count"], stats["ones"]
+        weights = dirichlet_mode(count, 1.0 if flat else self.c, theta["weights"])
+        a, b = (1.0, 1.0) if flat else self.ab
+        pair = torch.stack([ones, count[..., None] - ones], -1).clamp_min(0.0)
+        conc = torch.tensor([a, b], dtype=pair.dtype, device=pair.device)
+        previous = torch.stack([theta["probs"], 1 - theta["probs"]], -1)
+        probs = dirichlet_mode(pair, conc, previous)[..., 0]
+        bad = torch.zeros(count.shape[0], dtype=torch.bool, device=count.device)
+        return {"weights": weights, "probs": probs}, bad
+
+    @torch.no_grad()
+    def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
+        """k-means++ clusters of the data; each component's probabilities their smoothed frequencies
+        (count + 1) / (n + 2), strictly inside (0, 1)."""
+        from ppgen.bayes import kmeans
+
+        x = x.double()
+        _, label = kmeans(x, self.k, generator)
+        counts = torch.bincount(label, minlength=self.k).double()
+        sums = torch.zeros(self.k, self.d, dtype=x.dtype).index_add_(0, label, x)
+        return {"weights": ((counts + 1) / (counts + 1).sum()), "probs": (sums + 1) / (counts[:, None] + 2)}
+
+    def log_prior(self, theta: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+        w, p = theta["weights"], theta["probs"]
+        if self.flat_form:
+            return torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        from torch.distributions import Beta, Dirichlet
+
+        conc = torch.full((self.k,), self.c, dtype=w.dtype, device=w.device)
+        a = torch.tensor(self.ab[0], dtype=p.dtype, device=p.device)
+        b = torch.tensor(self.ab[1], dtype=p.dtype, device=p.device)
+        return (Dirichlet(conc, validate_args=validate).log_prob(w)
+                + Beta(a, b, validate_args=validate).log_prob(p).sum((-1, -2)))
 
 
 # --------------------------------------------------------------------------- the family's EM
@@ -297,9 +418,13 @@ class ConjugateEM:
         return form
 
     def _em_gmm(self) -> Any:
-        """The gmm family's model of the same mixture and priors (kept out of the module tree: it holds
-        nothing of the program's state)."""
+        """The E and M steps: the gmm family's model of the same mixture and priors for Normal emissions,
+        :class:`BernoulliMixtureEM` for Bernoulli ones (kept out of the module tree: they hold nothing of
+        the program's state)."""
         gmm = self.__dict__.get("_em_gmm_model")
+        if gmm is None and self._em_form().emission == "bernoulli":
+            gmm = BernoulliMixtureEM(self._em_form())
+            self.__dict__["_em_gmm_model"] = gmm
         if gmm is None:
             from ppgen.bayes import NormalPrior, ScalePrior
             from ppgen.models.gmm import GMM, GMMPrior, GMMSpec
