@@ -129,6 +129,15 @@ def test_the_program_fitted_by_the_em_recipe_never_lowers_its_log_posterior(tmp_
     assert abs(losses[-1] - ref_losses[-1]) < 1e-7
     x, _ = run.data.split("test")
     torch.testing.assert_close(run.model.log_likelihood(x)[0], ref.model.log_likelihood(x)[0], rtol=1e-5, atol=1e-4)
+    # every service of the program on the EM fit: the exact held-out likelihood, InferenceData
+    from ppgen.diagnostics import diagnose
+    from ppgen.evaluate import evaluate
+
+    result = evaluate(run)
+    assert abs(result["test_nll_nats"] + float(run.model.log_likelihood(x)[0].double().mean())) < 1e-4
+    assert result["test_nll_stderr"] > 0 and result.get("test_nll_mc_stderr", 0.0) == 0.0
+    assert diagnose(run)["idata"].exists()
+    torch.testing.assert_close(torch.as_tensor(run.idata.posterior["mu"].values[0, 0]), run.model.point.values()["locs"])
     half = ppgen.fit(spec, {**recipe, "epochs": 2}, out=tmp_path / "half", progress=False)
     assert half.path.exists()
     resumed = ppgen.fit(tmp_path / "half", None, epochs=30, resume=True, progress=False)
