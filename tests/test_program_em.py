@@ -275,3 +275,16 @@ def test_a_bernoulli_mixture_of_parameters_is_maximum_likelihood() -> None:
     r = torch.softmax(torch.log(w) + torch.distributions.Bernoulli(probs=p).log_prob(xf[:, None, :]).sum(-1), -1)
     torch.testing.assert_close(w, r.mean(0), rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(p, (r.T @ xf) / r.sum(0)[:, None], rtol=1e-6, atol=1e-8)
+
+
+def test_a_gaussian_mixture_of_images_read_as_vectors() -> None:
+    """A program may read each 8x8 image as a vector of 64 grey levels (x: shape [64]); EM fits the
+    mixture of those vectors and the program's own likelihood agrees with EM's."""
+    spec = _gmm_program({"name": "digits", "binarize": "none", "limit": 300, "batch_size": 300}, k=2, d=64,
+                        spherical=True)
+    spec["model"]["obs"]["shape"] = [64]
+    program = ppgen.build(spec)
+    x, _ = data_mod.load(program.spec.data).split("train")
+    run = em_fit(program, x, restarts=1, seed=0, tol=1e-8)
+    ll, _ = program.log_likelihood(x)
+    assert abs(float(ll.double().sum()) - float(run.log_lik[0])) < 1e-5 * abs(float(run.log_lik[0]))

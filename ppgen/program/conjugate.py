@@ -51,6 +51,7 @@ from typing import Any, Literal, Mapping
 import torch
 from torch.distributions import biject_to
 
+from ppgen.data.core import DataInfo
 from ppgen.program import expr
 from ppgen.spec import SpecError
 
@@ -439,9 +440,11 @@ class ConjugateEM:
                     raise refuse("a prior's scale or concentration is not positive")
                 prior = GMMPrior(weights_concentration=conc, loc=NormalPrior(mean=m, std=s),
                                  scale=ScalePrior(median=math.exp(log_median), log_std=tau))
-            spec = GMMSpec(data=self.spec.data, components=form.components, covariance=form.covariance, prior=prior)
+            # the mixture of the program's x site: vectors of D values, whatever the data's own layout
+            spec = GMMSpec(data={"name": "toy2d"}, components=form.components, covariance=form.covariance, prior=prior)
+            info = DataInfo((form.dim,), "continuous")
             with torch.random.fork_rng(devices=[]):
-                gmm = GMM(spec, self.info)
+                gmm = GMM(spec, info)
             self.__dict__["_em_gmm_model"] = gmm
         return gmm
 
