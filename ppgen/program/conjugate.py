@@ -57,10 +57,6 @@ from ppgen.spec import SpecError
 
 Theta = dict[str, torch.Tensor]
 
-#: The roles of the mixture's global blocks, as the gmm family names them.
-ROLES = ("weights", "locs", "scales")
-
-
 @dataclass(frozen=True)
 class Block:
     """One global block of the mixture: a site with a prior, or a learnable parameter."""
@@ -73,7 +69,8 @@ class Block:
 
 @dataclass(frozen=True)
 class MixtureForm:
-    """A program recognised as a finite Gaussian mixture."""
+    """A program recognised as a finite mixture; its blocks by role, named as the gmm family names them
+    (``weights``, ``locs``, ``scales``; ``probs`` for Bernoulli emissions)."""
 
     components: int
     dim: int
@@ -94,21 +91,16 @@ class NotConjugate(SpecError):
 
 
 def _other_recipes() -> str:
-    """The zoo recipes that fit every program (the svi routine's)."""
-    try:
-        from ppgen import registry
-
-        folder = registry.repo_folder("inference")
-        names = sorted(p.name for p in folder.glob("*.yaml")) if folder else []
-    except Exception:  # no zoo folder (an installed package): name the routine
-        names = []
+    """The zoo recipes that fit every program (the svi routine's), or the routine's name without a zoo."""
+    from ppgen import registry
     from ppgen.spec import load_recipe
 
+    folder = registry.repo_folder("inference")
     fits = []
-    for name in names:
+    for path in sorted(folder.glob("*.yaml")) if folder is not None else []:
         try:
-            if load_recipe(folder / name).routine == "svi":
-                fits.append(f"inference/{name}")
+            if load_recipe(path).routine == "svi":
+                fits.append(f"inference/{path.name}")
         except SpecError:
             continue
     return ", ".join(fits) if fits else "routine: svi"
