@@ -51,6 +51,10 @@ def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = Non
     if _is_pyro_model(spec):
         from ppgen.program.python import AUTOGUIDES, register_callables
 
+        if int(kwargs.get("devices", 1) or 1) > 1:
+            raise SpecError(f"devices: {kwargs['devices']} processes would each have to rebuild the model, but a model "
+                            "passed to ppgen.fit as Python objects lives in this process only; write it in a file "
+                            "(family: python, file: ..., class: ...) to fit it with several processes, or use devices=1")
         guide = recipe
         autoguide = None
         if isinstance(guide, str):

@@ -63,6 +63,17 @@ def test_factor_analysis_posterior_holds_the_weights(tmp_path) -> None:
     assert w.dims == ("chain", "draw", "W_dim_0", "W_dim_1") and w.shape[2:] == (64, 5)
     assert float(w.std("draw").mean()) > 0  # draws from q(W), not a point
     assert any(str(i).startswith("W[") for i in out["summary"].index)
+    # the draws from q as 4 independent chains: ArviZ reports R-hat and the ESS of the global weights
+    assert w.sizes["chain"] == 4 and w.sizes["draw"] == 50
+    assert idata.posterior["z"].sizes["chain"] == 4 and idata.log_likelihood["x"].sizes["chain"] == 4
+    import arviz as az
+
+    table = az.summary(idata, var_names=["W"], kind="diagnostics")
+    assert len(table) == 64 * 5
+    assert table["r_hat"].between(0.95, 1.1).all(), table["r_hat"].describe()
+    assert (table["ess_bulk"] > 50).all() and table["ess_bulk"].median() > 150, table["ess_bulk"].describe()
+    rows = out["summary"].loc[[i for i in out["summary"].index if str(i).startswith("W[")]]
+    assert {"r_hat", "ess_bulk"} <= set(rows.columns) and rows["r_hat"].notna().all()
 
 
 def test_cvae_samples_a_given_class_and_sums_labels_out(tmp_path) -> None:

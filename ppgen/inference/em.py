@@ -593,6 +593,17 @@ class EMRoutine(Routine):
             )
         return State(model=model, optimizers={}, extra={"started": False})
 
+    def trained_parameters(self, state: State, since: int) -> dict[str, list[str]]:
+        """EM iterates on its own float64 values (in the state) and copies the best restart's into the
+        model, whose float32 parameters stop changing once an iteration moves them by less than float32's
+        resolution, long before EM has converged at a small ``tol``. So the model's parameters are checked
+        on the steps that start a fit, which move them from the family's defaults to the data-driven start
+        (one group: at least one must change), and EM's refinements are checked by EM itself (every
+        iteration must raise the log posterior)."""
+        if since > 0 or state.step <= since:
+            return {}
+        return {"point": [name for name, p in state.model.named_parameters() if p.requires_grad]}
+
     def finished(self, state: State) -> bool:
         """Every restart has converged or failed: further steps would change nothing."""
         extra = state.extra

@@ -34,13 +34,14 @@ from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.program import runtime
 from ppgen.program.compile import Program, compile_program
+from ppgen.program.conjugate import ConjugateEM
 from ppgen.program.schema import ProgramSpec
 from ppgen.registry import register_family
 from ppgen.spec import SpecError
 
 
 @register_family("program")
-class ProgramFamily(Family):
+class ProgramFamily(ConjugateEM, Family):
     """A model written in the model language: named sites, networks, a guide (see ppgen.program)."""
 
     Spec = ProgramSpec

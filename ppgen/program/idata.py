@@ -10,9 +10,10 @@ For a fixed subset of test examples (the first ``n_obs``):
 - ``observed_data`` (and ``constant_data``: the labels, where the data have them);
 - ``sample_stats``: the training records (loss, ...) as one chain.
 
-The draws come from a variational posterior, one chain: ArviZ reports their moments, not R-hat (which
-needs several chains of a sampler). A program with no latent at all has no posterior; its model's draws
-are the ``prior_predictive`` group, as for the GANs.
+The draws come from a variational posterior, independent of each other, and are laid out as 4 chains of
+equal length (:mod:`ppgen.program.chains`), so that ArviZ reports R-hat and the ESS beside the moments
+(of the draws from q: they do not check q against the true posterior). A program with no latent at all
+has no posterior; its model's draws are the ``prior_predictive`` group, as for the GANs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppgen.program import runtime
+from ppgen.program import chains, runtime
 
 
 @torch.no_grad()
@@ -54,18 +55,18 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
         arr = v.detach().float().cpu().numpy()
         extra = [f"{name}_dim_{i}" for i in range(len(site.shape))]
         dims[name] = extra if site.is_global else ["obs", *extra]
-        posterior[name] = arr[None]
+        posterior[name] = chains.arrange(arr)
     groups: dict[str, Any] = {}
     if posterior:
         groups["posterior"] = posterior
     pp = {}
     for name, v in pred.items():
         arr = v.expand(draws, n_obs, *prog.x_site.shape).reshape(draws, n_obs, -1)
-        pp[name] = arr.float().cpu().numpy()[None]
+        pp[name] = chains.arrange(arr.float().cpu().numpy())
         dims[name] = ["obs", "pixel"]
     groups["posterior_predictive"] = pp
     ll = loglik.expand(draws, n_obs) if loglik.dim() >= 1 else loglik.expand(draws, n_obs)
-    groups["log_likelihood"] = {prog.x_site.name: ll.reshape(draws, n_obs).float().cpu().numpy()[None]}
+    groups["log_likelihood"] = {prog.x_site.name: chains.arrange(ll.reshape(draws, n_obs).float().cpu().numpy())}
     obs_data = {prog.x_site.name: x.reshape(n_obs, -1).float().cpu().numpy()}
     if y is not None:
         obs_data[prog.y_site.name] = y.cpu().numpy()

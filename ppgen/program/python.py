@@ -48,8 +48,7 @@ from ppgen.models.base import Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError
 
-AUTOGUIDES = ("AutoNormal", "AutoDelta", "AutoDiagonalNormal", "AutoMultivariateNormal",
-              "AutoLowRankMultivariateNormal", "AutoLaplaceApproximation", "AutoIAFNormal")
+from ppgen.program.autoguide import AUTOGUIDES  # the one table of autoguide names
 
 #: Models handed to ``ppgen.fit`` as Python objects in this process, by key.
 _OBJECTS: dict[str, tuple[Any, Any]] = {}
@@ -199,9 +198,11 @@ class PythonFamily(Family):
                 raise SpecError(f"class: {spec.class_} has no model(x) method")
         self.autoguide = None
         if spec.autoguide is not None:
-            import pyro.infer.autoguide as ag
+            from ppgen.program.autoguide import for_globals
 
-            self.autoguide = getattr(ag, spec.autoguide)(self._raw_model)
+            x, y = self._example(example)
+            self.autoguide = for_globals(spec.autoguide, self._raw_model, x, y,
+                                         self._user_guide if self._has_guide() else None, spec.class_ or "the model")
         elif not self._has_guide():
             raise SpecError(f"{spec.class_ or 'the model'} has no guide: give the class a guide(x) method, pass a "
                             f"guide, or set autoguide (one of {', '.join(AUTOGUIDES)})")
@@ -222,8 +223,13 @@ class PythonFamily(Family):
 
     def _raw_guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
         if self.autoguide is not None:
+            # the autoguide's global sites first, then the class's guide of the local ones
             fn = self.autoguide
-            return self.callables.call(fn, x, y) if self.callables is not None else fn(x, y)
+            out = self.callables.call(fn, x, y) if self.callables is not None else fn(x, y)
+            return self._user_guide(x, y) if self._has_guide() else out
+        return self._user_guide(x, y)
+
+    def _user_guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
         fn = self.callables._guide if self.callables is not None else self.user.guide
         args = (x, y) if _takes_y(fn) else (x,)
         if self.callables is not None:
@@ -239,11 +245,7 @@ class PythonFamily(Family):
     def _setup(self, example: tuple[torch.Tensor, Any] | None) -> None:
         """Run guide and model once on made-up data (or ``example``): autoguides and ``pyro.param``
         statements create their parameters, which then belong to this module."""
-        if example is None:
-            x = torch.full((2, *self.event_shape), 0.5 if self.info.kind == "continuous" else 0.0)
-            y = torch.zeros(2, dtype=torch.long) if self.info.num_classes else None
-        else:
-            x, y = example
+        x, y = self._example(example)
         with torch.random.fork_rng(devices=[]), poutine.block():
             try:
                 gtr = poutine.trace(self._raw_guide).get_trace(x, y)
@@ -258,6 +260,13 @@ class PythonFamily(Family):
         if not any(p.requires_grad for p in self.parameters()):
             raise SpecError(f"{self.spec.class_ or 'the model'}: no parameters to fit (no nn.Parameter, PyroParam or "
                             "pyro.param in the model or the guide)")
+
+    def _example(self, example: tuple[torch.Tensor, Any] | None) -> tuple[torch.Tensor, Any]:
+        """``example``, or two made-up examples of the data's shape."""
+        if example is not None:
+            return example
+        x = torch.full((2, *self.event_shape), 0.5 if self.info.kind == "continuous" else 0.0)
+        return x, (torch.zeros(2, dtype=torch.long) if self.info.num_classes else None)
 
     # -- services ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from ppgen.nets import Activation
 from ppgen.program import expr
@@ -99,6 +99,15 @@ class ProgramSpec(ModelSpec):
         "normal", description="guide of global latents not in the guide: normal (AutoNormal) or delta (AutoDelta, MAP)")
     auto_network: AutoNetworkDecl = Field(default_factory=AutoNetworkDecl)
     num_data: int | None = Field(None, ge=1, description="N that scales global sites (B/N); default: the training-set size")
+    autoguide: str | None = Field(None, description="Pyro's autoguide of the global latents: AutoNormal (guide_globals: "
+                                  "normal) or AutoDelta (delta); see ppgen.program.autoguide")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _autoguide(cls, data: Any) -> Any:
+        from ppgen.program.autoguide import program_guide_globals
+
+        return program_guide_globals(data)
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> "ProgramSpec":  # type: ignore[override]
