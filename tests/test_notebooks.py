@@ -64,6 +64,10 @@ def check_ran(nb: Any, tmp_path: Path) -> None:
     assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
     images = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
     assert images, "no figure shown inline (image/png output)"
+    # a figure drawn in the notebook itself, not only a PNG file displayed: the inline backend still works
+    drawn = [c for c in nb.cells if c.cell_type == "code" and "display(Image" not in c.source
+             and any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert drawn, "no matplotlib figure shown inline"
     assert not any((tmp_path / "repo").rglob("*.pt")), "a run was written into the working folder"
 
 
