@@ -25,6 +25,7 @@ from ppgen.spec import SpecError, check_seed, field_bounds
 MIN_K, MAX_K = 2, 1_000_000
 
 
+@torch.random.fork_rng(devices=[])  # seeds its own draws; the caller's random state is given back
 def evaluate(
     run: Run | str,
     *,

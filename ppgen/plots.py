@@ -193,6 +193,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
 # --------------------------------------------------------------------------- VAE
 
 
+@torch.random.fork_rng(devices=[])
 @torch.no_grad()
 def vae_figures(model: Any, data: Any, folder: str | Path, n: int = 100, seed: int = 0) -> dict[str, Path]:
     """samples.png, reconstructions.png, traversals.png and, for a 2-D latent, manifold.png."""

@@ -576,6 +576,7 @@ class Run:
         load_model_state(model, load_checkpoint(path, self.spec.family, snapshot=True)["model"], path)
         return model.eval()
 
+    @torch.random.fork_rng(devices=[])  # seeds its own draws; the caller's random state is given back
     def samples(self, n: int = 64, seed: int = 0, display: bool = False) -> torch.Tensor:
         """``n`` draws from the fitted model; with ``display`` as a picture shows them (e.g. pixel
         probabilities instead of binary draws)."""

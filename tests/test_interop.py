@@ -246,3 +246,33 @@ def test_fused_and_general_paths_agree_for_the_zoo(path: str, elbo: str, k: int)
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_drawing_evaluating_and_figures_leave_the_users_random_state_as_they_found_it(tmp_path) -> None:
+    """A notebook's own draws after ``run.samples``, ``evaluate`` or the figures are not a replay of ppgen's
+    seeds: each seeds its own draws and gives the global random state back."""
+    from ppgen.diagnostics import diagnose
+    from ppgen.evaluate import evaluate
+
+    vae = ppgen.fit(VAE_SPEC, {"routine": "svi", "epochs": 1}, out=tmp_path / "v", progress=False)
+    pixel = ppgen.fit({"family": "pixelcnn", "data": {"name": "digits", "binarize": "dynamic", "batch_size": 64},
+                       "net": {"channels": 8, "first_kernel": 3, "blocks": 1, "head": 8}}, "mle", epochs=1,
+                      out=tmp_path / "p", progress=False)
+    calls = {
+        "run.samples": lambda: vae.samples(4),
+        "evaluate": lambda: evaluate(vae, k=5, limit=20, write=False),
+        "vae figures": lambda: vae.model.figures(tmp_path / "f", vae.data),
+        "diagnose": lambda: diagnose(vae),
+        "evaluate (exact)": lambda: evaluate(pixel, limit=20, write=False),
+        "pixelcnn figures": lambda: pixel.model.figures(tmp_path / "g", pixel.data),
+    }
+    for name, call in calls.items():
+        torch.manual_seed(7)
+        before = torch.get_rng_state()
+        call()
+        assert torch.equal(torch.get_rng_state(), before), name
+    # run.samples still draws from its own seed, whatever the global state
+    torch.manual_seed(1)
+    a = vae.samples(4, seed=3)
+    torch.manual_seed(2)
+    assert torch.equal(vae.samples(4, seed=3), a)
