@@ -44,6 +44,8 @@ def test_a_file_here_wins_over_a_zoo_name(tmp_path, monkeypatch) -> None:
     Path("vae").write_text("family: vae\nname: mine\ndata: {name: digits}\nlatent: {dim: 3}\n")
     spec = ppgen.load_spec("vae")
     assert spec.name == "mine" and spec.latent.dim == 3
+    Path("rbm").mkdir()  # a folder (a run folder, say) is never a spec, so it does not hide the zoo's
+    assert ppgen.load_spec("rbm") == ppgen.load_spec(ROOT / "models" / "rbm.yaml")
 
 
 def test_an_unknown_name_lists_the_zoo_and_a_missing_path_stays_missing(tmp_path) -> None:

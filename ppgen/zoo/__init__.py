@@ -47,14 +47,15 @@ def path(kind: Kind, name: str) -> Path | None:
 
 
 def resolve(source: object, kind: Kind) -> object:
-    """``source`` unchanged unless it is a bare name (no folder part) of a zoo file and no such file exists
-    here: then the zoo file's path. Everything else (paths, dicts, specs) passes through untouched, so a
+    """``source`` unchanged unless it is a bare name (no folder part) of a zoo file and no such file (other
+    than a folder) exists here: then the zoo file's path. Everything else (paths, dicts, specs) passes through untouched, so a
     missing file is still reported as missing by the reader."""
     if not isinstance(source, (str, Path)):
         return source
     text = str(source)
-    if not text or "/" in text or "\\" in text or Path(text).exists():
-        return source
+    here = Path(text)
+    if not text or "/" in text or "\\" in text or (here.exists() and not here.is_dir()):
+        return source  # a folder is never a spec: a run folder called "vae" does not hide the zoo's vae
     found = path(kind, text)
     return found if found is not None else source
 
