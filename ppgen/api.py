@@ -13,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from pydantic import BaseModel
+
 from ppgen import registry
 from ppgen.data.core import DataInfo
 from ppgen.runs import Run, open_run
@@ -86,17 +89,17 @@ def _data_spec(data: Any, out: Path) -> dict[str, Any]:
                         "{'name': 'digits'}, an array of examples, or (x, y)")
     if isinstance(data, dict):
         return data
-    if hasattr(data, "model_dump"):
+    if isinstance(data, BaseModel):
         return data.model_dump(mode="json")
     import numpy as np
 
     x, y = data if isinstance(data, tuple) else (data, None)
-    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     if x.ndim < 2:
         x = x[:, None]
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"x": x}
     if y is not None:
-        arrays["y"] = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y).astype(np.int64)
+        arrays["y"] = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
     np.savez(out / "data.npz", **arrays)
     return {"name": "npz", "path": str(out / "data.npz"), "batch_size": min(128, len(x))}

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ppgen.contracts import DiagnosticFigures
+
 
 def arviz() -> Any:
     """``import arviz``, without the banner about its refactor that it prints as a FutureWarning."""
@@ -110,10 +112,9 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
     tmp.replace(path)
     table = summary(idata)
     figures: dict[str, Path] = {}
-    hook = getattr(run.model, "diagnostic_figures", None)
     folder = Path(run.path) / "figures"
-    if hook is not None:
-        figures.update(hook(idata, folder))
+    if isinstance(run.model, DiagnosticFigures):
+        figures.update(run.model.diagnostic_figures(idata, folder))
     else:
         figures.update(_default_figures(az, idata, folder))
     return {"idata": path, "summary": table, "figures": figures}

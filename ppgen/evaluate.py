@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ppgen.contracts import PartitionFunction
 from ppgen.runs import Run, atomic_write_text, open_run, run_lock
 from ppgen.spec import SpecError, check_seed, field_bounds
 
@@ -62,7 +63,7 @@ def evaluate(
 def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, seed: int, write: bool,
               progress: bool, **options: Any) -> dict[str, Any]:
     model, data = run.model, run.data
-    energy = hasattr(model, "log_partition")
+    energy = isinstance(model, PartitionFunction)
     if k is not None and not model.importance_samples:
         how = ("its log Z comes from AIS, set by the spec's ais section or ais_runs/ais_steps "
                "(--ais-runs/--ais-steps)" if energy else "it is exact, or the family has none")

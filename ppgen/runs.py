@@ -94,8 +94,9 @@ def atomic_write_text(text: str, path: Path) -> None:
 def write_yaml(obj: Any, path: Path) -> None:
     """A spec or recipe (or a plain mapping) as YAML, written whole."""
     import yaml
+    from pydantic import BaseModel
 
-    data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
     atomic_write_text(yaml.safe_dump(data, sort_keys=False), path)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ppgen import registry
+from ppgen.inference.base import Plan
 from ppgen.runs import (
     CHECKPOINT,
     HISTORY,
@@ -586,10 +587,11 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     seed_all(job.seed)
     model = build(spec, dataset.info).to(device)
     routine = registry.routine(recipe.routine)(recipe, FabricRuntime(fabric))
-    state = routine.init(model)
-    start_epoch, skip, carried = 0, 0, (0.0, 0)
     batch_size = spec.data.batch_size
-    steps = dataset.steps_per_epoch(batch_size, world)
+    plan = Plan.of(dataset, batch_size, job.epochs, world)
+    state = routine.init(model, plan)
+    start_epoch, skip, carried = 0, 0, (0.0, 0)
+    steps = plan.steps_per_epoch
     if job.resume:
         path = out / CHECKPOINT
         ckpt = load_checkpoint(path, spec.family)

@@ -124,6 +124,12 @@ def missing(family: Any, protocol: type) -> list[str]:
     return out
 
 
+def family_label(family: Any) -> str:
+    """The registered name of a family (a class or a built model), else its class name."""
+    cls = family if isinstance(family, type) else type(family)
+    return getattr(cls, "family_name", cls.__name__)
+
+
 def summary(protocol: type) -> str:
     """The first paragraph of a protocol's docstring, as a phrase: what it stands for."""
     text = " ".join((inspect.getdoc(protocol) or protocol.__name__).split("\n\n")[0].split()).rstrip(".")
@@ -175,7 +181,7 @@ def check_fit(family: Any, config: Any, protocols: Iterable[type] | None = None,
     if not gaps:
         return
     cls = family if isinstance(family, type) else type(family)
-    name = getattr(cls, "family_name", cls.__name__)
+    name = family_label(cls)
     lines = [f"routine {config.routine!r} cannot fit the {name!r} family:"]
     for protocol, gap in gaps:
         lines.append(f"  it needs {summary(protocol)} ({protocol.__name__}); {name} lacks:")

@@ -70,8 +70,9 @@ from typing import Any, Literal, Mapping, Protocol
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.inference.base import Routine, State
-from ppgen.inference.enum_svi import training_size
+from ppgen.contracts import ChunkedEStep, ForwardBackward
+from ppgen.inference.base import Plan, Routine, State
+from ppgen.inference.capability import family_label, missing
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
@@ -87,6 +88,13 @@ DTYPE = torch.float64
 
 class EMFamily(Protocol):
     """A family with closed-form E and M steps over a leading batch of parameter values."""
+
+    #: The global sites (their names and supports): starting values are checked against them.
+    sites: Any
+    #: The point estimate EM leaves behind (``point.set(theta)``).
+    point: Any
+    #: A 0-d bool buffer: the point estimate has left its default start (a resumed fit keeps it).
+    initialized: torch.Tensor
 
     def em_check(self, flat: bool) -> None:
         """Raise SpecError if the declared priors have no posterior mode for EM to reach."""
@@ -114,12 +122,13 @@ class EMFamily(Protocol):
 
 
 def check_family(model: Any, routine: str = "em") -> None:
-    need = [name for name in ("em_check", "em_statistics", "em_maximize", "init_values", "log_prior")
-            if not callable(getattr(model, name, None))]
+    """A SpecError unless ``model`` meets :class:`EMFamily` (what ``routine`` runs EM on)."""
+    need = missing(model, EMFamily)
     if need:
+        name = family_label(model)
         raise SpecError(
-            f"routine {routine}: family {getattr(model, 'family_name', type(model).__name__)!r} has no closed-form EM "
-            f"(it lacks {', '.join(need)}); EM fits the gmm and hmm families"
+            f"routine {routine}: family {name!r} has no closed-form EM (it lacks {'; '.join(need)}); "
+            "EM fits the gmm and hmm families"
         )
 
 
@@ -419,7 +428,7 @@ def statistics(model: Any, x: torch.Tensor, theta: Theta, method: str = "auto") 
     one pass over a 100,000-point batch of restarts would write hundreds (measured: 5 times faster for
     10 restarts of a 100,000-point mixture)."""
     n = x.shape[0]
-    size = model.em_chunk(next(iter(theta.values())).shape[0]) if hasattr(model, "em_chunk") else n
+    size = model.em_chunk(next(iter(theta.values())).shape[0]) if isinstance(model, ChunkedEStep) else n
     if size >= n:
         return model.em_statistics(x, theta, method=method)
     stats, ll = model.em_statistics(x[:size], theta, method=method)
@@ -449,7 +458,7 @@ def em_start(model: Any, x: torch.Tensor, starts: Mapping[str, torch.Tensor], *,
              method: str = "auto") -> EMRun:
     """The E-step at R starting values (R, ...): an :class:`EMRun` with no iterations yet."""
     theta = as_start(starts, x.device)
-    for site in getattr(model, "sites", ()):
+    for site in model.sites:
         inside = site.constraint.check(theta[site.name])
         if not bool(inside.all()):
             raise ValueError(f"EM: a starting value of site {site.name!r} lies outside its support ({site.constraint})")
@@ -540,8 +549,7 @@ def stack_starts(model: Any, x: torch.Tensor, seeds: list[int]) -> Theta:
 def set_point_estimate(model: Any, run: EMRun) -> None:
     best = run.best_theta()
     model.point.set({k: v for k, v in best.items()})
-    if hasattr(model, "initialized"):
-        model.initialized.fill_(True)
+    model.initialized.fill_(True)
 
 
 # --------------------------------------------------------------------------- the routine
@@ -576,19 +584,19 @@ class EMRoutine(Routine):
     def requirements(self) -> tuple[type, ...]:
         return (EMFamily,)
 
-    def init(self, model: torch.nn.Module) -> State:
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
         check_family(model)
+        plan = self.needs_plan(plan)
         c = self.config
-        if c.forward_backward != "auto" and not hasattr(model, "forward_backward"):
+        if c.forward_backward != "auto" and not isinstance(model, ForwardBackward):
             raise SpecError(f"routine em: forward_backward: {c.forward_backward} applies to HMMs only; "
-                            f"family {getattr(model, 'family_name', '?')!r} has no forward-backward, remove the key")
+                            f"family {model.family_name!r} has no forward-backward, remove the key")
         model.em_check(c.prior == "flat")
-        self.n_total = training_size(model)
-        spec = getattr(model, "spec", None)
-        if self.n_total is not None and spec.data.batch_size < self.n_total:
+        self.n_total = plan.n_train
+        if plan.batch_size < self.n_total:
             raise SpecError(
                 f"routine em takes the whole training set in every step, but data.batch_size is "
-                f"{spec.data.batch_size} and there are {self.n_total} training examples; set data.batch_size to at "
+                f"{plan.batch_size} and there are {self.n_total} training examples; set data.batch_size to at "
                 f"least {self.n_total} (e.g. --set data.batch_size={self.n_total})"
             )
         return State(model=model, optimizers={}, extra={"started": False})
@@ -601,7 +609,7 @@ class EMRoutine(Routine):
     @torch.no_grad()
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, _ = batch
-        if self.n_total is not None and x.shape[0] != self.n_total:
+        if x.shape[0] != self.n_total:
             raise SpecError(f"routine em got a batch of {x.shape[0]} examples but the training set has "
                             f"{self.n_total}; set data.batch_size to at least {self.n_total}")
         c, model, extra = self.config, state.model, state.extra

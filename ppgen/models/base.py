@@ -21,6 +21,7 @@ import pyro
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from ppgen.contracts import check_implemented
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.spec import ModelSpec
 
@@ -57,6 +58,8 @@ class Family(PyroModule):
     #: The deepest nesting of plates in ``model``/``guide``, where known (Pyro guesses it otherwise).
     max_plate_nesting: ClassVar[int | None] = None
     family_name: ClassVar[str]
+    #: How many samples ``ppgen evaluate`` draws for sample-quality metrics (None: ppgen.quality's default).
+    quality_samples: int | None = None
 
     #: The methods whose definitions ``fused_loss`` was written against: it is used only where the
     #: instance's class takes each of them from the class that defines ``fused_loss`` or one of its
@@ -73,6 +76,7 @@ class Family(PyroModule):
                 setattr(cls, name, wrapped)
 
     def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
+        check_implemented(type(self))
         base = getattr(type(self), "family_name", type(self).__name__.lower())
         n = next(_instances.setdefault(base, itertools.count(1)))
         super().__init__(name=base if n == 1 else f"{base}_{n}")
@@ -142,7 +146,7 @@ def fused_loss_applies(model: Any) -> bool:
     overriding ``fused_loss`` fails this, and ppgen then goes through Pyro."""
     cls = type(model)
     home = _owner(cls, "fused_loss")
-    depends = getattr(cls, "fused_depends", ())
+    depends = cls.fused_depends
     if home is None or not depends:
         return False
     for name in depends:

@@ -35,6 +35,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ppgen.contracts import DiagnosticFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.nets import MAX_LAYERS, Activation, Width, activation, checked_build
@@ -283,7 +284,7 @@ def build_discriminator(spec: DiscriminatorSpec, event_shape: tuple[int, ...]) -
 
 
 @register_family("gan")
-class GAN(Family):
+class GAN(Family, DiagnosticFigures):
     """Generative adversarial network: z ~ p(z), x = G(z), fitted against a discriminator; no likelihood."""
 
     Spec = GANSpec

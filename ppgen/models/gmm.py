@@ -46,6 +46,7 @@ from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
 from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.contracts import ChunkedEStep
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -78,7 +79,7 @@ class GMMSpec(ModelSpec):
 
 
 @register_family("gmm")
-class GMM(BayesFamily):
+class GMM(BayesFamily, ChunkedEStep):
     """Gaussian mixture with Dirichlet, Normal, LogNormal (and LKJ) priors; MAP by enumeration or NUTS."""
 
     Spec = GMMSpec

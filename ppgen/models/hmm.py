@@ -49,6 +49,7 @@ from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
 from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -95,7 +96,7 @@ class HMMSpec(ModelSpec):
 
 
 @register_family("hmm")
-class HMM(BayesFamily):
+class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
     """Hidden Markov model with Dirichlet transition rows and Gaussian or categorical emissions."""
 
     Spec = HMMSpec

@@ -32,6 +32,7 @@ import pyro.distributions as dist
 import torch
 from pydantic import Field, model_validator
 
+from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
 from ppgen.models.base import Family
@@ -47,7 +48,7 @@ CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
 # --------------------------------------------------------------------------- shared family machinery
 
 
-class EnergyFamily(Family):
+class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, MeanSamples):
     """What the RBM, GB-RBM, BM and DBN families share: the map between data and visible units
     (standardized for Gaussian units), data-driven initial biases, log Z for evaluation. Subclasses
     provide ``first_layer``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model`` and
@@ -67,6 +68,7 @@ class EnergyFamily(Family):
         self.event_shape = info.event_shape
         self.n_visible = info.dim
         self._log_z: LogZ | None = None
+        self._log_z_key: tuple[int, ...] | None = None
         self.register_buffer("x_mean", torch.zeros(info.dim))
         self.register_buffer("x_std", torch.ones(info.dim))
 
@@ -127,7 +129,7 @@ class EnergyFamily(Family):
     def current_log_z(self) -> LogZ:
         """log Z from the last ``evaluation_setup``, or computed now (without data: AIS from the model's
         own visible biases) if there was none or the parameters have changed since."""
-        if self._log_z is None or getattr(self, "_log_z_key", None) != self._parameter_versions():
+        if self._log_z is None or self._log_z_key != self._parameter_versions():
             self._log_z = self.log_partition(None)
             self._log_z_key = self._parameter_versions()
         return self._log_z
@@ -357,7 +359,7 @@ class RBM(EnergyFamily):
                 "family 'rbm' needs binary data but the data are continuous (data.binarize is 'none'); set "
                 "data.binarize to 'dynamic' or 'static', or use family 'gbrbm'"
             )
-        vis = getattr(spec, "visible", None)
+        vis = spec.visible if isinstance(spec, GBRBMSpec) else None
         self.core = RBMCore(
             info.dim,
             spec.hidden,
