@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ppgen import registry
 from ppgen.data.core import DataInfo
+from ppgen.models.base import Family
 from ppgen.runs import Run, open_run
 from ppgen.spec import ModelSpec, SpecError, load_recipe, load_spec
 from ppgen.train import fit as fit_spec
@@ -25,7 +26,7 @@ from ppgen.train import fit as fit_spec
 __all__ = ["load_spec", "load_recipe", "build", "fit", "open_run", "Run"]
 
 
-def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Any:
+def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
     """The family module a spec describes, freshly initialised.
 
     ``info`` (event shape and kind of the data) is read from the spec's data set when not given.

@@ -335,8 +335,8 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, Di
         return 4
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **opts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000,
+                       y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x) per example: with posterior draws the posterior predictive density
         log (1/S) sum_s p(x | theta_s) and its Monte Carlo standard error (delta method); otherwise the
         plug-in log p(x | theta_hat), exact (standard error 0). The forward algorithm or the sum over
@@ -350,7 +350,7 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, Di
         rel_var = w.var(0) / (w.mean(0) ** 2 * ll.shape[0])
         return est, rel_var.sqrt()
 
-    def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
+    def evaluation_setup(self, data: Any) -> dict[str, Any]:
         draws = next(iter(self.posterior.draws().values())).shape[:2] if self.has_posterior else (0, 0)
         how = (f"posterior predictive density averaged over {draws[0] * draws[1]} posterior draws"
                if self.has_posterior else "plug-in density at the point estimate (MAP)")

@@ -13,18 +13,24 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ppgen.inference.base import Routine
+from ppgen.models.base import Family
 from ppgen.spec import SpecError, short
 
-T = TypeVar("T")
-_FAMILIES: dict[str, Any] = {}
-_ROUTINES: dict[str, Any] = {}
+F = TypeVar("F", bound=type[Family])
+R = TypeVar("R", bound=type[Routine])
+_FAMILIES: dict[str, type[Family]] = {}
+_ROUTINES: dict[str, type[Routine]] = {}
 _loaded = False
 
 
-def register_family(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_family("vae")`` on a PyroModule with a ``Spec`` attribute."""
+def register_family(name: str) -> Callable[[F], F]:
+    """Class decorator: ``@register_family("vae")`` on a :class:`~ppgen.models.base.Family` subclass with
+    a ``Spec`` attribute."""
 
-    def deco(cls: T) -> T:
+    def deco(cls: F) -> F:
+        if not (isinstance(cls, type) and issubclass(cls, Family)):
+            raise TypeError(f"register_family({name!r}): {cls!r} is not a subclass of ppgen.models.base.Family")
         if name in _FAMILIES and _FAMILIES[name] is not cls:
             raise RuntimeError(f"family {name!r} is registered twice")
         cls.family_name = name  # type: ignore[attr-defined]
@@ -34,10 +40,13 @@ def register_family(name: str) -> Callable[[T], T]:
     return deco
 
 
-def register_routine(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_routine("svi")`` on a routine with a ``Config`` attribute."""
+def register_routine(name: str) -> Callable[[R], R]:
+    """Class decorator: ``@register_routine("svi")`` on a :class:`~ppgen.inference.base.Routine` subclass
+    with a ``Config`` attribute."""
 
-    def deco(cls: T) -> T:
+    def deco(cls: R) -> R:
+        if not (isinstance(cls, type) and issubclass(cls, Routine)):
+            raise TypeError(f"register_routine({name!r}): {cls!r} is not a subclass of ppgen.inference.base.Routine")
         if name in _ROUTINES and _ROUTINES[name] is not cls:
             raise RuntimeError(f"routine {name!r} is registered twice")
         cls.routine_name = name  # type: ignore[attr-defined]
@@ -73,7 +82,7 @@ def _load_entry_points() -> None:
         except Exception as exc:
             raise SpecError(f"family {ep.name!r} from the entry point {ep.value!r} (group ppgen.families) cannot be "
                             f"loaded: {type(exc).__name__}: {exc}") from None
-        if isinstance(obj, type) and _FAMILIES.get(ep.name) is not obj:
+        if isinstance(obj, type) and issubclass(obj, Family) and _FAMILIES.get(ep.name) is not obj:
             register_family(ep.name)(obj)
 
 
@@ -87,14 +96,14 @@ def routine_names() -> list[str]:
     return sorted(_ROUTINES)
 
 
-def family(name: str) -> Any:
+def family(name: str) -> type[Family]:
     _load_all()
     if name not in _FAMILIES:
         raise SpecError(f"family: unknown family {short(name)}; accepted families: {', '.join(family_names())}")
     return _FAMILIES[name]
 
 
-def routine(name: str) -> Any:
+def routine(name: str) -> type[Routine]:
     _load_all()
     if name not in _ROUTINES:
         raise SpecError(f"routine: unknown routine {short(name)}; accepted routines: {', '.join(routine_names())}")
@@ -111,7 +120,7 @@ def repo_folder(name: str) -> Path | None:
     return cwd if cwd.is_dir() else None
 
 
-def check_fit(family_cls: Any, recipe: Any) -> None:
+def check_fit(family_cls: type[Family], recipe: Any) -> None:
     """A SpecError unless the recipe's routine can fit the family (see :mod:`ppgen.inference.capability`),
     naming what the family lacks and the zoo recipes that fit it; checked before a run folder is written."""
     from ppgen.inference.capability import check_fit as check

@@ -368,8 +368,8 @@ class GAN(Family, DiagnosticFigures):
         with _eval_mode(gen):
             return gen(self.prior((n,)).sample())
 
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000,
+                       y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``None``: x = G(z) is a deterministic map of z into a manifold of dimension at most z_dim, so
         the model has no density on the data space; a GAN is measured by its samples instead
         (:mod:`ppgen.quality`)."""

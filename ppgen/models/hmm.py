@@ -448,8 +448,8 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
             return ["transition", "locs"], {"state": states, "state_to": states[:1], "dim": [0]}
         return ["transition", "emission_probs"], {"state": states, "state_to": states[:1], "symbol": [0]}
 
-    def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
-        return {**super().evaluation_setup(data, **opts), "steps_per_sequence": self.t}
+    def evaluation_setup(self, data: Any) -> dict[str, Any]:
+        return {**super().evaluation_setup(data), "steps_per_sequence": self.t}
 
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:

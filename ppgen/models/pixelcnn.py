@@ -420,7 +420,7 @@ class PixelFamily(Family):
     # -- exact likelihood and classification ---------------------------------------------------
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, **_: Any
+        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact per-example log p(x) in nats (log p(x | y) for a conditional model given y; without y
         the marginal log sum_y p(x | y) p(y)); the standard errors are zeros. ``k`` is unused."""

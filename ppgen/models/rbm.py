@@ -35,11 +35,21 @@ from pydantic import Field, model_validator
 from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
-from ppgen.models.base import Family
+from ppgen.models.base import EvaluateOptions, Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
 LogZMethod = Literal["auto", "exact", "ais"]
+
+
+class EnergyEvaluateOptions(EvaluateOptions):
+    """``ppgen evaluate``'s options of the energy families: the AIS budget for log Z (default: the spec's
+    ``ais`` section; checked against its bounds by :func:`ppgen.evaluate.evaluate`) and how log Z is
+    found (``exact`` enumeration where feasible, ``ais``, or ``auto``)."""
+
+    ais_runs: int | None = None
+    ais_steps: int | None = None
+    log_z_method: LogZMethod = "auto"
 
 #: The chain statistics recorded for diagnostics.
 CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
@@ -59,6 +69,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
     ``ais_steps=`` options of :func:`ppgen.evaluate.evaluate`)."""
 
     default_routine = "cd"
+    EvaluateOptions = EnergyEvaluateOptions
     #: Gaussian visible units (which see the data standardized when ``standardize``); set per family.
     gaussian: bool = False
     standardize: bool = False
@@ -112,7 +123,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         raise NotImplementedError
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         log_z_method: LogZMethod = "auto", **_: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto") -> dict[str, Any]:
         """log Z, once per evaluation: exact enumeration where it is feasible, else AIS with the spec's
         ``ais.runs`` and ``ais.steps`` (override with ``ais_runs=``/``ais_steps=``; force either way
         with ``log_z_method="exact"`` or ``"ais"``, e.g. to check AIS on a small model)."""
@@ -465,7 +476,8 @@ class RBM(EnergyFamily):
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                       ais_runs: int | None = None, ais_steps: int | None = None,
+                       log_z_method: LogZMethod = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x) = -F(x) - log Z (minus log|det| of the standardization for Gaussian units); the Monte
         Carlo error is that of log Z, common to every example."""
         lz = self.current_log_z()

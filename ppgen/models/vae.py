@@ -193,7 +193,7 @@ class VAE(Family, MeanSamples):
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, k: int = 1000, chunk: int = 250, **_: Any
+        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int = 250
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampling estimate of log p(x) with q(z|x) as proposal and ``k`` samples:
         log (1/k) sum_i p(x, z_i) / q(z_i|x), the IWAE bound at ``k`` (Burda et al. 2015, eq. 8).

@@ -220,8 +220,8 @@ class ProgramFamily(Family, DiagnosticFigures, MeanSamples):
 
     # -- likelihood and evaluation ------------------------------------------------------------
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int | None = None,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
+                       chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """log p(x) per example and its Monte Carlo standard error, by importance sampling with the guide
         as proposal and ``k`` samples: log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015, eq. 8),
         enumerated sites summed out exactly; exact (standard error 0) when nothing is sampled. A label site

@@ -303,8 +303,8 @@ class PythonFamily(Family):
         return total
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int = 100,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
+                       chunk: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance sampling with the guide as proposal and ``k`` samples (Burda et al. 2015)."""
         parts = [self.log_weights(x, y, min(chunk, k - s)) for s in range(0, k, chunk)]
         log_w = torch.cat(parts, 0)
