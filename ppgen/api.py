@@ -16,31 +16,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from ppgen import registry
-from ppgen.data.core import DataInfo
-from ppgen.models.base import Family
+from ppgen.program.python import AUTOGUIDES, register_callables
+from ppgen.registry import build, load_recipe, load_spec
 from ppgen.runs import Run, open_run
-from ppgen.spec import ModelSpec, SpecError, load_recipe, load_spec
+from ppgen.spec import ModelSpec, SpecError
 from ppgen.train import fit as fit_spec
 
 __all__ = ["load_spec", "load_recipe", "build", "fit", "open_run", "Run"]
-
-
-def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
-    """The family module a spec describes, freshly initialised.
-
-    ``info`` (event shape and kind of the data) is read from the spec's data set when not given.
-    """
-    spec = load_spec(spec)
-    if info is None:
-        from ppgen import data
-
-        info = data.load(spec.data).info
-    cls = registry.family(spec.family)
-    try:
-        return cls(spec, info)
-    except ValueError as exc:
-        raise SpecError(f"{spec.name or spec.family}: {exc}") from None
 
 
 def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = None, **kwargs: Any) -> Run:
@@ -53,8 +35,6 @@ def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = Non
     (``run.model.model`` is still the Pyro model); the callables are not saved with it.
     """
     if _is_pyro_model(spec):
-        from ppgen.program.python import AUTOGUIDES, register_callables
-
         guide = recipe
         autoguide = None
         if isinstance(guide, str):

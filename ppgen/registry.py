@@ -15,7 +15,10 @@ from typing import Any, Callable, TypeVar
 
 from ppgen.inference.base import Routine
 from ppgen.models.base import Family
-from ppgen.spec import SpecError, short
+from ppgen import data as data_sets
+from ppgen.data.core import DataInfo
+from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, _as_dict, _override_keys, apply_overrides, short,
+                        validate)
 
 F = TypeVar("F", bound=type[Family])
 R = TypeVar("R", bound=type[Routine])
@@ -120,10 +123,46 @@ def repo_folder(name: str) -> Path | None:
     return cwd if cwd.is_dir() else None
 
 
-def check_fit(family_cls: type[Family], recipe: Any) -> None:
-    """A SpecError unless the recipe's routine can fit the family (see :mod:`ppgen.inference.capability`),
-    naming what the family lacks and the zoo recipes that fit it; checked before a run folder is written."""
-    from ppgen.inference.capability import check_fit as check
+# --------------------------------------------------------------------------- specs and models by name
 
-    _load_all()
-    check(family_cls, recipe)
+
+def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None = None) -> ModelSpec:
+    """A model spec from a YAML file, a dict or a spec, with ``--set`` style overrides applied."""
+    data, what = _as_dict(source)
+    apply_overrides(data, overrides)
+    name = data.get("family")
+    if not isinstance(name, str):
+        got = "'family' is missing" if name is None else f"family must be a name, got {short(name)}"
+        raise SpecError(f"{what}: {got}; accepted families: {', '.join(family_names())}")
+    cls = family(name).Spec
+    return validate(cls, data, what, _override_keys(overrides))
+
+
+def load_recipe(
+    source: str | Path | dict | InferenceSpec | None, overrides: list[str] | None = None, *, default: str = "svi"
+) -> InferenceSpec:
+    """An inference recipe from a YAML file, a dict or a recipe; ``None`` gives the routine's defaults."""
+    data, what = _as_dict(source) if source is not None else ({"routine": default}, "recipe")
+    apply_overrides(data, overrides, prefix="inference.")
+    name = data.get("routine")
+    if not isinstance(name, str):
+        got = "'routine' is missing" if name is None else f"routine must be a name, got {short(name)}"
+        raise SpecError(f"{what}: {got}; accepted routines: {', '.join(routine_names())}")
+    cls = routine(name).Config
+    return validate(cls, data, what, _override_keys(overrides, "inference."))
+
+
+def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
+    """The family module a spec describes, freshly initialised.
+
+    ``info`` (event shape and kind of the data, size of the training split) is read from the spec's data
+    set when not given.
+    """
+    spec = load_spec(spec)
+    if info is None:
+        info = data_sets.load(spec.data).info
+    cls = family(spec.family)
+    try:
+        return cls(spec, info)
+    except ValueError as exc:
+        raise SpecError(f"{spec.name or spec.family}: {exc}") from None

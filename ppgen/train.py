@@ -38,6 +38,7 @@ import torch
 
 from ppgen import registry
 from ppgen.inference.base import Plan
+from ppgen.inference.capability import check_fit
 from ppgen.runs import (
     CHECKPOINT,
     HISTORY,
@@ -62,8 +63,8 @@ from ppgen.runs import (
     write_yaml,
 )
 from ppgen.paths import check_output_folder
-from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots, load_recipe,
-                         load_spec)
+from ppgen.registry import build, load_recipe, load_spec
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots
 
 #: The recipe keys a resume may change (``--epochs``, ``--set inference.KEY=VALUE``, another
 #: ``--inference``); any other difference from the recipe the checkpoint records is refused, naming the
@@ -214,7 +215,7 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
-    registry.check_fit(family, recipe_obj)
+    check_fit(family, recipe_obj)
     if epochs is not None:
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
     check_snapshots(recipe_obj)
@@ -576,8 +577,6 @@ class _StopFlag:
 
 
 def _train(fabric: Any, job: Job, dataset: Any) -> None:
-    from ppgen.api import build
-
     spec = load_spec(job.spec)
     recipe = load_recipe(job.recipe)
     out = Path(job.out)

@@ -557,7 +557,8 @@ def test_refusals_name_the_key() -> None:
 
 
 def test_an_optimizer_section_is_refused() -> None:
-    from ppgen.spec import SpecError, load_recipe
+    from ppgen.registry import load_recipe
+    from ppgen.spec import SpecError
 
     with pytest.raises(SpecError, match="optimizer does not apply to routine 'em'"):
         load_recipe({"routine": "em", "optimizer": {"name": "sgd", "lr": 0.1}})

@@ -95,15 +95,8 @@ class Routine:
 
     def requirements(self) -> tuple[type, ...]:
         """The protocols (:mod:`ppgen.inference.capability`) a family must meet for this routine to fit
-        it with this recipe."""
+        it with this recipe; each routine checks them at ``init`` (``capability.require(self, model)``)."""
         return ()
-
-    def require(self, model: torch.nn.Module) -> None:
-        """At ``init``: the built model meets :meth:`requirements`, else a SpecError that says what is
-        missing and which recipes fit the family."""
-        from ppgen.inference.capability import check_fit
-
-        check_fit(model, self.config, self.requirements())
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
         """The state to start from. ``plan`` is the loop's (:class:`Plan`); a routine that uses the data

@@ -29,6 +29,7 @@ import pyro.infer
 import torch
 from pydantic import Field
 
+from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
@@ -78,7 +79,7 @@ class EnumSVI(Routine):
                 + ((DataStart,) if self.config.init == "data" else ()))
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
-        self.require(model)
+        require(self, model)
         plan = self.needs_plan(plan)
         self.n_total = plan.n_train
         plates = model.max_plate_nesting

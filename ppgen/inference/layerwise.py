@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import Field, StrictInt, model_validator
 
+from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer, parameter_names
 from ppgen.inference.gibbs import GibbsConfig, gibbs_update, on_device, planned_epochs, refuse_extension, set_schedule
 from ppgen.registry import register_routine
@@ -159,7 +160,7 @@ class Layerwise(Routine):
                              f"the layers already trained other lengths ({new} instead of {old})")
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
-        self.require(model)
+        require(self, model)
         plan = self.needs_plan(plan)
         layers = model.layers
         self.plan = plan

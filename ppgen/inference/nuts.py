@@ -52,6 +52,7 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
 from ppgen.contracts import JointDensity, MarginalModel, Posterior, Relabeling
+from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
@@ -139,7 +140,7 @@ class NUTSRoutine(Routine):
         return (BayesianModel,) + ((DataStartValues,) if self.config.init == "data" else ())
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
-        self.require(model)
+        require(self, model)
         plan = self.needs_plan(plan)
         self.n_total = plan.n_train
         if plan.batch_size < self.n_total:

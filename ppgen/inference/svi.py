@@ -34,6 +34,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.bounds import BOUNDS, as_bound
+from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
 from ppgen.models.base import fused_loss_applies, private_param_store
 from ppgen.registry import register_routine
@@ -213,7 +214,7 @@ class SVI(Routine):
         return (VariationalFamily,)
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
-        self.require(model)
+        require(self, model)
         self.use_fused = self.config.fused and fused_loss_applies(model)
         self.bound = as_bound(self.config.elbo, self.config.num_particles)
         self.objective = pyro_elbo(self.config, model.max_plate_nesting)

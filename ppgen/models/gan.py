@@ -422,7 +422,7 @@ class GAN(Family, DiagnosticFigures):
         - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
         """
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         az = arviz()
         x_obs = data.split("test")[0]
@@ -446,7 +446,7 @@ class GAN(Family, DiagnosticFigures):
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
         generated data sets (prior predictive) against the observed one."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
         from ppgen.plots import save_figure, subplots
 
         folder = Path(folder)

@@ -51,6 +51,7 @@ from torch.distributions import constraints
 from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo, Dataset
+from ppgen.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -421,7 +422,6 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         prior's extra concentration on staying) and of each state's symbol probabilities; Gaussian
         emissions as in the mixture with diagonal covariance (the mean given the old scale, then the
         LogNormal scale by a Newton solve). Flat priors: the maximum-likelihood updates (Baum-Welch)."""
-        from ppgen.inference.em import diag_gaussian_step, dirichlet_mode
 
         p = self.p
         opts = tensor_options(theta["transition"])

@@ -479,7 +479,7 @@ class PixelFamily(Family):
             return None
         import numpy as np
 
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         x, y = data.split("test")
         x = x[:n_obs].to(self.device)

@@ -5,7 +5,7 @@ CD (``inference/pcd.yaml``), with log Z by annealed importance sampling for a te
 As a Pyro model an RBM is an unnormalized likelihood: ``model(x)`` adds the negative free energy
 -F(x) = log sum_h exp(-E(x, h)) of each example as a ``pyro.factor`` and declares weight decay as a
 Gaussian prior on W; log Z, the normalizer, is what AIS estimates. ``joint_model`` is the model over
-both layers that :class:`~ppgen.inference.gibbs.GibbsKernel` samples.
+both layers that :class:`~ppgen.gibbs_kernel.GibbsKernel` samples.
 
 :class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, figures (weight
 filters, samples after k Gibbs steps), and ArviZ diagnostics of several Gibbs chains.
@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
+from ppgen.gibbs_kernel import GibbsKernel
 from ppgen.models.base import EvaluateOptions, Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -219,8 +220,6 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         (chain, draw)."""
         from pyro.infer import MCMC
 
-        from ppgen.inference.gibbs import GibbsKernel
-
         s = self.spec.sampling
         chains, warmup, draws = chains or s.chains, s.warmup if warmup is None else warmup, draws or s.draws
         gen = torch.get_rng_state()
@@ -244,7 +243,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         """Several Gibbs chains as InferenceData: the posterior group holds the chain statistics
         (dims chain, draw), so ``az.summary`` gives their R-hat and effective sample size."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
 
         az = arviz()
         post = self.gibbs_chains()
@@ -253,7 +252,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
 
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
         from ppgen.plots import grid_axes, panel_count, save_figure, subplots
 
         az = arviz()

@@ -332,7 +332,7 @@ class PythonFamily(Family):
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200) -> Any:
         """Draws of every latent site from the guide and of the observed sites given them
         (``Predictive``), for the first ``n_obs`` test examples."""
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         az = arviz()
         x, y = data.split("test")
