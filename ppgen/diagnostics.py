@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ppgen.arviz_data import arviz, loss_trace
 from ppgen.contracts import DiagnosticFigures

@@ -5,9 +5,7 @@ call them in their ``em_maximize``."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from ppgen.inference.base import Routine
 from ppgen.models.base import Family

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ppgen.atomic import atomic_save, atomic_write, atomic_write_text
+from ppgen.atomic import atomic_save, atomic_write, atomic_write_text  # noqa: F401  (ppgen.runs.atomic_*, as before)
 from ppgen.models.base import Family
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError

@@ -20,9 +20,9 @@ from pyro.ops.stats import split_gelman_rubin
 import ppgen
 from ppgen import bayes
 from ppgen.bayes import Site, permute_labels, relabel
+from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
-from ppgen.inference.base import Plan
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

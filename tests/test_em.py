@@ -18,12 +18,12 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
+from ppgen.inference.base import Plan
 from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
                                 em_start, lognormal_scale_mode, stack_starts, statistics)
 from ppgen.models.gmm import GMM, GMMSpec
 from ppgen.models.hmm import HMM, HMMSpec, forward_backward
 from ppgen.spec import SpecError
-from ppgen.inference.base import Plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

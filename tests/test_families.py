@@ -185,11 +185,18 @@ def _zoo_cases() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("family,recipe", _zoo_cases())
-def test_every_zoo_recipe_that_fits_takes_two_steps(family: str, recipe: str, user_file: Path, tmp_path: Path) -> None:
+def test_every_zoo_recipe_that_fits_takes_two_steps_and_resumes_exactly(family: str, recipe: str, user_file: Path,
+                                                                        tmp_path: Path) -> None:
     path = registry.repo_folder("inference") / f"{recipe}.yaml"
     config = yaml.safe_load(path.read_text())
     config.update(TINY_RECIPE.get(config["routine"], {}))
-    run = ppgen.fit(_spec(family, user_file), config, epochs=2, out=tmp_path / "run", progress=False)
+    spec = _spec(family, user_file)
+    total, first = TINY[family].get("epochs", (2, 1))
+    run = ppgen.fit(spec, config, epochs=total, out=tmp_path / "run", progress=False)
+    ppgen.fit(spec, config, epochs=first, out=tmp_path / "part", progress=False)
+    resumed = ppgen.fit(tmp_path / "part", None, epochs=total, resume=True, progress=False)
+    a, b = _tensors(run.path), _tensors(resumed.path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{family} with {recipe}: resumed differs"
     epochs = [m for m in run.metrics if m["kind"] == "epoch"]
     assert epochs and all(math.isfinite(m["loss"]) for m in epochs)
     # two steps at least, unless the routine ended the run after one because it had converged (EM)

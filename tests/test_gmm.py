@@ -15,10 +15,10 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.data.mixtures import TOYMIX
+from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.gmm import GMM, GMMSpec
 from ppgen.spec import SpecError
-from ppgen.inference.base import Plan
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,10 +18,10 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.data.sequences import TOYSEQ, macro_series, macro_windows
+from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.hmm import HMM, HMMSpec
 from ppgen.spec import SpecError
-from ppgen.inference.base import Plan
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

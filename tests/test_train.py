@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import ppgen
+from ppgen.inference.base import Plan
 from ppgen.models.vae import VAE
 from ppgen.runs import CHECKPOINT
 from ppgen.spec import SpecError
 from ppgen.train import Interrupted, TrainingError
-from ppgen.inference.base import Plan
 
 SPEC = {
     "family": "vae",

@@ -66,8 +66,8 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.functional import relu, softplus
 
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer, parameter_names
+from ppgen.inference.capability import require
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 

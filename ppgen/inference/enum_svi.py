@@ -29,8 +29,8 @@ import pyro.infer
 import torch
 from pydantic import Field
 
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec

@@ -45,8 +45,8 @@ from pydantic import Field, model_validator
 
 from ppgen.energy import EnergyCore
 from ppgen.gibbs_kernel import GibbsKernel  # noqa: F401  (ppgen.inference.gibbs.GibbsKernel, as before)
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError, Strict
 

@@ -28,8 +28,8 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import Field, StrictInt, model_validator
 
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer, parameter_names
+from ppgen.inference.capability import require
 from ppgen.inference.gibbs import GibbsConfig, gibbs_update, on_device, planned_epochs, refuse_extension, set_schedule
 from ppgen.registry import register_routine
 from ppgen.spec import SpecError

@@ -52,8 +52,8 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
 from ppgen.contracts import JointDensity, MarginalModel, Posterior, Relabeling
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State
+from ppgen.inference.capability import require
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError

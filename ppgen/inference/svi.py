@@ -34,8 +34,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.bounds import BOUNDS, as_bound
-from ppgen.inference.capability import require
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.models.base import fused_loss_applies, private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, SpecError
