@@ -13,30 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ppgen import registry
-from ppgen.data.core import DataInfo
+import torch
+from pydantic import BaseModel
+
+from ppgen.program.python import AUTOGUIDES, register_callables
+from ppgen.registry import build, load_recipe, load_spec
 from ppgen.runs import Run, open_run
-from ppgen.spec import ModelSpec, SpecError, load_recipe, load_spec
+from ppgen.spec import ModelSpec, SpecError
 from ppgen.train import fit as fit_spec
 
 __all__ = ["load_spec", "load_recipe", "build", "fit", "open_run", "Run"]
-
-
-def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Any:
-    """The family module a spec describes, freshly initialised.
-
-    ``info`` (event shape and kind of the data) is read from the spec's data set when not given.
-    """
-    spec = load_spec(spec)
-    if info is None:
-        from ppgen import data
-
-        info = data.load(spec.data).info
-    cls = registry.family(spec.family)
-    try:
-        return cls(spec, info)
-    except ValueError as exc:
-        raise SpecError(f"{spec.name or spec.family}: {exc}") from None
 
 
 def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = None, **kwargs: Any) -> Run:
@@ -49,8 +35,6 @@ def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = Non
     (``run.model.model`` is still the Pyro model); the callables are not saved with it.
     """
     if _is_pyro_model(spec):
-        from ppgen.program.python import AUTOGUIDES, register_callables
-
         if int(kwargs.get("devices", 1) or 1) > 1:
             raise SpecError(f"devices: {kwargs['devices']} processes would each have to rebuild the model, but a model "
                             "passed to ppgen.fit as Python objects lives in this process only; write it in a file "
@@ -90,17 +74,17 @@ def _data_spec(data: Any, out: Path) -> dict[str, Any]:
                         "{'name': 'digits'}, an array of examples, or (x, y)")
     if isinstance(data, dict):
         return data
-    if hasattr(data, "model_dump"):
+    if isinstance(data, BaseModel):
         return data.model_dump(mode="json")
     import numpy as np
 
     x, y = data if isinstance(data, tuple) else (data, None)
-    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     if x.ndim < 2:
         x = x[:, None]
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"x": x}
     if y is not None:
-        arrays["y"] = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y).astype(np.int64)
+        arrays["y"] = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
     np.savez(out / "data.npz", **arrays)
     return {"name": "npz", "path": str(out / "data.npz"), "batch_size": min(128, len(x))}

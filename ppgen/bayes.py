@@ -54,6 +54,7 @@ from pydantic import Field
 from torch import nn
 from torch.distributions import biject_to, constraints
 
+from ppgen.contracts import DiagnosticFigures, JointDensity, MarginalModel, Posterior, Relabeling
 from ppgen.models.base import Family
 from ppgen.spec import SpecError, Strict
 
@@ -181,7 +182,7 @@ def logmeanexp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
 # --------------------------------------------------------------------------- the family base
 
 
-class BayesFamily(Family):
+class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, DiagnosticFigures):
     """A family whose parameters are global latent variables with declared priors.
 
     Subclasses implement :meth:`build_sites`, :meth:`prior`, :meth:`default_values`, :meth:`log_lik`
@@ -195,6 +196,11 @@ class BayesFamily(Family):
     max_plate_nesting = 1
     #: What one unit of ``log_likelihood`` is ("data point", "sequence of T steps").
     unit: str = "example"
+    # built in __init__, declared here so that the routines' protocols can check the class
+    sites: list[Site]
+    point: PointEstimate
+    posterior: DrawStore
+    initialized: torch.Tensor
 
     def __init__(self, spec: Any, info: Any) -> None:
         super().__init__(spec, info)
@@ -329,8 +335,8 @@ class BayesFamily(Family):
         return 4
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **opts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000,
+                       y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x) per example: with posterior draws the posterior predictive density
         log (1/S) sum_s p(x | theta_s) and its Monte Carlo standard error (delta method); otherwise the
         plug-in log p(x | theta_hat), exact (standard error 0). The forward algorithm or the sum over
@@ -344,7 +350,7 @@ class BayesFamily(Family):
         rel_var = w.var(0) / (w.mean(0) ** 2 * ll.shape[0])
         return est, rel_var.sqrt()
 
-    def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
+    def evaluation_setup(self, data: Any) -> dict[str, Any]:
         draws = next(iter(self.posterior.draws().values())).shape[:2] if self.has_posterior else (0, 0)
         how = (f"posterior predictive density averaged over {draws[0] * draws[1]} posterior draws"
                if self.has_posterior else "plug-in density at the point estimate (MAP)")
@@ -362,7 +368,7 @@ class BayesFamily(Family):
                 "nothing for R-hat, ESS or LOO; fit it with --inference inference/nuts.yaml"
             )
         x, _ = data.split("train")
-        return inference_data(self, x, inference=str(getattr(self, "posterior_source", "nuts")))
+        return inference_data(self, x, inference="nuts")
 
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         return workflow_figures(idata, Path(folder), self)

@@ -12,66 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-
-def arviz() -> Any:
-    """``import arviz``, without the banner about its refactor that it prints as a FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-    return az
-
-
-def loss_trace(metrics: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The training records as ``sample_stats`` arrays of shape (1 chain, n records): loss and every
-    other per-step number, aligned on the records that carry it."""
-    train = [m for m in metrics if m.get("kind") == "train"]
-    if not train:
-        return {}
-    keys = [k for k, v in train[0].items() if k not in ("kind",) and isinstance(v, (int, float))]
-    return {k: np.asarray([[float(m.get(k, np.nan)) for m in train]]) for k in keys}
-
-
-@torch.no_grad()
-def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_obs: int = 16,
-                       draws: int = 200, seed: int = 0) -> Any:
-    """InferenceData for a VAE: for the first ``n_obs`` test examples,
-
-    - ``posterior``: ``z`` drawn from q(z|x), dims (chain, draw, obs, latent);
-    - ``posterior_predictive``: ``x`` reconstructions E[x|z] at those draws, dims (chain, draw, obs, pixel);
-    - ``observed_data``: the examples, dims (obs, pixel);
-    - ``sample_stats``: the training loss trace, dims (chain, draw=record);
-    - ``constant_data``: the labels of the examples, where the data have them.
-    """
-    az = arviz()
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        x, y = data.split("test")
-        n_obs = min(n_obs, x.shape[0])
-        x = x[:n_obs].to(model.device)
-        q = model.posterior(x)
-        z = q.sample((draws,))  # (draw, obs, latent)
-        recon = model.decode_mean(z.reshape(-1, model.z_dim)).reshape(draws, n_obs, -1)
-    finally:
-        torch.set_rng_state(gen_state)
-    obs = np.arange(n_obs)
-    coords = {"obs": obs, "latent": np.arange(model.z_dim), "pixel": np.arange(recon.shape[-1])}
-    stats = loss_trace(metrics)
-    kwargs: dict[str, Any] = {}
-    if stats:
-        kwargs["sample_stats"] = stats
-    if y is not None:
-        kwargs["constant_data"] = {"label": y[:n_obs].cpu().numpy()}
-    return az.from_dict(
-        posterior={"z": z.cpu().numpy()[None]},
-        posterior_predictive={"x": recon.cpu().numpy()[None]},
-        observed_data={"x": x.reshape(n_obs, -1).cpu().numpy()},
-        coords=coords,
-        dims={"z": ["obs", "latent"], "x": ["obs", "pixel"], "label": ["obs"]},
-        **kwargs,
-    )
+from ppgen.arviz_data import arviz, loss_trace
+from ppgen.contracts import DiagnosticFigures
 
 
 def inference_data(run: Any) -> Any:
@@ -110,10 +53,9 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
     tmp.replace(path)
     table = summary(idata)
     figures: dict[str, Path] = {}
-    hook = getattr(run.model, "diagnostic_figures", None)
     folder = Path(run.path) / "figures"
-    if hook is not None:
-        figures.update(hook(idata, folder))
+    if isinstance(run.model, DiagnosticFigures):
+        figures.update(run.model.diagnostic_figures(idata, folder))
     else:
         figures.update(_default_figures(az, idata, folder))
     return {"idata": path, "summary": table, "figures": figures}

@@ -204,10 +204,26 @@ def _generic_ais(
     return x, log_w
 
 
+# --------------------------------------------------------------------------- the core contract
+
+
+class EnergyCore(nn.Module):
+    """What the CD/PCD routines (:mod:`ppgen.inference.gibbs`) drive: an energy model over visible and
+    hidden units with ``positive_phase``, ``negative_phase``, ``chains_from_data``, ``init_chains``,
+    ``monitor``, ``set_gradients`` and ``validation_metrics``. ``sgd_update`` is a core's fused update,
+    used only where it equals the general path (``set_gradients`` then the optimizer's step); the
+    default has none."""
+
+    def sgd_update(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> bool:
+        """Apply the update in place and return True, or return False (and do nothing) where the fused
+        update does not apply; the routine then takes the general path."""
+        return False
+
+
 # --------------------------------------------------------------------------- RBM
 
 
-class RBMCore(nn.Module):
+class RBMCore(EnergyCore):
     """A restricted Boltzmann machine: ``W`` (D, H), visible biases ``b`` (D), hidden biases ``c`` (H)
     and, for Gaussian visible units, per-unit standard deviations ``sigma`` (fixed or learned as
     ``log_sigma``). ``weight_decay`` is the precision of the Gaussian prior on ``W`` (see :class:`PriorSpec`).
@@ -613,7 +629,7 @@ class RBMCore(nn.Module):
 # --------------------------------------------------------------------------- general Boltzmann machine
 
 
-class BMCore(nn.Module):
+class BMCore(EnergyCore):
     """A Boltzmann machine over N = D + H binary units s = (v, h) with symmetric couplings and no
     self-connections: E(s) = -1/2 s.K.s - theta.s, where K has blocks L (visible-visible), W
     (visible-hidden) and J (hidden-hidden). Either lateral block can be switched off; with both off this

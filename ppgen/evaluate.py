@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
+from ppgen.contracts import PartitionFunction
 from ppgen.runs import Run, atomic_write_text, open_run, run_lock
-from ppgen.spec import SpecError, check_seed, field_bounds
+from ppgen.spec import SpecError, check_seed, field_bounds, validate
 
 #: Importance samples per example: at least two (the Monte Carlo error of an estimate needs two), and
 #: at most so many that a batch's log-weights (k x batch_size numbers) stay within a few hundred MB.
@@ -42,9 +43,11 @@ def evaluate(
 
     ``k`` is the number of importance samples per example (1000 when left out) for the families whose
     likelihood is an importance-sampling estimate (the VAE); the others refuse it. ``limit`` evaluates
-    only the first ``limit`` test examples (the split's order is fixed); ``options`` go to the family's
-    ``log_likelihood`` and ``evaluation_setup`` hooks: ``ais_runs`` and ``ais_steps`` for the energy
-    families (RBM, BM, DBN) override the spec's ``ais`` section.
+    only the first ``limit`` test examples (the split's order is fixed); ``options`` are the ones the
+    family declares (its ``EvaluateOptions``), passed to its ``log_likelihood`` and ``evaluation_setup``
+    hooks: ``ais_runs`` and ``ais_steps`` for the energy families (RBM, BM, DBN) override the spec's
+    ``ais`` section, ``log_z_method`` forces exact or AIS, ``bound_samples`` (DBN) sets the bound's draws.
+    Any other option is an error that names it.
     """
     if limit is not None and limit < 1:
         raise SpecError(f"limit: must be at least 1 test example, got {limit}")
@@ -63,7 +66,7 @@ def evaluate(
 def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, seed: int, write: bool,
               progress: bool, **options: Any) -> dict[str, Any]:
     model, data = run.model, run.data
-    energy = hasattr(model, "log_partition")
+    energy = isinstance(model, PartitionFunction)
     if k is not None and not model.importance_samples:
         how = ("its log Z comes from AIS, set by the spec's ais section or ais_runs/ais_steps "
                "(--ais-runs/--ais-steps)" if energy else "it is exact, or the family has none")
@@ -82,6 +85,14 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
             value = options[name]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
                 raise SpecError(f"{name}: must be at least {lo} and at most {hi} (as the spec's ais section), got {value!r}")
+    # Every option the family declares (model.EvaluateOptions), none it does not: a misspelled one is an
+    # error here rather than an option silently ignored.
+    declared = list(model.EvaluateOptions.model_fields)
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise SpecError(f"{', '.join(unknown)}: not an option of evaluate for the {run.spec.family} family; its options "
+                        f"are k, limit, batch_size, seed, write, progress" + "".join(f", {n}" for n in declared))
+    options = validate(model.EvaluateOptions, options, "evaluate options").model_dump(exclude_unset=True)
     k = 1000 if k is None else k
     x, y = data.split("test")
     if limit is not None:
@@ -93,7 +104,7 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     with torch.no_grad():
-        result.update(model.evaluation_setup(data, k=k, **options))
+        result.update(model.evaluation_setup(data, **options))
         nll = _nll(model, x, y, k=k, batch_size=batch_size, progress=progress, **options)
         if nll is not None:
             result.update(nll)

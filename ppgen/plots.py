@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ppgen.atomic import atomic_write
+
 
 def figure(figsize: tuple[float, float] | None = None, **kwargs: Any) -> Figure:
     """A figure outside pyplot: written with ``savefig``, freed when no longer referenced."""
@@ -88,8 +90,6 @@ def show_grid(ax: Any, x: torch.Tensor, nrow: int | None = None, title: str | No
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save ``fig``; the file is written whole and replaces a link at ``path`` rather than
     writing through it."""
-    from ppgen.runs import atomic_write
-
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or None
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))

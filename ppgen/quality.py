@@ -33,7 +33,6 @@ References:
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -44,6 +43,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from ppgen.contracts import MeanSamples
 from torch import nn
 
 #: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise; a family may
@@ -210,7 +211,7 @@ def mode_coverage(samples: torch.Tensor, centres: torch.Tensor, std: float, n_si
 
 def toy2d_modes(data_spec: Any) -> tuple[torch.Tensor, float] | None:
     """(centres, std) of a Gaussian-mixture ``toy2d`` spec (ring8, grid25), else ``None``."""
-    if getattr(data_spec, "name", None) != "toy2d" or data_spec.distribution is None:
+    if data_spec is None or data_spec.name != "toy2d" or data_spec.distribution is None:
         return None
     from ppgen.data.toy import TOY2D
 
@@ -415,7 +416,7 @@ def is_mnist_shaped(event_shape: tuple[int, ...]) -> bool:
 def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True) -> torch.Tensor:
     """``n`` samples in batches; with ``means``, families whose ``sample`` takes ``mean`` give their mean
     images E[x|z] (the pictures a VAE is shown by), the others their samples."""
-    takes_mean = means and "mean" in inspect.signature(model.sample).parameters
+    takes_mean = means and isinstance(model, MeanSamples)
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
@@ -441,9 +442,9 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     one whose ``sample`` is not implemented. ``feature_net`` replaces the cached MNIST classifier (the
     tests use it so that they never train one).
     """
-    event_shape = tuple(getattr(getattr(model, "info", None), "event_shape", ()) or ())
-    data_spec = getattr(getattr(model, "spec", None), "data", None)
-    n = n or getattr(model, "quality_samples", None) or DEFAULT_SAMPLES
+    event_shape = tuple(model.info.event_shape)
+    data_spec = model.spec.data
+    n = n or model.quality_samples or DEFAULT_SAMPLES
     state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:

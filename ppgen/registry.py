@@ -11,21 +11,30 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from ppgen import zoo
-from ppgen.spec import SpecError, short
+from ppgen.inference.base import Routine
+from ppgen.models.base import Family
+from ppgen import data as data_sets
+from ppgen.data.core import DataInfo
+from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, _as_dict, _override_keys, _zoo_file, apply_overrides, short,
+                        validate)
 
-T = TypeVar("T")
-_FAMILIES: dict[str, Any] = {}
-_ROUTINES: dict[str, Any] = {}
+F = TypeVar("F", bound=type[Family])
+R = TypeVar("R", bound=type[Routine])
+_FAMILIES: dict[str, type[Family]] = {}
+_ROUTINES: dict[str, type[Routine]] = {}
 _loaded = False
 
 
-def register_family(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_family("vae")`` on a PyroModule with a ``Spec`` attribute."""
+def register_family(name: str) -> Callable[[F], F]:
+    """Class decorator: ``@register_family("vae")`` on a :class:`~ppgen.models.base.Family` subclass with
+    a ``Spec`` attribute."""
 
-    def deco(cls: T) -> T:
+    def deco(cls: F) -> F:
+        if not (isinstance(cls, type) and issubclass(cls, Family)):
+            raise TypeError(f"register_family({name!r}): {cls!r} is not a subclass of ppgen.models.base.Family")
         if name in _FAMILIES and _FAMILIES[name] is not cls:
             raise RuntimeError(f"family {name!r} is registered twice")
         cls.family_name = name  # type: ignore[attr-defined]
@@ -35,10 +44,13 @@ def register_family(name: str) -> Callable[[T], T]:
     return deco
 
 
-def register_routine(name: str) -> Callable[[T], T]:
-    """Class decorator: ``@register_routine("svi")`` on a routine with a ``Config`` attribute."""
+def register_routine(name: str) -> Callable[[R], R]:
+    """Class decorator: ``@register_routine("svi")`` on a :class:`~ppgen.inference.base.Routine` subclass
+    with a ``Config`` attribute."""
 
-    def deco(cls: T) -> T:
+    def deco(cls: R) -> R:
+        if not (isinstance(cls, type) and issubclass(cls, Routine)):
+            raise TypeError(f"register_routine({name!r}): {cls!r} is not a subclass of ppgen.inference.base.Routine")
         if name in _ROUTINES and _ROUTINES[name] is not cls:
             raise RuntimeError(f"routine {name!r} is registered twice")
         cls.routine_name = name  # type: ignore[attr-defined]
@@ -74,7 +86,7 @@ def _load_entry_points() -> None:
         except Exception as exc:
             raise SpecError(f"family {ep.name!r} from the entry point {ep.value!r} (group ppgen.families) cannot be "
                             f"loaded: {type(exc).__name__}: {exc}") from None
-        if isinstance(obj, type) and _FAMILIES.get(ep.name) is not obj:
+        if isinstance(obj, type) and issubclass(obj, Family) and _FAMILIES.get(ep.name) is not obj:
             register_family(ep.name)(obj)
 
 
@@ -88,14 +100,14 @@ def routine_names() -> list[str]:
     return sorted(_ROUTINES)
 
 
-def family(name: str) -> Any:
+def family(name: str) -> type[Family]:
     _load_all()
     if name not in _FAMILIES:
         raise SpecError(f"family: unknown family {short(name)}; accepted families: {', '.join(family_names())}")
     return _FAMILIES[name]
 
 
-def routine(name: str) -> Any:
+def routine(name: str) -> type[Routine]:
     _load_all()
     if name not in _ROUTINES:
         raise SpecError(f"routine: unknown routine {short(name)}; accepted routines: {', '.join(routine_names())}")
@@ -108,10 +120,46 @@ def repo_folder(name: str) -> Path | None:
     return zoo.folder(name)  # type: ignore[arg-type]
 
 
-def check_fit(family_cls: Any, recipe: Any) -> None:
-    """A SpecError unless the recipe's routine can fit the family (see :mod:`ppgen.inference.capability`),
-    naming what the family lacks and the zoo recipes that fit it; checked before a run folder is written."""
-    from ppgen.inference.capability import check_fit as check
+# --------------------------------------------------------------------------- specs and models by name
 
-    _load_all()
-    check(family_cls, recipe)
+
+def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None = None) -> ModelSpec:
+    """A model spec from a YAML file, a dict or a spec, with ``--set`` style overrides applied."""
+    data, what = _as_dict(_zoo_file(source, "models"))
+    apply_overrides(data, overrides)
+    name = data.get("family")
+    if not isinstance(name, str):
+        got = "'family' is missing" if name is None else f"family must be a name, got {short(name)}"
+        raise SpecError(f"{what}: {got}; accepted families: {', '.join(family_names())}")
+    cls = family(name).Spec
+    return validate(cls, data, what, _override_keys(overrides))
+
+
+def load_recipe(
+    source: str | Path | dict | InferenceSpec | None, overrides: list[str] | None = None, *, default: str = "svi"
+) -> InferenceSpec:
+    """An inference recipe from a YAML file, a dict or a recipe; ``None`` gives the routine's defaults."""
+    data, what = _as_dict(_zoo_file(source, "inference")) if source is not None else ({"routine": default}, "recipe")
+    apply_overrides(data, overrides, prefix="inference.")
+    name = data.get("routine")
+    if not isinstance(name, str):
+        got = "'routine' is missing" if name is None else f"routine must be a name, got {short(name)}"
+        raise SpecError(f"{what}: {got}; accepted routines: {', '.join(routine_names())}")
+    cls = routine(name).Config
+    return validate(cls, data, what, _override_keys(overrides, "inference."))
+
+
+def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
+    """The family module a spec describes, freshly initialised.
+
+    ``info`` (event shape and kind of the data, size of the training split) is read from the spec's data
+    set when not given.
+    """
+    spec = load_spec(spec)
+    if info is None:
+        info = data_sets.load(spec.data).info
+    cls = family(spec.family)
+    try:
+        return cls(spec, info)
+    except ValueError as exc:
+        raise SpecError(f"{spec.name or spec.family}: {exc}") from None

@@ -36,7 +36,10 @@ from typing import Any, Iterator
 
 import torch
 
-from ppgen.spec import InferenceSpec, ModelSpec, SpecError, load_recipe, load_spec
+from ppgen.atomic import atomic_save, atomic_write, atomic_write_text  # noqa: F401  (ppgen.runs.atomic_*, as before)
+from ppgen.models.base import Family
+from ppgen.registry import build, load_recipe, load_spec
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError
 
 CHECKPOINT = "checkpoints/last.pt"
 LOCK = ".lock"
@@ -48,54 +51,12 @@ CHECKPOINT_FORMAT = 1
 # --------------------------------------------------------------------------- whole-file writes
 
 
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a fresh temporary file beside ``path``, flush it to disk and rename it over
-    ``path``. The temporary file is created anew (never opened through a link), and the rename replaces a
-    link at ``path`` instead of writing to its target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` as a whole-file write: a crash never leaves a half-written file."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
 def write_yaml(obj: Any, path: Path) -> None:
     """A spec or recipe (or a plain mapping) as YAML, written whole."""
     import yaml
+    from pydantic import BaseModel
 
-    data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
     atomic_write_text(yaml.safe_dump(data, sort_keys=False), path)
 
 
@@ -559,18 +520,14 @@ class Run:
         return load_checkpoint(self.path / CHECKPOINT)
 
     @cached_property
-    def model(self) -> Any:
+    def model(self) -> Family:
         """The fitted family module, in eval mode, with the checkpoint's ``state_dict`` loaded."""
-        from ppgen.api import build
-
         model = build(self.spec, self.data.info)
         load_model_state(model, self.checkpoint["model"], self.path / CHECKPOINT)
         return model.eval()
 
-    def model_at(self, epoch: int) -> Any:
+    def model_at(self, epoch: int) -> Family:
         """The model as it was at the end of ``epoch`` (needs ``snapshots`` at fit time)."""
-        from ppgen.api import build
-
         path = self.path / f"checkpoints/epoch-{epoch:04d}.pt"
         model = build(self.spec, self.data.info)
         load_model_state(model, load_checkpoint(path, self.spec.family, snapshot=True)["model"], path)

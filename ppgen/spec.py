@@ -629,37 +629,5 @@ def _zoo_file(source: Any, kind: zoo.Kind) -> Any:
             raise SpecError(f"{cut(text)}: no such file, and no {what} of that name; {what}s: "
                             f"{', '.join(zoo.names(kind)) or 'none found'}")
     return found
-
-
-def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None = None) -> ModelSpec:
-    """A model spec from a YAML file, a dict or a spec, with ``--set`` style overrides applied."""
-    from ppgen import registry
-
-    data, what = _as_dict(_zoo_file(source, "models"))
-    apply_overrides(data, overrides)
-    family = data.get("family")
-    if not isinstance(family, str):
-        got = "'family' is missing" if family is None else f"family must be a name, got {short(family)}"
-        raise SpecError(f"{what}: {got}; accepted families: {', '.join(registry.family_names())}")
-    cls = registry.family(family).Spec
-    return validate(cls, data, what, _override_keys(overrides))
-
-
-def load_recipe(
-    source: str | Path | dict | InferenceSpec | None, overrides: list[str] | None = None, *, default: str = "svi"
-) -> InferenceSpec:
-    """An inference recipe from a YAML file, a dict or a recipe; ``None`` gives the routine's defaults."""
-    from ppgen import registry
-
-    data, what = _as_dict(_zoo_file(source, "inference")) if source is not None else ({"routine": default}, "recipe")
-    apply_overrides(data, overrides, prefix="inference.")
-    routine = data.get("routine")
-    if not isinstance(routine, str):
-        got = "'routine' is missing" if routine is None else f"routine must be a name, got {short(routine)}"
-        raise SpecError(f"{what}: {got}; accepted routines: {', '.join(registry.routine_names())}")
-    cls = registry.routine(routine).Config
-    return validate(cls, data, what, _override_keys(overrides, "inference."))
-
-
 def dump_yaml(spec: BaseModel, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))

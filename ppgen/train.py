@@ -37,6 +37,8 @@ import numpy as np
 import torch
 
 from ppgen import registry
+from ppgen.inference.base import Plan
+from ppgen.inference.capability import check_fit
 from ppgen.runs import (
     CHECKPOINT,
     HISTORY,
@@ -61,8 +63,8 @@ from ppgen.runs import (
     write_yaml,
 )
 from ppgen.paths import check_output_folder
-from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots, load_recipe,
-                         load_spec)
+from ppgen.registry import build, load_recipe, load_spec
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots
 
 #: The recipe keys a resume may change (``--epochs``, ``--set inference.KEY=VALUE``, another
 #: ``--inference``); any other difference from the recipe the checkpoint records is refused, naming the
@@ -213,7 +215,7 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
     model_spec = load_spec(spec, overrides)
     family = registry.family(model_spec.family)
     recipe_obj = load_recipe(recipe, recipe_overrides, default=family.default_routine)
-    registry.check_fit(family, recipe_obj)
+    check_fit(family, recipe_obj)
     if epochs is not None:
         recipe_obj = recipe_obj.model_copy(update={"epochs": epochs})
     check_snapshots(recipe_obj)
@@ -575,8 +577,6 @@ class _StopFlag:
 
 
 def _train(fabric: Any, job: Job, dataset: Any) -> None:
-    from ppgen.api import build
-
     spec = load_spec(job.spec)
     recipe = load_recipe(job.recipe)
     out = Path(job.out)
@@ -586,10 +586,11 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     seed_all(job.seed)
     model = build(spec, dataset.info).to(device)
     routine = registry.routine(recipe.routine)(recipe, FabricRuntime(fabric))
-    state = routine.init(model)
-    start_epoch, skip, carried = 0, 0, (0.0, 0)
     batch_size = spec.data.batch_size
-    steps = dataset.steps_per_epoch(batch_size, world)
+    plan = Plan.of(dataset, batch_size, job.epochs, world)
+    state = routine.init(model, plan)
+    start_epoch, skip, carried = 0, 0, (0.0, 0)
+    steps = plan.steps_per_epoch
     if job.resume:
         path = out / CHECKPOINT
         ckpt = load_checkpoint(path, spec.family)

@@ -20,6 +20,7 @@ from pyro.ops.stats import split_gelman_rubin
 import ppgen
 from ppgen import bayes
 from ppgen.bayes import Site, permute_labels, relabel
+from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
 
@@ -36,6 +37,7 @@ class NormalMean(PyroModule):
 
     m0, s0, sigma = 1.0, 2.0, 1.5
     bayesian = True  # its one sample site, mu, is a global parameter with a prior
+    max_plate_nesting = 1
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         mu = pyro.sample("mu", dist.Normal(self.m0, self.s0))
@@ -48,7 +50,7 @@ def test_nuts_matches_the_exact_normal_posterior() -> None:
     x = 3.0 + 1.5 * torch.randn(12)
     model = NormalMean()
     routine = NUTSRoutine(NUTSConfig(chains=2, warmup=150, draws_per_epoch=400, init="prior"))
-    state = routine.init(model)
+    state = routine.init(model, Plan(x, None, 12, 12, 1, 1))
     state, info = routine.step(state, (x, None))
     draws = state.extra["draws"]["mu"].double()  # (chain, draw)
     assert draws.shape == (2, 400)
@@ -82,7 +84,8 @@ def test_enumerated_and_marginal_potentials_agree() -> None:
 def test_nuts_refuses_minibatches() -> None:
     spec = {"family": "gmm", "components": 2, "data": {"name": "toymix", "distribution": "duo1d", "n": 100, "batch_size": 10}}
     with pytest.raises(SpecError, match="set data.batch_size to at least 80"):
-        NUTSRoutine(NUTSConfig()).init(ppgen.build(spec))
+        spec = ppgen.load_spec(spec)
+        NUTSRoutine(NUTSConfig()).init(ppgen.build(spec), Plan.of(ppgen.data.load(spec.data), spec.data.batch_size, 4))
     with pytest.raises(SpecError, match="chains: Input should be greater than or equal to 2"):
         ppgen.load_recipe({"routine": "nuts", "chains": 1})
 

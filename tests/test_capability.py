@@ -10,7 +10,8 @@ import torch
 
 from ppgen import registry
 from ppgen.inference.capability import check_fit, fitting_recipes, members, missing
-from ppgen.spec import SpecError, load_recipe
+from ppgen.registry import load_recipe
+from ppgen.spec import SpecError
 
 #: The zoo recipes (by stem) that fit each registered family: what the declarations must give.
 FITS = {
@@ -136,7 +137,7 @@ def test_routine_init_checks_the_built_model() -> None:
 
 
 def load_spec_rbm() -> Any:
-    from ppgen.spec import load_spec
+    from ppgen.registry import load_spec
 
     return load_spec({"family": "rbm", "hidden": 3, "data": {"name": "digits"}})
 

@@ -18,6 +18,7 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
+from ppgen.inference.base import Plan
 from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
                                 em_start, lognormal_scale_mode, stack_starts, statistics)
 from ppgen.models.gmm import GMM, GMMSpec
@@ -523,14 +524,20 @@ def test_nuts_can_start_from_the_em_fit() -> None:
         assert moved[k].dtype == values[k].dtype
     torch.manual_seed(0)
     routine = NUTSRoutine(NUTSConfig(chains=2, warmup=20, draws_per_epoch=10, init="em"))
-    state, info = routine.step(routine.init(model), (x, None))
+    state, info = routine.step(routine.init(model, Plan(x, None, x.shape[0], x.shape[0], 1, 1)), (x, None))
     assert info["draws"] == 10 and math.isfinite(info["loss"])
+
+
+def _init(routine: EMRoutine, spec: dict) -> None:
+    """``routine.init`` on the model of ``spec`` with the loop's plan for its data."""
+    spec = ppgen.load_spec(spec)
+    routine.init(ppgen.build(spec), Plan.of(ppgen.data.load(spec.data), spec.data.batch_size, routine.config.epochs))
 
 
 def test_refusals_name_the_key() -> None:
     with pytest.raises(SpecError, match="prior.weights_concentration is 0.5"):
-        EMRoutine(EMConfig()).init(ppgen.build({"family": "gmm", "prior": {"weights_concentration": 0.5},
-                                                "data": {"name": "toymix", "n": 50, "batch_size": 50}}))
+        _init(EMRoutine(EMConfig()), {"family": "gmm", "prior": {"weights_concentration": 0.5},
+                                      "data": {"name": "toymix", "n": 50, "batch_size": 50}})
     with pytest.raises(SpecError, match="prior.transition_concentration is 0.5"):
         em_fit(_hmm(transition_concentration=0.5), _toyseq("gaussian", 10))
     with pytest.raises(SpecError, match="prior.lkj_concentration is 0.8"):
@@ -538,11 +545,11 @@ def test_refusals_name_the_key() -> None:
     # flat priors need no mode of the prior
     em_fit(_gmm("full", lkj_concentration=0.8), _blobs(50), prior="flat", max_iterations=2)
     with pytest.raises(SpecError, match="set data.batch_size to at least 40"):
-        EMRoutine(EMConfig()).init(ppgen.build({"family": "gmm", "data": {"name": "toymix", "n": 50, "batch_size": 10}}))
+        _init(EMRoutine(EMConfig()), {"family": "gmm", "data": {"name": "toymix", "n": 50, "batch_size": 10}})
     with pytest.raises(SpecError, match="forward_backward: scan applies to HMMs only"):
-        EMRoutine(EMConfig(forward_backward="scan")).init(ppgen.build({"family": "gmm", "data": {"name": "toymix"}}))
+        _init(EMRoutine(EMConfig(forward_backward="scan")), {"family": "gmm", "data": {"name": "toymix"}})
     with pytest.raises(SpecError, match="has no closed-form EM"):
-        EMRoutine(EMConfig()).init(ppgen.build({"family": "vae", "data": {"name": "digits"}}))
+        _init(EMRoutine(EMConfig()), {"family": "vae", "data": {"name": "digits"}})
     with pytest.raises(SpecError, match="restarts: Input should be greater than or equal to 1"):
         ppgen.load_recipe({"routine": "em", "restarts": 0})
     with pytest.raises(SpecError, match="prior: Input should be 'declared' or 'flat'"):
@@ -550,7 +557,8 @@ def test_refusals_name_the_key() -> None:
 
 
 def test_an_optimizer_section_is_refused() -> None:
-    from ppgen.spec import SpecError, load_recipe
+    from ppgen.registry import load_recipe
+    from ppgen.spec import SpecError
 
     with pytest.raises(SpecError, match="optimizer does not apply to routine 'em'"):
         load_recipe({"routine": "em", "optimizer": {"name": "sgd", "lr": 0.1}})

@@ -26,7 +26,8 @@ from ppgen.inference.adversarial import (
     update_ema,
 )
 from ppgen.models.gan import GAN
-from ppgen.spec import SpecError, load_spec
+from ppgen.registry import load_spec
+from ppgen.spec import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY2D = {

@@ -15,6 +15,7 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.data.mixtures import TOYMIX
+from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.gmm import GMM, GMMSpec
 from ppgen.spec import SpecError
@@ -119,8 +120,7 @@ def test_map_recovers_generating_parameters_and_sklearn_likelihood() -> None:
     x, y = _blobs(2000)
     model = _gmm(cov="full")
     routine = EnumSVI(EnumSVIConfig())
-    state = routine.init(model)
-    routine.n_total = x.shape[0]  # driven by hand here: the whole training set is the batch
+    state = routine.init(model, Plan(x, y, x.shape[0], x.shape[0], 1, 1))  # the whole training set is the batch
     for _ in range(300):
         state, info = routine.step(state, (x, None))
     th = model.point.values()

@@ -18,6 +18,7 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.data.sequences import TOYSEQ, macro_series, macro_windows
+from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.hmm import HMM, HMMSpec
 from ppgen.spec import SpecError
@@ -203,7 +204,7 @@ def test_map_recovers_a_known_hmm() -> None:
     data = ppgen.data.load(spec.data)
     model = HMM(spec, data.info)
     routine = EnumSVI(EnumSVIConfig(fused=True))
-    state = routine.init(model)
+    state = routine.init(model, Plan.of(data, spec.data.batch_size, 1))
     x = data.train_x
     for _ in range(250):
         state, info = routine.step(state, (x, None))

@@ -19,7 +19,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.inference.svi import SVIConfig, pyro_elbo, pyro_loss
-from ppgen.spec import load_spec
+from ppgen.registry import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE_SPEC = {"family": "vae", "data": {"name": "digits", "batch_size": 64}, "latent": {"dim": 3},

@@ -10,7 +10,8 @@ import torch
 
 from ppgen import nets
 from ppgen.nets import MAX_PARAMETERS, NetSpec, build_decoder, build_encoder
-from ppgen.spec import SpecError, load_spec
+from ppgen.registry import load_spec
+from ppgen.spec import SpecError
 
 
 @pytest.mark.parametrize("hidden, needle", [([0], "greater than or equal to 1"), ([-3], "greater than or equal to 1"),

@@ -18,7 +18,8 @@ import torch
 
 import ppgen
 from ppgen.program.autoguide import AUTOGUIDES
-from ppgen.spec import SpecError, load_spec
+from ppgen.registry import load_spec
+from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import yaml
 import ppgen
 from ppgen import data as data_mod
 from ppgen.inference.em import em_fit, stack_starts
-from ppgen.spec import SpecError, load_spec
+from ppgen.registry import load_spec
+from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parent.parent

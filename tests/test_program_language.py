@@ -14,7 +14,8 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.program import expr
-from ppgen.spec import SpecError, load_spec
+from ppgen.registry import load_spec
+from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

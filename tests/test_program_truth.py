@@ -14,7 +14,7 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.models.vae import VAE, VAESpec
-from ppgen.spec import load_spec
+from ppgen.registry import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parent.parent

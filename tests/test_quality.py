@@ -5,6 +5,7 @@ trained here (tiny random images and an untrained classifier stand in)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import scipy.stats
 import torch
 
 from ppgen import quality
+from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 
 
@@ -158,21 +160,28 @@ def test_mode_coverage_counts_high_quality_samples_per_mode() -> None:
 
 
 class _Sampler:
-    """A stand-in family that samples given images (optionally only their means)."""
+    """A stand-in family that samples given images."""
 
-    def __init__(self, images: torch.Tensor, event_shape: tuple[int, ...], with_mean: bool = False) -> None:
+    spec = SimpleNamespace(data=None)
+    quality_samples = None
+
+    def __init__(self, images: torch.Tensor, event_shape: tuple[int, ...]) -> None:
         self.images = images
         self.info = DataInfo(event_shape, "continuous")
         self.i = 0
         self.mean_calls = 0
-        if with_mean:
-            self.sample = self._sample_mean  # type: ignore[method-assign]
 
     def sample(self, n: int) -> torch.Tensor:
         out = self.images[self.i : self.i + n]
         self.i += n
         return out
 
+
+class _MeanSampler(_Sampler, MeanSamples):
+    """A stand-in family that declares MeanSamples: ``sample(n, mean=True)`` gives its mean images."""
+
+    def sample(self, n: int, mean: bool = False) -> torch.Tensor:
+        return self._sample_mean(n, mean)
     def _sample_mean(self, n: int, mean: bool = False) -> torch.Tensor:
         self.mean_calls += int(mean)
         out = self.images[self.i : self.i + n]
@@ -189,7 +198,7 @@ def _tiny_mnist(n: int = 60) -> Dataset:
 def test_sample_metrics_of_the_test_images_themselves_are_perfect() -> None:
     data = _tiny_mnist()
     clf = quality.DigitClassifier()  # untrained: random features are features all the same
-    model = _Sampler(data.test_x.clone(), (1, 28, 28), with_mean=True)
+    model = _MeanSampler(data.test_x.clone(), (1, 28, 28))
     out = quality.sample_metrics(model, data, n=60, feature_net=clf, kid_subsets=3)
     assert model.mean_calls >= 1  # a family with sample(mean=) is measured on its means
     assert out["fid_classifier"] == pytest.approx(0.0, abs=1e-6)

@@ -6,7 +6,8 @@ import pytest
 
 import ppgen
 from ppgen.models.vae import VAESpec
-from ppgen.spec import SpecError, apply_overrides, load_recipe, load_spec
+from ppgen.registry import load_recipe, load_spec
+from ppgen.spec import SpecError, apply_overrides
 
 
 def test_python_spec_equals_yaml_spec(tmp_path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import ppgen
+from ppgen.inference.base import Plan
 from ppgen.models.vae import VAE
 from ppgen.runs import CHECKPOINT
 from ppgen.spec import SpecError
@@ -345,7 +346,8 @@ def test_routines_say_which_parameters_their_steps_train(tmp_path) -> None:
 
     dbn = ppgen.build({"family": "dbn", "hidden": [6, 5], "data": {"name": "digits", "batch_size": 20, "limit": 100}})
     routine = Layerwise(LayerwiseConfig(epochs=4))
-    state = routine.init(dbn, steps_per_epoch=10)  # epochs per layer: 2, 2
+    x = ppgen.data.load(dbn.spec.data).split("train")[0]
+    state = routine.init(dbn, Plan(x, None, len(x), 20, 10, 4))  # 10 steps per epoch; epochs per layer: 2, 2
     state.step = 20
     assert {n.split(".")[1] for n in routine.trained_parameters(state, 0)} == {"0"}
     state.step = 25
@@ -354,6 +356,6 @@ def test_routines_say_which_parameters_their_steps_train(tmp_path) -> None:
     gmm = ppgen.build({"family": "gmm", "components": 2,
                        "data": {"name": "toymix", "distribution": "duo1d", "n": 40, "batch_size": 100}})
     routine = NUTSRoutine(NUTSConfig())
-    state = routine.init(gmm)
+    state = routine.init(gmm, Plan.of(ppgen.data.load(gmm.spec.data), 100, 4))
     state.step = 3
     assert routine.trained_parameters(state, 0) == {}  # a sampler changes no weights

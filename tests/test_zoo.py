@@ -14,7 +14,8 @@ import pytest
 import ppgen
 from ppgen import zoo
 from ppgen.cli import main
-from ppgen.spec import SpecError, load_recipe
+from ppgen.registry import load_recipe
+from ppgen.spec import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 

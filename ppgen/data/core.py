@@ -15,11 +15,13 @@ Kind = Literal["binary", "continuous"]
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a family needs to know to build itself: the shape and kind of one example."""
+    """What a family needs to know to build itself: the shape and kind of one example, and the size of
+    the training split (where the family's objective scales a prior by it; None when not known)."""
 
     event_shape: tuple[int, ...]
     kind: Kind
     num_classes: int | None = None
+    n_train: int | None = None
 
     @property
     def dim(self) -> int:
@@ -54,7 +56,7 @@ class Dataset:
     @property
     def info(self) -> DataInfo:
         kind: Kind = "binary" if self.binarize != "none" else "continuous"
-        return DataInfo(tuple(self.train_x.shape[1:]), kind, self.num_classes)
+        return DataInfo(tuple(self.train_x.shape[1:]), kind, self.num_classes, int(self.train_x.shape[0]))
 
     def _binarize(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)

@@ -66,7 +66,8 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.functional import relu, softplus
 
-from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer, parameter_names
+from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer, parameter_names
+from ppgen.inference.capability import require
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
 
@@ -188,8 +189,8 @@ class Adversarial(Routine):
     def requirements(self) -> tuple[type, ...]:
         return (AdversarialFamily,) + ((GeneratorAverage,) if self.config.ema is not None else ())
 
-    def init(self, model: torch.nn.Module) -> State:
-        self.require(model)
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
         cfg = self.config
         if cfg.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                             for m in model.discriminator.modules()):

@@ -1,15 +1,18 @@
 """The contract of an inference routine: two verbs over explicit state.
 
-``init(model, config, runtime) -> state`` and ``step(state, batch) -> (state, info)``, where ``info`` is
+``init(model, plan) -> state`` and ``step(state, batch) -> (state, info)``, where ``info`` is
 a dict of floats with ``loss`` (a routine whose loss is an estimate that costs a noticeable share of a step
 may measure it on some steps only, and leave it out of the others: the loop averages the steps that have
 it and checks those for NaN, and ``log_every`` steps must have it). Whatever must survive a restart (optimizers, persistent chains,
 moving averages) lives in the state and round-trips through ``state_dict``/``load_state_dict`` as
 tensors and plain Python values, so checkpoints load with ``torch.load(weights_only=True)``.
 
-Routines know nothing of epochs, progress bars, logging or checkpoint files: that is ``ppgen.train``.
-The ``runtime`` handed to ``init`` is the routine's only view of the devices: ``backward`` for the loss
-and ``reduce_gradients`` to average gradients across data-parallel processes before an update.
+Routines know nothing of progress bars, logging or checkpoint files: that is ``ppgen.train``. What a
+routine may know of the data and the schedule the loop hands it at ``init`` as a :class:`Plan` (the
+training split, its size, the batch size, steps per epoch, epochs, processes); no routine loads data or
+computes the schedule itself. The ``runtime`` given to the constructor is the routine's only view of the
+devices: ``backward`` for the loss and ``reduce_gradients`` to average gradients across data-parallel
+processes before an update.
 """
 
 from __future__ import annotations
@@ -47,6 +50,28 @@ class LocalRuntime:
         return None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the loop hands a routine at ``init``: the training split as the model sees it (before the
+    loop's per-epoch binarization), its size, and the schedule the loop will run."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    n_train: int
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    world_size: int = 1
+
+    @classmethod
+    def of(cls, dataset: Any, batch_size: int, epochs: int, world_size: int = 1) -> "Plan":
+        """The plan for ``dataset`` (a :class:`ppgen.data.core.Dataset`) as the loop runs it."""
+        x, y = dataset.split("train")
+        return cls(train_x=x, train_y=y, n_train=int(x.shape[0]), batch_size=batch_size,
+                   steps_per_epoch=dataset.steps_per_epoch(batch_size, world_size), epochs=epochs,
+                   world_size=world_size)
+
+
 @dataclass
 class State:
     """What a routine carries between steps. ``optimizers`` maps a name to a torch optimizer; ``extra``
@@ -70,18 +95,19 @@ class Routine:
 
     def requirements(self) -> tuple[type, ...]:
         """The protocols (:mod:`ppgen.inference.capability`) a family must meet for this routine to fit
-        it with this recipe."""
+        it with this recipe; each routine checks them at ``init`` (``capability.require(self, model)``)."""
         return ()
 
-    def require(self, model: torch.nn.Module) -> None:
-        """At ``init``: the built model meets :meth:`requirements`, else a SpecError that says what is
-        missing and which recipes fit the family."""
-        from ppgen.inference.capability import check_fit
-
-        check_fit(model, self.config, self.requirements())
-
-    def init(self, model: torch.nn.Module) -> State:
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        """The state to start from. ``plan`` is the loop's (:class:`Plan`); a routine that uses the data
+        or the schedule refuses to start without one (:meth:`needs_plan`)."""
         raise NotImplementedError
+
+    def needs_plan(self, plan: Plan | None) -> Plan:
+        if plan is None:
+            raise TypeError(f"routine {self.routine_name!r} needs the loop's plan (training data and schedule): "
+                            f"init(model, Plan.of(dataset, batch_size, epochs))")
+        return plan
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         raise NotImplementedError

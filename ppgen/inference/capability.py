@@ -26,6 +26,11 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Protocol
 
+from ppgen import registry
+from ppgen.inference.base import Routine
+from ppgen.registry import load_recipe
+from ppgen.spec import SpecError
+
 
 def members(protocol: type) -> dict[str, Any]:
     """The members a protocol declares (its own and those of the protocols it extends), in order:
@@ -124,6 +129,12 @@ def missing(family: Any, protocol: type) -> list[str]:
     return out
 
 
+def family_label(family: Any) -> str:
+    """The registered name of a family (a class or a built model), else its class name."""
+    cls = family if isinstance(family, type) else type(family)
+    return getattr(cls, "family_name", cls.__name__)
+
+
 def summary(protocol: type) -> str:
     """The first paragraph of a protocol's docstring, as a phrase: what it stands for."""
     text = " ".join((inspect.getdoc(protocol) or protocol.__name__).split("\n\n")[0].split()).rstrip(".")
@@ -132,8 +143,6 @@ def summary(protocol: type) -> str:
 
 def requirements(config: Any) -> tuple[type, ...]:
     """The protocols the routine of the recipe ``config`` requires."""
-    from ppgen import registry
-
     return tuple(registry.routine(config.routine)(config).requirements())
 
 
@@ -150,8 +159,6 @@ def lacks(family: Any, config: Any, protocols: Iterable[type] | None = None) -> 
 
 def fitting_recipes(family: type, folder: Path | None) -> list[Path]:
     """The zoo recipes in ``folder`` (``inference/*.yaml``) whose routine can fit ``family``."""
-    from ppgen.spec import SpecError, load_recipe
-
     out = []
     for path in sorted(folder.glob("*.yaml")) if folder else []:
         try:
@@ -168,14 +175,11 @@ def check_fit(family: Any, config: Any, protocols: Iterable[type] | None = None,
     family class, or a built model): the message names the routine, the family, what is missing, and
     the recipes in ``recipes`` (the zoo's ``inference/`` folder by default) that fit it. ``protocols``
     are the routine's requirements when the caller has them at hand."""
-    from ppgen import registry
-    from ppgen.spec import SpecError
-
     gaps = lacks(family, config, protocols)
     if not gaps:
         return
     cls = family if isinstance(family, type) else type(family)
-    name = getattr(cls, "family_name", cls.__name__)
+    name = family_label(cls)
     lines = [f"routine {config.routine!r} cannot fit the {name!r} family:"]
     for protocol, gap in gaps:
         lines.append(f"  it needs {summary(protocol)} ({protocol.__name__}); {name} lacks:")
@@ -193,3 +197,9 @@ def check_fit(family: Any, config: Any, protocols: Iterable[type] | None = None,
 
 def _relative(path: Path) -> str:
     return f"inference/{path.name}" if path.parent.name == "inference" else str(path)
+
+
+def require(routine: Routine, model: Any) -> None:
+    """At a routine's ``init``: the built model meets the routine's :meth:`~ppgen.inference.base.Routine.
+    requirements`, else a SpecError that says what is missing and which recipes fit the family."""
+    check_fit(model, routine.config, routine.requirements())

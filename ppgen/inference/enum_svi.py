@@ -8,7 +8,7 @@ log p(x, theta) with the discrete variables summed out exactly (variable elimina
 (``map_loss``: a log-sum-exp over components, the forward algorithm over states) without Pyro's tracing;
 the tests check that both agree.
 
-A minibatch's likelihood is scaled by N / B (N the training set size, read from the model's data spec) so
+A minibatch's likelihood is scaled by N / B (N the training set size, from the loop's plan) so
 that the prior keeps its weight. The reported ``loss`` is minus the log joint per training example;
 ``val_loss`` is the plug-in held-out negative log-likelihood per example.
 
@@ -29,7 +29,8 @@ import pyro.infer
 import torch
 from pydantic import Field
 
-from ppgen.inference.base import Routine, State, make_optimizer
+from ppgen.inference.base import Plan, Routine, State, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec
@@ -69,16 +70,6 @@ class DataStart(Protocol):
         ...
 
 
-def training_size(model: Any) -> int | None:
-    """The number of training examples of the model's data spec (None for a model without a spec)."""
-    spec = getattr(model, "spec", None)
-    if spec is None or not hasattr(spec, "data"):
-        return None
-    from ppgen import data
-
-    return int(data.load(spec.data).train_x.shape[0])
-
-
 @register_routine("enum_svi")
 class EnumSVI(Routine):
     Config = EnumSVIConfig
@@ -87,15 +78,16 @@ class EnumSVI(Routine):
         return ((EnumerableFamily,) + ((ClosedFormMAP,) if self.config.fused else ())
                 + ((DataStart,) if self.config.init == "data" else ()))
 
-    def init(self, model: torch.nn.Module) -> State:
-        self.require(model)
-        self.n_total = training_size(model)
-        plates = getattr(model, "max_plate_nesting", None)
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
+        plan = self.needs_plan(plan)
+        self.n_total = plan.n_train
+        plates = model.max_plate_nesting
         self.elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=plates if plates is not None else 1)
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})
 
     def _loss(self, model: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        n = self.n_total or x.shape[0]
+        n = self.n_total
         if self.config.fused:
             return model.map_loss(x, n_total=n) / n
         with private_param_store():
@@ -112,7 +104,7 @@ class EnumSVI(Routine):
         return state, self.finish_step(state, opt, float(loss.detach()))
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
-        out = state.model.log_likelihood(x) if hasattr(state.model, "log_likelihood") else None
+        out = state.model.log_likelihood(x)
         if out is None:
             return {}
         return {"val_loss": float(-out[0].mean())}

@@ -42,9 +42,11 @@ from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
-from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from ppgen.inference.base import Routine, State, clip_and_step, make_optimizer
+from ppgen.energy import EnergyCore
+from ppgen.gibbs_kernel import GibbsKernel  # noqa: F401  (ppgen.inference.gibbs.GibbsKernel, as before)
+from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError, Strict
 
@@ -146,7 +148,7 @@ class PCDConfig(GibbsConfig):
 class EnergyCoreFamily(Protocol):
     """One energy core (an RBM or a Boltzmann machine) over visible units that the data map onto."""
 
-    core: Any
+    core: EnergyCore
 
     def to_visible(self, x: torch.Tensor) -> torch.Tensor:
         """Examples as visible vectors."""
@@ -162,22 +164,11 @@ class EnergyCoreFamily(Protocol):
 
 def energy_core(model: torch.nn.Module, routine: str) -> Any:
     """The family's energy core (``model.core``); a SpecError naming the fix for other families."""
-    core = getattr(model, "core", None)
-    if core is None or not hasattr(core, "negative_phase"):
-        family = getattr(model, "family_name", type(model).__name__)
-        hint = "use routine: layerwise (inference/layerwise.yaml)" if hasattr(model, "layers") else (
-            "these routines train the energy families rbm, gbrbm and bm"
-        )
-        raise SpecError(f"routine {routine!r} cannot train the {family!r} family: {hint}")
+    core = model.core  # EnergyCoreFamily, checked by the routine's require() at init
+    if not isinstance(core, EnergyCore):
+        raise SpecError(f"routine {routine!r} cannot train the {model.family_name!r} family: its core is a "
+                        f"{type(core).__name__}, not an energy core (ppgen.energy.EnergyCore)")
     return core
-
-
-def training_data(model: torch.nn.Module) -> Any:
-    """The data set the model's spec names, as the loop loads it (to size epochs and set data-driven
-    initial biases; the routine never sees epochs otherwise)."""
-    from ppgen import data as data_mod
-
-    return data_mod.load(model.spec.data)
 
 
 def on_device(chains: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -219,8 +210,7 @@ def gibbs_update(core: Any, v: torch.Tensor, chains: dict[str, torch.Tensor] | N
         info = core.monitor(pos, neg, binary=binary, detailed=detailed) if measured else {}
         fused = (
             config.optimizer.clip_norm is None
-            and getattr(runtime, "world_size", 1) == 1
-            and hasattr(core, "sgd_update")
+            and runtime.world_size == 1
             and core.sgd_update(pos, neg, opt)
         )
     if not fused:
@@ -276,22 +266,20 @@ class _ContrastiveDivergence(Routine):
     def load_state_dict(self, state: State, sd: dict[str, Any]) -> State:
         self.check_resume(self.config, sd, self.steps_per_epoch)
         state = super().load_state_dict(state, sd)
-        state.extra["plan"] = {"epochs": self.config.epochs}
+        state.extra["plan"] = {"epochs": self.plan.epochs}
         return state
 
-    def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
-        """``steps_per_epoch`` defaults to what the loop will run, computed from the model's data spec."""
-        self.require(model)
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
+        plan = self.needs_plan(plan)
         core = energy_core(model, self.config.routine)
-        data = training_data(model)
-        if steps_per_epoch is None:
-            steps_per_epoch = data.steps_per_epoch(model.spec.data.batch_size, self.runtime.world_size)
-        self.steps_per_epoch = steps_per_epoch
-        model.init_from_data(data.split("train")[0])
+        self.plan = plan
+        self.steps_per_epoch = plan.steps_per_epoch
+        model.init_from_data(plan.train_x)
         state = State(model=model, optimizers={"main": make_optimizer(core.parameters(), self.config.optimizer)})
-        state.extra["plan"] = {"epochs": self.config.epochs}
+        state.extra["plan"] = {"epochs": plan.epochs}
         if self.persistent:
-            n = self.config.chains or model.spec.data.batch_size
+            n = self.config.chains or plan.batch_size
             with torch.no_grad():
                 state.extra["chains"] = core.init_chains(n)
         return state
@@ -300,7 +288,7 @@ class _ContrastiveDivergence(Routine):
         model = state.model
         core = model.core
         opt = state.optimizers["main"]
-        lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.config.epochs)
+        lr = set_schedule(opt, self.config, state.step / self.steps_per_epoch, self.plan.epochs)
         v = model.to_visible(batch[0])
         chains = on_device(state.extra["chains"], v.device) if self.persistent else None
         nxt, info = gibbs_update(core, v, chains, self.config, opt, self.runtime, state.step,
@@ -331,80 +319,3 @@ class PCD(_ContrastiveDivergence):
 
     Config = PCDConfig
     persistent = True
-
-
-# --------------------------------------------------------------------------- Pyro MCMC kernel
-
-
-class GibbsKernel(MCMCKernel):
-    """Block Gibbs sampling of an energy family's joint distribution as a Pyro MCMC kernel.
-
-    The family provides ``joint_model(n)`` (the Pyro model over its units, whose log density is -E up
-    to a constant), ``gibbs_init(n)`` (random starting states), ``gibbs_sweep(sites)`` (one sweep that
-    leaves the joint invariant). ``parallel`` independent chains run vectorized inside one Pyro chain
-    (sites gain a leading dimension of that size); Pyro's own ``num_chains`` runs more of these.
-
-    >>> mcmc = pyro.infer.MCMC(GibbsKernel(rbm), num_samples=500, warmup_steps=200)
-    >>> mcmc.run(); idata = arviz.from_pyro(mcmc, log_likelihood=False)
-    """
-
-    def __init__(self, family: Any, parallel: int = 1, sweeps: int = 1) -> None:
-        if parallel < 1 or sweeps < 1:
-            raise ValueError(f"GibbsKernel: parallel and sweeps must be >= 1, got {parallel} and {sweeps}")
-        for hook in ("joint_model", "gibbs_init", "gibbs_sweep"):
-            if not hasattr(family, hook):
-                raise ValueError(f"GibbsKernel: {type(family).__name__} has no {hook}(); it is not an energy family")
-        self.family = family
-        self.parallel = parallel
-        self.sweeps = sweeps
-        self.transforms: dict[str, Any] = {}  # binary sites need no change of support
-        self._user_init: dict[str, torch.Tensor] | None = None
-        self._init: dict[str, torch.Tensor] | None = None
-        self._count = 0
-
-    def model(self, *args: Any, **kwargs: Any) -> Any:
-        """The joint model the chains sample (ArviZ traces it to find observed sites: there are none)."""
-        return self.family.joint_model(None if self.parallel == 1 else self.parallel)
-
-    def _squeeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # keys starting with "_" are a family's by-products (e.g. E[v | h] for pictures), not sites
-        sites = {k: v for k, v in sites.items() if not k.startswith("_")}
-        return {k: v[0] for k, v in sites.items()} if self.parallel == 1 else sites
-
-    def _unsqueeze(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.unsqueeze(0) for k, v in sites.items()} if self.parallel == 1 else sites
-
-    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
-        self._count = 0
-        if self._user_init is not None:
-            self._init = dict(self._user_init)
-        else:
-            with torch.no_grad():
-                self._init = self._squeeze(self.family.gibbs_init(self.parallel))
-
-    @property
-    def initial_params(self) -> dict[str, torch.Tensor]:
-        if self._init is None:
-            self.setup(0)
-        assert self._init is not None
-        return self._init
-
-    @initial_params.setter
-    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
-        self._user_init = {k: v.detach().clone() for k, v in params.items()}
-        self._init = dict(self._user_init)
-
-    @torch.no_grad()
-    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sites = self._unsqueeze({k: v.clone() for k, v in params.items()})
-        for _ in range(self.sweeps):
-            sites = self.family.gibbs_sweep(sites)
-        self._count += self.sweeps
-        return self._squeeze(sites)
-
-    def logging(self) -> dict[str, Any]:
-        return {"sweeps": self._count}
-
-    def diagnostics(self) -> dict[str, Any]:
-        # Gibbs moves are always accepted and never diverge; ArviZ reads "divergences".
-        return {"divergences": [], "acceptance rate": 1.0}

@@ -28,9 +28,9 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import Field, StrictInt, model_validator
 
-from ppgen.inference.base import Routine, State, make_optimizer, parameter_names
-from ppgen.inference.gibbs import (GibbsConfig, gibbs_update, on_device, planned_epochs, refuse_extension, set_schedule,
-                                   training_data)
+from ppgen.inference.base import Plan, Routine, State, make_optimizer, parameter_names
+from ppgen.inference.capability import require
+from ppgen.inference.gibbs import GibbsConfig, gibbs_update, on_device, planned_epochs, refuse_extension, set_schedule
 from ppgen.registry import register_routine
 from ppgen.spec import SpecError
 
@@ -159,38 +159,37 @@ class Layerwise(Routine):
                              f"(lr_schedule.epochs: null), and splitting {config.epochs} epochs instead of {was} gives "
                              f"the layers already trained other lengths ({new} instead of {old})")
 
-    def init(self, model: torch.nn.Module, steps_per_epoch: int | None = None) -> State:
-        self.require(model)
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
+        plan = self.needs_plan(plan)
         layers = model.layers
-        data = training_data(model)
-        if steps_per_epoch is None:
-            steps_per_epoch = data.steps_per_epoch(model.spec.data.batch_size, self.runtime.world_size)
-        self.steps_per_epoch = steps_per_epoch
-        self.plan = layer_plan(self.config, self.config.epochs, len(layers))
-        x = data.split("train")[0]
+        self.plan = plan
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.split = layer_plan(self.config, plan.epochs, len(layers))
+        x = plan.train_x
         model.init_from_data(x)
         # A copy of a slice, so the full training tensor is not kept alive by this routine.
         self.bias_x = model.to_visible(x[:BIAS_EXAMPLES].clone().to(model.x_mean.device))
         optimizers = {f"layer{i}": make_optimizer(layer.parameters(), self.config.optimizer) for i, layer in enumerate(layers)}
         state = State(model=model, optimizers=optimizers)
         state.extra["layer"] = 0
-        state.extra["plan"] = {"epochs": self.config.epochs, "layers": list(self.plan)}
+        state.extra["plan"] = {"epochs": plan.epochs, "layers": list(self.split)}
         if self.config.persistent:
             with torch.no_grad():
                 state.extra["chains"] = layers[0].init_chains(self._n_chains(model))
         return state
 
     def _n_chains(self, model: torch.nn.Module) -> int:
-        return self.config.chains or model.spec.data.batch_size
+        return self.config.chains or self.plan.batch_size
 
     def position(self, step: int) -> tuple[int, float]:
         """(layer, epochs into that layer) for a global step."""
-        return layer_at(step / self.steps_per_epoch, self.plan)
+        return layer_at(step / self.steps_per_epoch, self.split)
 
     def load_state_dict(self, state: State, sd: dict[str, Any]) -> State:
         self.check_resume(self.config, sd, self.steps_per_epoch)
         state = super().load_state_dict(state, sd)
-        state.extra["plan"] = {"epochs": self.config.epochs, "layers": list(self.plan)}
+        state.extra["plan"] = {"epochs": self.plan.epochs, "layers": list(self.split)}
         return state
 
     @torch.no_grad()
@@ -210,7 +209,7 @@ class Layerwise(Routine):
             self._start_layer(state, layer)
         core = model.layers[layer]
         opt = state.optimizers[f"layer{layer}"]
-        lr = set_schedule(opt, self.config, into, self.plan[layer])
+        lr = set_schedule(opt, self.config, into, self.split[layer])
         with torch.no_grad():
             v = model.up(model.to_visible(batch[0]), layer, mean=self.config.propagate == "mean")
         binary = layer == 0 or self.config.propagate == "sample"

@@ -51,8 +51,9 @@ from pydantic import Field, model_validator
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
-from ppgen.inference.base import Routine, State
-from ppgen.inference.enum_svi import training_size
+from ppgen.contracts import JointDensity, MarginalModel, Posterior, Relabeling
+from ppgen.inference.base import Plan, Routine, State
+from ppgen.inference.capability import require
 from ppgen.models.base import private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
@@ -94,6 +95,8 @@ class BayesianModel(Protocol):
     marginal``), and ``set_posterior``, ``log_joint`` and ``relabel`` to keep, score and order the draws."""
 
     bayesian: ClassVar[bool]
+    #: The deepest nesting of plates in the model (None: Pyro finds it by tracing).
+    max_plate_nesting: int | None
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
 
@@ -136,14 +139,14 @@ class NUTSRoutine(Routine):
     def requirements(self) -> tuple[type, ...]:
         return (BayesianModel,) + ((DataStartValues,) if self.config.init == "data" else ())
 
-    def init(self, model: torch.nn.Module) -> State:
-        self.require(model)
-        self.n_total = training_size(model)
-        spec = getattr(model, "spec", None)
-        if self.n_total is not None and spec.data.batch_size < self.n_total:
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
+        plan = self.needs_plan(plan)
+        self.n_total = plan.n_train
+        if plan.batch_size < self.n_total:
             raise SpecError(
                 f"routine nuts samples the posterior given the whole training set in one step, but "
-                f"data.batch_size is {spec.data.batch_size} and there are {self.n_total} training examples; "
+                f"data.batch_size is {plan.batch_size} and there are {self.n_total} training examples; "
                 f"set data.batch_size to at least {self.n_total} (e.g. --set data.batch_size={self.n_total})"
             )
         if self.config.init == "em":  # refused now, not at the first step
@@ -151,13 +154,9 @@ class NUTSRoutine(Routine):
 
             check_family(model, routine="nuts with init: em")
             model.em_check(False)
-        if self.config.likelihood == "marginal" and hasattr(model, "marginal_model"):
-            self.fn = model.marginal_model
-        elif callable(getattr(model, "model", None)):
-            self.fn = model.model
-        else:
-            raise SpecError("routine nuts: the model has no Pyro model() to sample")
-        self.plates = getattr(model, "max_plate_nesting", None)
+        # BayesianModel (required) gives model(); a family that declares MarginalModel gives the other.
+        self.fn = model.marginal_model if self.config.likelihood == "marginal" and isinstance(model, MarginalModel) else model.model
+        self.plates = model.max_plate_nesting
         extra: dict[str, Any] = {"warmed_up": False, "draws": {}, "position": {}, "step_size": torch.zeros(0, dtype=torch.float64),
                                  "inverse_mass_matrix": {}, "diverging": torch.zeros(self.config.chains, 0, dtype=torch.bool)}
         return State(model=model, optimizers={}, extra=extra)
@@ -176,7 +175,7 @@ class NUTSRoutine(Routine):
             common["max_plate_nesting"] = self.plates
         if not extra["warmed_up"]:
             seed = int(torch.randint(2**31 - 1, ()))
-            if c.init in ("data", "em") and hasattr(model, "init_values"):
+            if c.init in ("data", "em"):  # required: DataStartValues (data) or EMFamily (em), checked at init
                 values = model.init_values(x, torch.Generator().manual_seed(seed))
                 if c.init == "em":
                     values = em_start_values(model, x, values)
@@ -195,7 +194,7 @@ class NUTSRoutine(Routine):
 
     def _step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, _ = batch
-        if self.n_total is not None and x.shape[0] != self.n_total:
+        if x.shape[0] != self.n_total:
             raise SpecError(
                 f"routine nuts got a batch of {x.shape[0]} examples but the training set has {self.n_total}; "
                 f"set data.batch_size to at least {self.n_total}"
@@ -227,7 +226,7 @@ class NUTSRoutine(Routine):
         n_draws = draws[next(iter(draws))].shape[1]
         stats = {"diverging": extra["diverging"],
                  "step_size": extra["step_size"][:, None].expand(c.chains, n_draws).clone()}
-        if hasattr(model, "set_posterior"):
+        if isinstance(model, Posterior):
             model.set_posterior(draws, stats)
         info = {
             "loss": self._loss(model, x, new),
@@ -246,7 +245,7 @@ class NUTSRoutine(Routine):
     def _loss(self, model: Any, x: torch.Tensor, new: dict[str, torch.Tensor]) -> float:
         """Minus the log joint per training example, averaged over the block's draws."""
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in new.items()}
-        if hasattr(model, "log_joint"):
+        if isinstance(model, JointDensity):
             return float(-model.log_joint(x, flat).mean() / x.shape[0])
         total, m = 0.0, flat[next(iter(flat))].shape[0]
         picks = sorted({int(i) for i in torch.linspace(0, m - 1, min(m, 20))})
@@ -261,7 +260,7 @@ class NUTSRoutine(Routine):
 
         if draws[next(iter(draws))].shape[1] < 4:
             return None
-        if hasattr(model, "relabel"):
+        if isinstance(model, Relabeling):
             draws, _ = model.relabel(draws)
         values = [split_gelman_rubin(v.double()).reshape(-1) for v in draws.values()]
         r = torch.cat(values)
@@ -275,7 +274,7 @@ class NUTSRoutine(Routine):
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         model = state.model
-        if not getattr(model, "has_posterior", False):
+        if not (isinstance(model, Posterior) and model.has_posterior):
             return {}
         ll, _ = model.log_likelihood(x)
         return {"val_loss": float(-ll.mean())}

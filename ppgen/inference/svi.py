@@ -1,12 +1,13 @@
 """Stochastic variational inference on the ELBO or the importance-weighted bound.
 
-``elbo`` names an objective from :data:`ELBOS`: ``trace`` (Pyro's Trace_ELBO, Monte Carlo KL),
-``meanfield`` (Pyro's TraceMeanField_ELBO, analytic KL where it exists) or ``iwae`` (:class:`IWAE`, the
-importance-weighted bound of Burda et al. with ``num_particles`` = k, per example). Each is a strategy
-object with one verb, ``loss(model, x, y)``: minus the bound per example, in nats, differentiable.
+``elbo`` names a bound (:data:`ppgen.bounds.BOUNDS`): ``trace`` (Monte Carlo KL), ``meanfield`` (analytic
+KL where it exists) or ``iwae`` (the importance-weighted bound of Burda et al. with ``num_particles`` = k,
+per example). Through Pyro each is computed by the strategy object :data:`ELBOS` gives for it (Pyro's
+Trace_ELBO, TraceMeanField_ELBO, or :class:`IWAE`), with one verb, ``loss(model, x, y)``: minus the bound
+per example, in nats, differentiable.
 
-A family that offers ``fused_loss(x, elbo, num_particles, y=None)`` (the VAE and the autoregressive
-families do) computes the same objective without Pyro's tracing. It is taken only where it is the
+A family that offers ``fused_loss(x, bound, y=None)`` (the VAE, the autoregressive families and the
+programs do) computes the same objective without Pyro's tracing, given the :class:`~ppgen.bounds.Bound`. It is taken only where it is the
 objective of the model at hand: where the family's distributions are the ones the fused loss was written
 against (:func:`ppgen.models.base.fused_loss_applies`); a subclass with its own prior, say, goes through
 Pyro. The tests check that both paths give the same loss and gradients. ``fused: false`` always goes
@@ -32,7 +33,9 @@ from pydantic import Field, model_validator
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from ppgen.inference.base import Routine, State, make_optimizer
+from ppgen.bounds import BOUNDS, as_bound
+from ppgen.inference.base import Plan, Routine, State, make_optimizer
+from ppgen.inference.capability import require
 from ppgen.models.base import fused_loss_applies, private_param_store
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, SpecError
@@ -186,7 +189,7 @@ ELBOS: dict[str, Callable[[SVIConfig, int | None], Objective]] = {
     "meanfield": lambda c, n: PyroELBO(pyro.infer.TraceMeanField_ELBO(**_pyro_kwargs(c, n))),
     "iwae": lambda c, n: IWAE(c.num_particles, n),
 }
-assert set(ELBOS) == set(get_args(ElboName))
+assert set(ELBOS) == set(get_args(ElboName)) == set(BOUNDS)
 
 
 def pyro_elbo(config: SVIConfig, max_plate_nesting: int | None = None) -> Objective:
@@ -210,15 +213,16 @@ class SVI(Routine):
     def requirements(self) -> tuple[type, ...]:
         return (VariationalFamily,)
 
-    def init(self, model: torch.nn.Module) -> State:
-        self.require(model)
+    def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
+        require(self, model)
         self.use_fused = self.config.fused and fused_loss_applies(model)
-        self.objective = pyro_elbo(self.config, getattr(model, "max_plate_nesting", None))
+        self.bound = as_bound(self.config.elbo, self.config.num_particles)
+        self.objective = pyro_elbo(self.config, model.max_plate_nesting)
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})
 
     def _loss(self, model: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.use_fused:
-            return model.fused_loss(x, self.config.elbo, self.config.num_particles, y=y) / x.shape[0]
+            return model.fused_loss(x, self.bound, y=y) / x.shape[0]
         return pyro_loss(model, self.objective, x, y)
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:

@@ -21,8 +21,9 @@ import pyro
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from ppgen.contracts import check_implemented
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.spec import ModelSpec
+from ppgen.spec import ModelSpec, Strict
 
 
 #: The methods that run as Pyro programs; wrapped with ``pyro_method`` in every subclass that defines them.
@@ -39,13 +40,20 @@ def private_param_store() -> Iterator[None]:
         yield
 
 
+class EvaluateOptions(Strict):
+    """The options of :func:`ppgen.evaluate.evaluate` (``evaluate(run, **options)``) that a family takes,
+    beyond ``k``: none by default. A family with options subclasses this and sets it as its
+    ``EvaluateOptions``; each option it gives is passed by keyword to both ``evaluation_setup`` and
+    ``log_likelihood``, and an option the family does not declare is an error that names it."""
+
+
 class Family(PyroModule):
     """Base class of a family. Subclasses set ``Spec`` and ``default_routine`` and implement
     ``model``/``guide`` (Pyro sites shared by name) and ``sample``.
 
     Optional hooks, each with a sensible default here:
-    ``log_likelihood(x, **opts)`` gives per-example log p(x) in nats (exact or an estimator) and returns
-    ``(values, stderrs)``; ``evaluate_extra(x, y)`` adds family metrics to ``ppgen evaluate``;
+    ``log_likelihood(x, k, y)`` gives per-example log p(x) in nats (exact or an estimator) and returns
+    ``(values, stderrs)``, taking the family's ``EvaluateOptions`` by keyword as well; ``evaluate_extra(x, y)`` adds family metrics to ``ppgen evaluate``;
     ``figures(folder, data)`` writes family figures; ``inference_data(data, metrics)`` builds ArviZ data.
     """
 
@@ -57,6 +65,10 @@ class Family(PyroModule):
     #: The deepest nesting of plates in ``model``/``guide``, where known (Pyro guesses it otherwise).
     max_plate_nesting: ClassVar[int | None] = None
     family_name: ClassVar[str]
+    #: The options ``ppgen evaluate`` passes to ``evaluation_setup`` and ``log_likelihood``.
+    EvaluateOptions: ClassVar[type[EvaluateOptions]] = EvaluateOptions
+    #: How many samples ``ppgen evaluate`` draws for sample-quality metrics (None: ppgen.quality's default).
+    quality_samples: int | None = None
 
     #: The methods whose definitions ``fused_loss`` was written against: it is used only where the
     #: instance's class takes each of them from the class that defines ``fused_loss`` or one of its
@@ -73,6 +85,7 @@ class Family(PyroModule):
                 setattr(cls, name, wrapped)
 
     def __init__(self, spec: ModelSpec, info: DataInfo) -> None:
+        check_implemented(type(self))
         base = getattr(type(self), "family_name", type(self).__name__.lower())
         n = next(_instances.setdefault(base, itertools.count(1)))
         super().__init__(name=base if n == 1 else f"{base}_{n}")
@@ -102,13 +115,13 @@ class Family(PyroModule):
         return self.sample(n)
 
     # -- optional ---------------------------------------------------------------------------
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-example log p(x) in nats and the Monte Carlo standard error of each (zeros if exact);
         ``None`` where the family has no likelihood. ``k`` is the estimator's sample budget where it
         has one; ``y`` the labels, for class-conditional families."""
         return None
 
-    def evaluation_setup(self, data: Dataset, **opts: Any) -> dict[str, Any]:
+    def evaluation_setup(self, data: Dataset) -> dict[str, Any]:
         """Called once by ``ppgen evaluate`` before ``log_likelihood`` (e.g. to estimate a partition
         function); returns numbers for the evaluation report."""
         return {}
@@ -142,7 +155,7 @@ def fused_loss_applies(model: Any) -> bool:
     overriding ``fused_loss`` fails this, and ppgen then goes through Pyro."""
     cls = type(model)
     home = _owner(cls, "fused_loss")
-    depends = getattr(cls, "fused_depends", ())
+    depends = cls.fused_depends
     if home is None or not depends:
         return False
     for name in depends:

@@ -197,14 +197,14 @@ class BM(EnergyFamily):
         return core.ais_log_z(runs or self.spec.ais.runs, steps or self.spec.ais.steps, base_logits=base)
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         log_z_method: LogZMethod = "auto", **opts: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto") -> dict[str, Any]:
         self._mc_se = []
         return super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps, log_z_method=log_z_method)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
                        ais_runs: int | None = None, ais_steps: int | None = None,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                       log_z_method: LogZMethod = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x) = log sum_h exp(-E(x, h)) - log Z; the sum over h is exact for H <= 16, else AIS with
         x clamped (per-example errors returned, log Z's error reported by ``evaluate_extra``)."""
         lz = self.current_log_z()

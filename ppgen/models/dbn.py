@@ -38,7 +38,7 @@ from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli, log_mean_exp
-from ppgen.models.rbm import EnergyFamily, GaussianVisibleSpec, LogZMethod
+from ppgen.models.rbm import EnergyEvaluateOptions, EnergyFamily, GaussianVisibleSpec, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
@@ -75,11 +75,19 @@ class DBNSpec(ModelSpec):
         return self
 
 
+class DBNEvaluateOptions(EnergyEvaluateOptions):
+    """The energy families' options, and ``bound_samples``: draws for the variational bound (default:
+    the spec's ``bound.samples``)."""
+
+    bound_samples: int | None = Field(None, ge=1, le=100_000)
+
+
 @register_family("dbn")
 class DBN(EnergyFamily):
     """A deep belief net: directed sigmoid layers under an RBM."""
 
     Spec = DBNSpec
+    EvaluateOptions = DBNEvaluateOptions
     default_routine = "layerwise"
     layers: nn.ModuleList
 
@@ -269,7 +277,7 @@ class DBN(EnergyFamily):
         return top.ais_log_z(runs or self.spec.ais.runs, steps or self.spec.ais.steps, base_logits=base)
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         log_z_method: LogZMethod = "auto", **opts: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto", bound_samples: int | None = None) -> dict[str, Any]:
         self._stash = []
         out = super().evaluation_setup(data, ais_runs=ais_runs, ais_steps=ais_steps, log_z_method=log_z_method)
         out["test_nll_bound"] = "variational lower bound on log p(v) (ELBO)" if self.depth > 1 else "exact given log Z"
@@ -310,7 +318,8 @@ class DBN(EnergyFamily):
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       bound_samples: int | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                       ais_runs: int | None = None, ais_steps: int | None = None, log_z_method: LogZMethod = "auto",
+                       bound_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The variational lower bound on log p(x) per example (exact for one layer) and the Monte Carlo
         standard error of its estimate from ``bound.samples`` draws (``bound_samples=`` overrides)."""
         lz = self.current_log_z()

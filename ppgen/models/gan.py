@@ -35,6 +35,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ppgen.contracts import DiagnosticFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.nets import MAX_LAYERS, Activation, Width, activation, checked_build
@@ -283,7 +284,7 @@ def build_discriminator(spec: DiscriminatorSpec, event_shape: tuple[int, ...]) -
 
 
 @register_family("gan")
-class GAN(Family):
+class GAN(Family, DiagnosticFigures):
     """Generative adversarial network: z ~ p(z), x = G(z), fitted against a discriminator; no likelihood."""
 
     Spec = GANSpec
@@ -367,8 +368,8 @@ class GAN(Family):
         with _eval_mode(gen):
             return gen(self.prior((n,)).sample())
 
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **opts: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000,
+                       y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``None``: x = G(z) is a deterministic map of z into a manifold of dimension at most z_dim, so
         the model has no density on the data space; a GAN is measured by its samples instead
         (:mod:`ppgen.quality`)."""
@@ -421,7 +422,7 @@ class GAN(Family):
         - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
         """
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         az = arviz()
         x_obs = data.split("test")[0]
@@ -445,7 +446,7 @@ class GAN(Family):
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
         generated data sets (prior predictive) against the observed one."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
         from ppgen.plots import save_figure, subplots
 
         folder = Path(folder)

@@ -46,7 +46,9 @@ from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
 from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.contracts import ChunkedEStep
 from ppgen.data.core import DataInfo, Dataset
+from ppgen.mstep import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -78,7 +80,7 @@ class GMMSpec(ModelSpec):
 
 
 @register_family("gmm")
-class GMM(BayesFamily):
+class GMM(BayesFamily, ChunkedEStep):
     """Gaussian mixture with Dirichlet, Normal, LogNormal (and LKJ) priors; MAP by enumeration or NUTS."""
 
     Spec = GMMSpec
@@ -327,7 +329,6 @@ class GMM(BayesFamily):
         the Normal prior); then the covariance given the new mean (LogNormal scales: a Newton solve per
         scale; full: Newton over the Cholesky factor with the LKJ prior). Flat priors: the maximum-likelihood
         updates. See :mod:`ppgen.inference.em`."""
-        from ppgen.inference.em import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
 
         p = self.p
         loc_prior = None if flat else (p.loc.mean, p.loc.std)

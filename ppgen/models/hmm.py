@@ -49,7 +49,9 @@ from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
 from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo, Dataset
+from ppgen.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -95,7 +97,7 @@ class HMMSpec(ModelSpec):
 
 
 @register_family("hmm")
-class HMM(BayesFamily):
+class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
     """Hidden Markov model with Dirichlet transition rows and Gaussian or categorical emissions."""
 
     Spec = HMMSpec
@@ -420,7 +422,6 @@ class HMM(BayesFamily):
         prior's extra concentration on staying) and of each state's symbol probabilities; Gaussian
         emissions as in the mixture with diagonal covariance (the mean given the old scale, then the
         LogNormal scale by a Newton solve). Flat priors: the maximum-likelihood updates (Baum-Welch)."""
-        from ppgen.inference.em import diag_gaussian_step, dirichlet_mode
 
         p = self.p
         opts = tensor_options(theta["transition"])
@@ -447,8 +448,8 @@ class HMM(BayesFamily):
             return ["transition", "locs"], {"state": states, "state_to": states[:1], "dim": [0]}
         return ["transition", "emission_probs"], {"state": states, "state_to": states[:1], "symbol": [0]}
 
-    def evaluation_setup(self, data: Any, **opts: Any) -> dict[str, Any]:
-        return {**super().evaluation_setup(data, **opts), "steps_per_sequence": self.t}
+    def evaluation_setup(self, data: Any) -> dict[str, Any]:
+        return {**super().evaluation_setup(data), "steps_per_sequence": self.t}
 
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:

@@ -55,11 +55,12 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from ppgen.bounds import Bound, as_bound
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.masked import MaskedConv2d, Padded, PointConv, down_shift, pointwise, raster_mask, vertical_mask
 from ppgen.models.base import Family
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict, changed
+from ppgen.spec import ModelSpec, SpecError, Strict, changed
 
 # --------------------------------------------------------------------------- specs
 
@@ -286,7 +287,7 @@ class PixelFamily(Family):
                     "with one sub-folder per class); these data have no labels"
                 )
             self.num_classes = int(info.num_classes)
-        self._num_data = spec.prior.num_data
+        self._num_data = spec.prior.num_data or info.n_train
         self.net = self.build_net(1 if kind == "bernoulli" else self.levels, self.num_classes)
         if self.num_classes is not None:
             # log p(y) up to a constant; its maximum-likelihood value is the empirical class frequency.
@@ -369,11 +370,10 @@ class PixelFamily(Family):
         return -0.5 * sq / s**2 - count * (math.log(s) + 0.5 * math.log(2 * math.pi))
 
     def num_data(self) -> int:
-        """N of log p(theta) / N: ``prior.num_data`` or the training-set size of the spec's data."""
+        """N of log p(theta) / N: ``prior.num_data`` or the training-set size the model was built for."""
         if self._num_data is None:
-            from ppgen import data
-
-            self._num_data = int(data.load(self.spec.data).train_x.shape[0])
+            raise SpecError("prior.num_data: the model was built without the size of its training set "
+                            "(DataInfo.n_train); set prior.num_data to the number of training examples")
         return self._num_data
 
     def _zero(self) -> torch.Tensor:
@@ -402,13 +402,14 @@ class PixelFamily(Family):
             raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
         return y
 
-    def fused_loss(self, x: torch.Tensor, elbo: str = "trace", num_particles: int = 1,
+    def fused_loss(self, x: torch.Tensor, elbo: Bound | str = "trace", num_particles: int = 1,
                    y: torch.Tensor | None = None) -> torch.Tensor:
-        """Minus the summed objective of a batch without Pyro's tracing, equal to any of Pyro's ELBOs
-        on this model with the empty guide: -sum log p(x) (and -log p(y) for a conditional model), minus
-        the batch's share of the log weight prior for MAP."""
-        # Without latent variables every particle of every ELBO equals log p(x): elbo and
-        # num_particles change nothing.
+        """Minus the summed objective of a batch without Pyro's tracing, equal to every bound of
+        :data:`ppgen.bounds.BOUNDS` on this model with the empty guide: -sum log p(x) (and -log p(y) for a
+        conditional model), minus the batch's share of the log weight prior for MAP."""
+        # Without latent variables every particle of every bound equals log p(x): which bound, and how
+        # many particles, change nothing (an unknown bound is still refused).
+        as_bound(elbo, num_particles)
         loss = -self.log_prob(x, y).sum()
         if self.num_classes is not None:
             loss = loss - self.class_log_prior()[self._labels(y, x.shape[0])].sum()
@@ -419,7 +420,7 @@ class PixelFamily(Family):
     # -- exact likelihood and classification ---------------------------------------------------
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, **_: Any
+        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact per-example log p(x) in nats (log p(x | y) for a conditional model given y; without y
         the marginal log sum_y p(x | y) p(y)); the standard errors are zeros. ``k`` is unused."""
@@ -478,7 +479,7 @@ class PixelFamily(Family):
             return None
         import numpy as np
 
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         x, y = data.split("test")
         x = x[:n_obs].to(self.device)

@@ -5,7 +5,7 @@ CD (``inference/pcd.yaml``), with log Z by annealed importance sampling for a te
 As a Pyro model an RBM is an unnormalized likelihood: ``model(x)`` adds the negative free energy
 -F(x) = log sum_h exp(-E(x, h)) of each example as a ``pyro.factor`` and declares weight decay as a
 Gaussian prior on W; log Z, the normalizer, is what AIS estimates. ``joint_model`` is the model over
-both layers that :class:`~ppgen.inference.gibbs.GibbsKernel` samples.
+both layers that :class:`~ppgen.gibbs_kernel.GibbsKernel` samples.
 
 :class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, figures (weight
 filters, samples after k Gibbs steps), and ArviZ diagnostics of several Gibbs chains.
@@ -32,13 +32,25 @@ import pyro.distributions as dist
 import torch
 from pydantic import Field, model_validator
 
+from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
-from ppgen.models.base import Family
+from ppgen.gibbs_kernel import GibbsKernel
+from ppgen.models.base import EvaluateOptions, Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
 LogZMethod = Literal["auto", "exact", "ais"]
+
+
+class EnergyEvaluateOptions(EvaluateOptions):
+    """``ppgen evaluate``'s options of the energy families: the AIS budget for log Z (default: the spec's
+    ``ais`` section; checked against its bounds by :func:`ppgen.evaluate.evaluate`) and how log Z is
+    found (``exact`` enumeration where feasible, ``ais``, or ``auto``)."""
+
+    ais_runs: int | None = None
+    ais_steps: int | None = None
+    log_z_method: LogZMethod = "auto"
 
 #: The chain statistics recorded for diagnostics.
 CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
@@ -47,7 +59,7 @@ CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
 # --------------------------------------------------------------------------- shared family machinery
 
 
-class EnergyFamily(Family):
+class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, MeanSamples):
     """What the RBM, GB-RBM, BM and DBN families share: the map between data and visible units
     (standardized for Gaussian units), data-driven initial biases, log Z for evaluation. Subclasses
     provide ``first_layer``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model`` and
@@ -58,6 +70,7 @@ class EnergyFamily(Family):
     ``ais_steps=`` options of :func:`ppgen.evaluate.evaluate`)."""
 
     default_routine = "cd"
+    EvaluateOptions = EnergyEvaluateOptions
     #: Gaussian visible units (which see the data standardized when ``standardize``); set per family.
     gaussian: bool = False
     standardize: bool = False
@@ -67,6 +80,7 @@ class EnergyFamily(Family):
         self.event_shape = info.event_shape
         self.n_visible = info.dim
         self._log_z: LogZ | None = None
+        self._log_z_key: tuple[int, ...] | None = None
         self.register_buffer("x_mean", torch.zeros(info.dim))
         self.register_buffer("x_std", torch.ones(info.dim))
 
@@ -110,7 +124,7 @@ class EnergyFamily(Family):
         raise NotImplementedError
 
     def evaluation_setup(self, data: Dataset, ais_runs: int | None = None, ais_steps: int | None = None,
-                         log_z_method: LogZMethod = "auto", **_: Any) -> dict[str, Any]:
+                         log_z_method: LogZMethod = "auto") -> dict[str, Any]:
         """log Z, once per evaluation: exact enumeration where it is feasible, else AIS with the spec's
         ``ais.runs`` and ``ais.steps`` (override with ``ais_runs=``/``ais_steps=``; force either way
         with ``log_z_method="exact"`` or ``"ais"``, e.g. to check AIS on a small model)."""
@@ -127,7 +141,7 @@ class EnergyFamily(Family):
     def current_log_z(self) -> LogZ:
         """log Z from the last ``evaluation_setup``, or computed now (without data: AIS from the model's
         own visible biases) if there was none or the parameters have changed since."""
-        if self._log_z is None or getattr(self, "_log_z_key", None) != self._parameter_versions():
+        if self._log_z is None or self._log_z_key != self._parameter_versions():
             self._log_z = self.log_partition(None)
             self._log_z_key = self._parameter_versions()
         return self._log_z
@@ -206,8 +220,6 @@ class EnergyFamily(Family):
         (chain, draw)."""
         from pyro.infer import MCMC
 
-        from ppgen.inference.gibbs import GibbsKernel
-
         s = self.spec.sampling
         chains, warmup, draws = chains or s.chains, s.warmup if warmup is None else warmup, draws or s.draws
         gen = torch.get_rng_state()
@@ -231,7 +243,7 @@ class EnergyFamily(Family):
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         """Several Gibbs chains as InferenceData: the posterior group holds the chain statistics
         (dims chain, draw), so ``az.summary`` gives their R-hat and effective sample size."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
 
         az = arviz()
         post = self.gibbs_chains()
@@ -240,7 +252,7 @@ class EnergyFamily(Family):
 
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
-        from ppgen.diagnostics import arviz
+        from ppgen.arviz_data import arviz
         from ppgen.plots import grid_axes, panel_count, save_figure, subplots
 
         az = arviz()
@@ -357,7 +369,7 @@ class RBM(EnergyFamily):
                 "family 'rbm' needs binary data but the data are continuous (data.binarize is 'none'); set "
                 "data.binarize to 'dynamic' or 'static', or use family 'gbrbm'"
             )
-        vis = getattr(spec, "visible", None)
+        vis = spec.visible if isinstance(spec, GBRBMSpec) else None
         self.core = RBMCore(
             info.dim,
             spec.hidden,
@@ -463,7 +475,8 @@ class RBM(EnergyFamily):
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                       ais_runs: int | None = None, ais_steps: int | None = None,
+                       log_z_method: LogZMethod = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x) = -F(x) - log Z (minus log|det| of the standardization for Gaussian units); the Monte
         Carlo error is that of log Z, common to every example."""
         lz = self.current_log_z()

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 from torch.distributions import kl_divergence
@@ -24,11 +25,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ppgen.arviz_data import arviz, loss_trace
+from ppgen.bounds import Bound, ImportanceWeighted, MeanField, Trace, as_bound
+from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.nets import NetSpec, build_decoder, build_encoder
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, Strict, changed
+from ppgen.spec import ModelSpec, SpecError, Strict, changed
 
 
 class LatentSpec(Strict):
@@ -67,7 +71,7 @@ class VAESpec(ModelSpec):
 
 
 @register_family("vae")
-class VAE(Family):
+class VAE(Family, MeanSamples):
     """Variational autoencoder: z ~ N(0, I), x ~ p(x | decoder(z)), fitted with an amortized q(z|x)."""
 
     Spec = VAESpec
@@ -133,34 +137,38 @@ class VAE(Family):
             return pyro.sample("z", self.posterior(x))
 
     # -- fused objectives: the same numbers as Pyro's ELBOs, without the tracing overhead -----
-    def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1,
+    def fused_loss(self, x: torch.Tensor, elbo: Bound | str, num_particles: int = 1,
                    y: torch.Tensor | None = None) -> torch.Tensor:
-        """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (``trace``),
-        TraceMeanField_ELBO (``meanfield``) or ppgen's per-example :class:`~ppgen.inference.svi.IWAE`
-        (``iwae``) on this model and guide, from the same random draws. ``y`` is unused: the VAE models
-        x alone. Valid for this class's own ``prior``, ``posterior`` and ``likelihood`` only (see
+        """Minus the summed bound over the batch, equal to Pyro's Trace_ELBO (:class:`~ppgen.bounds.Trace`),
+        TraceMeanField_ELBO (:class:`~ppgen.bounds.MeanField`) or ppgen's per-example
+        :class:`~ppgen.inference.svi.IWAE` (:class:`~ppgen.bounds.ImportanceWeighted`) on this model and
+        guide, from the same random draws. ``elbo`` is the bound, or its name with ``num_particles``.
+        ``y`` is unused: the VAE models x alone. Valid for this class's own ``prior``, ``posterior`` and ``likelihood`` only (see
         ``fused_depends``).
 
         Written with plain tensor operations rather than distribution objects: this runs once per
         training step, and the objects' construction and checks cost about a tenth of a step.
         """
+        bound = as_bound(elbo, num_particles)
+        num_particles = bound.num_particles
+        iwae = isinstance(bound, ImportanceWeighted)
         h = self.encoder(x)
         loc = h[..., : self.z_dim]
         scale = nn.functional.softplus(h[..., self.z_dim :]) + 1e-4
-        per_example = num_particles > 1 or elbo == "iwae"
+        per_example = num_particles > 1 or iwae
         eps = torch.randn((num_particles, *loc.shape) if per_example else loc.shape, dtype=loc.dtype, device=loc.device)
         z = loc + eps * scale
         log_lik = self._log_lik(z, x, reduce=not per_example)
-        if elbo == "meanfield":
+        if isinstance(bound, MeanField):
             kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1).sum() - scale.log().sum()
             return kl - (log_lik.mean(0).sum() if per_example else log_lik)
         # log p(z) - log q(z|x), the normalising constants cancel
         log_ratio = (0.5 * (eps.pow(2) - z.pow(2))).sum(-1) + scale.log().sum(-1)
-        if elbo == "trace":
+        if isinstance(bound, Trace):
             return -(log_lik.mean(0).sum() + log_ratio.mean(0).sum() if per_example else log_lik + log_ratio.sum())
-        if elbo == "iwae":
+        if iwae:
             return -(torch.logsumexp(log_lik + log_ratio, 0) - math.log(num_particles)).sum()
-        raise ValueError(f"unknown elbo {elbo!r}")
+        raise SpecError(f"elbo: the vae family has no closed form of the {type(bound).__name__} bound; use fused: false")
 
     def _log_lik(self, z: torch.Tensor, x: torch.Tensor, reduce: bool) -> torch.Tensor:
         """log p(x|z) summed over each example (shape ``z.shape[:-1]``), or over everything if ``reduce``."""
@@ -187,7 +195,7 @@ class VAE(Family):
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, k: int = 1000, chunk: int = 250, **_: Any
+        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int = 250
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampling estimate of log p(x) with q(z|x) as proposal and ``k`` samples:
         log (1/k) sum_i p(x, z_i) / q(z_i|x), the IWAE bound at ``k`` (Burda et al. 2015, eq. 8).
@@ -227,6 +235,45 @@ class VAE(Family):
         return plots.vae_figures(self, data, folder)
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
-        from ppgen import diagnostics
+        return vae_inference_data(self, data, metrics)
 
-        return diagnostics.vae_inference_data(self, data, metrics)
+
+@torch.no_grad()
+def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_obs: int = 16,
+                       draws: int = 200, seed: int = 0) -> Any:
+    """InferenceData for a VAE: for the first ``n_obs`` test examples,
+
+    - ``posterior``: ``z`` drawn from q(z|x), dims (chain, draw, obs, latent);
+    - ``posterior_predictive``: ``x`` reconstructions E[x|z] at those draws, dims (chain, draw, obs, pixel);
+    - ``observed_data``: the examples, dims (obs, pixel);
+    - ``sample_stats``: the training loss trace, dims (chain, draw=record);
+    - ``constant_data``: the labels of the examples, where the data have them.
+    """
+    az = arviz()
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        x, y = data.split("test")
+        n_obs = min(n_obs, x.shape[0])
+        x = x[:n_obs].to(model.device)
+        q = model.posterior(x)
+        z = q.sample((draws,))  # (draw, obs, latent)
+        recon = model.decode_mean(z.reshape(-1, model.z_dim)).reshape(draws, n_obs, -1)
+    finally:
+        torch.set_rng_state(gen_state)
+    obs = np.arange(n_obs)
+    coords = {"obs": obs, "latent": np.arange(model.z_dim), "pixel": np.arange(recon.shape[-1])}
+    stats = loss_trace(metrics)
+    kwargs: dict[str, Any] = {}
+    if stats:
+        kwargs["sample_stats"] = stats
+    if y is not None:
+        kwargs["constant_data"] = {"label": y[:n_obs].cpu().numpy()}
+    return az.from_dict(
+        posterior={"z": z.cpu().numpy()[None]},
+        posterior_predictive={"x": recon.cpu().numpy()[None]},
+        observed_data={"x": x.reshape(n_obs, -1).cpu().numpy()},
+        coords=coords,
+        dims={"z": ["obs", "latent"], "x": ["obs", "pixel"], "label": ["obs"]},
+        **kwargs,
+    )

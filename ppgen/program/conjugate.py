@@ -31,7 +31,7 @@ again here: the program is recognised as the model of the ``gmm`` family with ``
 ``spherical`` and the matching priors, whose statistics and updates
 (:meth:`ppgen.models.gmm.GMM.em_statistics`, :meth:`~ppgen.models.gmm.GMM.em_maximize`, built on
 :mod:`ppgen.inference.em`) are then applied to the program's parameters; the Bernoulli mixture's
-M-steps are :func:`ppgen.inference.em.dirichlet_mode` (:class:`BernoulliMixtureEM`). The result is
+M-steps are :func:`ppgen.mstep.dirichlet_mode` (:class:`BernoulliMixtureEM`). The result is
 written into the program's parameters (the point-mass guide's values, or the
 parameters themselves), so that every service of the program (its own enumerated likelihood,
 sampling, diagnostics) uses it.
@@ -92,15 +92,15 @@ class NotConjugate(SpecError):
 
 def _other_recipes() -> str:
     """The zoo recipes that fit every program (the svi routine's), or the routine's name without a zoo."""
-    from ppgen import registry
-    from ppgen.spec import load_recipe
+    from ppgen import zoo
+    from ppgen.spec import read_yaml
 
-    folder = registry.repo_folder("inference")
+    folder = zoo.folder("inference")
     fits = []
-    for path in sorted(folder.glob("*.yaml")) if folder is not None else []:
+    for name in zoo.names("inference"):
         try:
-            if load_recipe(path).routine == "svi":
-                fits.append(f"inference/{path.name}")
+            if read_yaml(folder / f"{name}.yaml").get("routine") == "svi":
+                fits.append(f"inference/{name}.yaml")
         except SpecError:
             continue
     return ", ".join(fits) if fits else "routine: svi"
@@ -284,9 +284,12 @@ def _block(prog: Any, role: str, name: str, k: int, d: int) -> Block:
 class BernoulliMixtureEM:
     """E and M steps of a mixture of independent Bernoulli vectors (Bishop 2006, section 9.3.3) with a
     Dirichlet(c) prior on the weights and Beta(a, b) on every probability, over a leading batch of S
-    parameter values. The M-steps are the Dirichlet modes of :func:`ppgen.inference.em.dirichlet_mode`
+    parameter values. The M-steps are the Dirichlet modes of :func:`ppgen.mstep.dirichlet_mode`
     (a Beta is the Dirichlet of two categories): w_k = (n_k + c - 1) / (N + K (c - 1)) and
     p_kd = (s_kd + a - 1) / (n_k + a + b - 2), with n_k = sum_n r_nk and s_kd = sum_n r_nk x_nd."""
+
+    #: No site supports to check starts against (see :attr:`ConjugateEM.sites`).
+    sites: tuple[Any, ...] = ()
 
     def __init__(self, form: MixtureForm) -> None:
         self.k, self.d = form.components, form.dim
@@ -322,7 +325,7 @@ class BernoulliMixtureEM:
 
     def em_maximize(self, stats: dict[str, torch.Tensor], theta: Mapping[str, torch.Tensor], *,
                     flat: bool) -> tuple[Theta, torch.Tensor]:
-        from ppgen.inference.em import dirichlet_mode
+        from ppgen.mstep import dirichlet_mode
 
         flat = flat or self.flat_form
         count, ones = stats["count"], stats["ones"]
@@ -443,6 +446,18 @@ class ConjugateEM:
     @property
     def point(self) -> _Point:
         return _Point(self)
+
+    @property
+    def sites(self) -> tuple[Any, ...]:
+        """The mixture's global sites as the gmm family declares them (their supports check EM's starts);
+        none for a Bernoulli mixture, whose starts EM builds inside the supports itself."""
+        return tuple(self._em_gmm().sites)
+
+    @property
+    def initialized(self) -> torch.Tensor:
+        """A program keeps no start flag: EM starts from its own starts, and a resumed EM fit continues
+        from the routine's saved state, not from the program's parameters."""
+        return torch.zeros((), dtype=torch.bool)
 
     def em_check(self, flat: bool) -> None:
         """Recognise the mixture (or refuse, saying why) and check that its priors have a mode."""

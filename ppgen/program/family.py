@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import torch
 from pyro.nn.module import pyro_method
 
+from ppgen.bounds import as_bound
+from ppgen.contracts import DiagnosticFigures, MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
 from ppgen.program import runtime
@@ -41,7 +43,7 @@ from ppgen.spec import SpecError
 
 
 @register_family("program")
-class ProgramFamily(ConjugateEM, Family):
+class ProgramFamily(ConjugateEM, Family, DiagnosticFigures, MeanSamples):
     """A model written in the model language: named sites, networks, a guide (see ppgen.program)."""
 
     Spec = ProgramSpec
@@ -62,7 +64,7 @@ class ProgramFamily(ConjugateEM, Family):
         self.consts = consts
         self.event_shape = tuple(info.event_shape)
         self._view = tuple(self.program.x_site.shape) != self.event_shape
-        self._num_data = spec.num_data
+        self._num_data = spec.num_data or info.n_train
         self.importance_samples = not self.program.exact and not self.program.delta_locals
         self._init_global_guides()
         with torch.random.fork_rng(devices=[]):
@@ -78,9 +80,8 @@ class ProgramFamily(ConjugateEM, Family):
         if not self.program.has_global_latents:
             return 1
         if self._num_data is None:
-            from ppgen import data
-
-            self._num_data = int(data.load(self.spec.data).train_x.shape[0])
+            raise SpecError("num_data: the model was built without the size of its training set "
+                            "(DataInfo.n_train); set num_data to the number of training examples")
         return self._num_data
 
     @torch.no_grad()
@@ -156,9 +157,9 @@ class ProgramFamily(ConjugateEM, Family):
         (``trace``), TraceMeanField_ELBO (``meanfield``) or TraceEnum_ELBO (either, when sites are
         enumerated) on :meth:`model` and :meth:`guide` as the svi routine scales them, or the per-example
         importance-weighted bound (``iwae``)."""
-        if elbo not in ("trace", "meanfield", "iwae"):
-            raise SpecError(f"elbo: {elbo!r} is not one of trace, meanfield, iwae")
-        return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, elbo, num_particles, self.num_data())
+        bound = as_bound(elbo, num_particles)
+        return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, bound.name, bound.num_particles,
+                                  self.num_data())
 
     # -- sampling ---------------------------------------------------------------------------
     def _given(self, given: dict[str, Any] | None, n: int) -> dict[str, torch.Tensor]:
@@ -220,8 +221,8 @@ class ProgramFamily(ConjugateEM, Family):
 
     # -- likelihood and evaluation ------------------------------------------------------------
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int | None = None,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
+                       chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """log p(x) per example and its Monte Carlo standard error, by importance sampling with the guide
         as proposal and ``k`` samples: log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015, eq. 8),
         enumerated sites summed out exactly; exact (standard error 0) when nothing is sampled. A label site

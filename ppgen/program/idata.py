@@ -29,7 +29,7 @@ from ppgen.program import chains, runtime
 @torch.no_grad()
 def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200,
                            seed: int = 0) -> Any:
-    from ppgen.diagnostics import arviz, loss_trace
+    from ppgen.arviz_data import arviz, loss_trace
 
     az = arviz()
     prog, mods = model.program, model._mods()

@@ -312,8 +312,8 @@ class PythonFamily(Family):
         return total
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int = 100,
-                       **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None,
+                       chunk: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance sampling with the guide as proposal and ``k`` samples (Burda et al. 2015)."""
         parts = [self.log_weights(x, y, min(chunk, k - s)) for s in range(0, k, chunk)]
         log_w = torch.cat(parts, 0)
@@ -341,7 +341,7 @@ class PythonFamily(Family):
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200) -> Any:
         """Draws of every latent site from the guide and of the observed sites given them
         (``Predictive``), for the first ``n_obs`` test examples."""
-        from ppgen.diagnostics import arviz, loss_trace
+        from ppgen.arviz_data import arviz, loss_trace
 
         az = arviz()
         x, y = data.split("test")
