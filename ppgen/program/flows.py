@@ -331,7 +331,12 @@ class FlowStack(nn.Module):
                 continue
             layer = self.layers[slot]
             if context is not None:
-                layer = layer.condition(context)
+                layer = layer.condition(context)  # a new transform, with an empty cache
+            else:
+                # A layer remembers its last (input, output) pair, to score a value it drew without inverting;
+                # a pair from an earlier pass was computed with parameters since changed (and a graph since
+                # freed), and the same data tensor scored again would find it: each pass starts empty.
+                layer._cached_x_y = (None, None)
             out.append(layer.inv if t.kind == "masked_autoregressive" else layer)
         return out
 
@@ -346,7 +351,22 @@ def build_flow(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict
         raise ValueError("the flow's layers were not given (internal: the site was built outside a pass)")
     base_args = {k[len("base."):]: v for k, v in args.items() if k.startswith("base.")}
     base = build(opts["base_entry"], base_args, shape, opts["base_options"], validate)
-    return dist.TransformedDistribution(base, stack.transforms(args.get("context")), validate_args=validate)
+    context = args.get("context")
+    if context is not None:
+        # one distribution per context: the batch dimensions of the context (particles, examples) are the flow's
+        base = base.expand(torch.broadcast_shapes(base.batch_shape, context.shape[:-1]))
+    return Flow(base, stack.transforms(context), validate_args=validate)
+
+
+class Flow(dist.TransformedDistribution):
+    """Pyro's TransformedDistribution, scoring a value over the whole batch shape: a conditional flow's
+    batch comes from its context, which its networks broadcast only over the value's own dimensions."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+        if shape != value.shape:
+            value = value.expand(shape)
+        return super().log_prob(value)
 
 
 def point(d: dist.Distribution) -> torch.Tensor:
