@@ -427,3 +427,103 @@ def test_bits_per_dim_of_a_dequantized_flow_counts_the_levels(tmp_path) -> None:
     assert math.isclose(result["bits_per_dim"], result["test_nll_nats"] / (64 * math.log(2)), rel_tol=1e-9)
     assert 1.0 < result["bits_per_dim"] < 8.0
     assert -result["elbo"] >= result["test_nll_nats"] - 0.05  # the one-draw bound is below the k-draw estimate
+
+
+# --------------------------------------------------------------------------- bad flows
+
+
+def _guide_flow(**edit) -> dict:
+    return vae_program({**iaf_guide(), **edit})
+
+
+BAD = [
+    ("unknown transform", density_program({"kind": "glow"}), "model.x.transforms[0].kind"),
+    ("batch norm refused with its reason", density_program({"kind": "batch_norm"}), "model.x.transforms[0].kind"),
+    ("a key the kind does not take", density_program({"kind": "reverse", "hidden": [8]}), "model.x.transforms[0].hidden"),
+    ("a key no kind takes", density_program({"kind": "affine_coupling", "code": "print(1)"}), "model.x.transforms[0].code"),
+    ("split outside 1..D-1", density_program({"kind": "affine_coupling", "split": 2}), "model.x.transforms[0].split"),
+    ("zero split", density_program({"kind": "affine_coupling", "split": 0}), "model.x.transforms[0].split"),
+    ("coupling of one coordinate", {"family": "program", "data": {"name": "toy1d"},
+                                    "model": {"x": flow_x({"kind": "affine_coupling"})}}, "model.x.transforms[0]"),
+    ("autoregressive on one coordinate", {"family": "program", "data": {"name": "toy1d"},
+                                          "model": {"x": flow_x({"kind": "masked_autoregressive"})}}, "model.x.transforms[0]"),
+    ("not a permutation", density_program({"kind": "permute", "permutation": [0, 0]}), "model.x.transforms[0].permutation"),
+    ("permutation of other size", density_program({"kind": "permute", "permutation": [2, 0, 1]}),
+     "model.x.transforms[0].permutation"),
+    ("empty stack", density_program(), "model.x.transforms"),
+    ("stack not a list", {"family": "program", "data": {"name": "toy2d"},
+                          "model": {"x": {**flow_x(), "transforms": "affine_coupling"}}}, "model.x.transforms"),
+    ("layer not a mapping", density_program("affine_coupling"), "model.x.transforms[0]"),
+    ("no base", {"family": "program", "data": {"name": "toy2d"},
+                 "model": {"x": {k: v for k, v in flow_x({"kind": "reverse"}).items() if k != "base"}}}, "model.x"),
+    ("no transforms", {"family": "program", "data": {"name": "toy2d"},
+                       "model": {"x": {k: v for k, v in flow_x().items() if k != "transforms"}}}, "model.x"),
+    ("a discrete base", {"family": "program", "data": {"name": "toy2d"},
+                         "model": {"x": {**flow_x({"kind": "reverse"}), "base": {"dist": "Bernoulli", "logits": 0.0}}}},
+     "model.x.base.dist"),
+    ("a base with a shape", {"family": "program", "data": {"name": "toy2d"},
+                             "model": {"x": {**flow_x({"kind": "reverse"}), "base": {**STD, "shape": [2]}}}},
+     "model.x.base.shape"),
+    ("a base parameter it does not take", {"family": "program", "data": {"name": "toy2d"},
+                                           "model": {"x": {**flow_x({"kind": "reverse"}), "base": {**STD, "rate": 1.0}}}},
+     "model.x.base.rate"),
+    ("code in a base expression", {"family": "program", "data": {"name": "toy2d"},
+                                   "model": {"x": {**flow_x({"kind": "reverse"}),
+                                                   "base": {**STD, "loc": "__import__('os').getcwd()"}}}},
+     "model.x.base.loc"),
+    ("a latent flow without shape", vae_program(prior_z={"dist": "TransformedDistribution", "base": STD,
+                                                         "transforms": [{"kind": "reverse"}]}), "model.z.shape"),
+    ("an image-shaped flow", {"family": "program", "data": {"name": "digits", "binarize": "none"},
+                              "model": {"x": flow_x({"kind": "affine_coupling"})}}, "model.x.shape"),
+    ("a context without its size", _guide_flow(context_dim=None) | {}, "guide.z"),
+    ("context_dim without a context", density_program({"kind": "affine_coupling"}, context_dim=3), "model.x.context_dim"),
+    ("a context from a later site", {"family": "program", "data": {"name": "toy2d"}, "auto_network": {"hidden": [8]},
+                                     "model": {"x": flow_x({"kind": "affine_coupling"}, context="z", context_dim=2),
+                                               "z": {**STD, "shape": [2]}}}, "model.x.context"),
+    ("spline coupling with a context", _guide_flow(transforms=[{"kind": "spline_coupling"}]), "guide.z.transforms[0].kind"),
+    ("planar outside the guide", density_program({"kind": "planar"}), "model.x.transforms[0].kind"),
+    ("sigmoid in a guide", _guide_flow(transforms=[{"kind": "sigmoid"}]), "guide.z.transforms[0].kind"),
+    ("sigmoid not last", density_program({"kind": "sigmoid"}, {"kind": "reverse"}), "model.x.transforms[0].kind"),
+    ("bins out of range", density_program({"kind": "spline_coupling", "bins": 1}), "model.x.transforms[0]"),
+    ("negative hidden size", density_program({"kind": "affine_coupling", "hidden": [0]}), "model.x.transforms[0].hidden"),
+    ("a flow as a mixture component", vae_program(prior_z={
+        "dist": "MixtureSameFamily", "logits": [0.0, 0.0], "shape": [3],
+        "component": {"dist": "TransformedDistribution", "base": STD, "transforms": [{"kind": "reverse"}]}}),
+     "model.z.component.dist"),
+    ("dequantize on binarized data", {"family": "program", "data": {"name": "digits"},
+                                      "model": {"x": flow_x({"kind": "affine_coupling"}, shape=[16], dequantize="uniform")}},
+     "model.x.dequantize"),
+    ("dequantize on a latent", vae_program(prior_z={**STD, "shape": [3], "dequantize": "uniform"}), "model.z.dequantize"),
+    ("dequantize a discrete likelihood", {"family": "program", "data": {"name": "digits", "binarize": "none"},
+                                          "model": {"x": {"dist": "PixelCategorical", "logits": 0.0, "observed": "x",
+                                                          "dequantize": "uniform"}}}, "model.x.dequantize"),
+    ("dequantize continuous toy data", density_program({"kind": "affine_coupling"}, dequantize="uniform"),
+     "model.x.dequantize"),
+    ("dequantize with one level", {"family": "program", "data": {"name": "digits", "binarize": "none"},
+                                   "model": {"x": flow_x({"kind": "affine_coupling"}, shape=[16],
+                                                         dequantize={"levels": 1})}}, "model.x"),
+]
+BAD_INFO = {"coupling of one coordinate": DataInfo((1,), "continuous"),
+            "autoregressive on one coordinate": DataInfo((1,), "continuous"),
+            "permutation of other size": POINTS, "an image-shaped flow": GREY, "dequantize on binarized data": BINARY,
+            "dequantize a discrete likelihood": GREY, "dequantize with one level": GREY}
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_a_bad_flow_is_refused_naming_the_site(case) -> None:
+    _, spec, where = case
+    info = BAD_INFO.get(case[0], BINARY if "networks" in spec else POINTS)
+    with pytest.raises(SpecError) as err:
+        ppgen.build(spec, info)
+    assert where in str(err.value), str(err.value)
+
+
+def test_the_command_line_refuses_a_bad_flow_with_exit_2(tmp_path) -> None:
+    path = tmp_path / "bad_flow.yaml"
+    path.write_text("family: program\ndata: {name: toy2d, distribution: moons, n: 100}\nmodel:\n  x:\n    dist: TransformedDistribution\n"
+                    "    base: {dist: Normal, loc: 0.0, scale: 1.0}\n    transforms: [{kind: affine_coupling, split: 5}]\n"
+                    "    observed: x\n")
+    out = subprocess.run([sys.executable, "-m", "ppgen.cli", "fit", str(path), "--epochs", "1", "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "model.x.transforms[0].split" in out.stderr, out.stderr

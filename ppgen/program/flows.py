@@ -147,8 +147,13 @@ def _base(name: str, part: str, at: str, value: Any, consts: dict, params: dict)
         decl = SiteDecl.model_validate(value)
     except Exception as exc:  # pydantic's error, reworded
         raise SpecError(f"{at}: {exc}") from None
-    base = _site(name, part, decl, consts, params, nested=True)
-    return base
+    try:
+        return _site(name, part, decl, consts, params, nested=True)
+    except SpecError as exc:  # name the base's key, not the site's (model.x.base.loc)
+        msg, site = str(exc), f"{part}.{name}"
+        if msg.startswith(site + ".") or msg.startswith(site + ":"):
+            msg = f"{site}.base{msg[len(site):]}"
+        raise SpecError(msg) from None
 
 
 def _transforms(at: str, value: Any) -> tuple[TransformDecl, ...]:
