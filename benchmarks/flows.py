@@ -161,8 +161,9 @@ def write_tables() -> None:
     if dig:
         r0 = dig[0]
         lines += ["## scikit-learn digits, 17 grey levels, the same split", "",
-                  f"Command: `{r0['command']}`; CPU: {r0['cpu']}; torch threads {r0['threads']} (OMP_NUM_THREADS="
-                  f"{r0['omp']}); load average at the first row {r0['load']:.1f}; {r0['n_test']} test images; "
+                  f"Commands: {', '.join(f'`{c}`' for c in dict.fromkeys(r['command'] for r in dig))}; CPU: {r0['cpu']}; "
+                  f"torch threads {r0['threads']} (OMP_NUM_THREADS={r0['omp']}); load average (1 min) at the rows "
+                  f"{min(r['load'] for r in dig):.1f} to {max(r['load'] for r in dig):.1f}; {r0['n_test']} test images; "
                   "batch 64, Adam at 1e-3, equal epochs.", "",
                   "| model | estimator | epochs | seeds | parameters | test NLL (nats) | bits/dim | one-draw bound / ELBO (nats) | train s (mean) |",
                   "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -195,8 +196,9 @@ def write_tables() -> None:
     if mn:
         r0 = mn[0]
         lines += ["## MNIST (dynamically binarized): VAE against VAE with an IAF posterior, equal epochs", "",
-                  f"Command: `{r0['command']}`; CPU: {r0['cpu']}; torch threads {r0['threads']}; load average at the "
-                  f"first row {r0['load']:.1f}; the first {r0['n_test']} test images, importance sampling with "
+                  f"Commands: {', '.join(f'`{c}`' for c in dict.fromkeys(r['command'] for r in mn))}; CPU: {r0['cpu']}; "
+                  f"torch threads {r0['threads']}; load average (1 min) at the rows {min(r['load'] for r in mn):.1f} to "
+                  f"{max(r['load'] for r in mn):.1f}; the first {r0['n_test']} test images, importance sampling with "
                   f"k = {r0['k']} samples of q(z|x).", "",
                   "| model | epochs | seeds | parameters | test NLL (nats) | ELBO (nats) | gap log p(x) - ELBO | train s (mean) |",
                   "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
