@@ -214,7 +214,7 @@ def write_tables() -> None:
             d_nll = [b["test_nll_nats"] - a["test_nll_nats"] for a, b in pairs]
             d_elbo = [b["elbo"] - a["elbo"] for a, b in pairs]
             lines += ["", f"Paired by seed ({len(pairs)} pairs), IAF minus plain: test NLL {_mean_sd(d_nll)} nats, ELBO "
-                      f"{_mean_sd(d_elbo)} nats. Equal epochs, not equal time: the IAF's steps cost more (train s)."]
+                      f"{_mean_sd(d_elbo)} nats. Equal epochs, not equal time; train s is wall time under the varying load above, not a speed measurement."]
         lines += ["", "| model | seed | test NLL (nats) | ± s.e. | MC s.e. | ELBO | gap |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in mn:
             lines.append(f"| {r['model']} | {r['seed']} | {r['test_nll_nats']:.3f} | {r['test_nll_stderr']:.3f} | "
