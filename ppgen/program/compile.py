@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from ppgen.data.core import DataInfo
-from ppgen.program import expr
+from ppgen.program import dequantize, expr, flows
 from ppgen.program.dists import TABLE, Entry, param_event_shape
 from ppgen.program.networks import InputSpec, Network
 from ppgen.program.schema import NetworkDecl, ParamDecl, ProgramSpec, SiteInfo, Structure, structure
@@ -144,6 +144,8 @@ class Program:
         #: log p(x) needs no sampling: no continuous latent (enumerated ones are summed exactly, point
         #: estimates of globals are plugged in).
         self.exact = not sampled and not self.delta_locals
+        if self.x_site.options.get("dequantize") is not None:
+            self.exact = False  # log P(x) integrates the density over each level's cell: estimated by sampling
         self.enumerated = [s.name for s in self.model if s.enumerate] + [s.name for s in self.guide if s.enumerate]
         y = self.y_site.name if self.y_site is not None else None
         #: sites other than the labels are summed out in every pass
@@ -194,6 +196,9 @@ class Program:
             name: Network(name, decl.kind, decl.hidden, decl.activation, inputs, heads)
             for name, (decl, inputs, heads) in self.networks.items()
         })
+        for s in self.model + self.guide:
+            if flows.is_flow(s):
+                nets[flows.key(s)] = flows.build_stack(s)
         params = ParamSet()
         for name, (init, constraint, noise) in self.params.items():
             params.add(name, init, constraint, noise)
@@ -297,6 +302,8 @@ def _options(s: SiteInfo, st: Structure, info: DataInfo, shapes: dict, data_name
         copts = dict(comp.options)
         opts["component_entry"] = comp.entry
         opts["component_options"] = copts
+    if opts.get("dequantize") is not None:
+        opts["dequantize"] = dequantize.resolve(s.where, opts["dequantize"], info, data_name)
     return opts
 
 
@@ -405,6 +412,10 @@ def _site(s: SiteInfo, shape: tuple[int, ...], opts: dict, part: Literal["model"
         site.fast = "normal"
     elif s.entry.name == "Bernoulli" and "logits" in s.args and s.observed:
         site.fast = "bernoulli"
+    if opts.get("dequantize") is not None:
+        site.fast = None  # the density is scored at dequantized values, never at x itself
+    if flows.is_flow(s):
+        flows.check_site(site)
     if part == "model" and site.latent and s.entry.name == "Uniform":
         raise SpecError(f"{site.where}: a Uniform latent is not supported (its support depends on its parameters); "
                         "use Beta on [0, 1] and scale it in an expression")

@@ -147,6 +147,13 @@ def _mixture(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[s
     return dist.MixtureSameFamily(dist.Categorical(**mix, validate_args=validate), component, validate_args=validate)
 
 
+def _transformed(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[str, Any], validate: bool | None,
+                 entry: Entry) -> dist.Distribution:
+    from ppgen.program.flows import build_flow  # a base pushed through declared Pyro transforms
+
+    return build_flow(args, shape, opts, validate, entry)
+
+
 def _entries() -> dict[str, Entry]:
     e: list[Entry] = [
         Entry("Normal", _simple(dist.Normal), ("loc", "scale"), required=("loc", "scale")),
@@ -178,6 +185,7 @@ def _entries() -> dict[str, Entry]:
               options=("components", "component")),
         Entry("PixelCategorical", _pixel, ("logits",), required=("logits",), extra={"logits": "levels"},
               discrete=True, options=("levels", "scale")),
+        Entry("TransformedDistribution", _transformed, ("context",), options=("base", "transforms", "context_dim")),
         Entry("ConstrainedNormal", _constrained_normal, ("loc", "scale"), required=("loc", "scale"),
               options=("support",), internal=True),
         Entry("ConstrainedDelta", _constrained_delta, ("v",), required=("v",), options=("support",), internal=True),
@@ -203,6 +211,10 @@ def param_event_shape(entry: Entry, param: str, shape: tuple[int, ...], opts: di
         return (m, *param_event_shape(comp_entry, inner, shape, opts["component_options"]))
     if entry.name in ("ConstrainedNormal", "ConstrainedDelta"):
         return tuple(biject_to(opts["support"]).inverse_shape(torch.Size(shape)))
+    if entry.name == "TransformedDistribution":
+        if param == "context":
+            return (opts["context_dim"],)
+        return param_event_shape(opts["base_entry"], param[len("base."):], shape, opts["base_options"])
     if param in entry.extra:
         return (*shape, opts[entry.extra[param]])
     return tuple(shape)
@@ -210,7 +222,12 @@ def param_event_shape(entry: Entry, param: str, shape: tuple[int, ...], opts: di
 
 def build(entry: Entry, args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[str, Any],
           validate: bool | None = False) -> dist.Distribution:
-    return entry.build_fn(args, shape, opts, validate, entry)
+    d = entry.build_fn(args, shape, opts, validate, entry)
+    if opts.get("dequantize") is not None:
+        from ppgen.program.dequantize import Dequantized
+
+        d = Dequantized(d, opts["dequantize"].levels, opts["dequantize"].scale)
+    return d
 
 
 def one_hot_labels(y: torch.Tensor, k: int) -> torch.Tensor:

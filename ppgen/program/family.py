@@ -298,9 +298,12 @@ class ProgramFamily(ConjugateEM, Family, DiagnosticFigures, MeanSamples):
 
     # -- presentation --------------------------------------------------------------------------
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
+        from ppgen.program.flow_figures import flow_figures
         from ppgen.program.figures import program_figures
 
-        return program_figures(self, data, Path(folder))
+        out = program_figures(self, data, Path(folder))
+        out.update(flow_figures(self, data, Path(folder)))
+        return out
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         from ppgen.program.idata import program_inference_data

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ppgen.plots import image_grid, is_image, save_figure, save_samples, show_grid, subplots
-from ppgen.program import runtime
+from ppgen.program import flows, runtime
 
 
 def _top_latent(model: Any) -> Any:
@@ -51,6 +51,8 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
         x_test, y_test = data.split("test")
         x_test = x_test.to(model.device)
         title = "samples: E[x | latents], latents from the model" if image else "samples"
+        if image and (flows.is_flow(prog.x_site) or prog.x_site.options.get("dequantize") is not None):
+            title = "samples: draws from the model"  # a flow's x has no closed-form mean: drawn
         out["samples"] = save_samples(model.display_samples(n), folder / "samples.png", title,
                                       reference=None if image else x_test)
         label = _label_site(model)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch.distributions import kl_divergence
 
-from ppgen.program import expr
+from ppgen.program import expr, flows
 from ppgen.program.compile import WHOLE, Program, Site
 from ppgen.program.dists import build
 from ppgen.spec import SpecError
@@ -170,6 +170,8 @@ def site_args(site: Site, env: Env) -> dict[str, torch.Tensor]:
         except (expr.EvalError, RuntimeError, IndexError, TypeError) as exc:
             raise ProgramError(f"{site.where}.{key}: {exc}") from None
         out[key] = t
+    if flows.is_flow(site):
+        out["#flow"] = env.nets[flows.key(site)]  # the site's layers (modules: parameters, networks)
     return out
 
 
@@ -343,6 +345,8 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
                 d = site_dist(m, args, validate)
                 if validate:
                     _check_shapes(m, d, plate)
+                if m.options.get("dequantize") is not None:
+                    d = d.expand(_bshape(d.batch_shape, plate))  # fresh noise for each particle, as Pyro's plates
                 model_terms.append(d.log_prob(x))
             continue
         if m.deterministic:
@@ -448,6 +452,8 @@ def _check_support(m: Site, g: Site | None, d: dist.Distribution, value: torch.T
         return
     if g.entry.name in ("ConstrainedNormal", "ConstrainedDelta"):
         gs = _canon(g.options["support"])
+    elif flows.is_flow(g):
+        gs = "real"  # every layer a guide may have maps the real vectors onto themselves
     elif g.entry.name == "Delta":
         if not bool(d.support.check(value).all()):
             raise ProgramError(f"guide.{m.name}: its values fall outside the support of the model's {m.entry.name}")
@@ -588,7 +594,9 @@ def ancestral(prog: Program, modules: tuple[Any, Any, Any], n: int, given: dict[
         if m.deterministic:
             env.values[m.name] = d.mean
             continue
-        if (mean and m.observed == "x") or (point and m.observed != "x"):
+        if m.observed == "x" and mean and (flows.is_flow(m) or m.options.get("dequantize") is not None):
+            pass  # no closed-form mean: a draw, below
+        elif (mean and m.observed == "x") or (point and m.observed != "x"):
             v = _point(d, m)
             env.values[m.name] = v.expand(n, *v.shape) if v.dim() == len(m.shape) else v
             continue
@@ -605,6 +613,8 @@ def _point(d: dist.Distribution, s: Site) -> torch.Tensor:
         return v if s.entry.name == "Categorical" else F.one_hot(v, d.probs.shape[-1]).to(d.probs.dtype)
     if s.entry.name == "Bernoulli" and s.observed != "x":
         return (d.probs > 0.5).to(d.probs.dtype)
+    if flows.is_flow(s):
+        return flows.point(d)
     if isinstance(d, dist.TransformedDistribution):
         return d.transforms[0](d.base_dist.mean)
     return d.mean
@@ -678,6 +688,8 @@ def guide_point(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y
             probs = d.probs
             v = probs.argmax(-1)
             env.values[g.name] = v if g.entry.name == "Categorical" else F.one_hot(v, probs.shape[-1]).to(probs.dtype)
+        elif flows.is_flow(g):
+            env.values[g.name] = flows.point(d)  # the base's mode pushed through every layer
         elif isinstance(d, dist.TransformedDistribution):
             env.values[g.name] = d.transforms[0](d.base_dist.mean)  # the median: the location pushed into the support
         else:

@@ -35,7 +35,8 @@ import torch
 from pydantic import ConfigDict, Field, model_validator
 
 from ppgen.nets import Activation
-from ppgen.program import expr
+from ppgen.program import dequantize, expr, flows
+from ppgen.program.dequantize import DequantizeDecl
 from ppgen.program.dists import TABLE, Entry, public_names
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -77,6 +78,7 @@ class SiteDecl(Strict):
     observed: Literal["x", "y"] | None = None
     global_: bool = Field(False, alias="global")
     enumerate: Literal["parallel"] | None = None
+    dequantize: Literal["uniform"] | DequantizeDecl | None = None
 
 
 class AutoNetworkDecl(Strict):
@@ -224,6 +226,9 @@ def _site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: di
                     raise SpecError(f"{at}: only MixtureSameFamily takes a component")
                 component = _component(name, part, value, consts, params)
                 continue
+            if entry.name == flows.FLOW:
+                flows.parse_key(name, part, at, key, value, options, consts, params)
+                continue
             options[key] = _option(at, key, value)
             continue
         if key not in entry.params:
@@ -231,6 +236,10 @@ def _site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: di
             opts = f" and the options {', '.join(entry.options)}" if entry.options else ""
             raise SpecError(f"{at}: {entry.name} takes no parameter {key!r}; it takes {accepted}{opts}")
         args[key] = _arg(at, f"{name}__{key}" if not nested else f"{name}__component__{key}", value, consts, params)
+    if entry.name == flows.FLOW:
+        flows.finish(where, decl, options, args, part)
+    if decl.dequantize is not None:
+        options["dequantize"] = dequantize.check(where, decl.dequantize, entry, part, decl.observed)
     for key, value in entry.defaults.items():
         if key not in args:
             args[key] = _const(value, consts)
@@ -269,6 +278,8 @@ def _component(name: str, part: Literal["model", "guide"], value: Any, consts: d
         raise SpecError(f"{where}.{bad[0]}: a component takes its distribution and parameters only")
     if "dist" not in value:
         raise SpecError(f"{where}: needs dist")
+    if value["dist"] == flows.FLOW:
+        raise SpecError(f"{where}.dist: a TransformedDistribution cannot be a mixture component; declare the flow as the site")
     if value["dist"] in ("MixtureSameFamily", "Delta") or (value["dist"] in TABLE and TABLE[value["dist"]].enumerable):
         raise SpecError(f"{where}.dist: {value['dist']!r} cannot be a mixture component; use a continuous "
                         "distribution or Bernoulli-free ones such as Normal, Laplace, StudentT")
