@@ -141,7 +141,7 @@ def test_log_det_of_each_layer_equals_autograds_jacobian(layer: dict, conditiona
 
 @pytest.mark.parametrize("name", ["flow_moons", "flow_digits", "vae_iaf"])
 def test_log_det_of_the_zoo_stacks_equals_autograds_jacobian(name: str, float64) -> None:
-    from ppgen.spec import load_spec
+    from ppgen.registry import load_spec
 
     spec = load_spec(ROOT / f"models/{name}.yaml")
     site = spec.guide["z"] if name == "vae_iaf" else spec.model["x"]

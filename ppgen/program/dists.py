@@ -149,9 +149,35 @@ def _mixture(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[s
 
 def _transformed(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[str, Any], validate: bool | None,
                  entry: Entry) -> dist.Distribution:
-    from ppgen.program.flows import build_flow  # a base pushed through declared Pyro transforms
-
+    """A base pushed through declared Pyro transforms (the layers, built by ppgen.program.flows, come in
+    ``args["#flow"]``)."""
     return build_flow(args, shape, opts, validate, entry)
+
+
+def build_flow(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[str, Any], validate: bool | None,
+               entry: Any) -> dist.Distribution:
+    """The site's distribution in one pass: the base from its parameters, pushed through the layers."""
+    stack = args.get("#flow")
+    if stack is None:
+        raise ValueError("the flow's layers were not given (internal: the site was built outside a pass)")
+    base_args = {k[len("base."):]: v for k, v in args.items() if k.startswith("base.")}
+    base = build(opts["base_entry"], base_args, shape, opts["base_options"], validate)
+    context = args.get("context")
+    if context is not None:
+        # one distribution per context: the batch dimensions of the context (particles, examples) are the flow's
+        base = base.expand(torch.broadcast_shapes(base.batch_shape, context.shape[:-1]))
+    return Flow(base, stack.transforms(context), validate_args=validate)
+
+
+class Flow(dist.TransformedDistribution):
+    """Pyro's TransformedDistribution, scoring a value over the whole batch shape: a conditional flow's
+    batch comes from its context, which its networks broadcast only over the value's own dimensions."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+        if shape != value.shape:
+            value = value.expand(shape)
+        return super().log_prob(value)
 
 
 def _entries() -> dict[str, Entry]:

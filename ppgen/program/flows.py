@@ -58,7 +58,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -116,10 +116,11 @@ class TransformDecl(Strict):
 
 
 def parse_key(name: str, part: str, at: str, key: str, value: Any, options: dict[str, Any], consts: dict,
-              params: dict) -> None:
-    """One of a flow site's own keys: ``base``, ``transforms`` or ``context_dim``."""
+              params: dict, site: Callable[[Any], Any]) -> None:
+    """One of a flow site's own keys: ``base``, ``transforms`` or ``context_dim``. ``site`` reads a
+    declaration (a dict) as a site of the program (the schema's own reader, for the base)."""
     if key == "base":
-        options["base"] = _base(name, part, at, value, consts, params)
+        options["base"] = _base(name, part, at, value, site)
     elif key == "transforms":
         options["transforms"] = _transforms(at, value)
     elif key == "context_dim":
@@ -130,9 +131,7 @@ def parse_key(name: str, part: str, at: str, key: str, value: Any, options: dict
         raise SpecError(f"{at}: unknown option")
 
 
-def _base(name: str, part: str, at: str, value: Any, consts: dict, params: dict) -> Any:
-    from ppgen.program.schema import SiteDecl, _site
-
+def _base(name: str, part: str, at: str, value: Any, site: Callable[[Any], Any]) -> Any:
     if not isinstance(value, dict):
         raise SpecError(f"{at}: expected a distribution, e.g. {{dist: Normal, loc: 0.0, scale: 1.0}}, got {value!r}")
     bad = sorted(set(value) & {"shape", "observed", "global", "enumerate", "base", "transforms", "dequantize"})
@@ -144,15 +143,11 @@ def _base(name: str, part: str, at: str, value: Any, consts: dict, params: dict)
         raise SpecError(f"{at}.dist: {value['dist']!r} cannot be a flow's base; use a density on the real line: "
                         f"{', '.join(BASES)}")
     try:
-        decl = SiteDecl.model_validate(value)
-    except Exception as exc:  # pydantic's error, reworded
-        raise SpecError(f"{at}: {exc}") from None
-    try:
-        return _site(name, part, decl, consts, params, nested=True)
+        return site(value)
     except SpecError as exc:  # name the base's key, not the site's (model.x.base.loc)
-        msg, site = str(exc), f"{part}.{name}"
-        if msg.startswith(site + ".") or msg.startswith(site + ":"):
-            msg = f"{site}.base{msg[len(site):]}"
+        msg, where = str(exc), f"{part}.{name}"
+        if msg.startswith(where + ".") or msg.startswith(where + ":"):
+            msg = f"{where}.base{msg[len(where):]}"
         raise SpecError(msg) from None
 
 
@@ -344,34 +339,6 @@ class FlowStack(nn.Module):
                 layer._cached_x_y = (None, None)
             out.append(layer.inv if t.kind == "masked_autoregressive" else layer)
         return out
-
-
-def build_flow(args: dict[str, torch.Tensor], shape: tuple[int, ...], opts: dict[str, Any], validate: bool | None,
-               entry: Any) -> dist.Distribution:
-    """The site's distribution in one pass: the base from its parameters, pushed through the layers."""
-    from ppgen.program.dists import build
-
-    stack = args.get("#flow")
-    if stack is None:
-        raise ValueError("the flow's layers were not given (internal: the site was built outside a pass)")
-    base_args = {k[len("base."):]: v for k, v in args.items() if k.startswith("base.")}
-    base = build(opts["base_entry"], base_args, shape, opts["base_options"], validate)
-    context = args.get("context")
-    if context is not None:
-        # one distribution per context: the batch dimensions of the context (particles, examples) are the flow's
-        base = base.expand(torch.broadcast_shapes(base.batch_shape, context.shape[:-1]))
-    return Flow(base, stack.transforms(context), validate_args=validate)
-
-
-class Flow(dist.TransformedDistribution):
-    """Pyro's TransformedDistribution, scoring a value over the whole batch shape: a conditional flow's
-    batch comes from its context, which its networks broadcast only over the value's own dimensions."""
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
-        if shape != value.shape:
-            value = value.expand(shape)
-        return super().log_prob(value)
 
 
 def point(d: dist.Distribution) -> torch.Tensor:

@@ -208,6 +208,15 @@ def _check_name(name: str, where: str) -> None:
         raise SpecError(f"{where}: {name!r} contains '__', which is reserved")
 
 
+def _base_site(name: str, part: str, at: str, value: dict, consts: dict, params: dict) -> Any:
+    """A flow's base distribution, read as a nested site of the program."""
+    try:
+        decl = SiteDecl.model_validate(value)
+    except Exception as exc:  # pydantic's error, reworded
+        raise SpecError(f"{at}: {exc}") from None
+    return _site(name, part, decl, consts, params, nested=True)
+
+
 def _site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: dict, params: dict[str, ParamDecl],
           nested: bool = False) -> SiteInfo:
     where = f"{part}.{name}"
@@ -227,7 +236,8 @@ def _site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: di
                 component = _component(name, part, value, consts, params)
                 continue
             if entry.name == flows.FLOW:
-                flows.parse_key(name, part, at, key, value, options, consts, params)
+                flows.parse_key(name, part, at, key, value, options, consts, params,
+                                site=lambda base: _base_site(name, part, at, base, consts, params))
                 continue
             options[key] = _option(at, key, value)
             continue
