@@ -45,6 +45,9 @@ class SVIConfig(InferenceSpec):
     elbo: ElboName = "meanfield"
     num_particles: int = Field(1, ge=1, le=10_000)
     fused: bool = True
+    classify_weight: float = Field(0.0, ge=0, le=1e6, description="alpha of the classification term: alpha times "
+                                   "-log q(y | x) of each labelled example, per example of the batch (Kingma et al. "
+                                   "2014, eq. 9); for models whose guide has a site for the labels")
 
     @model_validator(mode="after")
     def _check(self) -> "SVIConfig":
@@ -214,12 +217,21 @@ class SVI(Routine):
         self.require(model)
         self.use_fused = self.config.fused and fused_loss_applies(model)
         self.objective = pyro_elbo(self.config, getattr(model, "max_plate_nesting", None))
+        if self.config.classify_weight and not callable(getattr(model, "classification_loss", None)):
+            raise SpecError(f"classify_weight: {self.config.classify_weight:g}, but the {type(model).__name__} family has "
+                            "no classifier q(y | x) to train on the labels; leave classify_weight out")
+        if self.config.classify_weight:
+            model.classification_loss(None, None)  # the family checks that it has a classifier of x
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})
 
     def _loss(self, model: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.use_fused:
-            return model.fused_loss(x, self.config.elbo, self.config.num_particles, y=y) / x.shape[0]
-        return pyro_loss(model, self.objective, x, y)
+            loss = model.fused_loss(x, self.config.elbo, self.config.num_particles, y=y) / x.shape[0]
+        else:
+            loss = pyro_loss(model, self.objective, x, y)
+        if self.config.classify_weight:
+            loss = loss + self.config.classify_weight * model.classification_loss(x, y) / x.shape[0]
+        return loss
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, y = batch
