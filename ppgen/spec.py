@@ -291,6 +291,7 @@ class DataSpec(Strict):
     labels_seed: int = Field(0, ge=0, le=2**31 - 1, description="chooses which training examples keep their labels")
     labelled_batch: int | None = Field(None, ge=1, le=1_000_000, description="labelled examples appended to each "
                                        "training batch (with data.labels)")
+    labelled_only: bool = Field(False, description="with data.labels: train on the labelled examples alone")
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataSpec":
@@ -326,7 +327,7 @@ _DATA_FIELDS: dict[str, set[str]] = {
 }
 #: Sources with labels take the few-labels keys (ppgen.data.labels).
 for _name in ("mnist", "digits", "npz", "images"):
-    _DATA_FIELDS[_name] = _DATA_FIELDS[_name] | {"labels", "labels_seed", "labelled_batch"}
+    _DATA_FIELDS[_name] = _DATA_FIELDS[_name] | {"labels", "labels_seed", "labelled_batch", "labelled_only"}
 
 
 class ModelSpec(Strict):

@@ -249,7 +249,7 @@ def test_no_hidden_label_reaches_the_loss(tmp_path: Path, monkeypatch: pytest.Mo
     import json
 
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert env["labelled_examples"] == d.labelled.tolist()
+    assert env["labelled_examples"] == d.labelled.tolist() == d.kept.tolist()
 
 
 # --------------------------------------------------------------------------- Bayes' rule
@@ -374,3 +374,13 @@ def test_evaluate_reports_both_accuracies(cvae_run: Path, capsys: pytest.Capture
     res = json.loads(capsys.readouterr().out)
     assert 0 <= res["bayes_accuracy"] <= 1 and 0 <= res["guide_accuracy"] <= 1 and res["bayes_k"] == 2
     assert main(["evaluate", str(cvae_run), "--bayes-k", "0"]) == 2
+
+
+def test_labelled_only_trains_on_the_kept_examples() -> None:
+    full = _labelled(30)
+    d = _labelled(30, labelled_only=True)
+    assert torch.equal(d.kept, full.labelled) and d.train_x.shape[0] == 30
+    assert torch.equal(d.train_x, full.train_x[full.labelled]) and torch.equal(d.train_y, full.train_y[full.labelled])
+    assert bool((d.train_y >= 0).all())
+    with pytest.raises(SpecError, match="labelled_only.*set data.labels"):
+        pdata.load(name="digits", labelled_only=True)

@@ -8,7 +8,8 @@ function of ``data.labels_seed`` (default 0) and the training labels, so the sam
 labelled set on every machine; the chosen indices are recorded in the run's ``env.json``. Validation and
 test labels are kept: they are never trained on, and the test accuracy needs them.
 
-``data.labelled_batch: L`` appends L labelled examples to each training batch (cycling through the
+``data.labelled_only: true`` trains on the N labelled examples alone (a supervised baseline of the same
+labels). ``data.labelled_batch: L`` appends L labelled examples to each training batch (cycling through the
 labelled set in an order drawn afresh on each pass from the run's seed and the epoch), so that a small
 labelled set is seen at every step, as semi-supervised training does (Kingma et al. 2014, sec. 3.2.2).
 Only labelled examples are appended; hidden labels stay hidden.
@@ -77,6 +78,14 @@ def apply(train_y: torch.Tensor | None, n: int | None, num_classes: int | None, 
     return hide_labels(train_y, keep), keep
 
 
+def labelled_only(x: torch.Tensor, y: torch.Tensor | None, keep: torch.Tensor | None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training split cut to its labelled examples (``data.labelled_only``): (x, y, new indices)."""
+    if keep is None or y is None:
+        raise SpecError("data.labelled_only: keeps the labelled examples of data.labels: N; set data.labels too")
+    return x[keep], y[keep], torch.arange(keep.numel())
+
+
 def labelled_rows(data: "LabelledDataset", idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The training images ``idx`` as a batch shows them: a fresh Bernoulli draw for dynamic
     binarization, the fixed one for static, the intensities otherwise."""
@@ -110,11 +119,13 @@ def labelled_batches(data: "LabelledDataset", size: int, steps: int, seed: int, 
 
 @dataclass
 class LabelledDataset(Dataset):
-    """A :class:`Dataset` whose training labels are hidden but for ``labelled`` (the kept indices), and
-    whose training batches carry ``labelled_batch`` labelled examples more (when set)."""
+    """A :class:`Dataset` whose training labels are hidden but for ``labelled`` (indices into ``train_x``),
+    and whose training batches carry ``labelled_batch`` labelled examples more (when set). ``kept`` are
+    the same examples' indices in the source's training split (as ``env.json`` records them)."""
 
     labelled: torch.Tensor | None = None
     labelled_batch: int | None = None
+    kept: torch.Tensor | None = None  # the labelled examples' indices in the source's training split (recorded)
 
     def batches(self, epoch: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1,
                 skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
