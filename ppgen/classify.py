@@ -108,17 +108,19 @@ class MLPClassifier(nn.Module):
 @torch.enable_grad()
 def train_mlp(x: torch.Tensor, y: torch.Tensor, classes: int, *, hidden: list[int] | None = None, steps: int = 2000,
               batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4, binarize: bool = True,
-              seed: int = 0) -> MLPClassifier:
+              seed: int = 0, device: str | torch.device = "cpu") -> MLPClassifier:
     """Train :class:`MLPClassifier` by cross-entropy on labelled examples (x, y) with Adam for ``steps``
     steps (whatever the number of examples, so that 100 labels get as many updates as 50,000); with
     ``binarize`` each batch is a fresh Bernoulli draw of the intensities, as the generative models see
-    them. Deterministic given ``seed``; the caller's RNG is left as it was."""
+    them. Deterministic given ``seed`` (batches are drawn on the CPU, then moved to ``device``); the
+    caller's RNG is left as it was."""
     if y.min() < 0:
         raise SpecError("train_mlp: the labels must all be given (>= 0); pass the labelled examples only")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clf = MLPClassifier(x[0].numel(), hidden or [500], classes)
+        clf = MLPClassifier(x[0].numel(), hidden or [500], classes).to(device)
+    x, y = x.cpu(), y.cpu()
     opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
     n = x.shape[0]
     clf.train()
@@ -127,7 +129,7 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, classes: int, *, hidden: list[in
         xb = x[idx]
         if binarize:
             xb = torch.bernoulli(xb, generator=gen)
-        loss = nn.functional.cross_entropy(clf(xb), y[idx])
+        loss = nn.functional.cross_entropy(clf(xb.to(device)), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
