@@ -23,7 +23,7 @@ FITS = {
     "gbrbm": {"cd", "pcd"},
     "bm": {"cd", "pcd"},
     "dbn": {"layerwise"},
-    "program": {"svi", "iwae", "mle"},
+    "program": {"svi", "iwae", "mle", "ssvae"},
     "python": {"svi", "iwae", "mle"},
     "gmm": {"em", "map_enum", "nuts"},
     "hmm": {"em", "map_enum", "nuts"},

@@ -175,6 +175,12 @@ class VariationalFamily(Protocol):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
 
 
+class LabelClassifier(Protocol):
+    """A classifier q(y | x) inside the guide, whose -log q(y | x) on labelled examples the loss can add."""
+
+    def classification_loss(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor: ...
+
+
 def _pyro_kwargs(config: SVIConfig, max_plate_nesting: int | None) -> dict[str, Any]:
     kw: dict[str, Any] = {"num_particles": config.num_particles, "vectorize_particles": True}
     if max_plate_nesting is not None:
@@ -211,15 +217,14 @@ class SVI(Routine):
     Config = SVIConfig
 
     def requirements(self) -> tuple[type, ...]:
+        if self.config.classify_weight:
+            return (VariationalFamily, LabelClassifier)
         return (VariationalFamily,)
 
     def init(self, model: torch.nn.Module) -> State:
         self.require(model)
         self.use_fused = self.config.fused and fused_loss_applies(model)
         self.objective = pyro_elbo(self.config, getattr(model, "max_plate_nesting", None))
-        if self.config.classify_weight and not callable(getattr(model, "classification_loss", None)):
-            raise SpecError(f"classify_weight: {self.config.classify_weight:g}, but the {type(model).__name__} family has "
-                            "no classifier q(y | x) to train on the labels; leave classify_weight out")
         if self.config.classify_weight:
             model.classification_loss(None, None)  # the family checks that it has a classifier of x
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})
