@@ -340,6 +340,30 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def accuracy(args: argparse.Namespace) -> int:
+    """guide_accuracy on the whole test split and bayes_accuracy on its first ``--limit`` images, of a
+    run's last checkpoint (also while it is being fitted: nothing is written)."""
+    from ppgen.classify import classifier_metrics, guide_log_probs
+
+    run = ppgen.open_run(args.run)
+    model = run.model
+    x, y = run.data.split("test")
+    x, y = x.to(model.device), y.to(model.device)
+    out: dict[str, Any] = {"run": args.run, "epochs_done": sum(1 for m in run.metrics if m.get("kind") == "epoch")}
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    prog = model.program
+    if prog.y_site is not None and prog.y_site.name in prog.guide_by_name:
+        out["guide_accuracy"] = float((guide_log_probs(model, x).argmax(1) == y).double().mean())
+        out["guide_n_test"] = int(x.shape[0])
+    lim = args.limit or x.shape[0]
+    res = classifier_metrics(model, x[:lim], y[:lim], k=args.bayes_k)
+    out.update({"bayes_accuracy": res["bayes_accuracy"], "bayes_k": res["bayes_k"], "bayes_n_test": int(min(lim, x.shape[0])),
+                "seconds": time.perf_counter() - t0, "machine": machine()})
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -363,6 +387,11 @@ def main() -> int:
         s.add_argument("--bayes-k", type=int, default=20)
         s.add_argument("--limit", type=int, help="evaluate on the first N test images")
         s.add_argument("--steps", type=int, default=5000, help="mlp/cnn: optimizer steps")
+    c = sub.add_parser("accuracy")
+    c.add_argument("run")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--bayes-k", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("report")
     r.add_argument("dirs", nargs="+")
     r.add_argument("-o", "--output")
@@ -371,6 +400,8 @@ def main() -> int:
         return run_job(args)
     if args.cmd == "all":
         return run_all(args)
+    if args.cmd == "accuracy":
+        return accuracy(args)
     return report(args)
 
 
