@@ -384,3 +384,36 @@ def test_labelled_only_trains_on_the_kept_examples() -> None:
     assert bool((d.train_y >= 0).all())
     with pytest.raises(SpecError, match="labelled_only.*set data.labels"):
         pdata.load(name="digits", labelled_only=True)
+
+
+# --------------------------------------------------------------------------- the zoo specs
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["data.name=digits", "data.limit=300"]
+
+
+@pytest.mark.parametrize("name, overrides, recipe, expect", [
+    ("ssvae", SMALL + ["data.labels=30", "data.labelled_batch=8", "data.batch_size=64"], "inference/ssvae.yaml",
+     {"bayes_accuracy", "guide_accuracy", "test_nll_nats", "elbo"}),
+    ("cvae_classifier", SMALL, None, {"bayes_accuracy", "test_nll_nats", "elbo"}),
+    ("autoencoder", SMALL, None, {"objective", "reconstruction_sq_error"}),
+])
+def test_zoo_label_programs_fit_evaluate_and_draw(name: str, overrides: list[str], recipe: str | None, expect: set[str],
+                                                 tmp_path: Path) -> None:
+    from ppgen.diagnostics import diagnose
+    from ppgen.evaluate import evaluate
+
+    run = ppgen.fit(ROOT / f"models/{name}.yaml", ROOT / recipe if recipe else None, overrides=overrides, epochs=1,
+                    out=tmp_path / "run", progress=False)
+    ae = name == "autoencoder"
+    res = evaluate(run, k=None if ae else 5, bayes_k=None if ae else 3, limit=40)
+    assert expect <= set(res) and all(math.isfinite(res[k]) for k in expect)
+    if name == "autoencoder":
+        assert "test_nll_nats" not in res and "bayes_accuracy" not in res  # no proposal, no labels
+    figures = run.model.figures(run.path / "figures", run.data)
+    want = {"ssvae": {"samples_by_class", "style_transfer", "reconstructions"},
+            "cvae_classifier": {"samples_by_class", "style_transfer"},
+            "autoencoder": {"code_space", "code_samples", "reconstructions"}}[name]
+    assert want <= set(figures) and all(p.exists() for p in figures.values())
+    if name == "ssvae":
+        assert diagnose(run)["idata"].exists()
