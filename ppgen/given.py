@@ -57,6 +57,22 @@ def samples_given(run: Any, n: int, items: list[str], seed: int = 0, display: bo
     if not takes_given(model):
         raise SpecError(f"--given: the {run.spec.family} family cannot fix a site while sampling; programs "
                         "(family: program) can, e.g. --given y=3 for a site observed: y")
+    given = _classes_one_hot(model, given)
     torch.manual_seed(seed)
     with torch.no_grad():
         return model.display_samples(n, given=given) if display else model.sample(n, given=given)
+
+
+def _classes_one_hot(model: Any, given: dict[str, int | float]) -> dict[str, Any]:
+    """A class given to a OneHotCategorical site becomes its one-hot row."""
+    prog = getattr(model, "program", None)
+    out: dict[str, Any] = dict(given)
+    for name, value in given.items():
+        site = prog.model_by_name.get(name) if prog is not None else None
+        if site is None or site.entry.name != "OneHotCategorical":
+            continue
+        k = site.options["classes"]
+        if not isinstance(value, int) or not 0 <= value < k:
+            raise SpecError(f"--given {name}={value}: a class of {name}, a whole number 0..{k - 1}")
+        out[name] = torch.nn.functional.one_hot(torch.tensor(value), k).to(torch.get_default_dtype())
+    return out

@@ -417,3 +417,20 @@ def test_zoo_label_programs_fit_evaluate_and_draw(name: str, overrides: list[str
     assert want <= set(figures) and all(p.exists() for p in figures.values())
     if name == "ssvae":
         assert diagnose(run)["idata"].exists()
+
+
+def test_sample_given_a_class_of_a_one_hot_label_site() -> None:
+    from types import SimpleNamespace
+
+    from ppgen.given import samples_given
+
+    spec = m2(classify=False)
+    spec["model"]["y"] = {"dist": "OneHotCategorical", "logits": 0.0, "observed": "y"}
+    model = _build(spec)
+    run = SimpleNamespace(model=model, spec=model.spec)
+    x = samples_given(run, 4, ["y=7"])
+    assert x.shape == (4, 1, 8, 8)
+    sites = model.sample_sites(4, given={"y": torch.nn.functional.one_hot(torch.tensor(7), 10).float()})
+    assert bool((sites["y"].argmax(-1) == 7).all())
+    with pytest.raises(SpecError, match="0..9"):
+        samples_given(run, 4, ["y=10"])
