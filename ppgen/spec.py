@@ -345,7 +345,7 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _check_hidden_labels(self) -> "ModelSpec":
-        if self.data.labels is not None and self.family != "program":
+        if self.data.labels is not None and not self.data.labelled_only and self.family != "program":
             raise ValueError(f"data.labels: hides training labels, which only programs (family: program) with a site "
                              f"observed: y can sum out; the {self.family} family reads every label")
         return self

@@ -169,6 +169,8 @@ def test_few_labels_bad_input() -> None:
         pdata.load(name="toy2d", labels=10)
     with pytest.raises(SpecError, match="only programs"):
         ppgen.load_spec({"family": "vae", "data": {"name": "digits", "labels": 10}})
+    # every training label given: any family may train on the labelled examples alone
+    assert ppgen.load_spec({"family": "vae", "data": {"name": "digits", "labels": 10, "labelled_only": True}})
 
 
 def test_labelled_batches_append_kept_examples_and_resume_exactly() -> None:
