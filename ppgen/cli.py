@@ -7,7 +7,7 @@
     ppgen fit SPEC [--inference RECIPE] [--set KEY=VALUE]... [--epochs N] [--out RUN] [--seed S]
                    [--resume] [--device D] [--devices N]
     ppgen sample RUN [-n N] [-o FILE.png|FILE.npz] [--given SITE=VALUE]...
-    ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N]
+    ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N] [--bayes-k K]
     ppgen diagnose RUN
     ppgen compare RUN... [-o FILE.png]
 

@@ -436,3 +436,21 @@ def test_sample_given_a_class_of_a_one_hot_label_site() -> None:
     assert bool((sites["y"].argmax(-1) == 7).all())
     with pytest.raises(SpecError, match="0..9"):
         samples_given(run, 4, ["y=10"])
+
+
+def test_autoencoder_with_squared_error_reconstruction() -> None:
+    """The squared-error variant the zoo spec describes: -log p(x | z) = ||x - x_hat||^2 + D/2 log(pi)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "models/autoencoder.yaml").read_text())
+    spec["data"] = {"name": "digits", "binarize": "none"}
+    spec["model"]["x"] = {"dist": "Normal", "loc": "sigmoid(decoder)", "scale": 0.70710678, "observed": "x"}
+    model = _build(spec, DataInfo((1, 8, 8), "continuous", 10))
+    x = torch.rand(4, 1, 8, 8)
+    prog, mods = model.program, model._mods()
+    terms, genv, _ = runtime.run(prog, mods, x, runtime.labels(prog, None, 4), runtime.Layout(4))
+    with torch.no_grad():
+        x_hat = torch.sigmoid(mods[0]["decoder"]([genv.values["z"]])["out"])
+    log_px = terms.model_local[-1]
+    expected = -((x - x_hat) ** 2).sum((1, 2, 3)) - 64 * 0.5 * math.log(math.pi)
+    torch.testing.assert_close(log_px.detach(), expected, rtol=1e-5, atol=1e-3)
