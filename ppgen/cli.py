@@ -6,8 +6,8 @@
     ppgen data fetch NAME                        into the cache (~/.cache/ppgen or $PPGEN_DATA)
     ppgen fit SPEC [--inference RECIPE] [--set KEY=VALUE]... [--epochs N] [--out RUN] [--seed S]
                    [--resume] [--device D] [--devices N]
-    ppgen sample RUN [-n N] [-o FILE.png|FILE.npz]
-    ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N]
+    ppgen sample RUN [-n N] [-o FILE.png|FILE.npz] [--given SITE=VALUE]...
+    ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N] [--bayes-k K]
     ppgen diagnose RUN
     ppgen compare RUN... [-o FILE.png]
 
@@ -117,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
     s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--given", action="append", default=[], metavar="SITE=VALUE",
+                   help="fix a site of the model, e.g. --given y=3 (a class of the label site); repeatable")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
@@ -126,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ais-runs", type=int, help="RBM/BM/DBN: AIS runs for log Z (default: the spec's ais.runs)")
     s.add_argument("--ais-steps", type=int, help="RBM/BM/DBN: AIS temperatures (default: the spec's ais.steps)")
     s.add_argument("--limit", type=int, help="evaluate only the first N test examples")
+    s.add_argument("--bayes-k", type=int, help="programs with a label site: importance samples per example and class "
+                   "of bayes_accuracy (default 20)")
     s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_evaluate)
 
@@ -307,7 +311,12 @@ def _sample(args: argparse.Namespace, run: Any, out: Path, picture: bool) -> int
     from ppgen.plots import save_samples
     from ppgen.spec import SpecError
 
-    x = run.samples(args.n, seed=args.seed, display=picture)
+    if args.given:
+        from ppgen.given import samples_given
+
+        x = samples_given(run, args.n, args.given, seed=args.seed, display=picture)
+    else:
+        x = run.samples(args.n, seed=args.seed, display=picture)
     try:
         if not picture:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -326,7 +335,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ppgen.spec import SpecError
 
     ais = {name: value for name, value in (("ais_runs", args.ais_runs), ("ais_steps", args.ais_steps)) if value is not None}
-    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty(), **ais)
+    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty(),
+                   bayes_k=args.bayes_k, **ais)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

@@ -36,6 +36,7 @@ def evaluate(
     seed: int = 0,
     write: bool = True,
     progress: bool = False,
+    bayes_k: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluate a fitted run on its test split and (with ``write``) save ``evaluation.json``, holding the
@@ -47,7 +48,9 @@ def evaluate(
     family declares (its ``EvaluateOptions``), passed to its ``log_likelihood`` and ``evaluation_setup``
     hooks: ``ais_runs`` and ``ais_steps`` for the energy families (RBM, BM, DBN) override the spec's
     ``ais`` section, ``log_z_method`` forces exact or AIS, ``bound_samples`` (DBN) sets the bound's draws.
-    Any other option is an error that names it.
+    Any other option is an error that names it. ``bayes_k`` is the number of importance
+    samples per example and class of ``bayes_accuracy`` for programs with a label site (see
+    :mod:`ppgen.classify`).
     """
     if limit is not None and limit < 1:
         raise SpecError(f"limit: must be at least 1 test example, got {limit}")
@@ -60,11 +63,11 @@ def evaluate(
     run = open_run(run) if not isinstance(run, Run) else run
     with run_lock(run.path, "ppgen evaluate") if write else nullcontext():
         return _evaluate(run, k=k, limit=limit, batch_size=batch_size, seed=seed, write=write, progress=progress,
-                         **options)
+                         bayes_k=bayes_k, **options)
 
 
 def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, seed: int, write: bool,
-              progress: bool, **options: Any) -> dict[str, Any]:
+              progress: bool, bayes_k: int | None = None, **options: Any) -> dict[str, Any]:
     model, data = run.model, run.data
     energy = isinstance(model, PartitionFunction)
     if k is not None and not model.importance_samples:
@@ -111,6 +114,9 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
             if model.importance_samples:
                 result["k"] = k
         result.update(model.evaluate_extra(x, y))
+        from ppgen.classify import classifier_metrics
+
+        result.update(classifier_metrics(model, x, y, k=bayes_k))
         from ppgen import quality
 
         # Sample quality (ppgen.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).

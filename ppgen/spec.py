@@ -288,6 +288,12 @@ class DataSpec(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     image_size: int | None = Field(None, ge=2, le=256, description="resize folder images to this side")
+    labels: int | None = Field(None, ge=1, le=10_000_000, description="keep the labels of only N training examples "
+                               "(balanced over the classes) and hide the rest")
+    labels_seed: int = Field(0, ge=0, le=2**31 - 1, description="chooses which training examples keep their labels")
+    labelled_batch: int | None = Field(None, ge=1, le=1_000_000, description="labelled examples appended to each "
+                                       "training batch (with data.labels)")
+    labelled_only: bool = Field(False, description="with data.labels: train on the labelled examples alone")
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataSpec":
@@ -321,6 +327,9 @@ _DATA_FIELDS: dict[str, set[str]] = {
     "toyseq": _GENERATED,
     "macro": _COMMON | _SPLIT | {"distribution"},
 }
+#: Sources with labels take the few-labels keys (ppgen.data.labels).
+for _name in ("mnist", "digits", "npz", "images"):
+    _DATA_FIELDS[_name] = _DATA_FIELDS[_name] | {"labels", "labels_seed", "labelled_batch", "labelled_only"}
 
 
 class ModelSpec(Strict):
@@ -334,6 +343,13 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _name_own_sections(self) -> "ModelSpec":
         _name_sections(self, "")
+        return self
+
+    @model_validator(mode="after")
+    def _check_hidden_labels(self) -> "ModelSpec":
+        if self.data.labels is not None and not self.data.labelled_only and self.family != "program":
+            raise ValueError(f"data.labels: hides training labels, which only programs (family: program) with a site "
+                             f"observed: y can sum out; the {self.family} family reads every label")
         return self
 
 

@@ -628,6 +628,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
                     p.copy_(fabric.broadcast(p, src=0))
         if rank == 0:
             env = environment(job.seed, job.extra_env.get("data_checksum", ""), world, job.accelerator)
+            if getattr(dataset, "kept", None) is not None:  # data.labels: which training labels were kept
+                env["labelled_examples"] = dataset.kept.tolist()
             atomic_write_text(json.dumps(env, indent=2) + "\n", out / "env.json")
             _drop_stale_results(out)
         # Each rank draws its own Monte Carlo noise.

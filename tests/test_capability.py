@@ -24,7 +24,7 @@ FITS = {
     "gbrbm": {"cd", "pcd"},
     "bm": {"cd", "pcd"},
     "dbn": {"layerwise"},
-    "program": {"svi", "iwae", "mle", "em"},
+    "program": {"svi", "iwae", "mle", "em", "ssvae"},
     "python": {"svi", "iwae", "mle"},
     "gmm": {"em", "map_enum", "nuts"},
     "hmm": {"em", "map_enum", "nuts"},

@@ -198,7 +198,8 @@ def test_a_damaged_checkpoint_is_not_called_good_after_a_divergence(tmp_path, mo
         calls["n"] += 1
         if calls["n"] == 3:
             raw = bytearray(last.read_bytes())
-            raw[len(raw) // 2 : len(raw) // 2 + 32] = bytes(32)
+            mid = len(raw) // 2  # flipped, not zeroed, and more than a record's alignment padding
+            raw[mid : mid + 4096] = bytes(b ^ 0xFF for b in raw[mid : mid + 4096])
             last.write_bytes(bytes(raw))
         out = original(self, *args, **kwargs)
         return out * float("nan") if calls["n"] == 5 else out

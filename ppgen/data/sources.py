@@ -166,6 +166,17 @@ def make_dataset(spec: DataSpec, arrays: Arrays) -> Dataset:
     num_classes = arrays.num_classes
     if num_classes is None and ys[0] is not None:
         num_classes = int(max(int(y.max()) for y in ys if y is not None and y.numel())) + 1
+    if spec.labels is not None or spec.labelled_batch is not None or spec.labelled_only:
+        from ppgen.data import labels
+
+        ys[0], keep = labels.apply(ys[0], spec.labels, num_classes, spec.labels_seed, spec.labelled_batch)
+        kept = keep
+        if spec.labelled_only:
+            xs[0], ys[0], keep = labels.labelled_only(xs[0], ys[0], keep)
+        return labels.LabelledDataset(name=spec.name, train_x=xs[0], val_x=xs[1], test_x=xs[2], train_y=ys[0],
+                                      val_y=ys[1], test_y=ys[2], binarize=binarize, num_classes=num_classes,
+                                      checksum=arrays.checksum, labelled=keep, labelled_batch=spec.labelled_batch,
+                                      kept=kept)
     return Dataset(
         name=spec.name,
         train_x=xs[0],

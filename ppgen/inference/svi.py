@@ -48,6 +48,9 @@ class SVIConfig(InferenceSpec):
     elbo: ElboName = "meanfield"
     num_particles: int = Field(1, ge=1, le=10_000)
     fused: bool = True
+    classify_weight: float = Field(0.0, ge=0, le=1e6, description="alpha of the classification term: alpha times "
+                                   "-log q(y | x) of each labelled example, per example of the batch (Kingma et al. "
+                                   "2014, eq. 9); for models whose guide has a site for the labels")
 
     @model_validator(mode="after")
     def _check(self) -> "SVIConfig":
@@ -175,6 +178,12 @@ class VariationalFamily(Protocol):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any: ...
 
 
+class LabelClassifier(Protocol):
+    """A classifier q(y | x) inside the guide, whose -log q(y | x) on labelled examples the loss can add."""
+
+    def classification_loss(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor: ...
+
+
 def _pyro_kwargs(config: SVIConfig, max_plate_nesting: int | None) -> dict[str, Any]:
     kw: dict[str, Any] = {"num_particles": config.num_particles, "vectorize_particles": True}
     if max_plate_nesting is not None:
@@ -211,6 +220,8 @@ class SVI(Routine):
     Config = SVIConfig
 
     def requirements(self) -> tuple[type, ...]:
+        if self.config.classify_weight:
+            return (VariationalFamily, LabelClassifier)
         return (VariationalFamily,)
 
     def init(self, model: torch.nn.Module, plan: Plan | None = None) -> State:
@@ -218,12 +229,18 @@ class SVI(Routine):
         self.use_fused = self.config.fused and fused_loss_applies(model)
         self.bound = as_bound(self.config.elbo, self.config.num_particles)
         self.objective = pyro_elbo(self.config, model.max_plate_nesting)
+        if self.config.classify_weight:
+            model.classification_loss(None, None)  # the family checks that it has a classifier of x
         return State(model=model, optimizers={"main": make_optimizer(model.parameters(), self.config.optimizer)})
 
     def _loss(self, model: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.use_fused:
-            return model.fused_loss(x, self.bound, y=y) / x.shape[0]
-        return pyro_loss(model, self.objective, x, y)
+            loss = model.fused_loss(x, self.bound, y=y) / x.shape[0]
+        else:
+            loss = pyro_loss(model, self.objective, x, y)
+        if self.config.classify_weight:
+            loss = loss + self.config.classify_weight * model.classification_loss(x, y) / x.shape[0]
+        return loss
 
     def step(self, state: State, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[State, dict[str, float]]:
         x, y = batch

@@ -161,6 +161,16 @@ class ProgramFamily(ConjugateEM, Family, DiagnosticFigures, MeanSamples):
         return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, bound.name, bound.num_particles,
                                   self.num_data())
 
+    def classification_loss(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
+        """The sum over labelled examples of -log q(y | x), the guide's classifier (M2's classification
+        term, see :mod:`ppgen.program.labels`); with ``x`` None, only checks that the guide has one."""
+        from ppgen.program import labels
+
+        if x is None:
+            labels.check_guide_classifier(self.program, "classify_weight")
+            return torch.zeros(())
+        return labels.classification_loss(self.program, self._mods(), self._x_in(x), y)
+
     # -- sampling ---------------------------------------------------------------------------
     def _given(self, given: dict[str, Any] | None, n: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -59,6 +59,20 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
         if label is not None:
             out["samples_by_class"] = by_class(model, label, folder / "samples_by_class.png", x_test if not image else None)
         encodes = [g for g in prog.local_guide if not g.enumerate]
+        if prog.y_site is not None and y_test is not None and image:
+            from ppgen.program import label_figures
+
+            if label_figures.style_sites(model):
+                out["style_transfer"] = label_figures.style_transfer(model, x_test[:8], y_test[:8].to(model.device),
+                                                                     folder / "style_transfer.png")
+        if prog.delta_locals and image:
+            from ppgen.program import label_figures
+
+            site = prog.delta_locals[0]
+            out["code_space"] = label_figures.code_space(model, site, x_test[:2000], y_test[:2000] if y_test is not None
+                                                         else None, folder / "code_space.png")
+            out["code_samples"] = label_figures.code_samples(model, site, data.split("train")[0][:5000].to(model.device),
+                                                             folder / "code_samples.png")
         if encodes and image:
             y = y_test[:10].to(model.device) if y_test is not None and prog.y_site is not None else None
             out["reconstructions"] = reconstructions(model, x_test[:10], y, folder / "reconstructions.png")
