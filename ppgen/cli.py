@@ -273,6 +273,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         rec = last[-1]
         extra = f", validation loss {rec['val_loss']:.4f}" if "val_loss" in rec else ""
         print(f"epoch {rec['epoch']}: training loss {rec['loss']:.4f}{extra}")
+        ended = [m for m in run.metrics if m.get("kind") == "train" and m.get("epoch") == rec["epoch"] and m.get("converged")]
+        if ended and rec["epoch"] < run.recipe.epochs:
+            print(f"converged at epoch {rec['epoch']} of the {run.recipe.epochs} asked: further iterations would "
+                  "change nothing, so the run ends here")
     return 0
 
 

@@ -190,3 +190,16 @@ class MeanSamples(Capability):
     @abstract
     def sample(self, n: int, mean: bool = False) -> torch.Tensor:
         raise NotImplementedError
+
+
+class ConditionalSampling(Capability):
+    """Draws with some sites fixed to given values (``ppgen sample RUN --given y=3``): ``given`` maps a
+    site's name to its value; the other sites are drawn ancestrally."""
+
+    @abstract
+    def sample(self, n: int, given: Mapping[str, Any] | None = None, mean: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    @abstract
+    def display_samples(self, n: int, given: Mapping[str, Any] | None = None) -> torch.Tensor:
+        raise NotImplementedError

@@ -8,13 +8,13 @@ names the problem.
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from typing import Any
 
 import torch
 
+from ppgen.contracts import ConditionalSampling
 from ppgen.spec import SpecError
 
 _ITEM = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)=(.*)$")
@@ -46,8 +46,8 @@ def parse_given(items: list[str]) -> dict[str, int | float]:
 
 
 def takes_given(model: Any) -> bool:
-    fn = getattr(model, "display_samples", None)
-    return fn is not None and "given" in inspect.signature(fn).parameters
+    """Whether the family declares that it samples with sites fixed (:class:`ConditionalSampling`)."""
+    return isinstance(model, ConditionalSampling)
 
 
 def samples_given(run: Any, n: int, items: list[str], seed: int = 0, display: bool = False) -> torch.Tensor:
@@ -58,8 +58,8 @@ def samples_given(run: Any, n: int, items: list[str], seed: int = 0, display: bo
         raise SpecError(f"--given: the {run.spec.family} family cannot fix a site while sampling; programs "
                         "(family: program) can, e.g. --given y=3 for a site observed: y")
     given = _classes_one_hot(model, given)
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
         return model.display_samples(n, given=given) if display else model.sample(n, given=given)
 
 

@@ -807,12 +807,30 @@ class _UpdateGuard:
                 return False
         return True
 
+    def _why(self, state: Any, names: list[str]) -> str:
+        """Why the parameters did not change: cut off from the objective, or updates too small to show in
+        their precision (a learning rate far too small, or weights that had already diverged)."""
+        params = dict(self.model.named_parameters())
+        stepped = {id(q) for opt in (getattr(state, "optimizers", None) or {}).values()
+                   for group in opt.param_groups for q in group["params"]}
+        reached = [n for n in names if params[n].grad is not None and id(params[n]) in stepped
+                   and bool(params[n].grad.detach().ne(0).any())]
+        if not reached or len(reached) < len(names):
+            return _NOTHING_LEARNED
+        largest = max(float(params[n].detach().abs().max()) for n in reached)
+        rates = sorted({float(g["lr"]) for opt in state.optimizers.values() for g in opt.param_groups if "lr" in g})
+        lr = f" (learning rate {', '.join(f'{r:g}' for r in rates)})" if rates else ""
+        why = ("the weights had already diverged before this point: start the run again with a lower learning "
+               "rate" if largest > 1e6 else "the learning rate is far too small for them: raise optimizer.lr")
+        return (f"they have non-zero gradients and their optimizer steps them, but each update{lr} is below the "
+                f"precision of the weights, which reach {largest:.3g} in magnitude; {why}")
+
     def check_first(self, state: Any) -> None:
         self.first = False
         names = [n for group in self.routine.trained_parameters(state, self.since).values() for n in group]
         if names and not self._changed(names):
             raise TrainingError(f"routine {self.name!r}: step {state.step} changed none of the parameters it "
-                                f"trains ({_listing(names)}); " + _NOTHING_LEARNED)
+                                f"trains ({_listing(names)}); " + self._why(state, names))
 
     def check_epoch(self, state: Any, epoch: int) -> None:
         groups = self.routine.trained_parameters(state, self.since)
@@ -820,7 +838,7 @@ class _UpdateGuard:
                  for n in names]
         if stuck:
             raise TrainingError(f"routine {self.name!r}: no step of epoch {epoch} (steps {self.since + 1} to "
-                                f"{state.step}) changed {_listing(stuck)}; " + _NOTHING_LEARNED)
+                                f"{state.step}) changed {_listing(stuck)}; " + self._why(state, stuck))
 
 
 _NOTHING_LEARNED = ("their gradient is zero or the update never reaches them, so the fit would learn nothing "

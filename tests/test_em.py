@@ -563,3 +563,12 @@ def test_an_optimizer_section_is_refused() -> None:
     with pytest.raises(SpecError, match="optimizer does not apply to routine 'em'"):
         load_recipe({"routine": "em", "optimizer": {"name": "sgd", "lr": 0.1}})
     assert load_recipe({"routine": "em"}).routine == "em"
+
+
+def test_the_command_line_says_when_em_ends_a_run_early(tmp_path, capsys) -> None:
+    from ppgen.cli import main
+
+    assert main(["fit", "gmm", "--inference", "em", "--set", "data.n=200", "--epochs", "50", "--out",
+                 str(tmp_path / "run"), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "of the 50 asked: further iterations would change nothing, so the run ends here" in out

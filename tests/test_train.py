@@ -320,6 +320,15 @@ def test_the_guard_tells_a_converged_parameter_from_one_cut_off() -> None:
     guard.check_epoch(state, 2)
 
 
+def test_a_learning_rate_too_small_to_change_the_weights_is_named_as_such(tmp_path) -> None:
+    """Updates below float32's precision change nothing; the error says so rather than blaming the objective."""
+    recipe = {**RECIPE, "optimizer": {**RECIPE.get("optimizer", {}), "lr": 1e-12}}
+    with pytest.raises(TrainingError, match=r"step 1 changed none .* non-zero gradients .*\(learning rate 1e-12\) is "
+                                            r"below the precision of the weights.*raise optimizer\.lr") as err:
+        ppgen.fit(SPEC, recipe, epochs=1, out=tmp_path / "r", progress=False)
+    assert "Check that the objective uses them" not in str(err.value)
+
+
 def test_routines_say_which_parameters_their_steps_train(tmp_path) -> None:
     from ppgen.inference.adversarial import Adversarial, AdversarialConfig
     from ppgen.inference.layerwise import Layerwise, LayerwiseConfig
