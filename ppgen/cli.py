@@ -130,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="evaluate only the first N test examples")
     s.add_argument("--bayes-k", type=int, help="programs with a label site: importance samples per example and class "
                    "of bayes_accuracy (default 20)")
+    s.add_argument("--quality-samples", type=int, metavar="N",
+                   help="samples (and as many test images) for the sample-quality metrics of image and toy data "
+                        "(default 10000, fewer where a family samples slowly)")
+    s.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_evaluate)
 
@@ -340,7 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ais = {name: value for name, value in (("ais_runs", args.ais_runs), ("ais_steps", args.ais_steps)) if value is not None}
     res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty(),
-                   bayes_k=args.bayes_k, **ais)
+                   bayes_k=args.bayes_k, quality=not args.no_quality, quality_samples=args.quality_samples, **ais)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

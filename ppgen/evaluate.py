@@ -24,6 +24,9 @@ from ppgen.spec import SpecError, check_seed, field_bounds, validate
 #: Importance samples per example: at least two (the Monte Carlo error of an estimate needs two), and
 #: at most so many that a batch's log-weights (k x batch_size numbers) stay within a few hundred MB.
 MIN_K, MAX_K = 2, 1_000_000
+#: Samples for the sample-quality metrics when asked for a number (the bounds of the energy families'
+#: ``sampling.quality_samples``).
+MIN_QUALITY_SAMPLES, MAX_QUALITY_SAMPLES = 10, 100_000
 
 
 @torch.random.fork_rng(devices=[])  # seeds its own draws; the caller's random state is given back
@@ -37,6 +40,8 @@ def evaluate(
     write: bool = True,
     progress: bool = False,
     bayes_k: int | None = None,
+    quality: bool = True,
+    quality_samples: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluate a fitted run on its test split and (with ``write``) save ``evaluation.json``, holding the
@@ -50,7 +55,10 @@ def evaluate(
     ``ais`` section, ``log_z_method`` forces exact or AIS, ``bound_samples`` (DBN) sets the bound's draws.
     Any other option is an error that names it. ``bayes_k`` is the number of importance
     samples per example and class of ``bayes_accuracy`` for programs with a label site (see
-    :mod:`ppgen.classify`).
+    :mod:`ppgen.classify`). ``quality=False`` skips the sample-quality metrics (the slow part on image
+    data); ``quality_samples`` sets how many samples (and as many test and validation images) they use, the
+    same for every family (default: 10,000, or fewer where the family's sampler is slow); the image metrics
+    record the number used as ``quality_samples``.
     """
     if limit is not None and limit < 1:
         raise SpecError(f"limit: must be at least 1 test example, got {limit}")
@@ -60,14 +68,21 @@ def evaluate(
     if batch_size < 1:
         raise SpecError(f"batch_size: must be at least 1, got {batch_size}")
     check_seed(seed, "seed")
+    if quality_samples is not None and (isinstance(quality_samples, bool) or not isinstance(quality_samples, int)
+                                        or not MIN_QUALITY_SAMPLES <= quality_samples <= MAX_QUALITY_SAMPLES):
+        raise SpecError(f"quality_samples: expected {MIN_QUALITY_SAMPLES} to {MAX_QUALITY_SAMPLES} samples for the "
+                        f"sample-quality metrics, got {quality_samples!r}")
+    if quality_samples is not None and not quality:
+        raise SpecError("quality_samples: given with quality=False (--no-quality), which skips the metrics it sizes")
     run = open_run(run) if not isinstance(run, Run) else run
     with run_lock(run.path, "ppgen evaluate") if write else nullcontext():
         return _evaluate(run, k=k, limit=limit, batch_size=batch_size, seed=seed, write=write, progress=progress,
-                         bayes_k=bayes_k, **options)
+                         bayes_k=bayes_k, quality=quality, quality_samples=quality_samples, **options)
 
 
 def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, seed: int, write: bool,
-              progress: bool, bayes_k: int | None = None, **options: Any) -> dict[str, Any]:
+              progress: bool, bayes_k: int | None = None, quality: bool = True, quality_samples: int | None = None,
+              **options: Any) -> dict[str, Any]:
     model, data = run.model, run.data
     energy = isinstance(model, PartitionFunction)
     if k is not None and not model.importance_samples:
@@ -117,10 +132,11 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
         from ppgen.classify import classifier_metrics
 
         result.update(classifier_metrics(model, x, y, k=bayes_k))
-        from ppgen import quality
+        from ppgen import quality as sample_quality
 
         # Sample quality (ppgen.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).
-        result.update(quality.sample_metrics(model, data, seed=seed))
+        if quality:
+            result.update(sample_quality.sample_metrics(model, data, n=quality_samples, seed=seed))
     result["seconds"] = time.perf_counter() - t0
     if write:
         atomic_write_text(json.dumps(result, indent=2) + "\n", run.path / "evaluation.json")

@@ -39,3 +39,34 @@ def test_declared_options_reach_the_family(runs) -> None:
     assert exact["log_z_method"] == "exact"
     with pytest.raises(SpecError, match="log_z_method"):
         evaluate(runs["rbm"], write=False, limit=5, log_z_method="guess")
+
+
+def test_sample_quality_is_sized_by_a_flag_or_skipped(tmp_path, monkeypatch, capsys) -> None:
+    """``quality_samples`` / ``--quality-samples N`` sets the sample count of the image metrics; ``quality=False``
+    / ``--no-quality`` skips them; both bounded and exclusive."""
+    import numpy as np
+
+    from ppgen import quality
+    from ppgen.cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
+    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
+            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
+    run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
+    clf = quality.DigitClassifier()  # untrained: the tests never train the MNIST classifier
+    monkeypatch.setattr(quality, "classifier", lambda: clf)
+    sized = evaluate(run, k=2, limit=10, quality_samples=12, write=False)
+    assert sized["quality_samples"] == 12 and "fid_classifier" in sized
+    skipped = evaluate(run, k=2, limit=10, quality=False, write=False)
+    assert not {"fid_classifier", "precision", "quality_samples"} & set(skipped)
+    assert skipped["test_nll_nats"] == sized["test_nll_nats"]
+    for bad in (9, 100_001, True, 2.5):
+        with pytest.raises(SpecError, match="quality_samples: expected 10 to 100000"):
+            evaluate(run, quality_samples=bad, write=False)
+    with pytest.raises(SpecError, match="given with quality=False"):
+        evaluate(run, quality=False, quality_samples=50, write=False)
+    assert main(["evaluate", str(run.path), "--k", "2", "--limit", "10", "--no-quality", "--json"]) == 0
+    assert "fid_classifier" not in capsys.readouterr().out
+    assert main(["evaluate", str(run.path), "--no-quality", "--quality-samples", "50"]) == 2
+    assert "given with quality=False" in capsys.readouterr().err
