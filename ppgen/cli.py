@@ -375,7 +375,7 @@ MAX_COMPARE = 16
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ppgen.compare import compare
+    from ppgen.compare import compare, incomparable
     from ppgen.paths import check_output_file
     from ppgen.spec import SpecError
 
@@ -388,6 +388,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         _print_table(table)
         print(f"figure: {fig}")
+    for note in incomparable(table):
+        print(f"ppgen: not comparable: {note}", file=sys.stderr)
     return 0
 
 

@@ -33,8 +33,40 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         ev = run.evaluation or {}
         row.update({k: ev.get(k) for k in KEYS if k in ev})
+        row.update({k: ev.get(k) for k in HOW if k in ev})
+        row["data"] = _data_label(run)
         rows.append(row)
     return rows
+
+
+#: What says how an evaluation's numbers were made: test examples, importance samples, how log Z was had.
+HOW = ("n_test", "k", "log_z_method", "quality_samples")
+
+
+def _data_label(run: Run) -> str:
+    data = run.spec.data
+    parts = [data.name] + [f"{k}={v}" for k, v in (("distribution", getattr(data, "distribution", None)),
+                                                 ("binarize", getattr(data, "binarize", None))) if v]
+    return " ".join(str(p) for p in parts)
+
+
+def incomparable(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Why numbers in one column of the table do not measure the same thing: test NLLs over other data
+    or other numbers of test examples, or sample-quality metrics from other sample counts."""
+    notes = []
+    nll = [r for r in rows if r.get("test_nll_nats") is not None]
+    if len({r["data"] for r in nll}) > 1:
+        notes.append("test_nll_nats: the runs were evaluated on different data ("
+                     + "; ".join(sorted({r["data"] for r in nll})) + "); their likelihoods are not comparable")
+    if len({r.get("n_test") for r in nll}) > 1:
+        notes.append("test_nll_nats: evaluated on different numbers of test examples (n_test "
+                     + ", ".join(str(r.get("n_test")) for r in nll) + "); evaluate them with the same --limit")
+    fid = [r for r in rows if r.get("fid_classifier") is not None]
+    if len({r.get("quality_samples") for r in fid}) > 1:
+        notes.append("fid_classifier, kid_classifier, precision, recall: from different sample counts "
+                     "(quality_samples " + ", ".join(str(r.get("quality_samples")) for r in fid)
+                     + "); evaluate them with the same --quality-samples")
+    return notes
 
 
 def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,

@@ -70,3 +70,25 @@ def test_sample_quality_is_sized_by_a_flag_or_skipped(tmp_path, monkeypatch, cap
     assert "fid_classifier" not in capsys.readouterr().out
     assert main(["evaluate", str(run.path), "--no-quality", "--quality-samples", "50"]) == 2
     assert "given with quality=False" in capsys.readouterr().err
+
+
+def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_path, capsys) -> None:
+    from ppgen.cli import main
+    from ppgen.compare import incomparable, table
+
+    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
+            "data": {"name": "digits", "batch_size": 64, "limit": 128}}
+    a = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "a", progress=False)
+    b = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "b", seed=1, progress=False)
+    evaluate(a, k=3, limit=20)
+    evaluate(b, k=3, limit=20)
+    rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
+    assert [(r["n_test"], r["k"], r["data"]) for r in rows] == [(20, 3, "digits")] * 2
+    assert incomparable(rows) == []
+    evaluate(b, k=3, limit=30)
+    rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
+    (note,) = incomparable(rows)
+    assert "different numbers of test examples (n_test 20, 30)" in note
+    assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert "n_test" in captured.out and "not comparable: test_nll_nats" in captured.err
