@@ -55,7 +55,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from ppgen.contracts import DiagnosticFigures, JointDensity, MarginalModel, Posterior, Relabeling
-from ppgen.models.base import Family
+from ppgen.models.base import Family, mean_of_weights
 from ppgen.spec import SpecError, Strict
 
 Theta = dict[str, torch.Tensor]
@@ -173,10 +173,6 @@ def tensor_options(like: torch.Tensor | None) -> dict[str, Any]:
 def flatten_draws(draws: Mapping[str, torch.Tensor]) -> Theta:
     """(chain, draw, ...) -> (chain * draw, ...)."""
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
-
-
-def logmeanexp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
 
 
 # --------------------------------------------------------------------------- the family base
@@ -343,12 +339,7 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, Di
         components is exact in both cases; ``k`` does not apply."""
         theta = self.theta()
         ll = self.pointwise_log_lik(x, theta)
-        if ll.shape[0] == 1:
-            return ll[0], torch.zeros_like(ll[0])
-        est = logmeanexp(ll, 0)
-        w = torch.exp(ll - ll.max(0).values)
-        rel_var = w.var(0) / (w.mean(0) ** 2 * ll.shape[0])
-        return est, rel_var.sqrt()
+        return mean_of_weights(ll)
 
     def evaluation_setup(self, data: Any) -> dict[str, Any]:
         draws = next(iter(self.posterior.draws().values())).shape[:2] if self.has_posterior else (0, 0)

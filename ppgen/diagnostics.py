@@ -11,8 +11,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ppgen.arviz_data import arviz, loss_trace
 from ppgen.contracts import DiagnosticFigures
 
@@ -63,7 +61,7 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
     """Posterior densities of the first latent coordinates of the first examples and the loss trace."""
-    from ppgen.plots import grid_axes, panel_count, save_figure, subplots
+    from ppgen.plots import grid_axes, loss_trace_figure, panel_count, save_figure
 
     out: dict[str, Path] = {}
     post = idata.posterior
@@ -75,13 +73,7 @@ def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
         az.plot_posterior(idata, var_names=[var], coords=sel, hdi_prob=0.9, textsize=8, ax=axes)
     fig.suptitle(f"posterior of {var} for the first examples (q(z|x))", fontsize=10)
     out["posterior"] = save_figure(fig, folder / "posterior.png")
-    if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
-        fig, ax = subplots(figsize=(6, 3))
-        loss = idata.sample_stats["loss"].values[0]
-        step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
-        ax.plot(step, loss, lw=0.8)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (nats per example)")
-        ax.grid(alpha=0.3)
-        out["loss_trace"] = save_figure(fig, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    if trace is not None:
+        out["loss_trace"] = trace
     return out

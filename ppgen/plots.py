@@ -273,3 +273,18 @@ def latent_scatter(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: st
     ax.set_ylabel("z2")
     ax.set_title("posterior means of test examples", fontsize=10)
     return save_figure(fig, path)
+
+
+def loss_trace_figure(idata: Any, path: Path) -> Path | None:
+    """The training loss per step from an InferenceData's ``sample_stats`` (``loss``, ``step``), written to
+    ``path``; None when it records no loss."""
+    if "sample_stats" not in idata.groups() or "loss" not in idata.sample_stats:
+        return None
+    fig, ax = subplots(figsize=(6, 3))
+    loss = idata.sample_stats["loss"].values[0]
+    step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
+    ax.plot(step, loss, lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per example)")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)

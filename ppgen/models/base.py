@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -29,6 +30,18 @@ from ppgen.spec import ModelSpec, Strict
 #: The methods that run as Pyro programs; wrapped with ``pyro_method`` in every subclass that defines them.
 PYRO_METHODS = ("model", "guide", "marginal_model")
 _instances: dict[str, Iterator[int]] = {}
+
+
+def mean_of_weights(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log (1/S) sum_s exp(log_w[s]) over the draws along dim 0 (importance weights, or likelihoods under
+    posterior draws), and its Monte Carlo standard error by the delta method: the standard error of the
+    weights' mean relative to the mean. Zero with a single draw."""
+    s = log_w.shape[0]
+    est = torch.logsumexp(log_w, 0) - math.log(s)
+    if s == 1:
+        return est, torch.zeros_like(est)
+    w = torch.exp(log_w - log_w.max(0).values)
+    return est, (w.var(0) / (w.mean(0) ** 2 * s)).sqrt()
 
 
 @contextlib.contextmanager

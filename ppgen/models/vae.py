@@ -29,7 +29,7 @@ from ppgen.arviz_data import arviz, loss_trace
 from ppgen.bounds import Bound, ImportanceWeighted, MeanField, Trace, as_bound
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import Family
+from ppgen.models.base import Family, mean_of_weights
 from ppgen.nets import NetSpec, build_decoder, build_encoder
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict, changed
@@ -209,10 +209,7 @@ class VAE(Family, MeanSamples):
             z = q.sample((m,))
             log_ws.append(self.likelihood(z).log_prob(x) + self.prior(z.shape[:-1]).log_prob(z) - q.log_prob(z))
         log_w = torch.cat(log_ws, 0)
-        est = torch.logsumexp(log_w, 0) - math.log(k)
-        w = torch.exp(log_w - log_w.max(0).values)
-        rel_var = w.var(0) / (w.mean(0) ** 2 * k)
-        return est, rel_var.sqrt()
+        return mean_of_weights(log_w)
 
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:

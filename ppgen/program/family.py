@@ -33,7 +33,7 @@ from pyro.nn.module import pyro_method
 from ppgen.bounds import as_bound
 from ppgen.contracts import ConditionalSampling, DiagnosticFigures, MeanSamples
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import Family
+from ppgen.models.base import Family, mean_of_weights
 from ppgen.program import runtime
 from ppgen.program.compile import Program, compile_program
 from ppgen.program.conjugate import ConjugateEM
@@ -274,10 +274,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         for start in range(0, k, chunk):
             parts.append(runtime.log_weights(prog, mods, x, lab, min(chunk, k - start)))
         log_w = torch.cat(parts, 0)
-        est = torch.logsumexp(log_w, 0) - math.log(k)
-        w = torch.exp(log_w - log_w.max(0).values)
-        rel_var = w.var(0) / (w.mean(0) ** 2 * k) if k > 1 else torch.zeros_like(est)
-        return est, rel_var.sqrt()
+        return mean_of_weights(log_w)
 
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:

@@ -107,7 +107,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
     first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
     from pathlib import Path
 
-    from ppgen.plots import save_figure, subplots
+    from ppgen.plots import loss_trace_figure, save_figure, subplots
 
     folder = Path(folder)
     out: dict[str, Any] = {}
@@ -140,13 +140,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
                      fontsize=9)
         fig.subplots_adjust(hspace=0.6, wspace=0.35)
         out["posterior"] = save_figure(fig, folder / "posterior.png")
-    if "sample_stats" in idata.groups() and "loss" in idata.sample_stats:
-        fig, ax = subplots(figsize=(6, 3))
-        loss = idata.sample_stats["loss"].values[0]
-        step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
-        ax.plot(step, loss, lw=0.8)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (nats per example)")
-        ax.grid(alpha=0.3)
-        out["loss_trace"] = save_figure(fig, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    if trace is not None:
+        out["loss_trace"] = trace
     return out

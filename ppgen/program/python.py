@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import math
 import sys
 import uuid
 from pathlib import Path
@@ -44,7 +43,7 @@ from pyro import poutine
 from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import Family
+from ppgen.models.base import Family, mean_of_weights
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError
 
@@ -317,10 +316,7 @@ class PythonFamily(Family):
         """Importance sampling with the guide as proposal and ``k`` samples (Burda et al. 2015)."""
         parts = [self.log_weights(x, y, min(chunk, k - s)) for s in range(0, k, chunk)]
         log_w = torch.cat(parts, 0)
-        est = torch.logsumexp(log_w, 0) - math.log(k)
-        w = torch.exp(log_w - log_w.max(0).values)
-        rel_var = w.var(0) / (w.mean(0) ** 2 * k) if k > 1 else torch.zeros_like(est)
-        return est, rel_var.sqrt()
+        return mean_of_weights(log_w)
 
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
