@@ -6,7 +6,7 @@
 
 **digits**: scikit-learn's 8x8 digits with their 17 grey levels, ppgen's split (data.name: digits: the same
 train/validation/test examples for every model). Each model is fitted by ``ppgen.fit`` for the same number
-of epochs (batch 64, Adam at 1e-3) and evaluated on the whole test split by ``ppgen.evaluate``, in nats of the
+of epochs (batch 64, Adam at 1e-3) and evaluated on the whole test split by ``ppgen.evaluation.evaluate``, in nats of the
 discrete levels and bits/dim:
 
 - the flow, ``models/flow_digits.yaml`` (a masked autoregressive flow on uniformly dequantized pixels):
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
-from ppgen.evaluate import evaluate  # noqa: E402
+from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 VAE_DIGITS = {
@@ -83,10 +83,10 @@ def _no_sample_metrics(*args: object, **kwargs: object) -> dict:
 
 
 def _fit_eval(spec, recipe, overrides, epochs, seed, k, test_limit, tmp) -> tuple[dict, float, float, int]:
-    # likelihoods only: ppgen.evaluate's sample-quality metrics (FID on 10,000 samples) are left out here
-    import ppgen.quality
+    # likelihoods only: ppgen.evaluation.evaluate's sample-quality metrics (FID on 10,000 samples) are left out here
+    import ppgen.evaluation.quality
 
-    ppgen.quality.sample_metrics = _no_sample_metrics
+    ppgen.evaluation.quality.sample_metrics = _no_sample_metrics
     t0 = time.perf_counter()
     run = ppgen.fit(spec, recipe, overrides=overrides, epochs=epochs, out=Path(tmp) / f"run-{time.time_ns()}",
                     seed=seed, progress=False)

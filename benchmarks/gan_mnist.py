@@ -2,7 +2,7 @@
 
 Each row fits a zoo spec with a recipe for the same number of training images (``--images``, 128,000 by
 default: about 2,000 steps of 64), then measures 5,000 samples against 5,000 test images in the feature space
-of ppgen's MNIST classifier (:mod:`ppgen.quality`), with the real-data floor. Rows: the MLP GAN
+of ppgen's MNIST classifier (:mod:`ppgen.evaluation.quality`), with the real-data floor. Rows: the MLP GAN
 (models/gan.yaml) with the non-saturating, minimax, hinge (+ moving average) and WGAN-GP losses, and the
 DCGAN (models/dcgan.yaml) with the non-saturating loss.
 
@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen import quality
-from ppgen.plots import save_figure, show_grid, subplots
+from ppgen.evaluation import quality
+from ppgen.plots.common import save_figure, show_grid, subplots
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

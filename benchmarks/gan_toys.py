@@ -42,11 +42,11 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen import quality
+from ppgen.evaluation import quality
 from ppgen.data.toy import TOY1D
 from ppgen.models.gan import plot_discriminator, plot_generator
-from ppgen.plots import save_figure, subplots
-from ppgen.runs import CHECKPOINT
+from ppgen.plots.common import save_figure, subplots
+from ppgen.runs.folder import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

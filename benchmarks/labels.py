@@ -19,7 +19,7 @@ Jobs (each writes DIR/<job>-<labels>-<seed>.json):
   (``data.labelled_only``; all 50,000 for ``all``), ``bayes_accuracy``;
 - ``mlp``: the discriminative classifier of the same shape as M2's q(y|x) (784-500-10, ReLU), cross-entropy
   on the N labelled examples, 5,000 Adam steps of 128 on fresh binarizations; ``cnn``: ppgen's metric
-  classifier (:class:`ppgen.quality.DigitClassifier`, about 7.5M multiply-adds, with augmentation);
+  classifier (:class:`ppgen.evaluation.quality.DigitClassifier`, about 7.5M multiply-adds, with augmentation);
 - ``aevae``: ``models/autoencoder.yaml`` and the same file with ``guide=auto`` (the VAE of the same
   networks) fitted for the same time; reconstruction error, test NLL (the VAE), the classifier-space
   sample metrics of draws from N(0, I) and, for the autoencoder, of codes drawn from a Normal fitted to
@@ -98,7 +98,7 @@ def figures(run_dir: Path) -> None:
 
 
 def _evaluate(run_dir: Path, **kw: Any) -> dict[str, Any]:
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     return evaluate(str(run_dir), **kw)
 
@@ -140,7 +140,7 @@ def _labelled_train(labels: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def job_mlp(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from ppgen.classify import mlp_accuracy, train_mlp
+    from ppgen.evaluation.classify import mlp_accuracy, train_mlp
 
     x, y = _labelled_train(args.labels, args.seed)
     test = ppdata.load(name="mnist", binarize="static")
@@ -154,7 +154,7 @@ def job_mlp(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def job_cnn(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from ppgen.quality import accuracy, train_classifier
+    from ppgen.evaluation.quality import accuracy, train_classifier
 
     x, y = _labelled_train(args.labels, args.seed)
     test = ppdata.load(name="mnist", binarize="none")
@@ -189,7 +189,7 @@ def _codes(model: Any, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def fitted_normal_metrics(run_dir: Path, n: int = 10_000) -> dict[str, Any]:
     """Classifier-space metrics of E[x | z] for z from N(mean, covariance) of the training codes."""
-    from ppgen import quality
+    from ppgen.evaluation import quality
 
     run = ppgen.open_run(run_dir)
     model = run.model
@@ -207,7 +207,7 @@ def fitted_normal_metrics(run_dir: Path, n: int = 10_000) -> dict[str, Any]:
 
 @torch.no_grad()
 def figure(ae_dir: Path, vae_dir: Path, path: Path, n: int = 12) -> Path:
-    from ppgen.plots import save_figure, show_grid, subplots
+    from ppgen.plots.common import save_figure, show_grid, subplots
 
     ae, vae = ppgen.open_run(ae_dir), ppgen.open_run(vae_dir)
     x = ae.data.split("test")[0][:n]
@@ -343,7 +343,7 @@ def report(args: argparse.Namespace) -> int:
 def accuracy(args: argparse.Namespace) -> int:
     """guide_accuracy on the whole test split and bayes_accuracy on its first ``--limit`` images, of a
     run's last checkpoint (also while it is being fitted: nothing is written)."""
-    from ppgen.classify import classifier_metrics, guide_log_probs
+    from ppgen.evaluation.classify import classifier_metrics, guide_log_probs
 
     run = ppgen.open_run(args.run)
     model = run.model

@@ -5,7 +5,7 @@
 
 Each model is a zoo spec (``models/<family>.yaml``) shrunk to a CPU-sized network with ``--set``
 overrides, fitted by ``ppgen.fit`` with ``inference/mle.yaml`` (SVI with the empty guide: maximum
-likelihood) on dynamically binarized MNIST, and evaluated by ``ppgen.evaluate`` on the test split
+likelihood) on dynamically binarized MNIST, and evaluated by ``ppgen.evaluation.evaluate`` on the test split
 (binarized once with a fixed seed): the exact test NLL in nats and bits/dim, and for the
 class-conditional PixelCNN the generative classifier's accuracy by Bayes' rule. Without MNIST in the
 cache it falls back to scikit-learn's 8x8 digits (and says so in the table).
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
 from ppgen.data.mnist import cache_path  # noqa: E402
-from ppgen.evaluate import evaluate  # noqa: E402
+from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
 MODELS = [
     ("pixelcnn", ["net.channels=32", "net.blocks=4", "net.head=32"], "PixelCNN, 2h=32, 4 residual blocks"),

@@ -2,7 +2,7 @@
 
 Fits ``models/rbm.yaml`` (784-500, dynamically binarized MNIST) with CD-1 (``inference/cd.yaml``) and
 with PCD-1 (``inference/pcd.yaml``) for the same number of epochs, each through ``ppgen.fit``, then
-runs ``ppgen.evaluate`` on the 10,000 test images: log Z by annealed importance sampling from the
+runs ``ppgen.evaluation.evaluate`` on the 10,000 test images: log Z by annealed importance sampling from the
 base-rate model (Salakhutdinov & Murray 2008) with its standard error and the +-3 sd interval, and the
 test NLL in nats. For comparison, S&M 2008 report -125.53 (CD-1, 500 hidden),
 -105.50 (CD-3), -86.34 (CD-25) nats after long training; CD-25 at 500 hidden is what a GPU is for:
@@ -44,7 +44,7 @@ def main() -> None:
 
     import ppgen
     from benchmarks.rbm_sklearn import cpu_model
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     load0 = os.getloadavg()
     rows = []

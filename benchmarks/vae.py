@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
-from ppgen.evaluate import evaluate  # noqa: E402
+from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
 SPEC = ROOT / "models" / "vae.yaml"
 RECIPE = ROOT / "inference" / "svi.yaml"

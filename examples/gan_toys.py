@@ -27,8 +27,8 @@ from pathlib import Path
 
 import ppgen
 from ppgen.data.toy import TOY1D
-from ppgen.evaluate import evaluate
-from ppgen.runs import CHECKPOINT
+from ppgen.evaluation.evaluate import evaluate
+from ppgen.runs.folder import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 

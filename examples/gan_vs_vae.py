@@ -4,7 +4,7 @@ Fits the zoo's VAE (models/vae.yaml with inference/svi.yaml) and GAN (models/gan
 inference/adversarial.yaml), keeping weight snapshots at the chosen epochs, then draws one 10x10 grid
 of samples per model and epoch (the VAE's mean images E[x|z], the GAN's G(z)) with the Frechet distance
 in the MNIST classifier's feature space under each grid, and writes a table of every sample-quality
-metric (:mod:`ppgen.quality`) for both models beside the real-data floor (held-out images against the
+metric (:mod:`ppgen.evaluation.quality`) for both models beside the real-data floor (held-out images against the
 test images).
 
     python examples/gan_vs_vae.py                      # 25 epochs each, 10,000 samples per metric
@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen import quality
-from ppgen.compare import compare
-from ppgen.plots import save_figure, show_grid, subplots
-from ppgen.runs import CHECKPOINT
+from ppgen.evaluation import quality
+from ppgen.evaluation.compare import compare
+from ppgen.plots.common import save_figure, show_grid, subplots
+from ppgen.runs.folder import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {

@@ -10,7 +10,7 @@
    network per pixel) and the cached one (each activation once).
 4. Samples, one row per class, and completions of the lower half of test digits, in ``OUT/figures``.
 
-Everything goes through the public API: ``ppgen.fit`` on a zoo spec with overrides, ``ppgen.evaluate``,
+Everything goes through the public API: ``ppgen.fit`` on a zoo spec with overrides, ``ppgen.evaluation.evaluate``,
 and the family's ``sample``/``figures``. Runs are written to ``--out`` (default ``runs/pixelcnn_digits``).
 """
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
-from ppgen.evaluate import evaluate  # noqa: E402
+from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
 NETS = {
     "pixelcnn": ["net.channels=32", "net.first_kernel=5", "net.blocks=3", "net.head=32"],

@@ -21,9 +21,9 @@ import pyro
 import torch
 
 import ppgen
-from ppgen.energy import all_binary_states
+from ppgen.models.energy.core import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
-from ppgen.plots import save_figure, subplots
+from ppgen.plots.common import save_figure, subplots
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 
 import ppgen
-from ppgen.diagnostics import summary
-from ppgen.evaluate import evaluate
+from ppgen.diagnostics.diagnose import summary
+from ppgen.evaluation.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 

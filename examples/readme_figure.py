@@ -13,7 +13,7 @@ import sys
 import torch
 
 import ppgen
-from ppgen.plots import save_figure, show_grid, subplots
+from ppgen.plots.common import save_figure, show_grid, subplots
 
 
 def main(vae: str, vae2d: str, out: str) -> None:

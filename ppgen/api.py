@@ -18,15 +18,15 @@ from pydantic import BaseModel
 
 from ppgen.program.python import AUTOGUIDES, register_callables
 from ppgen.registry import build, load_recipe, load_spec
-from ppgen.runs import Run, open_run
+from ppgen.runs.folder import Run, open_run
 from ppgen.spec import ModelSpec, SpecError
-from ppgen.train import fit as fit_spec
+from ppgen.training.loop import fit as fit_spec
 
 __all__ = ["load_spec", "load_recipe", "build", "fit", "open_run", "Run"]
 
 
 def fit(spec: Any, recipe: Any = None, *, data: Any = None, inference: Any = None, **kwargs: Any) -> Run:
-    """Fit a model spec with an inference recipe (see :func:`ppgen.train.fit`) and return the run.
+    """Fit a model spec with an inference recipe (see :func:`ppgen.training.loop.fit`) and return the run.
 
     A Pyro user's way in: ``fit(model_fn, guide_fn, data=...)`` takes plain Pyro callables (or a module
     with ``model``/``guide`` methods as ``model_fn``; a Pyro autoguide's name such as ``"AutoNormal"`` or

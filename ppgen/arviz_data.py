@@ -1,5 +1,5 @@
 """ArviZ at the boundary: the import (without its banner) and the training records as ``sample_stats``.
-The families' InferenceData builders and :mod:`ppgen.diagnostics` use these."""
+The families' InferenceData builders and :mod:`ppgen.diagnostics.diagnose` use these."""
 
 from __future__ import annotations
 

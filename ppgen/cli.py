@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from ppgen.spec import SpecError, cut
-    from ppgen.train import Interrupted, TrainingError
+    from ppgen.training.loop import Interrupted, TrainingError
 
     try:
         return int(args.func(args) or 0)
@@ -237,7 +237,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import ppgen
-    from ppgen.plots import training_curves
+    from ppgen.plots.common import training_curves
 
     spec_over = [o for o in args.overrides if not o.startswith("inference.")]
     recipe_over = [o.removeprefix("inference.") for o in args.overrides if o.startswith("inference.")]
@@ -256,7 +256,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     print(f"run: {run.path}")
     if not args.no_figures:
-        from ppgen.runs import run_lock
+        from ppgen.runs.folder import run_lock
 
         folder = run.path / "figures"
         try:
@@ -292,7 +292,7 @@ PICTURES = (".png", ".jpg", ".pdf", ".svg")
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ppgen.paths import check_output_file
-    from ppgen.runs import open_run, run_lock
+    from ppgen.runs.folder import open_run, run_lock
     from ppgen.spec import SpecError
 
     if args.n < 1:
@@ -316,7 +316,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace, run: Any, out: Path, picture: bool) -> int:
     import numpy as np
 
-    from ppgen.plots import save_samples
+    from ppgen.plots.common import save_samples
     from ppgen.spec import SpecError
 
     if args.given:
@@ -339,7 +339,7 @@ def _sample(args: argparse.Namespace, run: Any, out: Path, picture: bool) -> int
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
     from ppgen.spec import SpecError
 
     ais = {name: value for name, value in (("ais_runs", args.ais_runs), ("ais_steps", args.ais_steps)) if value is not None}
@@ -356,8 +356,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ppgen.diagnostics import diagnose
-    from ppgen.runs import open_run, run_lock
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.runs.folder import open_run, run_lock
 
     run = open_run(args.run)
     with run_lock(run.path, "ppgen diagnose"):
@@ -375,7 +375,7 @@ MAX_COMPARE = 16
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ppgen.compare import compare, incomparable
+    from ppgen.evaluation.compare import compare, incomparable
     from ppgen.paths import check_output_file
     from ppgen.spec import SpecError
 

@@ -1,9 +1,10 @@
 """Family and routine registries.
 
-A family module in ``ppgen/models/`` registers its class with :func:`register_family`; a routine module
-in ``ppgen/inference/`` registers with :func:`register_routine`. Both packages are imported on the first
-lookup, so adding a file is all it takes to add a family or a routine. An installed package adds
-families through the entry-point group ``ppgen.families``.
+A family module in ``ppgen/models/`` or one of its subpackages registers its class with
+:func:`register_family`; a routine module in ``ppgen/inference/`` registers with :func:`register_routine`.
+Both packages are imported, subpackages included, on the first lookup, so adding a file is all it takes
+to add a family or a routine. An installed package adds families through the entry-point group
+``ppgen.families``.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def _load_all() -> None:
         return
     for pkg_name in ("ppgen.models", "ppgen.inference"):
         pkg = importlib.import_module(pkg_name)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{info.name}")
+        # Every module of the package and of its subpackages (models/energy/, models/bayesian/, ...).
+        for info in pkgutil.walk_packages(pkg.__path__, f"{pkg_name}."):
+            if not any(part.startswith("_") for part in info.name.split(".")):
+                importlib.import_module(info.name)
     _load_entry_points()
     # Only now: a module that failed to import raises again at the next lookup instead of leaving the
     # registry quietly incomplete.

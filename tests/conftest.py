@@ -24,7 +24,7 @@ def no_pyplot_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.pyplot as plt
 
     def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a figure was made through matplotlib.pyplot; draw with ppgen.plots.subplots "
+        raise AssertionError("a figure was made through matplotlib.pyplot; draw with ppgen.plots.common.subplots "
                              "(matplotlib's object API)")
 
     monkeypatch.setattr(plt, "figure", refuse)

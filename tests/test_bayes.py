@@ -18,8 +18,8 @@ from pyro.nn import PyroModule
 from pyro.ops.stats import split_gelman_rubin
 
 import ppgen
-from ppgen import bayes
-from ppgen.bayes import Site, permute_labels, relabel
+from ppgen.models.bayesian import base as bayes
+from ppgen.models.bayesian.base import Site, permute_labels, relabel
 from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
@@ -158,7 +158,7 @@ def test_inference_data_has_the_pointwise_log_likelihood(nuts_run, tmp_path) -> 
 
 
 def test_diagnose_writes_idata_and_the_workflow_figures(nuts_run) -> None:
-    from ppgen.diagnostics import diagnose
+    from ppgen.diagnostics.diagnose import diagnose
 
     out = diagnose(nuts_run)
     assert out["idata"].exists()
@@ -183,7 +183,7 @@ def test_cli_evaluate_and_diagnose(nuts_run, capsys) -> None:
 
 
 def test_evaluate_reports_the_posterior_predictive_density(nuts_run) -> None:
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     res = evaluate(nuts_run, write=False)
     assert res["nll_unit"] == "nats per data point" and "160 posterior draws" in res["likelihood"]

@@ -14,7 +14,7 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.energy import BMCore, RBMCore, all_binary_states
+from ppgen.models.energy.core import BMCore, RBMCore, all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
 
 
@@ -179,7 +179,7 @@ def test_bm_likelihood_normalizes_and_fit_runs(tmp_path: object) -> None:
     ll, se = model.log_likelihood(V)
     assert float(torch.logsumexp(ll, 0)) == pytest.approx(0.0, abs=1e-5) and torch.all(se == 0)
 
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     spec = {"family": "bm", "hidden": 4, "data": {"name": "digits", "batch_size": 20, "limit": 100},
             "sampling": {"steps": 5, "chains": 2, "warmup": 5, "draws": 10}, "ais": {"runs": 20, "steps": 50}}

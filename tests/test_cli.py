@@ -137,7 +137,7 @@ def test_small_test_split_evaluate_limits_and_diagnose(tmp_path, capsys) -> None
     assert main(["evaluate", str(run), "--json", "--limit", "2", "--k", "10"]) == 0
     assert json.loads(capsys.readouterr().out)["n_test"] == 2
     assert main(["diagnose", str(run)]) == 0  # 4 test examples, fewer than the 16 it shows by default
-    from ppgen.diagnostics import arviz
+    from ppgen.diagnostics.diagnose import arviz
 
     assert arviz().from_netcdf(run / "idata.nc").posterior.sizes["obs"] == 4
 

@@ -14,7 +14,7 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.energy import all_binary_states
+from ppgen.models.energy.core import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
 from ppgen.inference.layerwise import layer_plan, split_epochs
 from ppgen.spec import SpecError
@@ -141,7 +141,7 @@ def _spec(hidden: list[int], **extra: object) -> dict:
 
 
 def test_layerwise_trains_one_layer_at_a_time(tmp_path: object) -> None:
-    from ppgen.train import seed_all
+    from ppgen.training.loop import seed_all
 
     spec = _spec([6, 5, 4])
     seed_all(0)
@@ -231,7 +231,7 @@ def test_extending_a_split_layerwise_run_is_exact_or_refused(tmp_path: Path, cap
 
 
 def test_dbn_evaluate_sample_figures_diagnostics(tmp_path: object) -> None:
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     run = ppgen.fit(_spec([24, 22]), {"routine": "layerwise", "k": 1}, epochs=2, out=tmp_path / "e", progress=False)
     res = evaluate(run, write=False, limit=30)

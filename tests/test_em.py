@@ -21,8 +21,8 @@ from ppgen.data.core import DataInfo
 from ppgen.inference.base import Plan
 from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
                                 em_start, lognormal_scale_mode, stack_starts, statistics)
-from ppgen.models.gmm import GMM, GMMSpec
-from ppgen.models.hmm import HMM, HMMSpec, forward_backward
+from ppgen.models.bayesian.gmm import GMM, GMMSpec
+from ppgen.models.bayesian.hmm import HMM, HMMSpec, forward_backward
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -365,7 +365,7 @@ def test_forward_backward_equals_brute_force(method: str, t: int) -> None:
 
 
 def test_auto_takes_the_scan_for_a_few_long_sequences_and_the_scaled_recursion_otherwise() -> None:
-    from ppgen.models.hmm import choose_method
+    from ppgen.models.bayesian.hmm import choose_method
 
     assert choose_method(1, 1, 1000, 3) == "scan"
     assert choose_method(1, 10, 10_000, 3) == "scan"
@@ -504,7 +504,7 @@ def test_run_resumes_exactly_and_stops_when_converged(tmp_path) -> None:
     done = ppgen.fit(spec, {"routine": "em", "epochs": 500}, out=tmp_path / "c", progress=False)
     epochs = [m for m in done.metrics if m["kind"] == "epoch"]
     assert len(epochs) < 500 and bool(done.checkpoint["routine"]["extra"]["run"]["converged"].all())
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     assert evaluate(done)["likelihood"].startswith("plug-in density at the point estimate")
 

@@ -1,11 +1,11 @@
-"""ppgen.evaluate: the options each family declares, and nothing else."""
+"""ppgen.evaluation.evaluate: the options each family declares, and nothing else."""
 
 from __future__ import annotations
 
 import pytest
 
 import ppgen
-from ppgen.evaluate import evaluate
+from ppgen.evaluation.evaluate import evaluate
 from ppgen.spec import SpecError
 
 RBM = {"family": "rbm", "hidden": 6, "data": {"name": "digits", "limit": 60, "batch_size": 20},
@@ -46,7 +46,7 @@ def test_sample_quality_is_sized_by_a_flag_or_skipped(tmp_path, monkeypatch, cap
     / ``--no-quality`` skips them; both bounded and exclusive."""
     import numpy as np
 
-    from ppgen import quality
+    from ppgen.evaluation import quality
     from ppgen.cli import main
 
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def test_sample_quality_is_sized_by_a_flag_or_skipped(tmp_path, monkeypatch, cap
 
 def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_path, capsys) -> None:
     from ppgen.cli import main
-    from ppgen.compare import incomparable, table
+    from ppgen.evaluation.compare import incomparable, table
 
     spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
             "data": {"name": "digits", "batch_size": 64, "limit": 128}}

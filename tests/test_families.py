@@ -17,10 +17,10 @@ import yaml
 
 import ppgen
 from ppgen import registry
-from ppgen.diagnostics import diagnose
-from ppgen.evaluate import evaluate
+from ppgen.diagnostics.diagnose import diagnose
+from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.capability import fitting_recipes
-from ppgen.runs import CHECKPOINT
+from ppgen.runs.folder import CHECKPOINT
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,7 +14,7 @@ from scipy.spatial.distance import jensenshannon
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.evaluate import evaluate
+from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.adversarial import (
     LOSSES,
     Adversarial,

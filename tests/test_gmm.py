@@ -17,7 +17,7 @@ from ppgen.data.core import DataInfo
 from ppgen.data.mixtures import TOYMIX
 from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
-from ppgen.models.gmm import GMM, GMMSpec
+from ppgen.models.bayesian.gmm import GMM, GMMSpec
 from ppgen.spec import SpecError
 
 
@@ -150,7 +150,7 @@ def test_fit_evaluate_sample_and_figures(tmp_path) -> None:
     run = ppgen.fit(spec, recipe, out=tmp_path / "run", progress=False)
     epochs = [m for m in run.metrics if m["kind"] == "epoch"]
     assert len(epochs) == 15 and epochs[-1]["loss"] < epochs[0]["loss"]
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     res = evaluate(run)
     assert res["nll_unit"] == "nats per data point"

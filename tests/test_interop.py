@@ -81,7 +81,7 @@ def test_a_notebooks_inline_backend_and_figures_survive_ppgen_figures() -> None:
         mine = plt.figure()
         {textwrap.indent(textwrap.dedent(IMPORT_EVERYTHING), " " * 8).strip()}
         import tempfile, torch
-        from ppgen import plots
+        from ppgen.plots import common as plots
         folder = tempfile.mkdtemp()
         plots.save_samples(torch.rand(16, 1, 8, 8), folder + "/s.png", "samples")
         plots.training_curves([{{"kind": "train", "step": 1, "loss": 2.0}}, {{"kind": "epoch", "step": 1, "loss": 1.5}}],
@@ -94,8 +94,8 @@ def test_a_notebooks_inline_backend_and_figures_survive_ppgen_figures() -> None:
 
 
 def test_fits_evaluations_and_diagnostics_leave_the_param_store_as_they_found_it(tmp_path, pyro_defaults) -> None:
-    from ppgen.diagnostics import diagnose
-    from ppgen.evaluate import evaluate
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.evaluation.evaluate import evaluate
 
     mine = pyro.param("my_weight", torch.ones(3))
     store = pyro.get_param_store()
@@ -251,8 +251,8 @@ def test_fused_and_general_paths_agree_for_the_zoo(path: str, elbo: str, k: int)
 def test_drawing_evaluating_and_figures_leave_the_users_random_state_as_they_found_it(tmp_path) -> None:
     """A notebook's own draws after ``run.samples``, ``evaluate`` or the figures are not a replay of ppgen's
     seeds: each seeds its own draws and gives the global random state back."""
-    from ppgen.diagnostics import diagnose
-    from ppgen.evaluate import evaluate
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.evaluation.evaluate import evaluate
 
     vae = ppgen.fit(VAE_SPEC, {"routine": "svi", "epochs": 1}, out=tmp_path / "v", progress=False)
     pixel = ppgen.fit({"family": "pixelcnn", "data": {"name": "digits", "binarize": "dynamic", "batch_size": 64},

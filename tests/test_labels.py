@@ -276,7 +276,7 @@ def test_bayes_accuracy_of_known_class_densities_is_the_bayes_optimal_accuracy(t
     of Phi(1 / sqrt(1.25)), the Bayes-optimal accuracy. Written with a latent z instead (x | z, y ~
     N(+-1 + z, 0.5^2), z ~ N(0, 1): the same marginal), log p(x | y) is estimated by importance sampling
     and the decisions agree with the exact rule."""
-    from ppgen.classify import classifier_metrics
+    from ppgen.evaluation.classify import classifier_metrics
 
     path = _two_gaussians(tmp_path)
     data = {"name": "npz", "path": str(path), "test_fraction": 0.4}
@@ -307,7 +307,7 @@ def test_bayes_accuracy_of_known_class_densities_is_the_bayes_optimal_accuracy(t
 
 
 def test_guide_accuracy_is_the_guide_classifier() -> None:
-    from ppgen.classify import classifier_metrics
+    from ppgen.evaluation.classify import classifier_metrics
 
     model = _build(m2())
     x, y = _x(30), torch.arange(30) % 10
@@ -402,8 +402,8 @@ SMALL = ["data.name=digits", "data.limit=300"]
 ])
 def test_zoo_label_programs_fit_evaluate_and_draw(name: str, overrides: list[str], recipe: str | None, expect: set[str],
                                                  tmp_path: Path) -> None:
-    from ppgen.diagnostics import diagnose
-    from ppgen.evaluate import evaluate
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.evaluation.evaluate import evaluate
 
     run = ppgen.fit(ROOT / f"models/{name}.yaml", ROOT / recipe if recipe else None, overrides=overrides, epochs=1,
                     out=tmp_path / "run", progress=False)

@@ -1,4 +1,4 @@
-"""Network specs and builders (ppgen.nets): bounds on widths, the parameter count checked before anything
+"""Network specs and builders (ppgen.nets.blocks): bounds on widths, the parameter count checked before anything
 is allocated, conv stages that fit the images, and networks that compute what they say."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from ppgen import nets
-from ppgen.nets import MAX_PARAMETERS, NetSpec, build_decoder, build_encoder
+from ppgen.nets import blocks as nets
+from ppgen.nets.blocks import MAX_PARAMETERS, NetSpec, build_decoder, build_encoder
 from ppgen.registry import load_spec
 from ppgen.spec import SpecError
 

@@ -19,11 +19,11 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.evaluate import evaluate
+from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.svi import SVIConfig, pyro_elbo, pyro_loss
-from ppgen.masked import MaskedConv2d, raster_mask, vertical_mask
-from ppgen.models.pixelcnn import GatedPixelCNN, GatedPixelCNNSpec, PixelCNN, PixelCNNSpec
-from ppgen.models.pixelrnn import PixelRNN, PixelRNNSpec
+from ppgen.models.autoregressive.masked import MaskedConv2d, raster_mask, vertical_mask
+from ppgen.models.autoregressive.pixelcnn import GatedPixelCNN, GatedPixelCNNSpec, PixelCNN, PixelCNNSpec
+from ppgen.models.autoregressive.pixelrnn import PixelRNN, PixelRNNSpec
 from ppgen.spec import SpecError
 
 SMALL_NETS = {
@@ -445,7 +445,7 @@ def test_fit_evaluate_and_figures(tmp_path: Path) -> None:
     again = ppgen.open_run(run.path).model
     torch.testing.assert_close(again.log_likelihood(x, y=y)[0], run.model.log_likelihood(x, y=y)[0])
     # ArviZ: the posterior over each test image's class is p(y | x); its draws follow Bayes' rule.
-    from ppgen.diagnostics import diagnose
+    from ppgen.diagnostics.diagnose import diagnose
 
     out = diagnose(run)
     assert out["idata"].exists()

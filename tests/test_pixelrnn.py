@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.evaluate import evaluate
-from ppgen.masked import raster_mask
-from ppgen.models.pixelrnn import PixelRNN
+from ppgen.evaluation.evaluate import evaluate
+from ppgen.models.autoregressive.masked import raster_mask
+from ppgen.models.autoregressive.pixelrnn import PixelRNN
 from test_pixelcnn import conv_reach, dependencies, make
 
 

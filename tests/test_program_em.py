@@ -131,8 +131,8 @@ def test_the_program_fitted_by_the_em_recipe_never_lowers_its_log_posterior(tmp_
     x, _ = run.data.split("test")
     torch.testing.assert_close(run.model.log_likelihood(x)[0], ref.model.log_likelihood(x)[0], rtol=1e-5, atol=1e-4)
     # every service of the program on the EM fit: the exact held-out likelihood, InferenceData
-    from ppgen.diagnostics import diagnose
-    from ppgen.evaluate import evaluate
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.evaluation.evaluate import evaluate
 
     result = evaluate(run)
     assert abs(result["test_nll_nats"] + float(run.model.log_likelihood(x)[0].double().mean())) < 1e-4

@@ -421,7 +421,7 @@ def test_bits_per_dim_of_a_dequantized_flow_counts_the_levels(tmp_path) -> None:
     D log 2, and an untrained flow is near the uniform's log2(17) = 4.09 bits per pixel, not below 0."""
     run = ppgen.fit(ROOT / "models/flow_digits.yaml", None, overrides=["data.limit=100"], epochs=1,
                     out=tmp_path / "run", progress=False)
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     result = evaluate(run, k=8, limit=20)
     assert math.isclose(result["bits_per_dim"], result["test_nll_nats"] / (64 * math.log(2)), rel_tol=1e-9)
@@ -540,8 +540,8 @@ ZOO = {
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_flow_fits_evaluates_and_diagnoses(name: str, tmp_path) -> None:
-    from ppgen.diagnostics import diagnose
-    from ppgen.evaluate import evaluate
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.evaluation.evaluate import evaluate
 
     overrides, latents = ZOO[name]
     run = ppgen.fit(ROOT / f"models/{name}.yaml", None, overrides=overrides, epochs=1, out=tmp_path / "run",

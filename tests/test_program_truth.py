@@ -88,7 +88,7 @@ def test_observed_only_program_has_the_exact_likelihood(tmp_path) -> None:
     torch.testing.assert_close(mu, x.mean(0), atol=0.02, rtol=0)
     torch.testing.assert_close(s, (x - x.mean(0)).pow(2).mean().sqrt(), atol=0.02, rtol=0)
     with pytest.raises(ppgen.SpecError, match="takes no importance samples"):
-        from ppgen.evaluate import evaluate
+        from ppgen.evaluation.evaluate import evaluate
 
         evaluate(run, k=5)
 

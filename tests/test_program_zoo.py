@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.diagnostics import diagnose
-from ppgen.evaluate import evaluate
+from ppgen.diagnostics.diagnose import diagnose
+from ppgen.evaluation.evaluate import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from ppgen import quality
+from ppgen.evaluation import quality
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.energy import RBMCore, all_binary_states, beta_schedule, log_mean_exp
+from ppgen.models.energy.core import RBMCore, all_binary_states, beta_schedule, log_mean_exp
 from ppgen.inference.base import LocalRuntime, make_optimizer
 from ppgen.inference.gibbs import CDConfig, GibbsKernel, LRScheduleSpec, gibbs_update
 from ppgen.spec import SpecError
-from ppgen.train import TrainingError
+from ppgen.training.loop import TrainingError
 
 
 def tiny_rbm(D: int, H: int, scale: float = 1.0, seed: int = 0, gaussian: bool = False) -> RBMCore:
@@ -458,7 +458,7 @@ def test_every_epoch_has_a_training_loss_when_epochs_are_shorter_than_monitor_ev
 
 
 def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
-    from ppgen.evaluate import evaluate
+    from ppgen.evaluation.evaluate import evaluate
 
     run = ppgen.fit(_digits(tmp_path), {"routine": "cd", "k": 1}, epochs=2, out=tmp_path / "r", progress=False)
     train = [m for m in run.metrics if m["kind"] == "train"]
@@ -487,7 +487,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
     assert {"filters", "gibbs_chains", "samples"} <= set(figs) and all(p.exists() for p in figs.values())
     idata = model.inference_data(run.data, run.metrics)
     assert idata.posterior["free_energy"].shape == (2, 20)
-    from ppgen.diagnostics import summary
+    from ppgen.diagnostics.diagnose import summary
 
     table = summary(idata)
     assert {"r_hat", "ess_bulk"} <= set(table.columns)
@@ -658,7 +658,7 @@ def test_cd_update_is_the_statistic_applied_on_any_blas(batch: int, gaussian: bo
 def test_ais_on_a_trained_rbm_agrees_with_enumeration(tmp_path: object) -> None:
     """On a trained model (digits, 64 visible, 20 hidden, PCD for 30 epochs) AIS with the data's base rate
     agrees with the exact log Z, and the test NLL beats an independent-pixel model."""
-    from ppgen.energy import base_rate_logits
+    from ppgen.models.energy.core import base_rate_logits
 
     spec = {"family": "rbm", "hidden": 20, "data": {"name": "digits", "batch_size": 20}}
     run = ppgen.fit(spec, Path(__file__).parents[1] / "inference" / "pcd.yaml", epochs=30, out=tmp_path / "r", progress=False)

@@ -18,9 +18,9 @@ import yaml
 import ppgen
 from ppgen.cli import main
 from ppgen.models.vae import VAE
-from ppgen.runs import CHECKPOINT, HISTORY
+from ppgen.runs.folder import CHECKPOINT, HISTORY
 from ppgen.spec import SpecError
-from ppgen.train import RESUMABLE, Interrupted, TrainingError
+from ppgen.training.loop import RESUMABLE, Interrupted, TrainingError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -216,7 +216,7 @@ def test_a_damaged_checkpoint_is_not_called_good_after_a_divergence(tmp_path, mo
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, capsys, monkeypatch) -> None:
-    import ppgen.train as train
+    import ppgen.training.loop as train
 
     spec = _spec_file(tmp_path)
     run = tmp_path / "run"
@@ -247,7 +247,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, cap
 
 
 def test_ctrl_c_before_the_first_checkpoint_in_the_python_api(tmp_path, monkeypatch) -> None:
-    import ppgen.train as train
+    import ppgen.training.loop as train
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""ppgen.runs: whole-file writes, the run folder's lock (kill -9, spawned workers), checkpoint digests and
+"""ppgen.runs.folder: whole-file writes, the run folder's lock (kill -9, spawned workers), checkpoint digests and
 checks, and the readers of metrics.jsonl and JSON files."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ppgen.cli import main
-from ppgen.runs import (
+from ppgen.runs.folder import (
     CHECKPOINT_FORMAT,
     InheritedLock,
     atomic_save,
@@ -180,7 +180,7 @@ def test_json_object_reader(tmp_path) -> None:
 
 HOLD = """
 import sys, time
-from ppgen.runs import run_lock
+from ppgen.runs.folder import run_lock
 with run_lock(sys.argv[1], "a test holder"):
     print("locked", flush=True)
     time.sleep(600)

@@ -17,9 +17,9 @@ import torch
 import ppgen
 from ppgen.inference.base import Plan
 from ppgen.models.vae import VAE
-from ppgen.runs import CHECKPOINT
+from ppgen.runs.folder import CHECKPOINT
 from ppgen.spec import SpecError
-from ppgen.train import Interrupted, TrainingError
+from ppgen.training.loop import Interrupted, TrainingError
 
 SPEC = {
     "family": "vae",
@@ -294,7 +294,7 @@ def test_the_guard_tells_a_converged_parameter_from_one_cut_off() -> None:
     steps with a gradient, and that moved before or has a non-zero gradient, is converged, not an error.
     One that no gradient reaches (grad None), that no optimizer steps, or whose gradient is zero and that
     never moved, stops the fit."""
-    from ppgen.train import _UpdateGuard
+    from ppgen.training.loop import _UpdateGuard
 
     model = torch.nn.Module()
     model.a, model.b, model.c, model.d = (torch.nn.Parameter(torch.ones(2)) for _ in range(4))

@@ -120,6 +120,8 @@ def test_the_wheel_carries_the_zoo_and_finds_it_without_a_checkout(tmp_path) -> 
         for path in (ROOT / kind).glob("*.yaml"):
             assert f"ppgen/zoo/{kind}/{path.name}" in names, path
     assert not any(n.startswith(("models/", "inference/", "tests/", "benchmarks/")) for n in names)
+    for path in (ROOT / "ppgen").rglob("*.py"):  # every module, subpackages included
+        assert path.relative_to(ROOT).as_posix() in names, path
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     empty = tmp_path / "empty"

@@ -61,7 +61,7 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
     """Posterior densities of the first latent coordinates of the first examples and the loss trace."""
-    from ppgen.plots import grid_axes, loss_trace_figure, panel_count, save_figure
+    from ppgen.plots.common import grid_axes, loss_trace_figure, panel_count, save_figure
 
     out: dict[str, Path] = {}
     post = idata.posterior

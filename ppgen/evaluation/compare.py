@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ppgen.runs import Run, open_run
+from ppgen.runs.folder import Run, open_run
 
 #: Evaluation keys shown in the table, in this order, where a run has them.
 KEYS = ("test_nll_nats", "test_nll_stderr", "bits_per_dim", "elbo", "fid_classifier", "kid_classifier",
@@ -72,7 +72,7 @@ def incomparable(rows: Sequence[dict[str, Any]]) -> list[str]:
 def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
             seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
     """The comparison table (one dict per run) and the path of the figure written to ``output``."""
-    from ppgen.plots import draw_samples, figure, save_figure
+    from ppgen.plots.common import draw_samples, figure, save_figure
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)

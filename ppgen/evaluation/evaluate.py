@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ppgen.contracts import PartitionFunction
-from ppgen.runs import Run, atomic_write_text, open_run, run_lock
+from ppgen.runs.folder import Run, atomic_write_text, open_run, run_lock
 from ppgen.spec import SpecError, check_seed, field_bounds, validate
 
 #: Importance samples per example: at least two (the Monte Carlo error of an estimate needs two), and
@@ -55,7 +55,7 @@ def evaluate(
     ``ais`` section, ``log_z_method`` forces exact or AIS, ``bound_samples`` (DBN) sets the bound's draws.
     Any other option is an error that names it. ``bayes_k`` is the number of importance
     samples per example and class of ``bayes_accuracy`` for programs with a label site (see
-    :mod:`ppgen.classify`). ``quality=False`` skips the sample-quality metrics (the slow part on image
+    :mod:`ppgen.evaluation.classify`). ``quality=False`` skips the sample-quality metrics (the slow part on image
     data); ``quality_samples`` sets how many samples (and as many test and validation images) they use, the
     same for every family (default: 10,000, or fewer where the family's sampler is slow); the image metrics
     record the number used as ``quality_samples``.
@@ -96,7 +96,7 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
                         f"the {run.spec.family} family does not")
     if ais:
         # The same bounds as the spec's ais section (runs: at least 2, for the error of log Z).
-        from ppgen.energy import AISSpec
+        from ppgen.models.energy.core import AISSpec
 
         for name in ais:
             lo, hi = field_bounds(AISSpec, name.removeprefix("ais_"))
@@ -129,12 +129,12 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
             if model.importance_samples:
                 result["k"] = k
         result.update(model.evaluate_extra(x, y))
-        from ppgen.classify import classifier_metrics
+        from ppgen.evaluation.classify import classifier_metrics
 
         result.update(classifier_metrics(model, x, y, k=bayes_k))
-        from ppgen import quality as sample_quality
+        from ppgen.evaluation import quality as sample_quality
 
-        # Sample quality (ppgen.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).
+        # Sample quality (ppgen.evaluation.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).
         if quality:
             result.update(sample_quality.sample_metrics(model, data, n=quality_samples, seed=seed))
     result["seconds"] = time.perf_counter() - t0

@@ -354,7 +354,7 @@ def classifier(*, train: bool = True, progress: bool = True) -> DigitClassifier:
         _CLASSIFIER[key] = clf.eval()
         return _CLASSIFIER[key]
     if not train:
-        raise SpecError(f"{path}: the MNIST feature classifier is not cached; run ppgen.quality.classifier() once")
+        raise SpecError(f"{path}: the MNIST feature classifier is not cached; run ppgen.evaluation.quality.classifier() once")
     if "PYTEST_CURRENT_TEST" in os.environ:
         # Training takes minutes and needs MNIST (maybe a download): never inside the test suite.
         raise RuntimeError(f"{path} is not cached and tests must not train it; pass feature_net= to "

@@ -7,7 +7,7 @@ it and checks those for NaN, and ``log_every`` steps must have it). Whatever mus
 moving averages) lives in the state and round-trips through ``state_dict``/``load_state_dict`` as
 tensors and plain Python values, so checkpoints load with ``torch.load(weights_only=True)``.
 
-Routines know nothing of progress bars, logging or checkpoint files: that is ``ppgen.train``. What a
+Routines know nothing of progress bars, logging or checkpoint files: that is ``ppgen.training.loop``. What a
 routine may know of the data and the schedule the loop hands it at ``init`` as a :class:`Plan` (the
 training split, its size, the batch size, steps per epoch, epochs, processes); no routine loads data or
 computes the schedule itself. The ``runtime`` given to the constructor is the routine's only view of the

@@ -44,7 +44,7 @@ another would. The best, by log posterior, becomes the model's point estimate.
 **Stopping**: a restart stops when an iteration raised its log posterior by at most ``tol`` nats per
 training example. An iteration that lowers it by more than rounding is a bug and raises.
 
-**In the loop** (:mod:`ppgen.train`): EM needs the whole training set in every step (``data.batch_size``
+**In the loop** (:mod:`ppgen.training.loop`): EM needs the whole training set in every step (``data.batch_size``
 at least the number of training examples, one batch per epoch); one step is ``iterations_per_epoch`` EM
 iterations, ``epochs`` bounds their number, and the run ends early when every restart has converged.
 The state (parameters of every restart, their E-step statistics, log posteriors, counters) is in the
@@ -73,8 +73,8 @@ from pydantic import Field, model_validator
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.inference.base import Plan, Routine, State
 from ppgen.inference.capability import family_label, missing
-# The M-step pieces live in ppgen.mstep (the families use them too); importable from here as before.
-from ppgen.mstep import (CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode,  # noqa: F401
+# The M-step pieces live in ppgen.models.bayesian.mstep (the families use them too); importable from here as before.
+from ppgen.models.bayesian.mstep import (CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode,  # noqa: F401
                          full_gaussian_mean, lognormal_scale_mode)
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
@@ -405,7 +405,7 @@ class EMRoutine(Routine):
                          method=c.forward_backward)
         extra["run"] = run.to_dict()
         if bool(run.failed.all()):
-            from ppgen.train import TrainingError
+            from ppgen.training.loop import TrainingError
 
             raise TrainingError(
                 f"every one of the {run.restarts} EM restarts degenerated (a component or state left without data "

@@ -43,8 +43,8 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.energy import EnergyCore
-from ppgen.gibbs_kernel import GibbsKernel  # noqa: F401  (ppgen.inference.gibbs.GibbsKernel, as before)
+from ppgen.models.energy.core import EnergyCore
+from ppgen.models.energy.gibbs_kernel import GibbsKernel  # noqa: F401  (ppgen.inference.gibbs.GibbsKernel, as before)
 from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer
 from ppgen.inference.capability import require
 from ppgen.registry import register_routine
@@ -167,7 +167,7 @@ def energy_core(model: torch.nn.Module, routine: str) -> Any:
     core = model.core  # EnergyCoreFamily, checked by the routine's require() at init
     if not isinstance(core, EnergyCore):
         raise SpecError(f"routine {routine!r} cannot train the {model.family_name!r} family: its core is a "
-                        f"{type(core).__name__}, not an energy core (ppgen.energy.EnergyCore)")
+                        f"{type(core).__name__}, not an energy core (ppgen.models.energy.core.EnergyCore)")
     return core
 
 

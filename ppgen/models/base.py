@@ -54,7 +54,7 @@ def private_param_store() -> Iterator[None]:
 
 
 class EvaluateOptions(Strict):
-    """The options of :func:`ppgen.evaluate.evaluate` (``evaluate(run, **options)``) that a family takes,
+    """The options of :func:`ppgen.evaluation.evaluate.evaluate` (``evaluate(run, **options)``) that a family takes,
     beyond ``k``: none by default. A family with options subclasses this and sets it as its
     ``EvaluateOptions``; each option it gives is passed by keyword to both ``evaluation_setup`` and
     ``log_likelihood``, and an option the family does not declare is an error that names it."""
@@ -80,7 +80,7 @@ class Family(PyroModule):
     family_name: ClassVar[str]
     #: The options ``ppgen evaluate`` passes to ``evaluation_setup`` and ``log_likelihood``.
     EvaluateOptions: ClassVar[type[EvaluateOptions]] = EvaluateOptions
-    #: How many samples ``ppgen evaluate`` draws for sample-quality metrics (None: ppgen.quality's default).
+    #: How many samples ``ppgen evaluate`` draws for sample-quality metrics (None: ppgen.evaluation.quality's default).
     quality_samples: int | None = None
 
     #: The methods whose definitions ``fused_loss`` was written against: it is used only where the

@@ -38,7 +38,7 @@ from torch import nn
 from ppgen.contracts import DiagnosticFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family
-from ppgen.nets import MAX_LAYERS, Activation, Width, activation, checked_build
+from ppgen.nets.blocks import MAX_LAYERS, Activation, Width, activation, checked_build
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
@@ -372,7 +372,7 @@ class GAN(Family, DiagnosticFigures):
                        y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``None``: x = G(z) is a deterministic map of z into a manifold of dimension at most z_dim, so
         the model has no density on the data space; a GAN is measured by its samples instead
-        (:mod:`ppgen.quality`)."""
+        (:mod:`ppgen.evaluation.quality`)."""
         return None
 
     @torch.no_grad()
@@ -399,7 +399,7 @@ class GAN(Family, DiagnosticFigures):
             torch.manual_seed(0)
             x_test = data.split("test")[0]
             out: dict[str, Path] = {}
-            from ppgen import plots
+            from ppgen.plots import common as plots
 
             if len(self.event_shape) == 3:
                 out["samples"] = plots.save_samples(self.sample(100), folder / "samples.png", "samples G(z), z ~ p(z)", nrow=10)
@@ -447,7 +447,7 @@ class GAN(Family, DiagnosticFigures):
         """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
         generated data sets (prior predictive) against the observed one."""
         from ppgen.arviz_data import arviz
-        from ppgen.plots import save_figure, subplots
+        from ppgen.plots.common import save_figure, subplots
 
         folder = Path(folder)
         out: dict[str, Path] = {}
@@ -508,7 +508,7 @@ def _toy1d_target(model: GAN) -> Any:
 @torch.no_grad()
 def generator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 10_000) -> Path:
     """Inverse transform sampling by a GAN, as a PNG: :func:`plot_generator` on one or two panels."""
-    from ppgen.plots import save_figure, subplots
+    from ppgen.plots.common import save_figure, subplots
 
     panels = 2 if model.z_dim == 1 else 1
     fig, axes = subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
@@ -524,7 +524,7 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
     against the exact inverse CDF F^-1 of the target composed with the prior's CDF (for a Uniform(0, 1)
     prior F^-1(z) itself); a GAN may as well learn the decreasing solution F^-1(1 - F_z(z)), drawn
     dashed. Returns the Kolmogorov-Smirnov distance of the samples to the target (None without one)."""
-    from ppgen import quality
+    from ppgen.evaluation import quality
 
     target = _toy1d_target(model)
     with _eval_mode(model):
@@ -567,7 +567,7 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
 @torch.no_grad()
 def discriminator_figure(model: GAN, path: Path, reference: torch.Tensor | None = None, n: int = 2500) -> Path:
     """2-D data as a PNG: :func:`plot_discriminator`."""
-    from ppgen.plots import save_figure, subplots
+    from ppgen.plots.common import save_figure, subplots
 
     fig, ax = subplots(figsize=(6, 5.4))
     plot_discriminator(model, ax, reference, n)
@@ -579,8 +579,8 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
                        colorbar: bool = True) -> dict[str, Any] | None:
     """2-D data: the discriminator's score as a colour map, data in grey, ``n`` samples in blue and, for
     the ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles; returns the
-    :func:`ppgen.quality.mode_coverage` of the samples for those toys (None otherwise)."""
-    from ppgen import quality
+    :func:`ppgen.evaluation.quality.mode_coverage` of the samples for those toys (None otherwise)."""
+    from ppgen.evaluation import quality
     from matplotlib.patches import Circle
 
     with _eval_mode(model):

@@ -30,7 +30,7 @@ from ppgen.bounds import Bound, ImportanceWeighted, MeanField, Trace, as_bound
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family, mean_of_weights
-from ppgen.nets import NetSpec, build_decoder, build_encoder
+from ppgen.nets.blocks import NetSpec, build_decoder, build_encoder
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict, changed
 
@@ -227,7 +227,7 @@ class VAE(Family, MeanSamples):
         }
 
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        from ppgen import plots
+        from ppgen.plots import common as plots
 
         return plots.vae_figures(self, data, folder)
 

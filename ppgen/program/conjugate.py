@@ -29,9 +29,9 @@ The recognition happens when the routine starts (:meth:`ConjugateEM.em_check`); 
 refused with the reason and the recipes that do fit it. The Gaussian E and M steps are not written
 again here: the program is recognised as the model of the ``gmm`` family with ``covariance: diag`` or
 ``spherical`` and the matching priors, whose statistics and updates
-(:meth:`ppgen.models.gmm.GMM.em_statistics`, :meth:`~ppgen.models.gmm.GMM.em_maximize`, built on
+(:meth:`ppgen.models.bayesian.gmm.GMM.em_statistics`, :meth:`~ppgen.models.bayesian.gmm.GMM.em_maximize`, built on
 :mod:`ppgen.inference.em`) are then applied to the program's parameters; the Bernoulli mixture's
-M-steps are :func:`ppgen.mstep.dirichlet_mode` (:class:`BernoulliMixtureEM`). The result is
+M-steps are :func:`ppgen.models.bayesian.mstep.dirichlet_mode` (:class:`BernoulliMixtureEM`). The result is
 written into the program's parameters (the point-mass guide's values, or the
 parameters themselves), so that every service of the program (its own enumerated likelihood,
 sampling, diagnostics) uses it.
@@ -284,7 +284,7 @@ def _block(prog: Any, role: str, name: str, k: int, d: int) -> Block:
 class BernoulliMixtureEM:
     """E and M steps of a mixture of independent Bernoulli vectors (Bishop 2006, section 9.3.3) with a
     Dirichlet(c) prior on the weights and Beta(a, b) on every probability, over a leading batch of S
-    parameter values. The M-steps are the Dirichlet modes of :func:`ppgen.mstep.dirichlet_mode`
+    parameter values. The M-steps are the Dirichlet modes of :func:`ppgen.models.bayesian.mstep.dirichlet_mode`
     (a Beta is the Dirichlet of two categories): w_k = (n_k + c - 1) / (N + K (c - 1)) and
     p_kd = (s_kd + a - 1) / (n_k + a + b - 2), with n_k = sum_n r_nk and s_kd = sum_n r_nk x_nd."""
 
@@ -325,7 +325,7 @@ class BernoulliMixtureEM:
 
     def em_maximize(self, stats: dict[str, torch.Tensor], theta: Mapping[str, torch.Tensor], *,
                     flat: bool) -> tuple[Theta, torch.Tensor]:
-        from ppgen.mstep import dirichlet_mode
+        from ppgen.models.bayesian.mstep import dirichlet_mode
 
         flat = flat or self.flat_form
         count, ones = stats["count"], stats["ones"]
@@ -342,7 +342,7 @@ class BernoulliMixtureEM:
     def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
         """k-means++ clusters of the data; each component's probabilities their smoothed frequencies
         (count + 1) / (n + 2), strictly inside (0, 1)."""
-        from ppgen.bayes import kmeans
+        from ppgen.models.bayesian.base import kmeans
 
         x = x.double()
         _, label = kmeans(x, self.k, generator)
@@ -422,8 +422,8 @@ class ConjugateEM:
             gmm = BernoulliMixtureEM(self._em_form())
             self.__dict__["_em_gmm_model"] = gmm
         if gmm is None:
-            from ppgen.bayes import NormalPrior, ScalePrior
-            from ppgen.models.gmm import GMM, GMMPrior, GMMSpec
+            from ppgen.models.bayesian.base import NormalPrior, ScalePrior
+            from ppgen.models.bayesian.gmm import GMM, GMMPrior, GMMSpec
 
             form = self._em_form()
             prior = GMMPrior()

@@ -212,7 +212,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     def display_samples(self, n: int, given: dict[str, Any] | None = None) -> torch.Tensor:
         """For images, E[x | latents] (pixel probabilities, mean grey levels) at ancestral draws of the
         latents; a plain draw otherwise."""
-        from ppgen.plots import is_image
+        from ppgen.plots.common import is_image
 
         return self.sample(n, given, mean=is_image(self.event_shape))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ppgen.plots import image_grid, is_image, save_figure, save_samples, show_grid, subplots
+from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, show_grid, subplots
 from ppgen.program import flows, runtime
 
 

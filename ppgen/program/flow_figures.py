@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppgen.plots import save_figure, subplots
+from ppgen.plots.common import save_figure, subplots
 from ppgen.program import flows, runtime
 
 

@@ -67,7 +67,7 @@ from pydantic import Field
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDenseNN, DenseNN
 from torch import nn
 
-from ppgen.nets import Activation, activation
+from ppgen.nets.blocks import Activation, activation
 from ppgen.spec import SpecError, Strict
 
 FLOW = "TransformedDistribution"

@@ -107,7 +107,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
     first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
     from pathlib import Path
 
-    from ppgen.plots import loss_trace_figure, save_figure, subplots
+    from ppgen.plots.common import loss_trace_figure, save_figure, subplots
 
     folder = Path(folder)
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ppgen.plots import image_grid, save_figure, show_grid, subplots
+from ppgen.plots.common import image_grid, save_figure, show_grid, subplots
 
 
 def style_sites(model: Any) -> list[Any]:

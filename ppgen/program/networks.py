@@ -3,8 +3,8 @@ the parameters their outputs feed.
 
 A network reads one or more sites (their values flattened and joined; a Categorical label enters one-hot)
 and produces one output or several named heads (``encoder.loc``, ``encoder.scale``), each of the shape of
-the parameter it feeds. ``mlp`` and ``linear`` use :func:`ppgen.nets.mlp`; ``conv`` uses the convolutional
-encoder of :mod:`ppgen.nets` when its first input is an image (further inputs join the flattened
+the parameter it feeds. ``mlp`` and ``linear`` use :func:`ppgen.nets.blocks.mlp`; ``conv`` uses the convolutional
+encoder of :mod:`ppgen.nets.blocks` when its first input is an image (further inputs join the flattened
 features) and the convolutional decoder when its outputs are images.
 
 Site values carry batch dimensions in front of the event (examples, particles, enumerated values); a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ppgen.nets import ConvDecoder, ConvEncoder, mlp
+from ppgen.nets.blocks import ConvDecoder, ConvEncoder, mlp
 from ppgen.spec import SpecError
 
 

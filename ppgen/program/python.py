@@ -325,7 +325,7 @@ class PythonFamily(Family):
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
         if getattr(getattr(self, "user", None), "sample", None) is None:
             return {}
-        from ppgen.plots import is_image, save_samples
+        from ppgen.plots.common import is_image, save_samples
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

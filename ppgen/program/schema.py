@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from ppgen.nets import Activation
+from ppgen.nets.blocks import Activation
 from ppgen.program import dequantize, expr, flows
 from ppgen.program.dequantize import DequantizeDecl
 from ppgen.program.dists import TABLE, Entry, public_names
@@ -44,7 +44,7 @@ Constraint = Literal["real", "positive", "unit_interval", "simplex", "lower_chol
 
 
 class NetworkDecl(Strict):
-    """A network declared once: its kind (``mlp``, ``conv`` or ``linear``, as in ``ppgen.nets``), the
+    """A network declared once: its kind (``mlp``, ``conv`` or ``linear``, as in ``ppgen.nets.blocks``), the
     sites it reads (``inputs``), hidden sizes and activation. Its outputs ("heads", ``encoder.loc``) take
     the shapes of the parameters they feed; ``outputs`` gives them explicitly where that cannot be
     inferred (a head used inside a matrix product)."""

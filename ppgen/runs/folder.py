@@ -3,7 +3,7 @@
 A run is a folder::
 
     spec.yaml         the resolved model spec
-    inference.yaml    the resolved recipe (as it is now: a resume may change the safe keys, see train.py)
+    inference.yaml    the resolved recipe (as it is now: a resume may change the safe keys, see training/loop.py)
     checkpoints/      last.pt, epoch-NNNN.pt snapshots if asked for
     metrics.jsonl     one JSON record per line: {"kind": "train"|"epoch"|"resumed", "epoch", "step", ...}
     history.jsonl     one record per fit and per resume: when, from where, what changed
@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ppgen.atomic import atomic_save, atomic_write, atomic_write_text  # noqa: F401  (ppgen.runs.atomic_*, as before)
+from ppgen.runs.atomic import atomic_save, atomic_write, atomic_write_text  # noqa: F401  (ppgen.runs.folder.atomic_*, as before)
 from ppgen.models.base import Family
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
@@ -544,7 +544,7 @@ class Run:
     @cached_property
     def idata(self) -> Any:
         """ArviZ InferenceData: ``idata.nc`` if ``ppgen diagnose`` wrote it, else built now."""
-        from ppgen import diagnostics
+        from ppgen.diagnostics import diagnose as diagnostics
 
         p = self.path / "idata.nc"
         if p.exists():

@@ -9,14 +9,14 @@ with the same parameters.
 A checkpoint (``checkpoints/last.pt``, written atomically at the end of each epoch and on Ctrl-C)
 holds the model, the routine's state (optimizers, persistent chains, ...), the RNG states, the
 position (epoch, batches done), and the resolved spec and recipe it was trained with, sealed by a
-digest (:mod:`ppgen.runs`). Batches are a pure function of (seed, epoch), so ``resume`` continues
+digest (:mod:`ppgen.runs.folder`). Batches are a pure function of (seed, epoch), so ``resume`` continues
 exactly where the run stopped: fitting 2 epochs equals fitting 1 and resuming for 1.
 
 A resume keeps the spec and the recipe the checkpoint records, except for the keys in
 :data:`RESUMABLE` (the epochs, the learning rates, gradient clipping, ``log_every``, ``snapshots``):
 the way out of a divergence is to continue from the last good checkpoint with a lower learning rate.
 Each change is recorded (a ``resumed`` record in ``metrics.jsonl``, a line in ``history.jsonl``); an
-unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.runs.run_lock`).
+unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.runs.folder.run_lock`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch
 from ppgen import registry
 from ppgen.inference.base import Plan
 from ppgen.inference.capability import check_fit
-from ppgen.runs import (
+from ppgen.runs.folder import (
     CHECKPOINT,
     HISTORY,
     InheritedLock,
@@ -864,7 +864,7 @@ def _drop_stale_results(out: Path) -> None:
 def _truncate_metrics(path: Path, step: int, epoch: int) -> None:
     """Drop the records written after the checkpoint (a run stopped by a NaN goes on logging until it
     stops), so that a resumed run's metrics read as one run's."""
-    from ppgen.runs import read_metrics
+    from ppgen.runs.folder import read_metrics
 
     keep = [m for m in read_metrics(path) if m.get("step", 0) <= step and (m.get("kind") != "epoch" or m["epoch"] <= epoch)]
     atomic_write_text("".join(json.dumps(m) + "\n" for m in keep), path)

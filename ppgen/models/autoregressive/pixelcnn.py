@@ -3,7 +3,7 @@
 An image of H x W pixels is generated one pixel at a time in raster order,
 p(x) = prod_i p(x_i | x_1, ..., x_{i-1}), each conditional computed by a network whose convolutions are
 masked so that the output at pixel i sees only the pixels before it (masks A and B, see
-:mod:`ppgen.masked`). The likelihood of a whole image is one forward pass, so training is maximum
+:mod:`ppgen.models.autoregressive.masked`). The likelihood of a whole image is one forward pass, so training is maximum
 likelihood and evaluation is exact: no bound, no estimator, standard errors of zero.
 
 - **PixelCNN** (van den Oord et al. 2016a): a 7x7 mask-A convolution, residual blocks (1x1, kxk mask B,
@@ -57,7 +57,7 @@ from torch import nn
 
 from ppgen.bounds import Bound, as_bound
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.masked import MaskedConv2d, Padded, PointConv, down_shift, pointwise, raster_mask, vertical_mask
+from ppgen.models.autoregressive.masked import MaskedConv2d, Padded, PointConv, down_shift, pointwise, raster_mask, vertical_mask
 from ppgen.models.base import Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict, changed
@@ -580,7 +580,7 @@ class PixelFamily(Family):
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
         """``samples.png`` (one row per class when conditional) and ``completions.png`` (test images
         with the lower half drawn by the model)."""
-        from ppgen import plots
+        from ppgen.plots import common as plots
 
         folder = Path(folder)
         out: dict[str, Path] = {}
@@ -603,7 +603,7 @@ class PixelFamily(Family):
     def completion_figure(self, x: torch.Tensor, y: torch.Tensor | None, path: Path, draws: int = 3) -> Path:
         """Rows: the test images, their upper halves (the hidden lower half checkered), then ``draws``
         completions."""
-        from ppgen import plots
+        from ppgen.plots import common as plots
 
         x = x.to(self.device)
         m = x.shape[0]

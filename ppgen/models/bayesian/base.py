@@ -477,7 +477,7 @@ def permute_labels(values: torch.Tensor, perms: torch.Tensor, axes: Sequence[int
 
 
 def arviz() -> Any:
-    """``import arviz`` without its FutureWarning banner (the shared helper of :mod:`ppgen.diagnostics`)."""
+    """``import arviz`` without its FutureWarning banner (the shared helper of :mod:`ppgen.diagnostics.diagnose`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
@@ -568,7 +568,7 @@ def loo(idata: Any) -> Any:
 
 
 def _as_idata(item: Any) -> Any:
-    from ppgen.runs import Run, open_run
+    from ppgen.runs.folder import Run, open_run
 
     if isinstance(item, (str, Path)):
         item = open_run(item)
@@ -615,7 +615,7 @@ def predictive_pvalue(observed: float, replicated: torch.Tensor) -> float:
 
 def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None) -> dict[str, Path]:
     """Trace, pair, posterior predictive, Pareto-k (and LOO-PIT for scalar examples) figures."""
-    from ppgen.plots import panel_count, save_figure, subplots
+    from ppgen.plots.common import panel_count, save_figure, subplots
 
     az = arviz()
     folder.mkdir(parents=True, exist_ok=True)
@@ -683,7 +683,7 @@ def loo_pit_data(idata: Any) -> Any:
 
 
 def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | None:
-    from ppgen.plots import save_figure, subplots
+    from ppgen.plots.common import save_figure, subplots
 
     obs = torch.as_tensor(idata.observed_data["x"].values)
     res = model.test_statistic(obs[None])

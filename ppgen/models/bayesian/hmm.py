@@ -18,7 +18,7 @@ them: temperature 0 is Viterbi decoding (the most probable path, max-product), t
 from p(z | x) (forward-filtering backward-sampling). :meth:`HMM.state_marginals` gives p(z_t | x) by
 forward-backward. :meth:`HMM.marginal_model` states the forward-algorithm likelihood as one factor per
 sequence: what NUTS samples (routine ``nuts``); states are relabelled across draws by their emission
-parameters (:func:`ppgen.bayes.relabel`), rows and columns of the transition matrix alike.
+parameters (:func:`ppgen.models.bayesian.base.relabel`), rows and columns of the transition matrix alike.
 :meth:`HMM.em_statistics` (forward-backward, :func:`forward_backward`) and :meth:`HMM.em_maximize` are
 the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`): Baum-Welch with the declared priors.
 
@@ -48,10 +48,10 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.bayes import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.mstep import diag_gaussian_step, dirichlet_mode
+from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -458,7 +458,7 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         ll, _ = self.log_likelihood(x)
         out = {"test_nll_per_step": float(-ll.mean() / self.t)}
         if y is not None and tuple(y.shape) == (x.shape[0], self.t):
-            from ppgen.models.gmm import matched_accuracy
+            from ppgen.models.bayesian.gmm import matched_accuracy
 
             path = self.viterbi_dp(x, _centre(self))
             out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
@@ -628,7 +628,7 @@ def _centre(model: HMM) -> Theta:
 def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dict[str, Path]:
     """sequences.png: test sequences with the Viterbi path (``infer_discrete`` at temperature 0) and the
     posterior state marginals p(z_t | x); transition.png: the transition matrix."""
-    from ppgen.plots import save_figure, subplots
+    from ppgen.plots.common import save_figure, subplots
 
     x, _ = data.split("test")
     x = model._seq(x[:n_show])

@@ -1,6 +1,6 @@
 """Closed-form (or exactly solved) M-step updates: the posterior modes of the conjugate pieces of the
 mixture and hidden Markov families, given expected sufficient statistics. The EM routine
-(:mod:`ppgen.inference.em`) drives them; the families (:mod:`ppgen.models.gmm`, :mod:`ppgen.models.hmm`)
+(:mod:`ppgen.inference.em`) drives them; the families (:mod:`ppgen.models.bayesian.gmm`, :mod:`ppgen.models.bayesian.hmm`)
 call them in their ``em_maximize``."""
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ import torch
 from pydantic import Field, model_validator
 
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.energy import AISSpec, BMCore, InitSpec, LogZ, PriorSpec, SamplingSpec, base_rate_logits
-from ppgen.models.rbm import EnergyFamily, LogZMethod
+from ppgen.models.energy.core import AISSpec, BMCore, InitSpec, LogZ, PriorSpec, SamplingSpec, base_rate_logits
+from ppgen.models.energy.rbm import EnergyFamily, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 

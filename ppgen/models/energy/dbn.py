@@ -37,8 +37,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli, log_mean_exp
-from ppgen.models.rbm import EnergyEvaluateOptions, EnergyFamily, GaussianVisibleSpec, LogZMethod
+from ppgen.models.energy.core import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli, log_mean_exp
+from ppgen.models.energy.rbm import EnergyEvaluateOptions, EnergyFamily, GaussianVisibleSpec, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 

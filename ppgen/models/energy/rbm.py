@@ -5,7 +5,7 @@ CD (``inference/pcd.yaml``), with log Z by annealed importance sampling for a te
 As a Pyro model an RBM is an unnormalized likelihood: ``model(x)`` adds the negative free energy
 -F(x) = log sum_h exp(-E(x, h)) of each example as a ``pyro.factor`` and declares weight decay as a
 Gaussian prior on W; log Z, the normalizer, is what AIS estimates. ``joint_model`` is the model over
-both layers that :class:`~ppgen.gibbs_kernel.GibbsKernel` samples.
+both layers that :class:`~ppgen.models.energy.gibbs_kernel.GibbsKernel` samples.
 
 :class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, figures (weight
 filters, samples after k Gibbs steps), and ArviZ diagnostics of several Gibbs chains.
@@ -34,8 +34,8 @@ from pydantic import Field, model_validator
 
 from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.energy import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
-from ppgen.gibbs_kernel import GibbsKernel
+from ppgen.models.energy.core import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
+from ppgen.models.energy.gibbs_kernel import GibbsKernel
 from ppgen.models.base import EvaluateOptions, Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -45,7 +45,7 @@ LogZMethod = Literal["auto", "exact", "ais"]
 
 class EnergyEvaluateOptions(EvaluateOptions):
     """``ppgen evaluate``'s options of the energy families: the AIS budget for log Z (default: the spec's
-    ``ais`` section; checked against its bounds by :func:`ppgen.evaluate.evaluate`) and how log Z is
+    ``ais`` section; checked against its bounds by :func:`ppgen.evaluation.evaluate.evaluate`) and how log Z is
     found (``exact`` enumeration where feasible, ``ais``, or ``auto``)."""
 
     ais_runs: int | None = None
@@ -67,7 +67,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
 
     In ``ppgen evaluate`` the ``k`` of other families is not used: log p(x) = -F(x) - log Z is exact
     given log Z, whose Monte Carlo budget is the spec's ``ais`` section (or the ``ais_runs=`` and
-    ``ais_steps=`` options of :func:`ppgen.evaluate.evaluate`)."""
+    ``ais_steps=`` options of :func:`ppgen.evaluation.evaluate.evaluate`)."""
 
     default_routine = "cd"
     EvaluateOptions = EnergyEvaluateOptions
@@ -181,7 +181,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         return None
 
     def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        from ppgen import plots
+        from ppgen.plots import common as plots
 
         folder = Path(folder)
         out: dict[str, Path] = {}
@@ -253,7 +253,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
         from ppgen.arviz_data import arviz
-        from ppgen.plots import grid_axes, panel_count, save_figure, subplots
+        from ppgen.plots.common import grid_axes, panel_count, save_figure, subplots
 
         az = arviz()
         folder = Path(folder)
@@ -280,7 +280,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
 def filters_figure(W: torch.Tensor, event_shape: tuple[int, ...], path: Path, n: int = 100) -> Path:
     """The first ``n`` hidden units' incoming weights as images (each scaled to its own range): the
     "weight filters" mosaic."""
-    from ppgen import plots
+    from ppgen.plots import common as plots
 
     W = W.detach().float().cpu()[:, :n].t()  # (n, D)
     lo = W.min(1, keepdim=True).values
@@ -293,7 +293,7 @@ def filters_figure(W: torch.Tensor, event_shape: tuple[int, ...], path: Path, n:
 
 def chains_figure(shots: list[torch.Tensor], marks: list[int], path: Path) -> Path:
     """Rows: chains started at test examples; columns: E[v | h] after k Gibbs steps."""
-    from ppgen import plots
+    from ppgen.plots import common as plots
 
     n = shots[0].shape[0]
     grid = torch.stack(shots, 1).reshape(n * len(shots), *shots[0].shape[1:]).cpu()

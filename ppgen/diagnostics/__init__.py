@@ -1,0 +1,1 @@
+"""ppgen diagnose: InferenceData, summaries and diagnostic figures of a run."""

@@ -1,0 +1,1 @@
+"""Autoregressive families over pixels (PixelCNN, gated PixelCNN, PixelRNN) and their masked convolutions."""

@@ -1,0 +1,1 @@
+"""Energy-based families (RBM, Boltzmann machine, DBN), their cores, AIS and the block-Gibbs MCMC kernel."""

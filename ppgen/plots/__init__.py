@@ -1,0 +1,1 @@
+"""Figures through matplotlib's object API (no pyplot state)."""

@@ -1,0 +1,1 @@
+"""Run folders: checkpoints, locks, metrics, open_run / Run; whole-file writes."""
