@@ -44,7 +44,7 @@ import torch
 import ppgen
 from ppgen.evaluation import quality
 from ppgen.data.toy import TOY1D
-from ppgen.models.gan import plot_discriminator, plot_generator
+from ppgen.plots.gan import plot_discriminator, plot_generator
 from ppgen.plots.common import save_figure, subplots
 from ppgen.runs.folder import CHECKPOINT
 

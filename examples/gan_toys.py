@@ -29,6 +29,7 @@ import ppgen
 from ppgen.data.toy import TOY1D
 from ppgen.evaluation.evaluate import evaluate
 from ppgen.runs.folder import CHECKPOINT
+from ppgen.plots import families
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def fit_and_show(spec: str, recipe: str, out: Path, epochs: int | None, overrides: list[str]) -> dict:
     run = ppgen.fit(ROOT / spec, ROOT / recipe, out=out, epochs=epochs, overrides=overrides,
                     resume=(out / CHECKPOINT).exists(), progress=sys.stderr.isatty())
-    figures = run.model.figures(run.path / "figures", run.data)
+    figures = families.figures(run.model, run.path / "figures", run.data)
     result = evaluate(run)
     for name, path in figures.items():
         print(f"  {name}: {path}")

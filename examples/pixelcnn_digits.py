@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
 from ppgen.evaluation.evaluate import evaluate  # noqa: E402
+from ppgen.plots import families
 
 NETS = {
     "pixelcnn": ["net.channels=32", "net.first_kernel=5", "net.blocks=3", "net.head=32"],
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     (tp, xp), (tf, xf) = timing["plain"], timing["fast"]
     print(f"3. 100 samples pixel by pixel: plain {tp:.2f} s, cached {tf:.2f} s ({tp / tf:.1f}x), "
           f"same images: {torch.equal(xp, xf)}")
-    figs = model.figures(run.path / "figures", run.data)
+    figs = families.figures(run.model, run.path / "figures", run.data)
     print("4. figures: " + ", ".join(str(p) for p in figs.values()))
     return {"evaluation": res, "plain_s": tp, "fast_s": tf, "same": torch.equal(xp, xf), "figures": figs}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import ppgen
 from ppgen.diagnostics.diagnose import summary
 from ppgen.evaluation.evaluate import evaluate
+from ppgen.plots import families
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +54,9 @@ def main() -> None:
     run = ppgen.fit(spec, recipe, epochs=epochs, out=out, overrides=overrides, recipe_overrides=plan, resume=resume)
 
     model, data = run.model, run.data
-    figures = model.figures(out / "figures", data)
+    figures = families.figures(model, out / "figures", data)
     idata = model.inference_data(data, run.metrics)
-    figures.update(model.diagnostic_figures(idata, out / "figures"))
+    figures.update(families.diagnostic_figures(model, idata, out / "figures"))
     print(summary(idata)[["mean", "sd", "ess_bulk", "r_hat"]])
 
     ais = {"ais_runs": 50, "ais_steps": 1000} if args.quick else {}

@@ -256,12 +256,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     print(f"run: {run.path}")
     if not args.no_figures:
+        from ppgen.plots import families
         from ppgen.runs.folder import run_lock
 
         folder = run.path / "figures"
         try:
             with run_lock(run.path, "ppgen fit (figures)"):
-                paths = dict(run.model.figures(folder, run.data))
+                paths = families.figures(run.model, folder, run.data)
                 curves = training_curves(run.metrics, folder / "training_curves.png",
                                          title=run.spec.name or run.spec.family)
         except KeyboardInterrupt:

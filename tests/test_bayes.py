@@ -23,6 +23,8 @@ from ppgen.models.bayesian.base import Site, permute_labels, relabel
 from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
+from ppgen.diagnostics import workflow
+from ppgen.plots import families
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,10 +148,10 @@ def test_inference_data_has_the_pointwise_log_likelihood(nuts_run, tmp_path) -> 
     # Relabelled: component 0 has the smaller mean in every draw.
     locs = idata.posterior["locs"].values[..., 0]
     assert np.all(locs[..., 0] < locs[..., 1])
-    table = bayes.summary(idata)
+    table = workflow.summary(idata)
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(table.columns)
     assert table.loc["locs[0, 0]", "r_hat"] < 1.1
-    result = bayes.loo(idata)
+    result = workflow.loo(idata)
     assert result.pareto_k.shape == (x.shape[0],) and math.isfinite(result.elpd_loo)
     # Round trip through netCDF, as ppgen diagnose writes it.
     idata.to_netcdf(str(tmp_path / "idata.nc"))
@@ -165,7 +167,7 @@ def test_diagnose_writes_idata_and_the_workflow_figures(nuts_run) -> None:
     assert {"trace", "pair", "ppc", "khat", "loo_pit"} <= set(out["figures"])
     assert all(p.exists() for p in out["figures"].values())
     assert "r_hat" in out["summary"].columns
-    figs = nuts_run.model.figures(nuts_run.path / "figures", nuts_run.data)
+    figs = families.figures(nuts_run.model, nuts_run.path / "figures", nuts_run.data)
     assert figs["fit"].exists()
 
 
@@ -243,11 +245,11 @@ def test_permute_labels_moves_rows_and_columns_of_a_transition_matrix() -> None:
 def test_choose_prefers_the_simplest_model_within_one_standard_error() -> None:
     table = pd.DataFrame({"elpd_loo": [-100.0, -100.5, -130.0], "elpd_diff": [0.0, 0.5, 30.0],
                           "dse": [0.0, 1.2, 5.0], "p_loo": [9.0, 6.0, 3.0]}, index=["K=4", "K=3", "K=2"])
-    assert bayes.choose(table, rule="best") == "K=4"
-    assert bayes.choose(table) == "K=3"  # within dse of the best, and fewer effective parameters
-    assert bayes.choose(table, complexity={"K=4": 4, "K=3": 3, "K=2": 2}) == "K=3"
+    assert workflow.choose(table, rule="best") == "K=4"
+    assert workflow.choose(table) == "K=3"  # within dse of the best, and fewer effective parameters
+    assert workflow.choose(table, complexity={"K=4": 4, "K=3": 3, "K=2": 2}) == "K=3"
     with pytest.raises(SpecError, match="rule must be"):
-        bayes.choose(table, rule="bic")
+        workflow.choose(table, rule="bic")
 
 
 # --------------------------------------------------------------------------- model comparison
@@ -269,8 +271,8 @@ def test_loo_picks_the_true_number_of_components(tmp_path, n: int, true_k: int) 
                 "data": {"name": "toymix", "distribution": {3: "trio1d", 2: "duo1d"}[true_k], "n": n, "batch_size": 1000}}
         recipe = {"routine": "nuts", "warmup": 300, "draws_per_epoch": 300, "epochs": 1, "jit": True}
         runs[f"K={k}"] = ppgen.fit(spec, recipe, out=tmp_path / f"k{k}", progress=False)
-    table = bayes.compare(runs)
+    table = workflow.compare(runs)
     assert list(table.columns[:3]) == ["rank", "elpd_loo", "p_loo"]
     small = f"K={true_k - 1}"
     assert table.loc[small, "elpd_diff"] > 4 * table.loc[small, "dse"]  # underfitting is clearly worse
-    assert bayes.choose(table, complexity={f"K={k}": k for k in ks}) == f"K={true_k}"
+    assert workflow.choose(table, complexity={f"K={k}": k for k in ks}) == f"K={true_k}"

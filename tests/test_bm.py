@@ -16,6 +16,7 @@ import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.models.energy.core import BMCore, RBMCore, all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
+from ppgen.plots import families
 
 
 def tiny_bm(D: int, H: int, scale: float = 1.0, seed: int = 0, **kw: bool) -> BMCore:
@@ -189,7 +190,7 @@ def test_bm_likelihood_normalizes_and_fit_runs(tmp_path: object) -> None:
     assert res["test_nll_nats"] < 64 * math.log(2)
     idata = run.model.inference_data(run.data, run.metrics)
     assert idata.posterior["energy"].shape == (2, 10)
-    figs = run.model.figures(tmp_path / "figs", run.data)
+    figs = families.figures(run.model, tmp_path / "figs", run.data)
     assert all(p.exists() for p in figs.values())
 
 

@@ -15,6 +15,7 @@ from ppgen.contracts import BlockGibbs, Capability, DiagnosticFigures, Partition
 from ppgen.data.core import DataInfo
 from ppgen.inference.base import Plan
 from ppgen.models.base import Family
+from ppgen.plots import families
 from ppgen.spec import ModelSpec
 
 PACKAGE = Path(ppgen.__file__).resolve().parent
@@ -34,7 +35,12 @@ def test_declarations_of_the_zoo_families() -> None:
     assert not issubclass(fam("vae"), PartitionFunction) and not issubclass(fam("gan"), Posterior)
     # DBN's log_joint(hs) is not JointDensity's log_joint(x, theta): declared, not guessed by name.
     assert not issubclass(fam("dbn"), contracts.JointDensity)
-    assert issubclass(fam("gan"), DiagnosticFigures) and not issubclass(fam("vae"), DiagnosticFigures)
+    # The zoo families' figures are found by class at the edge; the model language's families draw their own.
+    assert families.entry(fam("gan")).diagnostic is not None and families.entry(fam("vae")).diagnostic is None
+    assert families.entry(fam("gbrbm")) is families.entry(fam("rbm")) is families.TABLE[fam("rbm").__mro__[1]]
+    assert issubclass(fam("program"), DiagnosticFigures) and families.entry(fam("program")) is None
+    assert not any(issubclass(fam(name), DiagnosticFigures) for name in registry.family_names()
+                   if fam(name).__module__.startswith("ppgen.models."))
 
 
 class _Spec(ModelSpec):

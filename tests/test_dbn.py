@@ -18,6 +18,7 @@ from ppgen.models.energy.core import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
 from ppgen.inference.layerwise import layer_plan, split_epochs
 from ppgen.spec import SpecError
+from ppgen.plots import families
 
 
 def tiny_dbn(D: int, hidden: list[int], seed: int = 0, scale: float = 1.2) -> object:
@@ -242,7 +243,7 @@ def test_dbn_evaluate_sample_figures_diagnostics(tmp_path: object) -> None:
     assert model.sample(3).shape == (3, 1, 8, 8)
     idata = model.inference_data(run.data, run.metrics)
     assert idata.posterior["free_energy"].shape == (2, 10)
-    figs = model.figures(tmp_path / "figs", run.data)
+    figs = families.figures(model, tmp_path / "figs", run.data)
     assert {"filters", "samples", "gibbs_chains"} <= set(figs)
 
 

@@ -28,6 +28,7 @@ from ppgen.inference.adversarial import (
 from ppgen.models.gan import GAN
 from ppgen.registry import load_spec
 from ppgen.spec import SpecError
+from ppgen.plots import families
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY2D = {
@@ -363,20 +364,20 @@ def test_fit_evaluate_figures_and_inference_data(tmp_path) -> None:
     assert 0 <= res["ks_statistic"] <= 1 and "critic_gap" in res
     # scalar data: each epoch's record has the held-out two-sample KS of what sample() draws
     assert all(0 < m["val_ks"] <= 1 for m in run.metrics if m["kind"] == "epoch")
-    paths = run.model.figures(tmp_path / "fig", run.data)
+    paths = families.figures(run.model, tmp_path / "fig", run.data)
     assert set(paths) == {"samples", "generator"} and all(p.exists() for p in paths.values())
     idata = run.model.inference_data(run.data, run.metrics)
     assert {"prior", "prior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
     assert idata.prior_predictive["x"].shape == (1, 20, 30, 1)  # 20 replicate data sets of the 30 test points
     assert idata.observed_data["x"].shape == (30, 1)
     assert "g_loss" in idata.sample_stats
-    figs = run.model.diagnostic_figures(idata, tmp_path / "diag")
+    figs = families.diagnostic_figures(run.model, idata, tmp_path / "diag")
     assert {"losses", "ppc"} <= set(figs)
 
     ring = ppgen.fit(TOY2D, None, epochs=1, out=tmp_path / "ring", progress=False)
     res = evaluate(ring)
     assert res["modes_total"] == 8 and 0 <= res["modes_covered"] <= 8
-    assert set(ring.model.figures(tmp_path / "fig2", ring.data)) == {"samples", "discriminator"}
+    assert set(families.figures(ring.model, tmp_path / "fig2", ring.data)) == {"samples", "discriminator"}
 
 
 @pytest.mark.parametrize("lookahead", [None, 3])

@@ -19,6 +19,7 @@ from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.bayesian.gmm import GMM, GMMSpec
 from ppgen.spec import SpecError
+from ppgen.plots import families
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -161,7 +162,7 @@ def test_fit_evaluate_sample_and_figures(tmp_path) -> None:
                                                 torch.distributions.Normal(th["locs"][0, :, 0], th["scales"][0, :, 0]))
     assert math.isclose(res["test_nll_nats"], float(-mix.log_prob(x[:, 0]).double().mean()), rel_tol=1e-5)
     assert res["assignment_accuracy"] > 0.97 and res["adjusted_rand_index"] > 0.85
-    figs = model.figures(tmp_path / "figures", run.data)
+    figs = families.figures(model, tmp_path / "figures", run.data)
     assert figs["fit"].exists()
     torch.manual_seed(0)
     s = model.sample(20_000)

@@ -20,6 +20,7 @@ import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.inference.svi import SVIConfig, pyro_elbo, pyro_loss
 from ppgen.registry import load_spec
+from ppgen.plots import families
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE_SPEC = {"family": "vae", "data": {"name": "digits", "batch_size": 64}, "latent": {"dim": 3},
@@ -125,7 +126,7 @@ def test_fits_evaluations_and_diagnostics_leave_the_param_store_as_they_found_it
     for run in (enum, nuts):
         evaluate(run, write=False)
         run.samples(4)
-        run.model.figures(tmp_path / "gf", run.data)
+        families.figures(run.model, tmp_path / "gf", run.data)
     unchanged()
 
     rng = np.random.default_rng(0)
@@ -261,10 +262,10 @@ def test_drawing_evaluating_and_figures_leave_the_users_random_state_as_they_fou
     calls = {
         "run.samples": lambda: vae.samples(4),
         "evaluate": lambda: evaluate(vae, k=5, limit=20, write=False),
-        "vae figures": lambda: vae.model.figures(tmp_path / "f", vae.data),
+        "vae figures": lambda: families.figures(vae.model, tmp_path / "f", vae.data),
         "diagnose": lambda: diagnose(vae),
         "evaluate (exact)": lambda: evaluate(pixel, limit=20, write=False),
-        "pixelcnn figures": lambda: pixel.model.figures(tmp_path / "g", pixel.data),
+        "pixelcnn figures": lambda: families.figures(pixel.model, tmp_path / "g", pixel.data),
     }
     for name, call in calls.items():
         torch.manual_seed(7)

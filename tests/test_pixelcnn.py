@@ -25,6 +25,7 @@ from ppgen.models.autoregressive.masked import MaskedConv2d, raster_mask, vertic
 from ppgen.models.autoregressive.pixelcnn import GatedPixelCNN, GatedPixelCNNSpec, PixelCNN, PixelCNNSpec
 from ppgen.models.autoregressive.pixelrnn import PixelRNN, PixelRNNSpec
 from ppgen.spec import SpecError
+from ppgen.plots import families
 
 SMALL_NETS = {
     "pixelcnn": (PixelCNN, PixelCNNSpec, {"channels": 8, "first_kernel": 3, "kernel": 3, "blocks": 2, "head": 8}),
@@ -439,7 +440,7 @@ def test_fit_evaluate_and_figures(tmp_path: Path) -> None:
     assert res["bayes_accuracy"] > 0.8  # chance is about 1/3
     assert res["marginal_nll_nats"] > res["test_nll_nats"]  # knowing the class helps
     assert json.loads((run.path / "evaluation.json").read_text())["bayes_accuracy"] == res["bayes_accuracy"]
-    figs = run.model.figures(run.path / "figures", run.data)
+    figs = families.figures(run.model, run.path / "figures", run.data)
     assert set(figs) == {"samples", "completions"} and all(p.stat().st_size > 0 for p in figs.values())
     x, y = run.data.split("test")
     again = ppgen.open_run(run.path).model

@@ -19,6 +19,7 @@ from ppgen.inference.base import LocalRuntime, make_optimizer
 from ppgen.inference.gibbs import CDConfig, GibbsKernel, LRScheduleSpec, gibbs_update
 from ppgen.spec import SpecError
 from ppgen.training.loop import TrainingError
+from ppgen.plots import families
 
 
 def tiny_rbm(D: int, H: int, scale: float = 1.0, seed: int = 0, gaussian: bool = False) -> RBMCore:
@@ -483,7 +484,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
     forced = evaluate(run, write=False, ais_runs=20, ais_steps=100, log_z_method="ais")
     assert main(["evaluate", str(run.path), "--ais-runs", "20", "--ais-steps", "100", "--limit", "5"]) == 0
     assert forced["log_z_method"] == "ais" and forced["log_z"] == pytest.approx(res["log_z"], abs=0.5)
-    figs = model.figures(tmp_path / "figs", run.data)
+    figs = families.figures(model, tmp_path / "figs", run.data)
     assert {"filters", "gibbs_chains", "samples"} <= set(figs) and all(p.exists() for p in figs.values())
     idata = model.inference_data(run.data, run.metrics)
     assert idata.posterior["free_energy"].shape == (2, 20)
@@ -491,7 +492,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
 
     table = summary(idata)
     assert {"r_hat", "ess_bulk"} <= set(table.columns)
-    plots = model.diagnostic_figures(idata, tmp_path / "figs")
+    plots = families.diagnostic_figures(model, idata, tmp_path / "figs")
     assert all(p.exists() for p in plots.values())
     s = model.sample(5)
     assert s.shape == (5, 1, 8, 8) and set(s.unique().tolist()) <= {0.0, 1.0}

@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ppgen.arviz_data import arviz, loss_trace
-from ppgen.contracts import DiagnosticFigures
+from ppgen.plots import families
 
 
 def inference_data(run: Any) -> Any:
     """The run's InferenceData, built by its family; a :class:`~ppgen.spec.SpecError` if the family
     has no posterior to convert."""
-    from ppgen.spec import SpecError
-
-    idata = run.model.inference_data(run.data, run.metrics)
-    if idata is None:
-        raise SpecError(f"{run.path}: the {run.spec.family!r} family has no posterior to convert to ArviZ")
-    return idata
+    return run.build_idata()
 
 
 def summary(idata: Any, max_vars: int = 40) -> Any:
@@ -52,10 +47,8 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
     table = summary(idata)
     figures: dict[str, Path] = {}
     folder = Path(run.path) / "figures"
-    if isinstance(run.model, DiagnosticFigures):
-        figures.update(run.model.diagnostic_figures(idata, folder))
-    else:
-        figures.update(_default_figures(az, idata, folder))
+    own = families.diagnostic_figures(run.model, idata, folder)
+    figures.update(own if own is not None else _default_figures(az, idata, folder))
     return {"idata": path, "summary": table, "figures": figures}
 
 

@@ -14,7 +14,6 @@ References:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -226,10 +225,6 @@ class VAE(Family, MeanSamples):
             "reconstruction_sq_error": float(err.mean()),
         }
 
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        from ppgen.plots import common as plots
-
-        return plots.vae_figures(self, data, folder)
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         return vae_inference_data(self, data, metrics)

@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import torch
 
 from ppgen.runs.atomic import atomic_save, atomic_write, atomic_write_text  # noqa: F401  (ppgen.runs.folder.atomic_*, as before)
+from ppgen.arviz_data import arviz
 from ppgen.models.base import Family
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
@@ -544,13 +545,18 @@ class Run:
     @cached_property
     def idata(self) -> Any:
         """ArviZ InferenceData: ``idata.nc`` if ``ppgen diagnose`` wrote it, else built now."""
-        from ppgen.diagnostics import diagnose as diagnostics
-
         p = self.path / "idata.nc"
         if p.exists():
-            return diagnostics.arviz().from_netcdf(p)
+            return arviz().from_netcdf(p)
+        return self.build_idata()
 
-        return diagnostics.inference_data(self)
+    def build_idata(self) -> Any:
+        """The run's InferenceData, built by its family; a :class:`~ppgen.spec.SpecError` if the family
+        has no posterior to convert."""
+        idata = self.model.inference_data(self.data, self.metrics)
+        if idata is None:
+            raise SpecError(f"{self.path}: the {self.spec.family!r} family has no posterior to convert to ArviZ")
+        return idata
 
 
 def open_run(path: str | Path) -> Run:

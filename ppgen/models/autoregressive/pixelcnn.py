@@ -45,7 +45,6 @@ References:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pyro
@@ -232,9 +231,10 @@ class Stepper(Protocol):
 
 class PixelFamily(Family):
     """The machinery every autoregressive image family shares: likelihood heads, the Pyro model and the
-    empty guide, the fused loss, exact log-likelihoods, Bayes classification, sampling, completion and
-    figures. A subclass builds ``self.net`` (a module mapping the network input (n, 1, H, W) and labels
-    to output logits (n, K, H, W) and offering ``stepper(x_in, y, start)``) in :meth:`build_net`."""
+    empty guide, the fused loss, exact log-likelihoods, Bayes classification, sampling and completion
+    (figures: :mod:`ppgen.plots.pixel`). A subclass builds ``self.net`` (a module mapping the network input
+    (n, 1, H, W) and labels to output logits (n, K, H, W) and offering ``stepper(x_in, y, start)``) in
+    :meth:`build_net`."""
 
     default_routine = "svi"
     variational_guide = True  # no latent sites, an empty guide: every ELBO is log p(x), SVI is maximum likelihood
@@ -575,50 +575,6 @@ class PixelFamily(Family):
         cdf = torch.softmax(out, dim=1).cumsum(1)
         k = (cdf < u.unsqueeze(1)).sum(1).clamp(max=self.levels - 1)
         return k.to(out.dtype) / self.scale
-
-    # -- figures -------------------------------------------------------------------------------
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        """``samples.png`` (one row per class when conditional) and ``completions.png`` (test images
-        with the lower half drawn by the model)."""
-        from ppgen.plots import common as plots
-
-        folder = Path(folder)
-        out: dict[str, Path] = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            if self.num_classes is not None:
-                k = min(self.num_classes, 10)
-                y = torch.arange(k, device=self.device).repeat_interleave(8)
-                x = self.sample(len(y), y=y)
-                out["samples"] = plots.save_samples(x, folder / "samples.png", "samples, one row per class", nrow=8)
-            else:
-                x = self.sample(64)
-                out["samples"] = plots.save_samples(x, folder / "samples.png", "samples drawn pixel by pixel", nrow=8)
-            x_test, y_test = data.split("test")
-            out["completions"] = self.completion_figure(x_test[:8], y_test[:8] if y_test is not None else None,
-                                                        folder / "completions.png")
-        return out
-
-    @torch.no_grad()
-    def completion_figure(self, x: torch.Tensor, y: torch.Tensor | None, path: Path, draws: int = 3) -> Path:
-        """Rows: the test images, their upper halves (the hidden lower half checkered), then ``draws``
-        completions."""
-        from ppgen.plots import common as plots
-
-        x = x.to(self.device)
-        m = x.shape[0]
-        rows = self.height // 2
-        shown = x.clone()
-        # The hidden half as a grey checkerboard: unlike flat grey it cannot be mistaken for the padding.
-        ii, jj = torch.meshgrid(torch.arange(self.height - rows), torch.arange(self.width), indexing="ij")
-        shown[:, :, rows:, :] = (0.3 + 0.4 * ((ii + jj) % 2)).to(shown)
-        reps = x.repeat(draws, 1, 1, 1)
-        y_rep = y.to(self.device).repeat(draws) if (y is not None and self.num_classes is not None) else None
-        done = self.complete(reps, rows, y=y_rep)
-        grid = torch.cat([x, shown, done]).cpu()
-        fig, ax = plots.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
-        plots.show_grid(ax, grid, nrow=m, title=f"test images, upper halves, {draws} completions of the lower half")
-        return plots.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- PixelCNN

@@ -1,7 +1,8 @@
 """The Bayesian workflow for families whose parameters are global latent variables with declared priors
 (Gaussian mixtures, hidden Markov models): point estimates and posterior draws, label switching,
-InferenceData with the pointwise log-likelihood filled in, R-hat and ESS, PSIS-LOO, ``az.compare`` across
-numbers of components or states, and posterior predictive checks.
+InferenceData with the pointwise log-likelihood filled in, for R-hat and ESS, PSIS-LOO, ``az.compare``
+across numbers of components or states (:mod:`ppgen.diagnostics.workflow`) and posterior predictive checks
+(:mod:`ppgen.plots.bayesian`).
 
 A :class:`BayesFamily` declares its global sites (:class:`Site`: name, shape, support, which axes are
 indexed by the component or state label) and a prior for each; it keeps
@@ -43,7 +44,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -54,7 +54,7 @@ from pydantic import Field
 from torch import nn
 from torch.distributions import biject_to, constraints
 
-from ppgen.contracts import DiagnosticFigures, JointDensity, MarginalModel, Posterior, Relabeling
+from ppgen.contracts import JointDensity, MarginalModel, Posterior, Relabeling
 from ppgen.models.base import Family, mean_of_weights
 from ppgen.spec import SpecError, Strict
 
@@ -178,7 +178,7 @@ def flatten_draws(draws: Mapping[str, torch.Tensor]) -> Theta:
 # --------------------------------------------------------------------------- the family base
 
 
-class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, DiagnosticFigures):
+class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel):
     """A family whose parameters are global latent variables with declared priors.
 
     Subclasses implement :meth:`build_sites`, :meth:`prior`, :meth:`default_values`, :meth:`log_lik`
@@ -361,8 +361,6 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel, Di
         x, _ = data.split("train")
         return inference_data(self, x, inference="nuts")
 
-    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
-        return workflow_figures(idata, Path(folder), self)
 
     def pair_variables(self) -> tuple[list[str], dict[str, Any]]:
         """The variables and coordinates of the pair plot (a few, so that it stays legible)."""
@@ -544,160 +542,3 @@ def inference_data(model: BayesFamily, x: torch.Tensor, *, draws: Mapping[str, t
     idata.extend(pp)
     idata.posterior_predictive.attrs["thinned_by"] = stride
     return idata
-
-
-# --------------------------------------------------------------------------- summaries and comparison
-
-
-def summary(idata: Any, var_names: Sequence[str] | None = None) -> Any:
-    """``az.summary`` with R-hat (rank-normalized, split) and bulk/tail ESS of the posterior group.
-    Entries that are constant across draws (none in the families here) get NaN R-hat."""
-    az = arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 for a constant entry
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind="all")
-
-
-def loo(idata: Any) -> Any:
-    """PSIS-LOO of the pointwise log-likelihood group. ArviZ's warning about large Pareto k is kept as
-    data: ``result.warning`` is True and ``result.pareto_k`` says which examples (k > 0.7: unreliable)."""
-    az = arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.loo(idata, pointwise=True)
-
-
-def _as_idata(item: Any) -> Any:
-    from ppgen.runs.folder import Run, open_run
-
-    if isinstance(item, (str, Path)):
-        item = open_run(item)
-    if isinstance(item, Run):
-        return item.idata
-    return item
-
-
-def compare(models: Mapping[str, Any], ic: str = "loo") -> Any:
-    """``az.compare`` over named InferenceData, runs or run folders (each with a log_likelihood group),
-    ranked by expected log pointwise predictive density (higher is better)."""
-    az = arviz()
-    data = {name: _as_idata(item) for name, item in models.items()}
-    for name, idata in data.items():
-        if "log_likelihood" not in idata.groups():
-            raise SpecError(f"compare: {name!r} has no log_likelihood group; build it with ppgen diagnose (NUTS runs)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.compare(data, ic=ic)
-
-
-def choose(table: Any, complexity: Mapping[str, float] | None = None, rule: str = "parsimony") -> str:
-    """The model a comparison table picks. ``best``: the highest elpd. ``parsimony``: the least complex
-    model whose elpd is within one standard error of the difference (``dse``) of the best, complexity
-    from ``complexity`` (e.g. the number of components) or else the effective number of parameters
-    ``p_loo`` -- differences smaller than their standard error are not evidence for the bigger model."""
-    if rule == "best":
-        return str(table.index[0])
-    if rule != "parsimony":
-        raise SpecError(f"choose: rule must be 'best' or 'parsimony', got {rule!r}")
-    near = [name for name in table.index if table.loc[name, "elpd_diff"] <= max(table.loc[name, "dse"], 1e-12)]
-    key = (lambda n: (complexity[n], n)) if complexity is not None else (lambda n: (table.loc[n, "p_loo"], n))
-    return str(min(near, key=key))
-
-
-def predictive_pvalue(observed: float, replicated: torch.Tensor) -> float:
-    """Posterior predictive p-value P(T(x_rep) >= T(x) | x) (Gelman, Meng & Stern 1996); near 0 or 1
-    says the model does not reproduce the statistic."""
-    return float((replicated >= observed).double().mean())
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None) -> dict[str, Path]:
-    """Trace, pair, posterior predictive, Pareto-k (and LOO-PIT for scalar examples) figures."""
-    from ppgen.plots.common import panel_count, save_figure, subplots
-
-    az = arviz()
-    folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
-    names = list(idata.posterior.data_vars)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        rows = len(names[:4])
-        fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
-        az.plot_trace(idata, var_names=names[:4], compact=True, combined=False, axes=axes)
-        fig.suptitle("trace (relabelled draws; one line per chain)", fontsize=10)
-        fig.tight_layout()
-        out["trace"] = save_figure(fig, folder / "trace.png")
-
-        pair_vars, pair_coords = model.pair_variables() if model is not None else (names[:2], {})
-        k = panel_count(idata.posterior, pair_vars, pair_coords)
-        fig, axes = subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False, sharex="col")
-        az.plot_pair(idata, var_names=pair_vars, coords=pair_coords, divergences="diverging" in idata.sample_stats,
-                     kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.3}, textsize=8, ax=axes)
-        out["pair"] = save_figure(fig, folder / "pair.png")
-
-        # One panel per coordinate of a step (the last axis of an example), everything else pooled.
-        obs_dims = [d for d in idata.posterior_predictive["x"].dims if d not in ("chain", "draw")]
-        flatten = obs_dims[:-1] if len(obs_dims) > 1 else obs_dims
-        fig, ax = subplots(figsize=(6, 4))
-        az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
-                    random_seed=0, textsize=8, ax=ax)
-        out["ppc"] = save_figure(fig, folder / "ppc.png")
-
-        result = loo(idata)
-        fig, ax = subplots(figsize=(6, 4))
-        az.plot_khat(result, show_bins=True, textsize=8, ax=ax)
-        fig.suptitle(f"PSIS-LOO Pareto k per {idata.attrs.get('unit', 'example')} (elpd_loo {result.elpd_loo:.1f})", fontsize=10)
-        out["khat"] = save_figure(fig, folder / "loo_khat.png")
-
-        obs = idata.observed_data["x"]
-        scalar = obs.ndim == 1 or (obs.ndim == 2 and obs.shape[1] == 1)
-        thinned = int(idata.posterior_predictive.attrs.get("thinned_by", 1)) > 1
-        if scalar and not thinned:
-            fig, ax = subplots(figsize=(5, 3.5))
-            pit = loo_pit_data(idata)
-            az.plot_loo_pit(pit, y="x", ecdf=True, ax=ax)
-            ax.set_title("LOO-PIT (ECDF difference; inside the band: calibrated)", fontsize=9)
-            out["loo_pit"] = save_figure(fig, folder / "loo_pit.png")
-
-    if model is not None:
-        stat = _statistic_figure(idata, folder, model)
-        if stat is not None:
-            out["ppc_statistic"] = stat
-    return out
-
-
-def loo_pit_data(idata: Any) -> Any:
-    """The observed data, posterior predictive and log-likelihood groups with one scalar per example,
-    as ``az.plot_loo_pit(data, y="x")`` wants them (for examples that are single values)."""
-    az = arviz()
-    obs = idata.observed_data["x"].values.reshape(-1)
-    pp = idata.posterior_predictive["x"].values
-    pp = pp.reshape(pp.shape[0], pp.shape[1], -1)
-    ll = idata.log_likelihood["x"].values
-    # The relative efficiency of the draws (for PSIS) is estimated from the posterior group.
-    posterior = {name: idata.posterior[name].values for name in idata.posterior.data_vars}
-    return az.from_dict(posterior=posterior, posterior_predictive={"x": pp}, log_likelihood={"x": ll},
-                        observed_data={"x": obs})
-
-
-def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | None:
-    from ppgen.plots.common import save_figure, subplots
-
-    obs = torch.as_tensor(idata.observed_data["x"].values)
-    res = model.test_statistic(obs[None])
-    if res is None:
-        return None
-    name, t_obs = res
-    pp = torch.as_tensor(idata.posterior_predictive["x"].values)
-    pp = pp.reshape(-1, *obs.shape)
-    _, t_rep = model.test_statistic(pp)  # type: ignore[misc]
-    p = predictive_pvalue(float(t_obs[0]), t_rep)
-    fig, ax = subplots(figsize=(5, 3.5))
-    ax.hist(t_rep.numpy(), bins=40, color="C0", alpha=0.7, label="replicated data")
-    ax.axvline(float(t_obs[0]), color="k", lw=2, label="observed")
-    ax.set_xlabel(name)
-    ax.set_title(f"posterior predictive check of {name}: p = {p:.2f}", fontsize=9)
-    ax.legend(fontsize=8)
-    return save_figure(fig, folder / "ppc_statistic.png")

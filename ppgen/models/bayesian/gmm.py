@@ -34,7 +34,6 @@ References:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import pyro
@@ -47,7 +46,7 @@ from torch.distributions import constraints
 
 from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep
-from ppgen.data.core import DataInfo, Dataset
+from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.mstep import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -389,9 +388,6 @@ class GMM(BayesFamily, ChunkedEStep):
         pred = resp.argmax(-1)
         return {"assignment_accuracy": matched_accuracy(pred, y), "adjusted_rand_index": float(adjusted_rand_score(y.numpy(), pred.numpy()))}
 
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        return gmm_figures(self, data, Path(folder))
-
 
 def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
     """Fraction of agreement after the best one-to-one matching of predicted labels to true labels."""
@@ -402,68 +398,3 @@ def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
     confusion.index_put_((pred.long(), truth.long()), torch.ones(len(pred)), accumulate=True)
     rows, cols = linear_sum_assignment(-confusion.numpy())
     return float(confusion[rows, cols].sum() / len(pred))
-
-
-@torch.no_grad()
-def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000) -> dict[str, Path]:
-    """fit.png: 1-D data as a histogram under the fitted density (posterior mean and 90% band where there
-    are draws) and its components; 2-D and up, the first two coordinates coloured by the most probable
-    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses."""
-    from ppgen.plots.common import save_figure, subplots
-
-    x, _ = data.split("train")
-    x = x[:max_points]
-    theta = model.theta()
-    centre = {k: v.mean(0, keepdim=True) for k, v in model.relabelled_theta().items()}
-    if model.has_posterior and model.cov == "full":
-        # A mean of Cholesky factors is no Cholesky factor of a correlation matrix: renormalise its rows.
-        l = centre["corr_cholesky"]
-        centre["corr_cholesky"] = l / l.norm(dim=-1, keepdim=True)
-    out: dict[str, Path] = {}
-    fig, ax = subplots(figsize=(6, 4.5) if model.d == 1 else (5.5, 5.5))
-    source = f"posterior ({theta['weights'].shape[0]} draws)" if model.has_posterior else "MAP"
-    if model.d == 1:
-        ax.hist(x[:, 0].numpy(), bins=60, density=True, color="0.75", label="training data")
-        lo, hi = float(x.min()), float(x.max())
-        pad = 0.1 * (hi - lo + 1e-6)
-        grid = torch.linspace(lo - pad, hi + pad, 400)[:, None]
-        dens = model.pointwise_log_lik(grid, theta).exp()
-        ax.plot(grid[:, 0], dens.mean(0), color="C0", lw=2, label=f"fitted density ({source})")
-        if dens.shape[0] > 1:
-            q = torch.quantile(dens, torch.tensor([0.05, 0.95]), dim=0)
-            ax.fill_between(grid[:, 0].numpy(), q[0].numpy(), q[1].numpy(), color="C0", alpha=0.25, label="90% band")
-        comp = (model.component_log_prob(grid, centre) + torch.log(centre["weights"])[:, None, :]).exp()[0]
-        for j in range(model.k):
-            ax.plot(grid[:, 0], comp[:, j], "--", lw=1, color=f"C{(j + 1) % 10}")
-        ax.set_xlabel("x")
-        ax.legend(fontsize=8)
-    else:
-        one = {k: v[0] for k, v in centre.items()}
-        z = model.assignments(x, temperature=0, theta=one)
-        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
-        cov = _covariances(model, centre)[0]
-        t = torch.linspace(0, 2 * math.pi, 100)
-        circle = torch.stack([t.cos(), t.sin()], 0)
-        for j in range(model.k):
-            c2 = cov[j][:2, :2]
-            l = torch.linalg.cholesky(c2)
-            for r in (1.0, 2.0):
-                pts = centre["locs"][0, j, :2, None] + r * l @ circle
-                ax.plot(pts[0], pts[1], color="k", lw=0.8, alpha=0.8 if r == 1 else 0.4)
-        ax.set_aspect("equal")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
-    ax.set_title(f"Gaussian mixture, K = {model.k} ({source})", fontsize=10)
-    out["fit"] = save_figure(fig, folder / "fit.png")
-    return out
-
-
-def _covariances(model: GMM, theta: Theta) -> torch.Tensor:
-    """(S, K, D, D) covariance matrices."""
-    if model.cov == "full":
-        tril = model._scale_tril(theta)
-        return tril @ tril.transpose(-1, -2)
-    scales = theta["scales"]
-    if model.cov == "spherical":
-        scales = scales[..., None].expand(*scales.shape, model.d)
-    return torch.diag_embed(scales**2)

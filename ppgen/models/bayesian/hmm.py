@@ -37,7 +37,6 @@ References:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import pyro
@@ -50,7 +49,7 @@ from torch.distributions import constraints
 
 from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
-from ppgen.data.core import DataInfo, Dataset
+from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -464,9 +463,6 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
             out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
         return out
 
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        return hmm_figures(self, data, Path(folder))
-
 
 def _log_matmul_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(exp(a) @ exp(b)) over the last two axes, stable."""
@@ -622,47 +618,3 @@ def _centre(model: HMM) -> Theta:
     """One parameter value: the point estimate, or the mean of the relabelled posterior draws (rows of a
     mean of stochastic matrices are still distributions)."""
     return {k: v.mean(0, keepdim=True) for k, v in model.relabelled_theta().items()}
-
-
-@torch.no_grad()
-def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dict[str, Path]:
-    """sequences.png: test sequences with the Viterbi path (``infer_discrete`` at temperature 0) and the
-    posterior state marginals p(z_t | x); transition.png: the transition matrix."""
-    from ppgen.plots.common import save_figure, subplots
-
-    x, _ = data.split("test")
-    x = model._seq(x[:n_show])
-    centre = _centre(model)
-    one = {k: v[0] for k, v in centre.items()}
-    path = model.viterbi(x, one)
-    marg = model.state_marginals(x, model.relabelled_theta()).mean(0)
-    out: dict[str, Path] = {}
-    fig, axes = subplots(2 * len(x), 1, figsize=(9, 2.6 * len(x)), sharex=True,
-                         gridspec_kw={"height_ratios": [2, 1] * len(x)}, squeeze=False)
-    steps = torch.arange(x.shape[1])
-    colors = [f"C{j % 10}" for j in range(model.k)]
-    for i in range(len(x)):
-        ax, axm = axes[2 * i, 0], axes[2 * i + 1, 0]
-        for t in range(x.shape[1]):
-            ax.axvspan(t - 0.5, t + 0.5, color=colors[int(path[i, t])], alpha=0.15, lw=0)
-        ax.plot(steps, x[i, :, 0], "k.-" if model.kind == "gaussian" else "k.", lw=0.8, ms=3)
-        ax.set_ylabel(f"sequence {i}", fontsize=8)
-        axm.stackplot(steps.numpy(), marg[i].T.numpy(), colors=colors, alpha=0.8)
-        axm.set_ylim(0, 1)
-        axm.set_ylabel("p(z_t | x)", fontsize=8)
-    axes[0, 0].set_title("test sequences, Viterbi path (background) and posterior state marginals", fontsize=10)
-    axes[-1, 0].set_xlabel("t")
-    out["sequences"] = save_figure(fig, folder / "sequences.png")
-
-    fig, ax = subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
-    trans = centre["transition"][0]
-    ax.imshow(trans.numpy(), vmin=0, vmax=1, cmap="Blues")
-    for a in range(model.k):
-        for b in range(model.k):
-            ax.text(b, a, f"{float(trans[a, b]):.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if trans[a, b] > 0.6 else "black")
-    ax.set_xlabel("to state")
-    ax.set_ylabel("from state")
-    ax.set_title("transition matrix" + (" (posterior mean)" if model.has_posterior else " (MAP)"), fontsize=9)
-    out["transition"] = save_figure(fig, folder / "transition.png")
-    return out

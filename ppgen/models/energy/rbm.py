@@ -7,8 +7,8 @@ As a Pyro model an RBM is an unnormalized likelihood: ``model(x)`` adds the nega
 Gaussian prior on W; log Z, the normalizer, is what AIS estimates. ``joint_model`` is the model over
 both layers that :class:`~ppgen.models.energy.gibbs_kernel.GibbsKernel` samples.
 
-:class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, figures (weight
-filters, samples after k Gibbs steps), and ArviZ diagnostics of several Gibbs chains.
+:class:`EnergyFamily` holds what every energy family shares: evaluation with log Z, sampling, and several
+Gibbs chains as InferenceData; its figures are drawn by :mod:`ppgen.plots.energy`.
 
 References:
     Smolensky (1986), Information Processing in Dynamical Systems: Foundations of Harmony Theory.
@@ -22,8 +22,6 @@ References:
 from __future__ import annotations
 
 import contextlib
-import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,7 +30,7 @@ import pyro.distributions as dist
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.contracts import BlockGibbs, DiagnosticFigures, MeanSamples, PartitionFunction
+from ppgen.contracts import BlockGibbs, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.energy.core import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
 from ppgen.models.energy.gibbs_kernel import GibbsKernel
@@ -59,7 +57,7 @@ CHAIN_STATS = ("free_energy", "energy", "mean_visible", "mean_hidden")
 # --------------------------------------------------------------------------- shared family machinery
 
 
-class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, MeanSamples):
+class EnergyFamily(Family, PartitionFunction, BlockGibbs, MeanSamples):
     """What the RBM, GB-RBM, BM and DBN families share: the map between data and visible units
     (standardized for Gaussian units), data-driven initial biases, log Z for evaluation. Subclasses
     provide ``first_layer``, ``log_partition``, ``gibbs_init``, ``gibbs_sweep``, ``joint_model`` and
@@ -175,41 +173,10 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         sites, _ = self.run_chains(n, steps or self.spec.sampling.steps)
         return self.visible_of(sites, mean=mean)
 
-    # -- figures ----------------------------------------------------------------------------------------
+    # -- what the figures show -----------------------------------------------------------------------
     def filter_weights(self) -> torch.Tensor | None:
         """First-layer weights (D, H) to draw as filters, or None."""
         return None
-
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
-        from ppgen.plots import common as plots
-
-        folder = Path(folder)
-        out: dict[str, Path] = {}
-        gen = torch.get_rng_state()
-        torch.manual_seed(0)
-        try:
-            image = plots.is_image(self.event_shape)
-            W = self.filter_weights()
-            if image and W is not None:
-                out["filters"] = filters_figure(W, self.event_shape, folder / "filters.png")
-            x_test, _ = data.split("test")
-            x_test = x_test[:10].to(self.device)
-            steps = self.spec.sampling.steps
-            if image:
-                marks = sorted({0, 1, 10, 100, steps} | {m for m in (1000, 10_000) if m < steps})
-                _, shots = self.run_chains(x_test.shape[0], max(marks), start=x_test, record=marks)
-                out["gibbs_chains"] = chains_figure(shots, marks, folder / "gibbs_chains.png")
-                samples = self.sample(100, mean=True)
-                out["samples"] = plots.save_samples(samples, folder / "samples.png",
-                                                    f"samples: E[v | h] after {steps} Gibbs steps from random states")
-            else:
-                samples = self.sample(1000)
-                ref = data.split("test")[0]
-                out["samples"] = plots.save_samples(samples, folder / "samples.png",
-                                                    f"{steps} Gibbs steps per sample", reference=ref)
-        finally:
-            torch.set_rng_state(gen)
-        return out
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -249,61 +216,6 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         post = self.gibbs_chains()
         return az.from_dict(posterior=post, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
                                                    "family": self.family_name})
-
-    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
-        """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
-        from ppgen.arviz_data import arviz
-        from ppgen.plots.common import grid_axes, panel_count, save_figure, subplots
-
-        az = arviz()
-        folder = Path(folder)
-        names = [k for k in CHAIN_STATS if k in idata.posterior]
-        out = {}
-        with warnings.catch_warnings():
-            # ArviZ's plotting code trips matplotlib deprecations that are not ours to fix
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            rows = panel_count(idata.posterior, names)
-            fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
-            az.plot_trace(idata, var_names=names, compact=False, axes=axes)
-            fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
-            fig.tight_layout()
-            out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-            fig, axes = grid_axes(panel_count(idata.posterior, names))
-            az.plot_rank(idata, var_names=names, ax=axes)
-            fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
-            fig.tight_layout()
-            out["rank"] = save_figure(fig, folder / "gibbs_rank.png")
-        return out
-
-
-def filters_figure(W: torch.Tensor, event_shape: tuple[int, ...], path: Path, n: int = 100) -> Path:
-    """The first ``n`` hidden units' incoming weights as images (each scaled to its own range): the
-    "weight filters" mosaic."""
-    from ppgen.plots import common as plots
-
-    W = W.detach().float().cpu()[:, :n].t()  # (n, D)
-    lo = W.min(1, keepdim=True).values
-    hi = W.max(1, keepdim=True).values
-    imgs = ((W - lo) / (hi - lo).clamp_min(1e-8)).reshape(-1, *event_shape)
-    fig, ax = plots.subplots(figsize=(7, 7))
-    plots.show_grid(ax, imgs, title=f"weight filters of the first {imgs.shape[0]} hidden units")
-    return plots.save_figure(fig, path)
-
-
-def chains_figure(shots: list[torch.Tensor], marks: list[int], path: Path) -> Path:
-    """Rows: chains started at test examples; columns: E[v | h] after k Gibbs steps."""
-    from ppgen.plots import common as plots
-
-    n = shots[0].shape[0]
-    grid = torch.stack(shots, 1).reshape(n * len(shots), *shots[0].shape[1:]).cpu()
-    fig, ax = plots.subplots(figsize=(1.0 * len(marks) + 0.8, 1.0 * n + 0.6))
-    ax.imshow(plots.image_grid(grid, nrow=len(marks)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    w = shots[0].shape[-1] + 1
-    ax.set_xticks([1 + w * (j + 0.5) for j in range(len(marks))], [f"k={m}" for m in marks], fontsize=7)
-    ax.set_yticks([])
-    ax.set_title("samples after k Gibbs steps, chains started at test examples", fontsize=9)
-    return plots.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- RBM families

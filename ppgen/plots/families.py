@@ -1,0 +1,69 @@
+"""Each family's figures, found by its class: the families draw nothing themselves.
+
+:data:`TABLE` maps a family class to its figure functions: ``figures(model, folder, data)``, what
+``ppgen fit`` draws after training, and ``diagnostic(model, idata, folder)``, what ``ppgen diagnose``
+draws in place of the generic posterior and loss-trace figures. A family takes the entry of the first
+class of its MRO that has one, so a subclass (GBRBM, the gated PixelCNN) shares its base's figures.
+A family outside the table (the model language's families, a family of an installed package) draws its
+own: its ``figures`` hook, and the :class:`~ppgen.contracts.DiagnosticFigures` capability where it
+declares it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from ppgen.contracts import DiagnosticFigures
+from ppgen.data.core import Dataset
+from ppgen.models.autoregressive.pixelcnn import PixelFamily
+from ppgen.models.bayesian.base import BayesFamily
+from ppgen.models.bayesian.gmm import GMM
+from ppgen.models.bayesian.hmm import HMM
+from ppgen.models.base import Family
+from ppgen.models.energy.rbm import EnergyFamily
+from ppgen.models.gan import GAN
+from ppgen.models.vae import VAE
+from ppgen.plots import bayesian, energy, gan, pixel, vae
+
+
+class FamilyFigures(NamedTuple):
+    """A family's figure functions; None where it has none of that kind."""
+
+    figures: Callable[[Any, Path, Dataset], dict[str, Path]] | None = None
+    diagnostic: Callable[[Any, Any, Path], dict[str, Path]] | None = None
+
+
+TABLE: dict[type[Family], FamilyFigures] = {
+    VAE: FamilyFigures(vae.figures),
+    GAN: FamilyFigures(gan.figures, gan.diagnostic_figures),
+    EnergyFamily: FamilyFigures(energy.figures, energy.diagnostic_figures),
+    PixelFamily: FamilyFigures(pixel.figures),
+    BayesFamily: FamilyFigures(None, bayesian.diagnostic_figures),
+    GMM: FamilyFigures(bayesian.figures_of_gmm, bayesian.diagnostic_figures),
+    HMM: FamilyFigures(bayesian.figures_of_hmm, bayesian.diagnostic_figures),
+}
+
+
+def entry(cls: type[Family]) -> FamilyFigures | None:
+    """The table's entry for ``cls``: that of the first class of its MRO listed, or None."""
+    return next((TABLE[c] for c in cls.__mro__ if c in TABLE), None)
+
+
+def figures(model: Family, folder: Path, data: Dataset) -> dict[str, Path]:
+    """The family's figures after training, written under ``folder``; name -> path."""
+    found = entry(type(model))
+    if found is None:
+        return dict(model.figures(Path(folder), data))
+    return dict(found.figures(model, Path(folder), data)) if found.figures is not None else {}
+
+
+def diagnostic_figures(model: Family, idata: Any, folder: Path) -> dict[str, Path] | None:
+    """The family's own ``ppgen diagnose`` figures, or None where it has none (the generic ones are
+    drawn then)."""
+    found = entry(type(model))
+    if found is not None and found.diagnostic is not None:
+        return dict(found.diagnostic(model, idata, Path(folder)))
+    if found is None and isinstance(model, DiagnosticFigures):
+        return dict(model.diagnostic_figures(idata, Path(folder)))
+    return None
