@@ -157,7 +157,8 @@ class BlockGibbs(Capability):
 
 
 class DiagnosticFigures(Capability):
-    """The family's own ``ppgen diagnose`` figures, in place of the generic ones."""
+    """The family's own ``ppgen diagnose`` figures, in place of the generic ones, for a family that draws its
+    own (the model language's, a plug-in's); ppgen's other families have theirs in :mod:`ppgen.plots.families`."""
 
     @abstract
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:

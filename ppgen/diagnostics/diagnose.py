@@ -1,8 +1,9 @@
 """ArviZ at the boundary: a run becomes InferenceData, summaries and plots.
 
-Families build their own InferenceData through the ``inference_data(data, metrics)`` hook; this module
-holds what they share (``arviz`` imported quietly, the loss trace as ``sample_stats``), the VAE's
-conversion, and :func:`diagnose`, which writes ``RUN/idata.nc`` and prints ``az.summary``.
+Families build their own InferenceData through the ``inference_data(data, metrics)`` hook (what they share,
+``arviz`` imported quietly and the loss trace as ``sample_stats``, is in :mod:`ppgen.arviz_data`);
+:func:`diagnose` writes ``RUN/idata.nc``, prints ``az.summary`` and draws the family's figures
+(:mod:`ppgen.plots.families`) or the generic ones.
 """
 
 from __future__ import annotations

@@ -67,7 +67,9 @@ class Family(PyroModule):
     Optional hooks, each with a sensible default here:
     ``log_likelihood(x, k, y)`` gives per-example log p(x) in nats (exact or an estimator) and returns
     ``(values, stderrs)``, taking the family's ``EvaluateOptions`` by keyword as well; ``evaluate_extra(x, y)`` adds family metrics to ``ppgen evaluate``;
-    ``figures(folder, data)`` writes family figures; ``inference_data(data, metrics)`` builds ArviZ data.
+    ``figures(folder, data)`` writes the figures of a family that draws its own (the model language's; ppgen's
+    other families have theirs in :mod:`ppgen.plots`, found by :mod:`ppgen.plots.families`);
+    ``inference_data(data, metrics)`` builds ArviZ data.
     """
 
     Spec: ClassVar[type[ModelSpec]]
