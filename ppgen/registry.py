@@ -19,8 +19,9 @@ from ppgen.inference.base import Routine
 from ppgen.models.base import Family
 from ppgen import data as data_sets
 from ppgen.data.core import DataInfo
-from ppgen.spec import (InferenceSpec, ModelSpec, SpecError, _as_dict, _override_keys, _zoo_file, apply_overrides, short,
-                        validate)
+from ppgen.overrides import apply_overrides, override_keys
+from ppgen.spec import InferenceSpec, ModelSpec, SpecError, short, validate
+from ppgen.spec_yaml import as_dict, zoo_file
 
 F = TypeVar("F", bound=type[Family])
 R = TypeVar("R", bound=type[Routine])
@@ -127,28 +128,28 @@ def repo_folder(name: str) -> Path | None:
 
 def load_spec(source: str | Path | dict | ModelSpec, overrides: list[str] | None = None) -> ModelSpec:
     """A model spec from a YAML file, a dict or a spec, with ``--set`` style overrides applied."""
-    data, what = _as_dict(_zoo_file(source, "models"))
+    data, what = as_dict(zoo_file(source, "models"))
     apply_overrides(data, overrides)
     name = data.get("family")
     if not isinstance(name, str):
         got = "'family' is missing" if name is None else f"family must be a name, got {short(name)}"
         raise SpecError(f"{what}: {got}; accepted families: {', '.join(family_names())}")
     cls = family(name).Spec
-    return validate(cls, data, what, _override_keys(overrides))
+    return validate(cls, data, what, override_keys(overrides))
 
 
 def load_recipe(
     source: str | Path | dict | InferenceSpec | None, overrides: list[str] | None = None, *, default: str = "svi"
 ) -> InferenceSpec:
     """An inference recipe from a YAML file, a dict or a recipe; ``None`` gives the routine's defaults."""
-    data, what = _as_dict(_zoo_file(source, "inference")) if source is not None else ({"routine": default}, "recipe")
+    data, what = as_dict(zoo_file(source, "inference")) if source is not None else ({"routine": default}, "recipe")
     apply_overrides(data, overrides, prefix="inference.")
     name = data.get("routine")
     if not isinstance(name, str):
         got = "'routine' is missing" if name is None else f"routine must be a name, got {short(name)}"
         raise SpecError(f"{what}: {got}; accepted routines: {', '.join(routine_names())}")
     cls = routine(name).Config
-    return validate(cls, data, what, _override_keys(overrides, "inference."))
+    return validate(cls, data, what, override_keys(overrides, "inference."))
 
 
 def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:

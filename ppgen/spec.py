@@ -4,39 +4,29 @@ Both are strict pydantic models read from YAML or built in Python. Every family 
 subclass of :class:`ModelSpec` and every routine its own subclass of :class:`InferenceSpec`, so each
 validates its own section. An unknown key, a wrong type or an impossible value raises
 :class:`SpecError`, whose message names the key, what it got and what it accepts.
+
+The rules on single values are :mod:`ppgen.spec_values`; reading YAML is :mod:`ppgen.spec_yaml`;
+``--set KEY=VALUE`` is :mod:`ppgen.overrides`; :mod:`ppgen.registry` puts them together
+(``load_spec``, ``load_recipe``).
 """
 
 from __future__ import annotations
 
-import copy
 import reprlib
-import types
-import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from ppgen import zoo
+from ppgen.spec_values import (MAX_FLOAT, MIN_FLOAT, misplaced_bool, not_unicode, only_bool, outside_float32,
+                               too_large)
 
-#: A spec is a few kilobytes of settings; these bound what reading one may cost, whatever the file holds.
-MAX_SPEC_BYTES = 1 << 20
 #: Deepest nesting of sections and lists in a spec (the zoo's deepest is 3).
 MAX_DEPTH = 32
-#: Values in a spec once YAML aliases are expanded (an alias "bomb" expands exponentially).
-MAX_VALUES = 100_000
 #: Characters of an offending value quoted in a message, and problems listed in one message.
 MAX_ECHO = 200
 MAX_PROBLEMS = 20
-#: The largest integer a spec may hold (torch and numpy take 64-bit integers).
-MAX_INT = 2**63 - 1
-#: The range of a number in a spec: the models compute in float32, where a larger magnitude is infinite
-#: and a smaller non-zero one rounds to zero (float32's largest and smallest normal numbers).
-MAX_FLOAT = 3.4028234663852886e38
-MIN_FLOAT = 1.1754943508222875e-38
 #: Seeds run from 0 to this (numpy's legacy seeding takes 32 bits; per-epoch and per-rank seeds are
 #: derived from the seed by multiplication and must stay within torch's 64 bits).
 MAX_SEED = 2**32 - 1
@@ -95,21 +85,21 @@ class Strict(BaseModel):
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if field is not None:
-            what = _misplaced_bool(value, field.annotation)
+            what = misplaced_bool(value, field.annotation)
             if what:
                 raise PydanticCustomError("bool_refused", "expected {what}, not a boolean", {"what": what})
-            if _only_bool(field.annotation) and value is not None and not isinstance(value, bool):
+            if only_bool(field.annotation) and value is not None and not isinstance(value, bool):
                 raise PydanticCustomError("bool_expected", "expected true or false")
-            if _too_large(value):
+            if too_large(value):
                 raise PydanticCustomError("int_too_large", "integers must lie within +-(2**63 - 1)")
-            if _not_unicode(value):
+            if not_unicode(value):
                 raise PydanticCustomError("text_not_unicode", "text must be valid Unicode (it holds an unpaired surrogate)")
         return value
 
     @field_validator("*", mode="after")
     @classmethod
     def _float32_range(cls, value: Any) -> Any:
-        if _outside_float32(value):
+        if outside_float32(value):
             raise PydanticCustomError(
                 "float_range", "numbers must be 0 or of magnitude from {lo:.3g} to {hi:.3g} (float32's range)",
                 {"lo": MIN_FLOAT, "hi": MAX_FLOAT})
@@ -149,92 +139,6 @@ def _name_sections(section: BaseModel, prefix: str) -> None:
                 _name_sections(child, key + ".")
 
 
-def _args(ann: Any) -> tuple[Any, ...]:
-    return typing.get_args(ann)
-
-
-def _admits_bool(ann: Any) -> bool:
-    """Whether a value of annotation ``ann`` may be a bool."""
-    if ann is bool or ann is Any or ann is object:
-        return True
-    origin = typing.get_origin(ann)
-    if origin is Literal:
-        return any(isinstance(a, bool) for a in _args(ann))
-    if origin is Annotated:
-        return _admits_bool(_args(ann)[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_admits_bool(a) for a in _args(ann))
-    return False
-
-
-def _only_bool(ann: Any) -> bool:
-    """Whether ``ann`` is ``bool`` or ``bool | None`` (where 0, 1 or "yes" must not pass for a boolean)."""
-    if ann is bool:
-        return True
-    origin = typing.get_origin(ann)
-    if origin is Annotated:
-        return _only_bool(_args(ann)[0])
-    if origin in (typing.Union, types.UnionType):
-        rest = [a for a in _args(ann) if a is not type(None)]
-        return len(rest) == 1 and _only_bool(rest[0])
-    return False
-
-
-def _expects(ann: Any) -> str:
-    origin = typing.get_origin(ann)
-    if origin is Annotated:
-        return _expects(_args(ann)[0])
-    if origin in (typing.Union, types.UnionType):
-        kinds = [_expects(a) for a in _args(ann) if a is not type(None)]
-        return " or ".join(dict.fromkeys(kinds))
-    if ann is int:
-        return "an integer"
-    if ann is float:
-        return "a number"
-    if ann is str:
-        return "a string"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in _args(ann))
-    return "a value of another kind"
-
-
-def _element_annotations(ann: Any) -> list[Any]:
-    """The annotations of the items of a list/tuple/set (or the values of a dict) that ``ann`` allows."""
-    origin = typing.get_origin(ann)
-    if origin is Annotated:
-        return _element_annotations(_args(ann)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [e for a in _args(ann) for e in _element_annotations(a)]
-    if origin in (list, tuple, set, frozenset):
-        return [a for a in _args(ann) if a is not Ellipsis]
-    if origin is dict:
-        return [_args(ann)[1]]
-    return []
-
-
-def _misplaced_bool(value: Any, ann: Any) -> str | None:
-    """What ``ann`` expects where ``value`` (or an item of it) is a bool that ``ann`` does not admit."""
-    if isinstance(value, bool):
-        return None if _admits_bool(ann) else _expects(ann)
-    if isinstance(value, (list, tuple, dict)):
-        elements = _element_annotations(ann)
-        if not elements:
-            return None
-        items = value.values() if isinstance(value, dict) else value
-        union = typing.Union[tuple(elements)] if len(elements) > 1 else elements[0]
-        for item in items:
-            found = _misplaced_bool(item, union)
-            if found:
-                return f"{found} in each entry"
-    return None
-
-
-def _outside_float32(value: Any) -> bool:
-    if isinstance(value, float):
-        return value != 0 and not MIN_FLOAT <= abs(value) <= MAX_FLOAT
-    if isinstance(value, (list, tuple)):
-        return any(_outside_float32(v) for v in value)
-    return False
 
 
 def changed(section: BaseModel, *names: str) -> list[str]:
@@ -245,24 +149,6 @@ def changed(section: BaseModel, *names: str) -> list[str]:
             and getattr(section, n) != fields[n].get_default(call_default_factory=True)]
 
 
-def _not_unicode(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, (list, tuple)):
-        return any(_not_unicode(v) for v in value)
-    return False
-
-
-def _too_large(value: Any) -> bool:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return abs(value) > MAX_INT
-    if isinstance(value, (list, tuple)):
-        return any(_too_large(v) for v in value)
-    return False
 
 
 class DataSpec(Strict):
@@ -400,175 +286,7 @@ def check_snapshots(recipe: InferenceSpec) -> None:
                         "or the recipe's epochs), so it would never be taken; list epochs from 1 to the last")
 
 
-# --------------------------------------------------------------------------- reading and errors
-
-
-class _LimitError(yaml.MarkedYAMLError):
-    """A YAML document that breaks one of the limits above (or repeats a key)."""
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader (plain data only: no tag can build an object or run code) that also refuses
-    a key repeated in one mapping, nesting deeper than :data:`MAX_DEPTH`, and aliases that expand to
-    more than :data:`MAX_VALUES` values or into themselves."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _LimitError(None, None, f"sections and lists are nested more than {MAX_DEPTH} levels deep",
-                                  self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[tuple[str, str], Any] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise _LimitError(None, None, f"the key {short(key_node.value)} appears twice in one mapping "
-                                      f"(first on line {seen[key].line + 1}); keep one", key_node.start_mark)
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-    def get_single_data(self) -> Any:
-        node = self.get_single_node()
-        if node is None:
-            return None
-        _check_expanded(node)
-        return self.construct_document(node)
-
-
-def _check_expanded(root: Any) -> None:
-    """Refuse a node graph whose expansion (each alias replaced by a copy of what it names) has more than
-    MAX_VALUES values or is deeper than MAX_DEPTH; iterative, so it costs the distinct nodes only."""
-    size: dict[int, int] = {}
-    depth: dict[int, int] = {}
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    open_: set[int] = set()
-    while stack:
-        node, done = stack.pop()
-        key = id(node)
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
-            node.value if isinstance(node, yaml.SequenceNode) else [])
-        if done:
-            open_.discard(key)
-            size[key] = 1 + sum(size[id(c)] for c in children)
-            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
-            if size[key] > MAX_VALUES:
-                raise _LimitError(None, None, f"it holds more than {MAX_VALUES} values once its aliases (*name) "
-                                  "expand to copies of what they name; a spec is a few settings", node.start_mark)
-            if depth[key] > MAX_DEPTH:
-                raise _LimitError(None, None, f"its aliases (*name) nest sections more than {MAX_DEPTH} levels deep",
-                                  node.start_mark)
-            continue
-        if key in size:
-            continue
-        if key in open_:
-            raise _LimitError(None, None, "an alias (*name) refers to a value that contains it", node.start_mark)
-        open_.add(key)
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in size)
-
-
-def parse_yaml(text: str) -> Any:
-    """YAML text as plain data, within the limits of :class:`_SpecLoader`."""
-    loader = _SpecLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        kind = "YAML error" if isinstance(exc, (_LimitError, yaml.constructor.ConstructorError)) else "YAML syntax error"
-        return f"{kind} at {where}: {cut(str(exc.problem), 2 * MAX_ECHO)}"
-    return f"YAML error: {cut(str(exc), 2 * MAX_ECHO)}"
-
-
-def read_yaml(source: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a syntax error names the file and line."""
-    path = Path(source)
-    if not path.exists():
-        raise SpecError(f"{path}: no such file")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a folder, not a YAML file")
-    if not path.is_file():
-        raise SpecError(f"{path}: is not a regular file (a device, pipe or socket); give a YAML file")
-    try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: {size} bytes is too large for a spec (at most {MAX_SPEC_BYTES}); "
-                            "is it the right file?")
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: {_yaml_problem(exc)}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: nested too deeply to read (at most {MAX_DEPTH} levels)") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
-def _override_parts(item: str) -> tuple[list[str], str]:
-    if "=" not in item:
-        raise SpecError(f"--set {cut(item)}: expected KEY=VALUE, for example latent.dim=2")
-    key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise SpecError(f"--set {cut(item)}: the key is empty")
-    if len(parts) > MAX_DEPTH:
-        raise SpecError(f"--set {cut(item)}: the key has more than {MAX_DEPTH} parts")
-    return parts, raw
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None, *, prefix: str = "") -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, in place. ``prefix``
-    is how the command line spells the keys (``inference.`` for a recipe's), for messages."""
-    for item in overrides or []:
-        parts, raw = _override_parts(item)
-        shown = cut(prefix + item)
-        try:
-            value = parse_yaml(raw)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"--set {shown}: the value is not valid YAML ({_yaml_problem(exc)})") from None
-        except RecursionError:
-            raise SpecError(f"--set {shown}: the value is nested too deeply (at most {MAX_DEPTH} levels)") from None
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = prefix + ".".join(parts[: i + 1])
-                raise SpecError(f"--set {shown}: {where} is a value ({short(child)}), not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def _override_keys(overrides: list[str] | None, prefix: str = "") -> dict[tuple[str, ...], str]:
-    """The dotted key each override sets, as a path, mapped to how the command line wrote it."""
-    out: dict[tuple[str, ...], str] = {}
-    for item in overrides or []:
-        parts, _ = _override_parts(item)
-        out[tuple(parts)] = f"--set {cut(prefix + item)}"
-    return out
-
-
+# --------------------------------------------------------------------------- validation errors
 def format_validation_error(exc: ValidationError, what: str, cls: type[BaseModel],
                             overrides: dict[tuple[str, ...], str] | None = None) -> str:
     """One line per problem: the dotted key, what it got and what it accepts, and the ``--set`` that
@@ -624,26 +342,3 @@ def validate(cls: type[BaseModel], data: dict[str, Any], what: str,
         raise SpecError(format_validation_error(exc, what, cls, overrides)) from None
     except RecursionError:
         raise SpecError(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)") from None
-
-
-def _as_dict(source: str | Path | dict | BaseModel) -> tuple[dict[str, Any], str]:
-    if isinstance(source, BaseModel):
-        return source.model_dump(mode="json"), type(source).__name__
-    if isinstance(source, dict):
-        return copy.deepcopy(source), "spec"
-    return read_yaml(source), str(source)
-
-
-def _zoo_file(source: Any, kind: zoo.Kind) -> Any:
-    """A bare name of a zoo spec or recipe (``vae``, ``pcd``) as the zoo file's path; a name that is neither
-    a file here nor in the zoo is refused with the zoo's names."""
-    found = zoo.resolve(source, kind)
-    if found is source and isinstance(source, (str, Path)) and not Path(source).exists():
-        text = str(source)
-        if text and "/" not in text and "\\" not in text and not text.endswith((".yaml", ".yml")):
-            what = "zoo spec" if kind == "models" else "inference recipe"
-            raise SpecError(f"{cut(text)}: no such file, and no {what} of that name; {what}s: "
-                            f"{', '.join(zoo.names(kind)) or 'none found'}")
-    return found
-def dump_yaml(spec: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))

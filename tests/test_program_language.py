@@ -260,7 +260,7 @@ def test_a_good_program_compiles_and_its_spec_round_trips(tmp_path) -> None:
     dumped = fa.model_dump(mode="json")
     assert dumped["model"]["W"]["global"] is True and "global_" not in dumped["model"]["W"]
     from ppgen.program import ProgramSpec
-    from ppgen.spec import dump_yaml
+    from ppgen.spec_yaml import dump_yaml
 
     dump_yaml(fa, tmp_path / "fa.yaml")
     assert load_spec(tmp_path / "fa.yaml") == fa

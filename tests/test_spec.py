@@ -7,7 +7,8 @@ import pytest
 import ppgen
 from ppgen.models.vae import VAESpec
 from ppgen.registry import load_recipe, load_spec
-from ppgen.spec import SpecError, apply_overrides
+from ppgen.overrides import apply_overrides
+from ppgen.spec import SpecError
 
 
 def test_python_spec_equals_yaml_spec(tmp_path) -> None:
@@ -130,7 +131,8 @@ def test_yaml_duplicate_keys_are_refused_with_their_lines(tmp_path) -> None:
 
 
 def test_yaml_nesting_and_aliases_are_bounded() -> None:
-    from ppgen.spec import MAX_DEPTH, MAX_VALUES, parse_yaml
+    from ppgen.spec import MAX_DEPTH
+    from ppgen.spec_yaml import MAX_VALUES, parse_yaml
     import yaml
 
     assert parse_yaml("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)) is not None

@@ -93,7 +93,7 @@ class NotConjugate(SpecError):
 def _other_recipes() -> str:
     """The zoo recipes that fit every program (the svi routine's), or the routine's name without a zoo."""
     from ppgen import zoo
-    from ppgen.spec import read_yaml
+    from ppgen.spec_yaml import read_yaml
 
     folder = zoo.folder("inference")
     fits = []
