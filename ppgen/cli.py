@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from ppgen.spec import SpecError, cut
-    from ppgen.training.loop import Interrupted, TrainingError
+    from ppgen.training.errors import Interrupted, TrainingError
 
     try:
         return int(args.func(args) or 0)
@@ -257,7 +257,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"run: {run.path}")
     if not args.no_figures:
         from ppgen.plots import families
-        from ppgen.runs.folder import run_lock
+        from ppgen.runs.lock import run_lock
 
         folder = run.path / "figures"
         try:
@@ -293,7 +293,8 @@ PICTURES = (".png", ".jpg", ".pdf", ".svg")
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ppgen.paths import check_output_file
-    from ppgen.runs.folder import open_run, run_lock
+    from ppgen.runs.folder import open_run
+    from ppgen.runs.lock import run_lock
     from ppgen.spec import SpecError
 
     if args.n < 1:
@@ -358,7 +359,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ppgen.diagnostics.diagnose import diagnose
-    from ppgen.runs.folder import open_run, run_lock
+    from ppgen.runs.folder import open_run
+    from ppgen.runs.lock import run_lock
 
     run = open_run(args.run)
     with run_lock(run.path, "ppgen diagnose"):

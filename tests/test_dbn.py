@@ -142,7 +142,7 @@ def _spec(hidden: list[int], **extra: object) -> dict:
 
 
 def test_layerwise_trains_one_layer_at_a_time(tmp_path: object) -> None:
-    from ppgen.training.loop import seed_all
+    from ppgen.training.rng import seed_all
 
     spec = _spec([6, 5, 4])
     seed_all(0)

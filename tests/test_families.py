@@ -20,7 +20,7 @@ from ppgen import registry
 from ppgen.diagnostics.diagnose import diagnose
 from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.capability import fitting_recipes
-from ppgen.runs.folder import CHECKPOINT
+from ppgen.runs.checkpoint import CHECKPOINT
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,7 +18,7 @@ from ppgen.models.energy.core import RBMCore, all_binary_states, beta_schedule, 
 from ppgen.inference.base import LocalRuntime, make_optimizer
 from ppgen.inference.gibbs import CDConfig, GibbsKernel, LRScheduleSpec, gibbs_update
 from ppgen.spec import SpecError
-from ppgen.training.loop import TrainingError
+from ppgen.training.errors import TrainingError
 from ppgen.plots import families
 
 

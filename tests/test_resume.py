@@ -18,9 +18,11 @@ import yaml
 import ppgen
 from ppgen.cli import main
 from ppgen.models.vae import VAE
-from ppgen.runs.folder import CHECKPOINT, HISTORY
+from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.runs.records import HISTORY
 from ppgen.spec import SpecError
-from ppgen.training.loop import RESUMABLE, Interrupted, TrainingError
+from ppgen.training.errors import Interrupted, TrainingError
+from ppgen.training.plan import RESUMABLE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

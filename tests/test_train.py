@@ -17,9 +17,9 @@ import torch
 import ppgen
 from ppgen.inference.base import Plan
 from ppgen.models.vae import VAE
-from ppgen.runs.folder import CHECKPOINT
+from ppgen.runs.checkpoint import CHECKPOINT
 from ppgen.spec import SpecError
-from ppgen.training.loop import Interrupted, TrainingError
+from ppgen.training.errors import Interrupted, TrainingError
 
 SPEC = {
     "family": "vae",
@@ -294,13 +294,13 @@ def test_the_guard_tells_a_converged_parameter_from_one_cut_off() -> None:
     steps with a gradient, and that moved before or has a non-zero gradient, is converged, not an error.
     One that no gradient reaches (grad None), that no optimizer steps, or whose gradient is zero and that
     never moved, stops the fit."""
-    from ppgen.training.loop import _UpdateGuard
+    from ppgen.training.guard import UpdateGuard
 
     model = torch.nn.Module()
     model.a, model.b, model.c, model.d = (torch.nn.Parameter(torch.ones(2)) for _ in range(4))
     state = types.SimpleNamespace(model=model, step=0,
                                   optimizers={"o": torch.optim.SGD([model.a, model.b, model.c], lr=0.1)})
-    guard = _UpdateGuard(model, _Groups(), "svi")
+    guard = UpdateGuard(model, _Groups(), "svi")
     guard.start(0)
     with torch.no_grad():
         model.a.add_(1.0)

@@ -405,7 +405,7 @@ class EMRoutine(Routine):
                          method=c.forward_backward)
         extra["run"] = run.to_dict()
         if bool(run.failed.all()):
-            from ppgen.training.loop import TrainingError
+            from ppgen.training.errors import TrainingError
 
             raise TrainingError(
                 f"every one of the {run.restarts} EM restarts degenerated (a component or state left without data "
