@@ -7,7 +7,7 @@ Two kinds of contract tie a family to the code that uses it:
   checked structurally by :mod:`ppgen.inference.capability` before a run folder is written and again at
   the routine's ``init``.
 - What a routine or a service *uses where present* -- posterior draws kept in the model, a closed-form
-  log joint, relabelling of draws, a marginal model, log Z, the family's own diagnostic figures -- is a
+  log joint, relabelling of draws, a marginal model, log Z, the family's own figures -- is a
   :class:`Capability` below. A family has one only by inheriting it (``class GMM(BayesFamily)`` where
   ``BayesFamily(Family, Posterior, Relabeling, ...)``), and the user asks ``isinstance(model,
   Relabeling)``: the declaration, never the presence of an attribute, decides. A family that inherits a
@@ -153,6 +153,16 @@ class BlockGibbs(Capability):
     @abstract
     def gibbs_sweep(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One sweep that leaves the joint invariant."""
+        raise NotImplementedError
+
+
+class OwnFigures(Capability):
+    """The family draws its own figures after training (``ppgen fit``), for a family that draws its own (the
+    model language's, a plug-in's); ppgen's other families have theirs in :mod:`ppgen.plots.families`."""
+
+    @abstract
+    def figures(self, folder: Path, data: Any) -> dict[str, Path]:
+        """The figures for the fitted model and its data set, written under ``folder``; name -> path."""
         raise NotImplementedError
 
 

@@ -11,7 +11,8 @@ import torch
 
 import ppgen
 from ppgen import contracts, registry
-from ppgen.contracts import BlockGibbs, Capability, DiagnosticFigures, PartitionFunction, Posterior, Relabeling
+from ppgen.contracts import (BlockGibbs, Capability, DiagnosticFigures, OwnFigures, PartitionFunction, Posterior,
+                             Relabeling)
 from ppgen.data.core import DataInfo
 from ppgen.inference.base import Plan
 from ppgen.models.base import Family
@@ -41,6 +42,19 @@ def test_declarations_of_the_zoo_families() -> None:
     assert issubclass(fam("program"), DiagnosticFigures) and families.entry(fam("program")) is None
     assert not any(issubclass(fam(name), DiagnosticFigures) for name in registry.family_names()
                    if fam(name).__module__.startswith("ppgen.models."))
+    assert issubclass(fam("program"), OwnFigures) and issubclass(fam("python"), OwnFigures)
+    assert not any(issubclass(fam(name), OwnFigures) for name in registry.family_names()
+                   if fam(name).__module__.startswith("ppgen.models."))
+
+
+def test_a_family_that_does_not_draw_its_own_figures_has_no_figures_method() -> None:
+    """Drawing its own figures is declared (OwnFigures): a zoo family's figures are found in ppgen.plots, and
+    an old ``vae.figures(folder, data)`` fails rather than silently drawing nothing."""
+    assert not hasattr(Family, "figures")
+    spec = ppgen.load_spec({"family": "vae", "data": {"name": "digits", "limit": 20}})
+    vae = ppgen.build(spec)
+    with pytest.raises(AttributeError, match="figures"):
+        vae.figures(Path("unused"), None)
 
 
 class _Spec(ModelSpec):

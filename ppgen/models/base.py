@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import pyro
@@ -67,8 +66,6 @@ class Family(PyroModule):
     Optional hooks, each with a sensible default here:
     ``log_likelihood(x, k, y)`` gives per-example log p(x) in nats (exact or an estimator) and returns
     ``(values, stderrs)``, taking the family's ``EvaluateOptions`` by keyword as well; ``evaluate_extra(x, y)`` adds family metrics to ``ppgen evaluate``;
-    ``figures(folder, data)`` writes the figures of a family that draws its own (the model language's; ppgen's
-    other families have theirs in :mod:`ppgen.plots`, found by :mod:`ppgen.plots.families`);
     ``inference_data(data, metrics)`` builds ArviZ data.
     """
 
@@ -143,9 +140,6 @@ class Family(PyroModule):
 
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Family metrics on the test split for ``ppgen evaluate`` (e.g. the ELBO)."""
-        return {}
-
-    def figures(self, folder: Path, data: Dataset) -> dict[str, Path]:
         return {}
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:

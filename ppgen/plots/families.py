@@ -5,8 +5,8 @@
 draws in place of the generic posterior and loss-trace figures. A family takes the entry of the first
 class of its MRO that has one, so a subclass (GBRBM, the gated PixelCNN) shares its base's figures.
 A family outside the table (the model language's families, a family of an installed package) draws its
-own: its ``figures`` hook, and the :class:`~ppgen.contracts.DiagnosticFigures` capability where it
-declares it.
+own where it declares so: the :class:`~ppgen.contracts.OwnFigures` and
+:class:`~ppgen.contracts.DiagnosticFigures` capabilities.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from ppgen.contracts import DiagnosticFigures
+from ppgen.contracts import DiagnosticFigures, OwnFigures
 from ppgen.data.core import Dataset
 from ppgen.models.autoregressive.pixelcnn import PixelFamily
 from ppgen.models.bayesian.base import BayesFamily
@@ -51,10 +51,11 @@ def entry(cls: type[Family]) -> FamilyFigures | None:
 
 
 def figures(model: Family, folder: Path, data: Dataset) -> dict[str, Path]:
-    """The family's figures after training, written under ``folder``; name -> path."""
+    """The family's figures after training, written under ``folder``; name -> path (none for a family
+    neither in the table nor declaring :class:`~ppgen.contracts.OwnFigures`)."""
     found = entry(type(model))
     if found is None:
-        return dict(model.figures(Path(folder), data))
+        return dict(model.figures(Path(folder), data)) if isinstance(model, OwnFigures) else {}
     return dict(found.figures(model, Path(folder), data)) if found.figures is not None else {}
 
 

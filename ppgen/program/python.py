@@ -42,6 +42,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pyro import poutine
 from torch import nn
 
+from ppgen.contracts import OwnFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family, mean_of_weights
 from ppgen.registry import register_family
@@ -158,7 +159,7 @@ class _Callables(nn.Module):
 
 
 @register_family("python")
-class PythonFamily(Family):
+class PythonFamily(Family, OwnFigures):
     """Your own Pyro model (a class in a file, or callables given to ppgen.fit), with every service."""
 
     Spec = PythonSpec
