@@ -106,7 +106,7 @@ def test_no_import_cycles_deferred_or_not() -> None:
 
 #: The layer of the families (and what they are built from) imports none of the layers above it.
 MODEL_LAYER = ("ppgen.models", "ppgen.program", "ppgen.contracts", "ppgen.bounds", "ppgen.nets", "ppgen.arviz_data",
-               "ppgen.spec", "ppgen.data")
+               "ppgen.spec", "ppgen.spec_values", "ppgen.spec_yaml", "ppgen.overrides", "ppgen.data")
 ABOVE = ("ppgen.inference", "ppgen.training", "ppgen.runs", "ppgen.api", "ppgen.cli", "ppgen.evaluation",
          "ppgen.diagnostics")
 
@@ -122,12 +122,13 @@ def test_the_model_layer_imports_nothing_above_it() -> None:
                    for t in imports(m) if _within(t, ABOVE))
     assert wrong == []
     assert imports("ppgen.models.energy.rbm") >= {"ppgen.models.energy.gibbs_kernel"}  # the scan sees what a family imports
+    assert {"ppgen.spec_values", "ppgen.spec_yaml", "ppgen.overrides"} <= set(MODULES)  # the spec's modules are in the table
 
 
 #: The families and what they are built from draw no figures and open no run folders: figures are found by
 #: family class in ppgen.plots, the Bayesian workflow over runs is in ppgen.diagnostics.
 FAMILIES = ("ppgen.models", "ppgen.nets", "ppgen.contracts", "ppgen.bounds", "ppgen.arviz_data", "ppgen.spec",
-            "ppgen.data")
+            "ppgen.spec_values", "ppgen.spec_yaml", "ppgen.overrides", "ppgen.data")
 EDGE = ABOVE + ("ppgen.plots",)
 
 
