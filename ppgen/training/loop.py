@@ -13,7 +13,7 @@ digest (:mod:`ppgen.runs.checkpoint`). Batches are a pure function of (seed, epo
 exactly where the run stopped: fitting 2 epochs equals fitting 1 and resuming for 1.
 
 A resume keeps the spec and the recipe the checkpoint records, except for the keys in
-:data:`RESUMABLE` (the epochs, the learning rates, gradient clipping, ``log_every``, ``snapshots``):
+:data:`~ppgen.training.plan.RESUMABLE` (the epochs, the learning rates, gradient clipping, ``log_every``, ``snapshots``):
 the way out of a divergence is to continue from the last good checkpoint with a lower learning rate.
 Each change is recorded (a ``resumed`` record in ``metrics.jsonl``, a line in ``history.jsonl``); an
 unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.runs.lock.run_lock`).
@@ -76,7 +76,7 @@ def fit(
     ``runs/<name>-<time>`` (``name`` must then be a plain folder name). With ``resume`` the run at
     ``out`` continues from its last checkpoint up to ``epochs``, with the spec and recipe its checkpoint
     records (``spec`` may then be the run folder itself, and ``recipe=None`` means the run's own); only
-    the keys in :data:`RESUMABLE` may change, and ``epochs`` may not fall below the epochs already done.
+    the keys in :data:`~ppgen.training.plan.RESUMABLE` may change, and ``epochs`` may not fall below the epochs already done.
     ``seed`` defaults to 0 for a new run and to the run's own when resuming. ``progress=None`` shows a
     progress bar only on a terminal.
     """
