@@ -57,7 +57,7 @@ def evaluate(
     samples per example and class of ``bayes_accuracy`` for programs with a label site (see
     :mod:`ppgen.classify`). ``quality=False`` skips the sample-quality metrics (the slow part on image
     data); ``quality_samples`` sets how many samples (and as many test and validation images) they use, the
-    same for every family (default: 10,000, or fewer where the family's sampler is slow); the image metrics
+    same for every family (default: 10,000, or the spec's own ``sampling.quality_samples``); the image metrics
     record the number used as ``quality_samples``.
     """
     if limit is not None and limit < 1:

@@ -47,8 +47,8 @@ import torch
 from ppgen.contracts import MeanSamples
 from torch import nn
 
-#: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise; a family may
-#: lower it with a class attribute ``quality_samples`` when its sampling is slow.
+#: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise, the same for
+#: every family so that the real-data floor is the same; a spec may set another (``quality_samples``).
 DEFAULT_SAMPLES = 10_000
 #: Samples for the mode count of the 2-D toys (PacGAN's 2,500).
 MODE_SAMPLES = 2500
@@ -424,6 +424,12 @@ def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True) -> torc
     return torch.cat(out).detach().float().cpu()
 
 
+def sample_count(model: Any, n: int | None = None) -> int:
+    """The number of samples the sample-quality metrics draw: ``n`` (``--quality-samples``) when given,
+    else the spec's own ``quality_samples`` where it sets one, else :data:`DEFAULT_SAMPLES`."""
+    return n or getattr(model, "quality_samples", None) or DEFAULT_SAMPLES
+
+
 _FLOOR: dict[str, dict[str, Any]] = {}
 
 
@@ -444,7 +450,7 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     """
     event_shape = tuple(model.info.event_shape)
     data_spec = model.spec.data
-    n = n or model.quality_samples or DEFAULT_SAMPLES
+    n = sample_count(model, n)
     state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
