@@ -4,7 +4,9 @@ The test negative log-likelihood is the mean over the test split of -log p(x), w
 exact or a family's estimator of it (importance sampling with k samples for latent-variable models,
 AIS for energy-based ones). ``test_nll_stderr`` is the standard error of that mean over test examples;
 ``test_nll_mc_stderr`` is the Monte Carlo error of the estimator itself, averaged over examples.
-Bits per dimension is ``test_nll_nats / (D ln 2)``, D the number of values in one example.
+Bits per dimension is ``test_nll_nats / (D ln 2)``, D the number of values in one example, reported
+where the likelihood is a probability of discrete values (binary or grey-level pixels, symbols, a
+dequantized flow); for a continuous density it is ``test_nll_nats_per_dim`` instead, with the reason.
 """
 
 from __future__ import annotations
@@ -167,6 +169,34 @@ def _nll(model: Any, x: torch.Tensor, y: torch.Tensor | None, *, k: int, batch_s
         "test_nll_nats": nll,
         "test_nll_stderr": float(ll.std() / math.sqrt(n)) if n > 1 else 0.0,
         "test_nll_mc_stderr": float(se.pow(2).mean().sqrt() / math.sqrt(n)),
-        "bits_per_dim": nll / (dims * math.log(2)),
     }
+    res.update(per_dim(model, nll, dims))
     return res
+
+
+#: Why a continuous density has no bits per dimension.
+NO_BITS_PER_DIM = ("not reported: the data are continuous, so -log p(x) is a density in the units of x (it "
+                   "changes with their scale and can be negative), not a code length; test_nll_nats_per_dim is "
+                   "the same number per value, comparable only between models of the same data")
+
+
+def likelihood_is_discrete(model: Any) -> bool:
+    """Whether the model's test likelihood is a probability of discrete values (a code length, so bits per
+    dimension mean something) rather than a density: the family's own answer where it gives one, a model
+    program's observed site (a discrete distribution, or a dequantized density of discrete levels), and
+    otherwise binary data."""
+    own = getattr(model, "likelihood_is_discrete", None)
+    if callable(own):
+        return bool(own())
+    site = getattr(getattr(model, "program", None), "x_site", None)
+    if site is not None:
+        return bool(site.entry.discrete or site.options.get("dequantize"))
+    return model.info.kind == "binary"
+
+
+def per_dim(model: Any, nll: float, dims: int) -> dict[str, Any]:
+    """``bits_per_dim`` (nats / (D ln 2)) for a likelihood of discrete values; for a continuous density
+    ``test_nll_nats_per_dim`` and the reason bits/dim are left out."""
+    if likelihood_is_discrete(model):
+        return {"bits_per_dim": nll / (dims * math.log(2))}
+    return {"test_nll_nats_per_dim": nll / dims, "bits_per_dim_omitted": NO_BITS_PER_DIM}

@@ -92,3 +92,31 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png")]) == 0
     captured = capsys.readouterr()
     assert "n_test" in captured.out and "not comparable: test_nll_nats" in captured.err
+
+
+def test_bits_per_dim_only_where_the_likelihood_is_of_discrete_values(runs, tmp_path) -> None:
+    """bits/dim of a continuous density (a GB-RBM on grey levels, a Gaussian HMM, a GMM) mean nothing: those
+    report nats per value and say why; binary data, grey-level PixelCNNs, categorical HMMs keep bits/dim."""
+    import math
+
+    from ppgen.data.core import DataInfo
+    from ppgen.evaluate import NO_BITS_PER_DIM, likelihood_is_discrete
+    from ppgen.models.hmm import HMM, HMMSpec
+
+    binary = evaluate(runs["rbm"], write=False, limit=10)
+    assert binary["bits_per_dim"] == pytest.approx(binary["test_nll_nats"] / (64 * math.log(2)))
+    assert "bits_per_dim_omitted" not in binary and "test_nll_nats_per_dim" not in binary
+    spec = {"family": "gbrbm", "hidden": 4, "data": {"name": "digits", "binarize": "none", "limit": 60, "batch_size": 20}}
+    gb = evaluate(ppgen.fit(spec, None, epochs=1, out=tmp_path / "gb", progress=False), write=False, limit=10)
+    assert "bits_per_dim" not in gb
+    assert gb["test_nll_nats_per_dim"] == pytest.approx(gb["test_nll_nats"] / 64)
+    assert gb["bits_per_dim_omitted"] == NO_BITS_PER_DIM and "continuous" in NO_BITS_PER_DIM
+    gaussian = HMM(HMMSpec(states=2, emission={"kind": "gaussian"}, data={"name": "toyseq"}), DataInfo((5, 1), "continuous"))
+    dice = HMM(HMMSpec(states=2, emission={"kind": "categorical", "symbols": 6}, data={"name": "toyseq"}),
+               DataInfo((5, 1), "continuous"))
+    assert not likelihood_is_discrete(gaussian) and likelihood_is_discrete(dice)
+    gmm = ppgen.build(ppgen.load_spec({"family": "gmm", "components": 2, "data": {"name": "toymix"}}),
+                      DataInfo((2,), "continuous"))
+    pixel = ppgen.build(ppgen.load_spec({"family": "pixelcnn", "data": {"name": "digits", "binarize": "none"}}),
+                        DataInfo((1, 8, 8), "continuous"))
+    assert not likelihood_is_discrete(gmm) and likelihood_is_discrete(pixel)
