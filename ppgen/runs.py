@@ -511,9 +511,9 @@ class Run:
 
     @cached_property
     def data(self) -> Any:
-        from ppgen import data
+        from ppgen.registry import load_data
 
-        return data.load(self.spec.data)
+        return load_data(self.spec)
 
     @cached_property
     def checkpoint(self) -> dict[str, Any]:

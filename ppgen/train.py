@@ -224,9 +224,7 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
 
     # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
     # before any process starts.
-    from ppgen import data as data_mod
-
-    dataset = data_mod.load(model_spec.data)
+    dataset = registry.load_data(model_spec)
     with run_lock(out_path, "ppgen fit") as lock:
         _check_new_folder(out_path)  # again: another process may have fitted into it meanwhile
         plan = _Plan(out_path, model_spec, recipe_obj, 0 if seed is None else seed)
@@ -235,11 +233,9 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
 
 def _fit_planned(plan: _Plan, lock: int, accel: str, devices: int, progress: bool | None, dataset: Any = None) -> Run:
     """Write the folder and train, under the folder's lock."""
-    from ppgen import data as data_mod
-
     try:
         if dataset is None:
-            dataset = data_mod.load(plan.spec.data)
+            dataset = registry.load_data(plan.spec)
         _write_folder(plan, devices)
         job = Job(
             spec=plan.spec.model_dump(mode="json"),
@@ -369,9 +365,7 @@ def _resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None,
     if seed is not None and seed != int(ckpt["seed"]):
         raise SpecError(f"--resume: {out} was fitted with --seed {int(ckpt['seed'])}; drop --seed or pass that one")
     # A routine refuses a resume it cannot continue exactly (a schedule planned for another length).
-    from ppgen import data as data_mod
-
-    dataset = data_mod.load(spec_then.data)
+    dataset = registry.load_data(spec_then)
     registry.routine(recipe_obj.routine).check_resume(
         recipe_obj, ckpt["routine"], dataset.steps_per_epoch(spec_then.data.batch_size, devices))
     start = {"epoch": done, "batches_done": part, "step": int(ckpt["routine"]["step"])}
@@ -492,10 +486,8 @@ def _write_folder(plan: _Plan, devices: int) -> None:
 def _train_spawned(fabric: Any, job: Job) -> tuple[str, str] | None:
     """A worker process: train, and hand how it stopped back to the parent as plain data (exceptions
     would arrive there as a traceback of the child)."""
-    from ppgen import data as data_mod
-
     try:
-        _train(fabric, job, data_mod.load(load_spec(job.spec).data))
+        _train(fabric, job, registry.load_data(load_spec(job.spec)))
     except Interrupted as exc:
         return ("interrupted", str(exc.path))
     except KeyboardInterrupt:

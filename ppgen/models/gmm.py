@@ -17,8 +17,10 @@ component means and log scales as signature, so that R-hat is meaningful. :meth:
 :meth:`GMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`), which
 reaches the posterior mode of this model, with restarts fitted together.
 
-Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); labels, where a
-data set has them, are not used to fit, only to score clusterings in ``ppgen evaluate``.
+Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); images (an image
+folder, an ``npz`` of (N, C, H, W)) are flattened to vectors of their C*H*W values (:meth:`GMM.data_view`,
+said once on stderr). Labels, where a data set has them, are not used to fit, only to score clusterings in
+``ppgen evaluate``.
 
 References:
     McLachlan & Peel (2000), Finite Mixture Models, Wiley.
@@ -33,7 +35,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +78,8 @@ class GMMSpec(ModelSpec):
         if self.data.name in ("mnist", "digits", "images") and self.data.binarize in (None, "dynamic", "static"):
             raise ValueError(
                 f"a Gaussian mixture needs real-valued vectors; data {self.data.name!r} are images to binarize. "
-                "Use toy1d, toy2d or an npz of shape (N, D)"
+                "Set data.binarize: none (the grey values, each image flattened to a vector), or use toy1d, toy2d "
+                "or an npz of shape (N, D)"
             )
         return self
 
@@ -86,6 +91,31 @@ class GMM(BayesFamily, ChunkedEStep):
     Spec = GMMSpec
     default_routine = "enum_svi"
     unit = "data point"
+
+    @classmethod
+    def data_view(cls, dataset: Dataset) -> Dataset:
+        """The data as this family takes them: examples with more than one axis (images C x H x W) as
+        vectors of their values, said once on stderr; vectors as they are. A coordinate with the same value
+        in every training example (a blank border pixel) is refused: a Gaussian's scale there has no
+        positive lower bound, and the density none above."""
+        shape = tuple(dataset.train_x.shape[1:])
+        flat_train = dataset.train_x.reshape(len(dataset.train_x), -1)
+        constant = (flat_train == flat_train[:1]).all(0).nonzero().flatten().tolist() if len(flat_train) > 1 else []
+        if constant:
+            raise SpecError(
+                f"data {dataset.name!r}: {len(constant)} of the {flat_train.shape[1]} values of an example are the same "
+                f"in every training example (flattened positions {', '.join(map(str, constant[:8]))}"
+                f"{', ...' if len(constant) > 8 else ''}); a Gaussian mixture's scale there shrinks to 0 and its "
+                "density has no bound. Give data whose every value varies (crop constant borders, or drop those "
+                "columns of an npz)")
+        if len(shape) <= 1:
+            return dataset
+        if shape not in _FLATTENED:
+            _FLATTENED.add(shape)
+            print(f"ppgen: a Gaussian mixture models vectors: each example of shape {'x'.join(map(str, shape))} "
+                  f"is flattened to a vector of its {math.prod(shape)} values", file=sys.stderr)
+        flat = {f"{part}_x": getattr(dataset, f"{part}_x").reshape(-1, math.prod(shape)) for part in ("train", "val", "test")}
+        return dataclasses.replace(dataset, **flat, _fixed={})
 
     def __init__(self, spec: GMMSpec, info: DataInfo) -> None:
         if len(info.event_shape) != 1:
@@ -393,6 +423,10 @@ class GMM(BayesFamily, ChunkedEStep):
         return gmm_figures(self, data, Path(folder))
 
 
+#: Example shapes already said to be flattened in this process.
+_FLATTENED: set[tuple[int, ...]] = set()
+
+
 def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
     """Fraction of agreement after the best one-to-one matching of predicted labels to true labels."""
     from scipy.optimize import linear_sum_assignment
@@ -408,7 +442,9 @@ def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
 def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000) -> dict[str, Path]:
     """fit.png: 1-D data as a histogram under the fitted density (posterior mean and 90% band where there
     are draws) and its components; 2-D and up, the first two coordinates coloured by the most probable
-    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses."""
+    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses: 2-D data in their own
+    coordinates, more dimensions projected on the first two principal components of the training data
+    (:func:`principal_plane`), the component means and covariances with them."""
     from ppgen.plots import save_figure, subplots
 
     x, _ = data.split("train")
@@ -440,8 +476,14 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
     else:
         one = {k: v[0] for k, v in centre.items()}
         z = model.assignments(x, temperature=0, theta=one)
-        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
         cov = _covariances(model, centre)[0]
+        plane, axis_labels = principal_plane(x)
+        mean = x.mean(0) if plane is not None else None
+        if plane is not None:
+            x = (x - mean) @ plane
+            centre = {**centre, "locs": (centre["locs"] - mean) @ plane}
+            cov = plane.T @ cov @ plane
+        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
         t = torch.linspace(0, 2 * math.pi, 100)
         circle = torch.stack([t.cos(), t.sin()], 0)
         for j in range(model.k):
@@ -450,12 +492,30 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
             for r in (1.0, 2.0):
                 pts = centre["locs"][0, j, :2, None] + r * l @ circle
                 ax.plot(pts[0], pts[1], color="k", lw=0.8, alpha=0.8 if r == 1 else 0.4)
+        ax.scatter(centre["locs"][0, :, 0], centre["locs"][0, :, 1], marker="x", color="k", s=40, label="component means")
+        ax.legend(fontsize=8, loc="best")
         ax.set_aspect("equal")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     ax.set_title(f"Gaussian mixture, K = {model.k} ({source})", fontsize=10)
     out["fit"] = save_figure(fig, folder / "fit.png")
     return out
+
+
+def principal_plane(x: torch.Tensor) -> tuple[torch.Tensor | None, tuple[str, str]]:
+    """For data of more than two dimensions, the (D, 2) orthonormal basis of their first two principal
+    components (the right singular vectors of the centred data) and axis labels that give each one's
+    share of the variance; for 2-D data None and the coordinates' own names."""
+    if x.shape[1] <= 2:
+        return None, ("x1", "x2")
+    centred = (x - x.mean(0)).double()
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = s**2 / (s**2).sum()
+    # A singular vector's sign is arbitrary (it may differ between LAPACK builds): make each one's largest
+    # entry positive so the picture is the same everywhere.
+    vh = vh[:2] * torch.sign(vh[:2].gather(1, vh[:2].abs().argmax(1, keepdim=True)))
+    labels = (f"PC 1 ({100 * float(share[0]):.0f}% of the variance)", f"PC 2 ({100 * float(share[1]):.0f}% of the variance)")
+    return vh.T.to(x.dtype), labels
 
 
 def _covariances(model: GMM, theta: Theta) -> torch.Tensor:
