@@ -233,16 +233,14 @@ NO_BITS_PER_DIM = ("not reported: the data are continuous, so -log p(x) is a den
 
 def likelihood_is_discrete(model: Any) -> bool:
     """Whether the model's test likelihood is a probability of discrete values (a code length, so bits per
-    dimension mean something) rather than a density: the family's own answer where it gives one, a model
-    program's observed site (a discrete distribution, or a dequantized density of discrete levels), and
-    otherwise binary data."""
-    own = getattr(model, "likelihood_is_discrete", None)
-    if callable(own):
-        return bool(own())
-    site = getattr(getattr(model, "program", None), "x_site", None)
-    if site is not None:
+    dimension mean something) rather than a density: for a model program, its observed site (a discrete
+    distribution, or a dequantized density of discrete levels); otherwise the family's answer."""
+    from ppgen.program.family import ProgramFamily
+
+    if isinstance(model, ProgramFamily):
+        site = model.program.x_site
         return bool(site.entry.discrete or site.options.get("dequantize"))
-    return model.info.kind == "binary"
+    return bool(model.likelihood_is_discrete())
 
 
 def per_dim(model: Any, nll: float, dims: int) -> dict[str, Any]:

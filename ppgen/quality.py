@@ -458,7 +458,7 @@ def applicability(model: Any) -> tuple[str | None, str | None]:
 def sample_count(model: Any, n: int | None = None) -> int:
     """The number of samples the sample-quality metrics draw: ``n`` (``--quality-samples``) when given,
     else the spec's own ``quality_samples`` where it sets one, else :data:`DEFAULT_SAMPLES`."""
-    return n or getattr(model, "quality_samples", None) or DEFAULT_SAMPLES
+    return n or model.quality_samples or DEFAULT_SAMPLES
 
 
 _FLOOR: dict[str, dict[str, Any]] = {}

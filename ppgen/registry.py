@@ -151,10 +151,8 @@ def load_recipe(
 
 def load_data(spec: ModelSpec) -> data_sets.Dataset:
     """The data set of a model spec, as its family takes it: ``spec.data`` loaded, then the family's
-    ``data_view`` (a Gaussian mixture flattens images to vectors) where it declares one."""
-    dataset = data_sets.load(spec.data)
-    view = getattr(family(spec.family), "data_view", None)
-    return view(dataset) if view is not None else dataset
+    ``data_view`` (a Gaussian mixture flattens images to vectors)."""
+    return family(spec.family).data_view(data_sets.load(spec.data))
 
 
 def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
