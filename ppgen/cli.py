@@ -277,12 +277,40 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if last:
         rec = last[-1]
         extra = f", validation loss {rec['val_loss']:.4f}" if "val_loss" in rec else ""
-        print(f"epoch {rec['epoch']}: training loss {rec['loss']:.4f}{extra}")
+        by_layer = final_losses_by_layer(last)
+        if by_layer:
+            print(f"epoch {rec['epoch']}: final losses by layer (each layer's own objective on its own input, "
+                  "not a loss of the whole model):")
+            for line in by_layer:
+                print(f"  {line}")
+        else:
+            print(f"epoch {rec['epoch']}: training loss {rec['loss']:.4f}{extra}")
         ended = [m for m in run.metrics if m.get("kind") == "train" and m.get("epoch") == rec["epoch"] and m.get("converged")]
         if ended and rec["epoch"] < run.recipe.epochs:
             print(f"converged at epoch {rec['epoch']} of the {run.recipe.epochs} asked: further iterations would "
                   "change nothing, so the run ends here")
     return 0
+
+
+def final_losses_by_layer(epochs: list[dict[str, Any]]) -> list[str]:
+    """For a run trained one layer at a time (epoch records with a ``layer``, e.g. a DBN's layerwise
+    routine), one line per layer with the losses of the last epoch that trained it; [] otherwise. The
+    last epoch's loss alone is the top layer's only."""
+    last: dict[int, dict[str, Any]] = {}
+    for rec in epochs:
+        if isinstance(rec.get("layer"), (int, float)) and not isinstance(rec.get("layer"), bool):
+            last[int(rec["layer"])] = rec
+    if not last:
+        return []
+    top = max(last)
+    lines = []
+    for layer in sorted(last):
+        rec = last[layer]
+        where = " (bottom)" if layer == 0 else " (top)" if layer == top else ""
+        val = f", validation loss {rec['val_loss']:.4f}" if isinstance(rec.get("val_loss"), (int, float)) else ""
+        loss = f"training loss {rec['loss']:.4f}" if isinstance(rec.get("loss"), (int, float)) else "no training loss"
+        lines.append(f"layer {layer + 1}{where}: {loss}{val} (epoch {rec['epoch']})")
+    return lines
 
 
 #: What ``sample`` may be asked for: samples in one picture, and values (samples x numbers in each) in all.

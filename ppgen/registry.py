@@ -152,6 +152,12 @@ def load_recipe(
     return validate(cls, data, what, override_keys(overrides, "inference."))
 
 
+def load_data(spec: ModelSpec) -> data_sets.Dataset:
+    """The data set of a model spec, as its family takes it: ``spec.data`` loaded, then the family's
+    ``data_view`` (a Gaussian mixture flattens images to vectors)."""
+    return family(spec.family).data_view(data_sets.load(spec.data))
+
+
 def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> Family:
     """The family module a spec describes, freshly initialised.
 
@@ -160,7 +166,7 @@ def build(spec: str | Path | dict | ModelSpec, info: DataInfo | None = None) -> 
     """
     spec = load_spec(spec)
     if info is None:
-        info = data_sets.load(spec.data).info
+        info = load_data(spec).info
     cls = family(spec.family)
     try:
         return cls(spec, info)

@@ -172,7 +172,7 @@ class DataSpec(Strict):
     batch_size: int = Field(128, ge=1, le=1_000_000)
     limit: int | None = Field(None, ge=1, description="use only the first N training examples")
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share held out for testing (sequence data: 0.2)")
     image_size: int | None = Field(None, ge=2, le=256, description="resize folder images to this side")
     labels: int | None = Field(None, ge=1, le=10_000_000, description="keep the labels of only N training examples "
                                "(balanced over the classes) and hide the rest")
@@ -180,6 +180,16 @@ class DataSpec(Strict):
     labelled_batch: int | None = Field(None, ge=1, le=1_000_000, description="labelled examples appended to each "
                                        "training batch (with data.labels)")
     labelled_only: bool = Field(False, description="with data.labels: train on the labelled examples alone")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence_split(cls, data: Any) -> Any:
+        # One example is one whole sequence, so the usual 10% leaves a test split of two macro windows
+        # (25 in all): sequence sources hold out SEQUENCE_TEST_FRACTION unless told otherwise, and the
+        # resolved spec.yaml records the fraction used.
+        if isinstance(data, dict) and data.get("name") in SEQUENCE_SOURCES and "test_fraction" not in data:
+            data = {**data, "test_fraction": SEQUENCE_TEST_FRACTION}
+        return data
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataSpec":
@@ -198,6 +208,9 @@ class DataSpec(Strict):
         return self
 
 
+#: Data sources whose examples are sequences, and the share of them held out for testing by default.
+SEQUENCE_SOURCES = ("toyseq", "macro")
+SEQUENCE_TEST_FRACTION = 0.2
 _COMMON = {"name", "batch_size", "limit", "binarize"}
 _SPLIT = {"val_fraction", "test_fraction"}
 _GENERATED = _COMMON | _SPLIT | {"distribution", "n"}

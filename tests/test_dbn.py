@@ -265,3 +265,27 @@ def test_dbn_spec_errors() -> None:
     with pytest.raises(SpecError, match="persistent"):
         ppgen.load_recipe({"routine": "layerwise", "chains": 5})
     assert math.isfinite(ppgen.load_recipe({"routine": "layerwise"}).optimizer.lr)
+
+
+def test_fit_reports_each_layers_final_loss_not_the_top_layers_as_the_runs(tmp_path, capsys) -> None:
+    """The last epoch of a layerwise run trains the top layer only: ``ppgen fit`` names each layer's last
+    losses rather than printing the top layer's as "the" training loss."""
+    import json
+
+    from ppgen.cli import main
+
+    spec = tmp_path / "dbn.json"
+    spec.write_text(json.dumps(_spec([6, 5, 4])))
+    recipe = tmp_path / "layerwise.json"
+    recipe.write_text(json.dumps({"routine": "layerwise", "k": 1, "layer_epochs": [2, 1, 1]}))
+    assert main(["fit", str(spec), "--inference", str(recipe), "--epochs", "4", "--out", str(tmp_path / "run"),
+                 "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in epochs if m.get("kind") == "epoch"]
+    assert [m["layer"] for m in epochs] == [0.0, 0.0, 1.0, 2.0]
+    assert "epoch 4: training loss" not in out
+    assert "final losses by layer" in out
+    for layer, rec, where in ((1, epochs[1], " (bottom)"), (2, epochs[2], ""), (3, epochs[3], " (top)")):
+        assert (f"layer {layer}{where}: training loss {rec['loss']:.4f}, validation loss {rec['val_loss']:.4f} "
+                f"(epoch {rec['epoch']})") in out

@@ -233,6 +233,15 @@ def test_scale_newton_solves_the_lognormal_mode_equation() -> None:
         assert abs(math.log(got) - root) < 1e-10
 
 
+def test_scale_newton_of_a_constant_coordinate_with_many_points() -> None:
+    """Zero scatter under many points (a pixel that is 0 in every image): the root is log_median - (n + 1)
+    tau^2, far below where e^{-2v} fits in a float; the answer is that root, not nan."""
+    for dtype in (torch.float32, F64):
+        sigma = lognormal_scale_mode(torch.zeros(2, dtype=dtype), torch.tensor([1000.0, 5.0], dtype=dtype), 0.0, 1.5)
+        expected = torch.tensor([-(1001.0) * 2.25, -6.0 * 2.25], dtype=F64).exp().to(dtype)
+        torch.testing.assert_close(sigma, expected, rtol=1e-6, atol=0.0)
+
+
 def test_covariance_newton_reaches_the_m_step_maximum() -> None:
     """Full covariance: the Newton M-step's factor maximises Q (the objective's gradient by autograd
     vanishes there, and random nearby factors are worse), from a bad previous value."""

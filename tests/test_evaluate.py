@@ -92,3 +92,73 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png")]) == 0
     captured = capsys.readouterr()
     assert "n_test" in captured.out and "not comparable: test_nll_nats" in captured.err
+
+
+def test_bits_per_dim_only_where_the_likelihood_is_of_discrete_values(runs, tmp_path) -> None:
+    """bits/dim of a continuous density (a GB-RBM on grey levels, a Gaussian HMM, a GMM) mean nothing: those
+    report nats per value and say why; binary data, grey-level PixelCNNs, categorical HMMs keep bits/dim."""
+    import math
+
+    from ppgen.data.core import DataInfo
+    from ppgen.evaluation.evaluate import NO_BITS_PER_DIM, likelihood_is_discrete
+    from ppgen.models.hmm import HMM, HMMSpec
+
+    binary = evaluate(runs["rbm"], write=False, limit=10)
+    assert binary["bits_per_dim"] == pytest.approx(binary["test_nll_nats"] / (64 * math.log(2)))
+    assert "bits_per_dim_omitted" not in binary and "test_nll_nats_per_dim" not in binary
+    spec = {"family": "gbrbm", "hidden": 4, "data": {"name": "digits", "binarize": "none", "limit": 60, "batch_size": 20}}
+    gb = evaluate(ppgen.fit(spec, None, epochs=1, out=tmp_path / "gb", progress=False), write=False, limit=10)
+    assert "bits_per_dim" not in gb
+    assert gb["test_nll_nats_per_dim"] == pytest.approx(gb["test_nll_nats"] / 64)
+    assert gb["bits_per_dim_omitted"] == NO_BITS_PER_DIM and "continuous" in NO_BITS_PER_DIM
+    gaussian = HMM(HMMSpec(states=2, emission={"kind": "gaussian"}, data={"name": "toyseq"}), DataInfo((5, 1), "continuous"))
+    dice = HMM(HMMSpec(states=2, emission={"kind": "categorical", "symbols": 6}, data={"name": "toyseq"}),
+               DataInfo((5, 1), "continuous"))
+    assert not likelihood_is_discrete(gaussian) and likelihood_is_discrete(dice)
+    gmm = ppgen.build(ppgen.load_spec({"family": "gmm", "components": 2, "data": {"name": "toymix"}}),
+                      DataInfo((2,), "continuous"))
+    pixel = ppgen.build(ppgen.load_spec({"family": "pixelcnn", "data": {"name": "digits", "binarize": "none"}}),
+                        DataInfo((1, 8, 8), "continuous"))
+    assert not likelihood_is_discrete(gmm) and likelihood_is_discrete(pixel)
+
+
+def test_evaluate_says_what_it_will_compute_and_which_metrics_fit_the_data(runs, tmp_path, monkeypatch, capsys) -> None:
+    """Before the work: the test examples x importance samples and the quality samples on stderr (with a
+    progress bar, or when the work is long), never on --json's stdout; the digit classifier's metrics on
+    28x28 data that are not MNIST come with a note, and data without quality metrics say so."""
+    import json
+
+    import numpy as np
+
+    from ppgen.evaluation import evaluate as evaluate_mod
+    from ppgen.evaluation import quality
+    from ppgen.cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
+    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
+            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
+    run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
+    clf = quality.DigitClassifier()  # untrained: the tests never train the MNIST classifier
+    monkeypatch.setattr(quality, "classifier", lambda: clf)
+    capsys.readouterr()
+    res = evaluate(run, k=2, limit=10, quality_samples=12, write=False, progress=True)
+    err = capsys.readouterr().err
+    assert "ppgen evaluate: 10 test examples x 2 importance samples = 20 likelihood terms; 12 samples for the " \
+           "sample-quality metrics" in err
+    assert "fid_classifier" in res and res["quality_note"].startswith("fid_classifier, kid_classifier")
+    assert "a classifier of MNIST digits, but these data are 'npz' from" in res["quality_note"]
+    assert res["quality_note"] in err
+    assert main(["evaluate", str(run.path), "--k", "2", "--limit", "10", "--quality-samples", "12", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["quality_note"] == res["quality_note"]  # stdout is the JSON alone
+    assert "not how close they are to these data" in err
+    # Small work without a bar: silent; the same work counted as long: said.
+    plain = evaluate(runs["rbm"], write=False, limit=5)
+    assert capsys.readouterr().err == ""
+    assert plain["quality_note"].startswith("no sample-quality metrics for these data ('digits', one example 1x8x8)")
+    monkeypatch.setattr(evaluate_mod, "LONG_WORK", 50)
+    evaluate(runs["rbm"], write=False, limit=5, ais_runs=3, ais_steps=15)
+    assert capsys.readouterr().err == "ppgen evaluate: 5 test examples; log Z exactly where it is small enough, else by " \
+                                      "AIS with 3 runs x 15 steps\n"
+    assert "quality_note" not in evaluate(runs["rbm"], write=False, limit=5, quality=False)

@@ -184,3 +184,51 @@ def test_spec_errors_name_the_key_and_the_fix() -> None:
         ppgen.build({"family": "gmm", "covariance": "full", "data": {"name": "toymix", "distribution": "duo1d"}})
     with pytest.raises(SpecError, match="accepted: blobs3, trio1d, duo1d"):
         ppgen.data.load(name="toymix", distribution="blobs4")
+
+
+def test_a_mixture_of_images_flattens_them_and_plots_principal_components(tmp_path, capsys, monkeypatch) -> None:
+    """Images (here 4x4 grey values in an npz of shape (N, 1, 4, 4)) are fitted as vectors of 16 values, said
+    once on stderr; the figure shows the data and the component means on the first two principal
+    components, not on the first two pixels."""
+    from ppgen.evaluation.evaluate import evaluate
+    from ppgen.models.bayesian import gmm
+    from ppgen.plots import bayesian as gmm_plots
+    from ppgen.runs import open_run
+
+    monkeypatch.setattr(gmm, "_FLATTENED", set(), raising=False)
+    rng = np.random.default_rng(0)
+    proto = rng.random((2, 1, 4, 4))
+    x = np.clip(proto[rng.integers(0, 2, 200)] + 0.05 * rng.standard_normal((200, 1, 4, 4)), 0, 1).astype(np.float32)
+    np.savez(tmp_path / "img.npz", x=x)
+    spec = {"family": "gmm", "components": 2,
+            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "binarize": "none", "batch_size": 200}}
+    run = ppgen.fit(spec, {"routine": "em", "epochs": 3}, out=tmp_path / "run", progress=False)
+    assert run.model.d == 16 and tuple(run.data.train_x.shape[1:]) == (16,)
+    res = evaluate(open_run(run.path), write=False)
+    assert math.isfinite(res["test_nll_nats"])
+    err = capsys.readouterr().err
+    assert err.count("each example of shape 1x4x4 is flattened to a vector of its 16 values") == 1
+    figures = []
+    monkeypatch.setattr(gmm_plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    families.figures(run.model, tmp_path / "figures", run.data)
+    ax = figures[0].axes[0]
+    assert ax.get_xlabel().startswith("PC 1 (") and ax.get_ylabel().startswith("PC 2 (")
+    # The two clusters differ along the first principal component: the means' PC 1 coordinates are the
+    # projections of the fitted means, far apart compared with the noise.
+    xs = torch.from_numpy(x.reshape(200, 16))
+    plane, _ = gmm_plots.principal_plane(xs)
+    assert torch.allclose(plane.T @ plane, torch.eye(2), atol=1e-5)
+    diff = (run.model.theta()["locs"][0, 0] - run.model.theta()["locs"][0, 1]) @ plane
+    assert abs(float(diff[0])) > 10 * 0.05
+    # Vectors stay as they are, and 2-D data keep their own axes.
+    assert gmm_plots.principal_plane(torch.randn(50, 2)) == (None, ("x1", "x2"))
+
+
+def test_a_value_constant_in_every_example_is_refused_by_name(tmp_path) -> None:
+    """A blank border pixel (scikit-learn's digits have several) would take a component's scale to 0: the
+    data are refused with the positions, not fitted into an error of the M-step."""
+    with pytest.raises(SpecError, match=r"data 'digits': \d+ of the 64 values of an example are the same in every "
+                                        r"training example \(flattened positions 0, "):
+        ppgen.fit({"family": "gmm", "components": 2, "data": {"name": "digits", "binarize": "none"}},
+                  {"routine": "em", "epochs": 2}, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

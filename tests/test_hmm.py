@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -22,6 +23,8 @@ from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
 from ppgen.models.bayesian.hmm import HMM, HMMSpec
 from ppgen.spec import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -164,7 +167,7 @@ def test_likelihood_equals_hmmlearn_at_the_same_parameters() -> None:
 def test_toyseq_data_and_known_parameters() -> None:
     data = ppgen.data.load(name="toyseq", distribution="casino", n=400)
     x, y = data.split("train")
-    assert x.shape == (320, 60, 1) and y.shape == (320, 60)
+    assert x.shape == (280, 60, 1) and y.shape == (280, 60)  # 400 - 20% test - 10% validation
     assert data.info.event_shape == (60, 1)
     truth = TOYSEQ["casino"].tensors()
     # Empirical transition frequencies of the true paths and face frequencies given the state.
@@ -185,7 +188,7 @@ def test_macro_data_are_windows_in_time_order() -> None:
     # Growth of 1959Q2 from the levels in the file: 400 log(2778.801 / 2710.349).
     assert math.isclose(values[0], 400 * math.log(2778.801 / 2710.349), rel_tol=1e-9)
     all_x = torch.cat([data.train_x, data.val_x, data.test_x])
-    assert all_x.shape == (25, 8, 1) and data.train_x.shape[0] == 21
+    assert all_x.shape == (25, 8, 1) and data.train_x.shape[0] == 18  # 5 windows for testing, 2 for validation
     np.testing.assert_allclose(all_x.reshape(-1).numpy(), values[2:].astype(np.float32))
     windows = macro_windows()
     assert windows[-1] == ("2007Q4", "2009Q3")
@@ -195,6 +198,24 @@ def test_macro_data_are_windows_in_time_order() -> None:
     assert -6.7 < float(data.test_x[-1, 5, 0]) < -6.6
     with pytest.raises(SpecError, match="data.n does not apply"):
         ppgen.data.load(name="macro", n=10)
+
+
+def test_sequence_data_hold_out_a_fifth_for_testing_by_default(tmp_path) -> None:
+    """One example is a whole sequence: the default test split is 20% of the sequences (5 of the 25 macro
+    windows, not 2), recorded in the run's spec.yaml and in evaluate's n_test; a fraction given is kept."""
+    from ppgen.evaluation.evaluate import evaluate
+    from ppgen.runs import open_run
+
+    assert ppgen.data.load(name="macro").test_x.shape[0] == 5
+    assert ppgen.data.load(name="toyseq", n=100).test_x.shape[0] == 20
+    assert ppgen.data.load(name="toyseq", n=100, test_fraction=0.1).test_x.shape[0] == 10
+    assert ppgen.data.load(name="toy1d", distribution="mixture", n=100).test_x.shape[0] == 10  # iid data: as before
+    run = ppgen.fit(ROOT / "models/hmm.yaml", ROOT / "inference/em.yaml", epochs=2, out=tmp_path / "run",
+                    progress=False)
+    assert "test_fraction: 0.2" in (run.path / "spec.yaml").read_text()
+    assert evaluate(run, write=False)["n_test"] == 5
+    again = open_run(run.path)  # the recorded fraction is the one used when the run is opened again
+    assert again.data.test_x.shape[0] == 5
 
 
 def test_map_recovers_a_known_hmm() -> None:

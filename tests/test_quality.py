@@ -279,3 +279,26 @@ def test_toy_metrics_use_true_draws_not_means() -> None:
 
     out = quality.sample_metrics(Toy(), None, n=4000)
     assert out["ks_statistic"] < 0.05  # a point mass at the median would give 0.5
+
+
+@pytest.mark.parametrize("family,kind", [("rbm", "binary"), ("gbrbm", "continuous"), ("bm", "binary"),
+                                         ("dbn", "binary"), ("vae", "binary")])
+def test_every_family_draws_the_same_number_of_quality_samples(family: str, kind: str) -> None:
+    """The energy families draw as many samples for the image metrics as every other family (so that
+    the real-data floor, which uses as many images, is the same number), unless told otherwise."""
+    import ppgen
+
+    spec = {"family": family, "data": {"name": "mnist"}}
+    if family in ("rbm", "gbrbm", "bm"):
+        spec["hidden"] = 4
+    if family == "dbn":
+        spec["hidden"] = [4, 3]
+    if family == "gbrbm":
+        spec["data"]["binarize"] = "none"
+    model = ppgen.build(ppgen.load_spec(spec), DataInfo((1, 28, 28), kind))
+    assert quality.sample_count(model) == quality.DEFAULT_SAMPLES
+    assert quality.sample_count(model, 50) == 50  # --quality-samples 50
+    if family != "vae":  # the spec may still ask for another count, for itself
+        spec["sampling"] = {"quality_samples": 20}
+        assert quality.sample_count(ppgen.build(ppgen.load_spec(spec), DataInfo((1, 28, 28), kind))) == 20
+        assert quality.sample_count(ppgen.build(ppgen.load_spec(spec), DataInfo((1, 28, 28), kind)), 50) == 50

@@ -4,7 +4,8 @@ regime-switching series that ships with statsmodels.
 **Shape.** A sequence data set is ``x`` of shape (N, T, D): N sequences of a fixed length T with D values
 per step (D = 1 for a scalar series; a categorical series holds symbol indices 0..V-1 as floats). One
 example is one sequence, so held-out likelihoods are per sequence (an HMM reports per-step numbers
-beside them). Labels ``y``, where the truth is known, are the hidden state paths, int64 of shape (N, T).
+beside them), and a fifth of the sequences are held out for testing unless ``data.test_fraction`` says
+otherwise (``ppgen.spec.SEQUENCE_TEST_FRACTION``; 5 of the 25 macro windows). Labels ``y``, where the truth is known, are the hidden state paths, int64 of shape (N, T).
 
 ``toyseq`` (``data.distribution``, default ``gaussian``; ``data.n`` sequences, default 200; iid
 sequences, split into consecutive blocks train/val/test):

@@ -4,13 +4,16 @@ The test negative log-likelihood is the mean over the test split of -log p(x), w
 exact or a family's estimator of it (importance sampling with k samples for latent-variable models,
 AIS for energy-based ones). ``test_nll_stderr`` is the standard error of that mean over test examples;
 ``test_nll_mc_stderr`` is the Monte Carlo error of the estimator itself, averaged over examples.
-Bits per dimension is ``test_nll_nats / (D ln 2)``, D the number of values in one example.
+Bits per dimension is ``test_nll_nats / (D ln 2)``, D the number of values in one example, reported
+where the likelihood is a probability of discrete values (binary or grey-level pixels, symbols, a
+dequantized flow); for a continuous density it is ``test_nll_nats_per_dim`` instead, with the reason.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -59,7 +62,7 @@ def evaluate(
     samples per example and class of ``bayes_accuracy`` for programs with a label site (see
     :mod:`ppgen.evaluation.classify`). ``quality=False`` skips the sample-quality metrics (the slow part on image
     data); ``quality_samples`` sets how many samples (and as many test and validation images) they use, the
-    same for every family (default: 10,000, or fewer where the family's sampler is slow); the image metrics
+    same for every family (default: 10,000, or the spec's own ``sampling.quality_samples``); the image metrics
     record the number used as ``quality_samples``.
     """
     if limit is not None and limit < 1:
@@ -121,6 +124,7 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
     x = x.to(device)
     y = y.to(device) if y is not None else None
     result: dict[str, Any] = {"family": run.spec.family, "n_test": int(x.shape[0])}
+    note = _announce(model, int(x.shape[0]), k, quality, quality_samples, progress, options)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -138,11 +142,60 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
 
         # Sample quality (ppgen.evaluation.quality's rule: MNIST-shaped images, toy1d and ring8/grid25; {} otherwise).
         if quality:
-            result.update(sample_quality.sample_metrics(model, data, n=quality_samples, seed=seed))
+            result.update(sample_quality.sample_metrics(model, data, n=quality_samples, seed=seed, progress=progress))
+    if note:
+        result["quality_note"] = note
     result["seconds"] = time.perf_counter() - t0
     if write:
         atomic_write_text(json.dumps(result, indent=2) + "\n", run.path / "evaluation.json")
     return result
+
+
+#: Work (likelihood terms, AIS transitions, Gibbs sweeps of the samples) from which ``evaluate`` says on
+#: stderr what it is about to do even without a progress bar.
+LONG_WORK = 1_000_000
+
+
+def work_plan(model: Any, n_test: int, k: int, quality_n: int | None, **options: Any) -> tuple[str, int]:
+    """What an evaluation will compute, in words, and a rough count of its work: test examples times
+    importance samples, AIS runs times steps (energy families), quality samples times the Gibbs sweeps
+    each one takes."""
+    if model.importance_samples:
+        work = n_test * k
+        parts = [f"{n_test:,} test examples x {k:,} importance samples = {work:,} likelihood terms"]
+    else:
+        work, parts = n_test, [f"{n_test:,} test examples"]
+    ais = getattr(model.spec, "ais", None)
+    if isinstance(model, PartitionFunction) and ais is not None and options.get("log_z_method") != "exact":
+        runs, steps = options.get("ais_runs") or ais.runs, options.get("ais_steps") or ais.steps
+        how = "by AIS" if options.get("log_z_method") == "ais" else "exactly where it is small enough, else by AIS"
+        parts.append(f"log Z {how} with {runs:,} runs x {steps:,} steps")
+        work += runs * steps
+    if quality_n:
+        sweeps = getattr(getattr(model.spec, "sampling", None), "steps", None) if isinstance(model, PartitionFunction) else None
+        parts.append(f"{quality_n:,} samples for the sample-quality metrics" + (f", {sweeps:,} Gibbs sweeps each" if sweeps else ""))
+        work += quality_n * (sweeps or 1)
+    return "; ".join(parts), work
+
+
+def _announce(model: Any, n_test: int, k: int, quality: bool, quality_samples: int | None, progress: bool,
+              options: dict[str, Any]) -> str | None:
+    """Say on stderr what the evaluation will compute (with a progress bar, or when the work is long) and
+    where the sample-quality metrics do not fit the data; returns that note for the result."""
+    from ppgen.evaluation import quality as sample_quality
+
+    metrics, note = sample_quality.applicability(model) if quality else (None, None)
+    n = None
+    if metrics == "modes":
+        n = sample_quality.MODE_SAMPLES
+    elif metrics is not None:
+        n = sample_quality.sample_count(model, quality_samples)
+    text, work = work_plan(model, n_test, k, n, **options)
+    if progress or work >= LONG_WORK:
+        print(f"ppgen evaluate: {text}", file=sys.stderr)
+    if note and metrics is not None:  # computed, but not what they seem: say so now, not only in the result
+        print(f"ppgen evaluate: {note}", file=sys.stderr)
+    return note
 
 
 def _nll(model: Any, x: torch.Tensor, y: torch.Tensor | None, *, k: int, batch_size: int, progress: bool,
@@ -169,6 +222,26 @@ def _nll(model: Any, x: torch.Tensor, y: torch.Tensor | None, *, k: int, batch_s
         "test_nll_nats": nll,
         "test_nll_stderr": float(ll.std() / math.sqrt(n)) if n > 1 else 0.0,
         "test_nll_mc_stderr": float(se.pow(2).mean().sqrt() / math.sqrt(n)),
-        "bits_per_dim": nll / (dims * math.log(2)),
     }
+    res.update(per_dim(model, nll, dims))
     return res
+
+
+#: Why a continuous density has no bits per dimension.
+NO_BITS_PER_DIM = ("not reported: the data are continuous, so -log p(x) is a density in the units of x (it "
+                   "changes with their scale and can be negative), not a code length; test_nll_nats_per_dim is "
+                   "the same number per value, comparable only between models of the same data")
+
+
+def likelihood_is_discrete(model: Any) -> bool:
+    """Whether the model's test likelihood is a probability of discrete values (a code length, so bits per
+    dimension mean something) rather than a density, as the family declares."""
+    return bool(model.likelihood_is_discrete())
+
+
+def per_dim(model: Any, nll: float, dims: int) -> dict[str, Any]:
+    """``bits_per_dim`` (nats / (D ln 2)) for a likelihood of discrete values; for a continuous density
+    ``test_nll_nats_per_dim`` and the reason bits/dim are left out."""
+    if likelihood_is_discrete(model):
+        return {"bits_per_dim": nll / (dims * math.log(2))}
+    return {"test_nll_nats_per_dim": nll / dims, "bits_per_dim_omitted": NO_BITS_PER_DIM}

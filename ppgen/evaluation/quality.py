@@ -47,8 +47,8 @@ import torch
 from ppgen.contracts import MeanSamples
 from torch import nn
 
-#: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise; a family may
-#: lower it with a class attribute ``quality_samples`` when its sampling is slow.
+#: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise, the same for
+#: every family so that the real-data floor is the same; a spec may set another (``quality_samples``).
 DEFAULT_SAMPLES = 10_000
 #: Samples for the mode count of the 2-D toys (PacGAN's 2,500).
 MODE_SAMPLES = 2500
@@ -413,15 +413,52 @@ def is_mnist_shaped(event_shape: tuple[int, ...]) -> bool:
     return tuple(event_shape) == (1, 28, 28)
 
 
-def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True) -> torch.Tensor:
+def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True, progress: bool = False) -> torch.Tensor:
     """``n`` samples in batches; with ``means``, families whose ``sample`` takes ``mean`` give their mean
-    images E[x|z] (the pictures a VAE is shown by), the others their samples."""
+    images E[x|z] (the pictures a VAE is shown by), the others their samples. ``progress``: a bar on stderr."""
     takes_mean = means and isinstance(model, MeanSamples)
     out = []
-    for start in range(0, n, batch_size):
+    starts: Any = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"{n} quality samples", unit="batch", leave=False)
+    for start in starts:
         m = min(batch_size, n - start)
         out.append(model.sample(m, mean=True) if takes_mean else model.sample(m))
     return torch.cat(out).detach().float().cpu()
+
+
+#: Where the classifier-space metrics are measured on data other than MNIST digits.
+NOT_DIGITS = ("fid_classifier, kid_classifier, precision, recall and class_entropy are measured in the features "
+              "of a classifier of MNIST digits, but these data are {data}: the numbers say how digit-like the "
+              "samples are, not how close they are to these data")
+#: Where no sample-quality metric applies.
+NO_METRICS = ("no sample-quality metrics for these data ({data}, one example {shape}): they are defined for "
+              "MNIST digits (1x28x28, in a digit classifier's features), toy1d targets (KS distance to the exact "
+              "CDF) and the ring8/grid25 toys (mode coverage)")
+
+
+def applicability(model: Any) -> tuple[str | None, str | None]:
+    """Which sample-quality metrics :func:`sample_metrics` computes for the model's data (``"classifier"``,
+    ``"ks"``, ``"modes"`` or None) and a note where they do not fit the data: the digit classifier's
+    metrics on 1x28x28 data that are not MNIST, or none at all."""
+    event_shape = tuple(model.info.event_shape)
+    data_spec = model.spec.data
+    name = "the data" if data_spec is None else repr(data_spec.name) + (f" from {data_spec.path}" if data_spec.path else "")
+    if is_mnist_shaped(event_shape):
+        return "classifier", None if data_spec is not None and data_spec.name == "mnist" else NOT_DIGITS.format(data=name)
+    if data_spec is not None and data_spec.name == "toy1d" and data_spec.distribution:
+        return "ks", None
+    if data_spec is not None and toy2d_modes(data_spec) is not None:
+        return "modes", None
+    return None, NO_METRICS.format(data=name, shape="x".join(map(str, event_shape)) or "a scalar")
+
+
+def sample_count(model: Any, n: int | None = None) -> int:
+    """The number of samples the sample-quality metrics draw: ``n`` (``--quality-samples``) when given,
+    else the spec's own ``quality_samples`` where it sets one, else :data:`DEFAULT_SAMPLES`."""
+    return n or model.quality_samples or DEFAULT_SAMPLES
 
 
 _FLOOR: dict[str, dict[str, Any]] = {}
@@ -429,7 +466,8 @@ _FLOOR: dict[str, dict[str, Any]] = {}
 
 @torch.no_grad()
 def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0,
-                   feature_net: DigitClassifier | None = None, kid_subsets: int = 100) -> dict[str, Any]:
+                   feature_net: DigitClassifier | None = None, kid_subsets: int = 100,
+                   progress: bool = False) -> dict[str, Any]:
     """Sample-quality numbers of a fitted model for ``ppgen evaluate``.
 
     The rule: a model whose examples are MNIST-shaped images (event shape 1x28x28) and that can sample
@@ -444,12 +482,12 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
     """
     event_shape = tuple(model.info.event_shape)
     data_spec = model.spec.data
-    n = n or model.quality_samples or DEFAULT_SAMPLES
+    n = sample_count(model, n)
     state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
         if is_mnist_shaped(event_shape):
-            return _image_metrics(model, data, n, seed, feature_net, kid_subsets)
+            return _image_metrics(model, data, n, seed, feature_net, kid_subsets, progress)
         if data_spec is not None and data_spec.name == "toy1d" and data_spec.distribution:
             from ppgen.data.toy import toy1d
 
@@ -468,16 +506,16 @@ def sample_metrics(model: Any, data: Any, *, n: int | None = None, seed: int = 0
         torch.set_rng_state(state)
 
 
-def _try_draw(model: Any, n: int, means: bool = False) -> torch.Tensor | None:
+def _try_draw(model: Any, n: int, means: bool = False, progress: bool = False) -> torch.Tensor | None:
     try:
-        return draw(model, n, means=means)
+        return draw(model, n, means=means, progress=progress)
     except NotImplementedError:
         return None
 
 
 def _image_metrics(model: Any, data: Any, n: int, seed: int, clf: DigitClassifier | None,
-                   kid_subsets: int) -> dict[str, Any]:
-    x = _try_draw(model, n, means=True)
+                   kid_subsets: int, progress: bool = False) -> dict[str, Any]:
+    x = _try_draw(model, n, means=True, progress=progress)
     if x is None:
         return {}
     clf = clf or classifier()

@@ -142,6 +142,16 @@ class Family(PyroModule):
         """Family metrics on the test split for ``ppgen evaluate`` (e.g. the ELBO)."""
         return {}
 
+    def likelihood_is_discrete(self) -> bool:
+        """Whether ``log_likelihood`` is a probability of discrete values (so bits per dimension mean
+        something) rather than a density: here, where the data are binary."""
+        return self.info.kind == "binary"
+
+    @classmethod
+    def data_view(cls, dataset: Dataset) -> Dataset:
+        """The data set as this family takes it, wherever a run's data are loaded (the data set itself here)."""
+        return dataset
+
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         return None
 

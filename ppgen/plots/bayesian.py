@@ -111,7 +111,9 @@ def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | No
 def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000) -> dict[str, Path]:
     """fit.png: 1-D data as a histogram under the fitted density (posterior mean and 90% band where there
     are draws) and its components; 2-D and up, the first two coordinates coloured by the most probable
-    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses."""
+    component (``infer_discrete`` at temperature 0) with 1- and 2-sigma ellipses: 2-D data in their own
+    coordinates, more dimensions projected on the first two principal components of the training data
+    (:func:`principal_plane`), the component means and covariances with them."""
     x, _ = data.split("train")
     x = x[:max_points]
     theta = model.theta()
@@ -141,8 +143,14 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
     else:
         one = {k: v[0] for k, v in centre.items()}
         z = model.assignments(x, temperature=0, theta=one)
-        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
         cov = _covariances(model, centre)[0]
+        plane, axis_labels = principal_plane(x)
+        mean = x.mean(0) if plane is not None else None
+        if plane is not None:
+            x = (x - mean) @ plane
+            centre = {**centre, "locs": (centre["locs"] - mean) @ plane}
+            cov = plane.T @ cov @ plane
+        ax.scatter(x[:, 0], x[:, 1], c=z.numpy(), cmap="tab10", vmin=0, vmax=9, s=4, alpha=0.6)
         t = torch.linspace(0, 2 * math.pi, 100)
         circle = torch.stack([t.cos(), t.sin()], 0)
         for j in range(model.k):
@@ -151,12 +159,30 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
             for r in (1.0, 2.0):
                 pts = centre["locs"][0, j, :2, None] + r * l @ circle
                 ax.plot(pts[0], pts[1], color="k", lw=0.8, alpha=0.8 if r == 1 else 0.4)
+        ax.scatter(centre["locs"][0, :, 0], centre["locs"][0, :, 1], marker="x", color="k", s=40, label="component means")
+        ax.legend(fontsize=8, loc="best")
         ax.set_aspect("equal")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     ax.set_title(f"Gaussian mixture, K = {model.k} ({source})", fontsize=10)
     out["fit"] = save_figure(fig, folder / "fit.png")
     return out
+
+
+def principal_plane(x: torch.Tensor) -> tuple[torch.Tensor | None, tuple[str, str]]:
+    """For data of more than two dimensions, the (D, 2) orthonormal basis of their first two principal
+    components (the right singular vectors of the centred data) and axis labels that give each one's
+    share of the variance; for 2-D data None and the coordinates' own names."""
+    if x.shape[1] <= 2:
+        return None, ("x1", "x2")
+    centred = (x - x.mean(0)).double()
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = s**2 / (s**2).sum()
+    # A singular vector's sign is arbitrary (it may differ between LAPACK builds): make each one's largest
+    # entry positive so the picture is the same everywhere.
+    vh = vh[:2] * torch.sign(vh[:2].gather(1, vh[:2].abs().argmax(1, keepdim=True)))
+    labels = (f"PC 1 ({100 * float(share[0]):.0f}% of the variance)", f"PC 2 ({100 * float(share[1]):.0f}% of the variance)")
+    return vh.T.to(x.dtype), labels
 
 
 def _covariances(model: GMM, theta: Theta) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 
 from ppgen.arviz_data import arviz
 from ppgen.models.base import Family
-from ppgen.registry import build, load_recipe, load_spec
+from ppgen.registry import build, load_data, load_recipe, load_spec
 from ppgen.runs.checkpoint import CHECKPOINT, load_checkpoint, load_model_state
 from ppgen.runs.records import HISTORY, check_record, load_copy, read_json_object, read_metrics
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
@@ -98,9 +98,7 @@ class Run:
 
     @cached_property
     def data(self) -> Any:
-        from ppgen import data
-
-        return data.load(self.spec.data)
+        return load_data(self.spec)
 
     @cached_property
     def checkpoint(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 
-from ppgen.registry import load_spec
+from ppgen.registry import load_data, load_spec
 from ppgen.spec import SpecError
 from ppgen.training.errors import Interrupted, TrainingError
 from ppgen.training.signals import main_thread
@@ -107,10 +107,8 @@ def launch(job: Job, train: Callable[[Any, Job, Any], None]) -> None:
 def _train_spawned(fabric: Any, job: Job, train: Callable[[Any, Job, Any], None]) -> tuple[str, str] | None:
     """A worker process: train, and hand how it stopped back to the parent as plain data (exceptions
     would arrive there as a traceback of the child)."""
-    from ppgen import data as data_mod
-
     try:
-        train(fabric, job, data_mod.load(load_spec(job.spec).data))
+        train(fabric, job, load_data(load_spec(job.spec)))
     except Interrupted as exc:
         return ("interrupted", str(exc.path))
     except KeyboardInterrupt:

@@ -115,9 +115,7 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
 
     # Load the data once here: a bad data spec fails fast with exit 2, before anything is written and
     # before any process starts.
-    from ppgen import data as data_mod
-
-    dataset = data_mod.load(model_spec.data)
+    dataset = registry.load_data(model_spec)
     with run_lock(out_path, "ppgen fit") as lock:
         check_new_folder(out_path)  # again: another process may have fitted into it meanwhile
         plan = FitPlan(out_path, model_spec, recipe_obj, 0 if seed is None else seed)
@@ -126,11 +124,9 @@ def _fit(spec: Any, recipe: Any, *, out: str | Path | None, epochs: int | None, 
 
 def _fit_planned(plan: FitPlan, lock: int, accel: str, devices: int, progress: bool | None, dataset: Any = None) -> Run:
     """Write the folder and train, under the folder's lock."""
-    from ppgen import data as data_mod
-
     try:
         if dataset is None:
-            dataset = data_mod.load(plan.spec.data)
+            dataset = registry.load_data(plan.spec)
         write_folder(plan, devices)
         job = Job(
             spec=plan.spec.model_dump(mode="json"),

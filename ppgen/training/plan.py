@@ -181,9 +181,7 @@ def resume_plan(out: Path, spec: Any, recipe: Any, overrides: list[str] | None, 
     if seed is not None and seed != int(ckpt["seed"]):
         raise SpecError(f"--resume: {out} was fitted with --seed {int(ckpt['seed'])}; drop --seed or pass that one")
     # A routine refuses a resume it cannot continue exactly (a schedule planned for another length).
-    from ppgen import data as data_mod
-
-    dataset = data_mod.load(spec_then.data)
+    dataset = registry.load_data(spec_then)
     registry.routine(recipe_obj.routine).check_resume(
         recipe_obj, ckpt["routine"], dataset.steps_per_epoch(spec_then.data.batch_size, devices))
     start = {"epoch": done, "batches_done": part, "step": int(ckpt["routine"]["step"])}

@@ -418,6 +418,10 @@ class PixelFamily(Family):
         return loss
 
     # -- exact likelihood and classification ---------------------------------------------------
+    def likelihood_is_discrete(self) -> bool:
+        """Always: a Bernoulli of binary pixels or a Categorical over grey levels."""
+        return True
+
     @torch.no_grad()
     def log_likelihood(
         self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None

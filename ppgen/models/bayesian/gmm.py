@@ -17,8 +17,10 @@ component means and log scales as signature, so that R-hat is meaningful. :meth:
 :meth:`GMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`), which
 reaches the posterior mode of this model, with restarts fitted together.
 
-Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); labels, where a
-data set has them, are not used to fit, only to score clusterings in ``ppgen evaluate``.
+Data are vectors: ``x`` of shape (N, D) (``toy1d``, ``toy2d``, an ``npz`` with (N, D)); images (an image
+folder, an ``npz`` of (N, C, H, W)) are flattened to vectors of their C*H*W values (:meth:`GMM.data_view`,
+said once on stderr). Labels, where a data set has them, are not used to fit, only to score clusterings in
+``ppgen evaluate``.
 
 References:
     McLachlan & Peel (2000), Finite Mixture Models, Wiley.
@@ -33,7 +35,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from typing import Any, Literal
 
 import pyro
@@ -73,7 +77,8 @@ class GMMSpec(ModelSpec):
         if self.data.name in ("mnist", "digits", "images") and self.data.binarize in (None, "dynamic", "static"):
             raise ValueError(
                 f"a Gaussian mixture needs real-valued vectors; data {self.data.name!r} are images to binarize. "
-                "Use toy1d, toy2d or an npz of shape (N, D)"
+                "Set data.binarize: none (the grey values, each image flattened to a vector), or use toy1d, toy2d "
+                "or an npz of shape (N, D)"
             )
         return self
 
@@ -85,6 +90,31 @@ class GMM(BayesFamily, ChunkedEStep):
     Spec = GMMSpec
     default_routine = "enum_svi"
     unit = "data point"
+
+    @classmethod
+    def data_view(cls, dataset: Dataset) -> Dataset:
+        """The data as this family takes them: examples with more than one axis (images C x H x W) as
+        vectors of their values, said once on stderr; vectors as they are. A coordinate with the same value
+        in every training example (a blank border pixel) is refused: a Gaussian's scale there has no
+        positive lower bound, and the density none above."""
+        shape = tuple(dataset.train_x.shape[1:])
+        flat_train = dataset.train_x.reshape(len(dataset.train_x), -1)
+        constant = (flat_train == flat_train[:1]).all(0).nonzero().flatten().tolist() if len(flat_train) > 1 else []
+        if constant:
+            raise SpecError(
+                f"data {dataset.name!r}: {len(constant)} of the {flat_train.shape[1]} values of an example are the same "
+                f"in every training example (flattened positions {', '.join(map(str, constant[:8]))}"
+                f"{', ...' if len(constant) > 8 else ''}); a Gaussian mixture's scale there shrinks to 0 and its "
+                "density has no bound. Give data whose every value varies (crop constant borders, or drop those "
+                "columns of an npz)")
+        if len(shape) <= 1:
+            return dataset
+        if shape not in _FLATTENED:
+            _FLATTENED.add(shape)
+            print(f"ppgen: a Gaussian mixture models vectors: each example of shape {'x'.join(map(str, shape))} "
+                  f"is flattened to a vector of its {math.prod(shape)} values", file=sys.stderr)
+        flat = {f"{part}_x": getattr(dataset, f"{part}_x").reshape(-1, math.prod(shape)) for part in ("train", "val", "test")}
+        return dataclasses.replace(dataset, **flat, _fixed={})
 
     def __init__(self, spec: GMMSpec, info: DataInfo) -> None:
         if len(info.event_shape) != 1:
@@ -387,6 +417,10 @@ class GMM(BayesFamily, ChunkedEStep):
         resp = self.responsibilities(x, self.relabelled_theta()).mean(0)
         pred = resp.argmax(-1)
         return {"assignment_accuracy": matched_accuracy(pred, y), "adjusted_rand_index": float(adjusted_rand_score(y.numpy(), pred.numpy()))}
+
+
+#: Example shapes already said to be flattened in this process.
+_FLATTENED: set[tuple[int, ...]] = set()
 
 
 def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:

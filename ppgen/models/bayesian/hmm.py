@@ -450,6 +450,10 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
     def evaluation_setup(self, data: Any) -> dict[str, Any]:
         return {**super().evaluation_setup(data), "steps_per_sequence": self.t}
 
+    def likelihood_is_discrete(self) -> bool:
+        """Categorical emissions give probabilities of symbols (bits/dim apply); Gaussian ones a density."""
+        return self.kind == "categorical"
+
     @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Per-step held-out NLL; with true state paths, the accuracy of Viterbi decoding under the best

@@ -31,7 +31,8 @@ def lognormal_scale_mode(scatter: torch.Tensor, count: torch.Tensor, log_median:
     t2 = log_std**2
     v = torch.maximum(0.5 * torch.log(scatter / n), log_median - n * t2)
     for _ in range(max_iter):
-        ex = scatter * torch.exp(-2.0 * v)
+        # Zero scatter (a constant pixel) starts at the root itself, where e^{-2v} may overflow: 0 * inf is nan.
+        ex = torch.where(scatter > 0, scatter * torch.exp(-2.0 * v), torch.zeros_like(v))
         step = (ex - n - (v - log_median) / t2) / (-2.0 * ex - 1.0 / t2)
         v = v - step
         if bool((step.abs() <= 1e-14 * (1.0 + v.abs())).all()):

@@ -96,15 +96,16 @@ class AISSpec(Strict):
 
 class SamplingSpec(Strict):
     """Gibbs sampling from the model: ``steps`` sweeps per draw of ``sample(n)``; for diagnostics
-    ``chains`` independent chains, each ``warmup`` sweeps then ``draws`` recorded sweeps; and the number
-    of samples ``ppgen evaluate`` draws for its sample-quality metrics (each costs ``steps`` sweeps, so
-    fewer than the 10,000 a one-pass sampler gets)."""
+    ``chains`` independent chains, each ``warmup`` sweeps then ``draws`` recorded sweeps; and, when set, the
+    number of samples ``ppgen evaluate`` draws for its sample-quality metrics (each costs ``steps``
+    sweeps). Left out, it is the count every family uses (``ppgen.evaluation.quality.DEFAULT_SAMPLES``, or
+    ``--quality-samples``), so that the numbers and their real-data floor compare across families."""
 
     steps: int = Field(1000, ge=1, le=1_000_000)
     chains: int = Field(4, ge=1, le=64)
     warmup: int = Field(500, ge=0, le=1_000_000)
     draws: int = Field(500, ge=4, le=100_000)
-    quality_samples: int = Field(1000, ge=10, le=100_000)
+    quality_samples: int | None = Field(None, ge=10, le=100_000)
 
 
 # --------------------------------------------------------------------------- small helpers

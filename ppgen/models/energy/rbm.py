@@ -146,8 +146,9 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, MeanSamples):
 
     # -- sampling ---------------------------------------------------------------------------------------
     @property
-    def quality_samples(self) -> int:
-        """How many samples ``ppgen evaluate`` draws for sample-quality metrics (``sampling.quality_samples``)."""
+    def quality_samples(self) -> int | None:
+        """How many samples ``ppgen evaluate`` draws for sample-quality metrics (``sampling.quality_samples``;
+        None: the count of every family)."""
         return self.spec.sampling.quality_samples
 
     @torch.no_grad()
