@@ -28,16 +28,24 @@ def inference_data(run: Any) -> Any:
 
 def summary(idata: Any, max_vars: int = 40) -> Any:
     """``az.summary`` of the posterior group, cut to its first ``max_vars`` rows (a VAE's z has
-    obs x latent entries) so that it prints."""
+    obs x latent entries) so that it prints; without a posterior, of the Gibbs-chain statistics in
+    ``sample_stats`` where there are several chains (R-hat and ESS included)."""
     az = arviz()
     with warnings.catch_warnings():
         # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        # A family without a posterior (a GAN) is summarised by its prior predictive, the model's data.
+        # A family without a posterior (a GAN) is summarised by its prior predictive, the model's data;
+        # Gibbs chains over units' states (RBM, DBN, BM) by their chain statistics.
         group = next((g for g in ("posterior", "prior_predictive", "prior") if g in idata.groups()), "posterior")
+        if group not in idata.groups() and _several_chains(idata, "sample_stats"):
+            group = "sample_stats"
         table = az.summary(idata, group=group, kind="all" if idata[group].sizes.get("chain", 1) > 1 else "stats")
     return table.iloc[:max_vars]
+
+
+def _several_chains(idata: Any, group: str) -> bool:
+    return group in idata.groups() and idata[group].sizes.get("chain", 1) > 1
 
 
 def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:

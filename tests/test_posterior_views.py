@@ -40,3 +40,29 @@ def test_vae_posterior_draws_are_several_chains_with_r_hat_and_ess(tmp_path: Pat
     # the diagnose summary reports them
     assert {"r_hat", "ess_bulk"} <= set(report["summary"].columns)
     assert np.isfinite(report["summary"]["r_hat"]).all()
+
+
+ENERGY = {"ais": {"runs": 4, "steps": 20},
+          "sampling": {"steps": 3, "chains": 3, "warmup": 2, "draws": 12, "quality_samples": 10}}
+
+
+@pytest.mark.parametrize("spec,recipe", [
+    ({"family": "rbm", "hidden": 5}, None),
+    ({"family": "bm", "hidden": 4}, None),
+    ({"family": "dbn", "hidden": [5, 4], "bound": {"samples": 4}}, {"routine": "layerwise", "layer_epochs": 1}),
+])
+def test_gibbs_chain_statistics_are_sample_stats_not_a_posterior(spec: dict[str, Any], recipe: Any,
+                                                                  tmp_path: Path) -> None:
+    run = _fit({**spec, "data": DIGITS, **ENERGY}, tmp_path, recipe, epochs=2 if spec["family"] == "dbn" else 1)
+    report = diagnose(run)
+    idata = arviz().from_netcdf(report["idata"])
+    assert "posterior" not in idata.groups()
+    stats = idata.sample_stats
+    assert {"free_energy", "energy", "mean_visible", "mean_hidden"} <= set(stats.data_vars)
+    assert stats.sizes["chain"] == 3 and stats.sizes["draw"] == 12
+    assert "free_energy" in idata.attrs["chain_statistics"]
+    # diagnose reports R-hat and the ESS of the chain statistics
+    table = report["summary"]
+    assert {"r_hat", "ess_bulk"} <= set(table.columns)
+    assert "free_energy" in table.index and math.isfinite(table.loc["free_energy", "r_hat"])
+    assert {"trace", "rank"} <= set(report["figures"])

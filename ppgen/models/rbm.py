@@ -241,14 +241,18 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
         return {k: torch.stack(v, 1).double().numpy() for k, v in stats.items() if v}
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
-        """Several Gibbs chains as InferenceData: the posterior group holds the chain statistics
-        (dims chain, draw), so ``az.summary`` gives their R-hat and effective sample size."""
+        """Several Gibbs chains as InferenceData. The chains run over the units' states with the weights
+        fixed at their fitted values, so they are no posterior over parameters: their statistics (free
+        energy, energy, mean activations; dims chain, draw) are statistics of the sampler, in
+        ``sample_stats``, and there is no ``posterior`` group. ``az.summary(idata, group="sample_stats")``
+        (and ``ppgen diagnose``) gives their R-hat and effective sample size."""
         from ppgen.arviz_data import arviz
 
         az = arviz()
-        post = self.gibbs_chains()
-        return az.from_dict(posterior=post, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
-                                                   "family": self.family_name})
+        stats = self.gibbs_chains()
+        return az.from_dict(sample_stats=stats, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
+                                                       "chain_statistics": ", ".join(stats),
+                                                       "family": self.family_name})
 
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
@@ -257,20 +261,21 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
 
         az = arviz()
         folder = Path(folder)
-        names = [k for k in CHAIN_STATS if k in idata.posterior]
+        chains = idata.sample_stats
+        names = [k for k in CHAIN_STATS if k in chains]
         out = {}
         with warnings.catch_warnings():
             # ArviZ's plotting code trips matplotlib deprecations that are not ours to fix
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            rows = panel_count(idata.posterior, names)
+            rows = panel_count(chains, names)
             fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
-            az.plot_trace(idata, var_names=names, compact=False, axes=axes)
+            az.plot_trace(chains, var_names=names, compact=False, axes=axes)
             fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
             fig.tight_layout()
             out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-            fig, axes = grid_axes(panel_count(idata.posterior, names))
-            az.plot_rank(idata, var_names=names, ax=axes)
+            fig, axes = grid_axes(panel_count(chains, names))
+            az.plot_rank(chains, var_names=names, ax=axes)
             fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
             fig.tight_layout()
             out["rank"] = save_figure(fig, folder / "gibbs_rank.png")
