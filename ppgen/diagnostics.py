@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppgen.arviz_data import arviz, loss_trace
 from ppgen.contracts import DiagnosticFigures
 
@@ -23,14 +25,24 @@ def inference_data(run: Any) -> Any:
     idata = run.model.inference_data(run.data, run.metrics)
     if idata is None:
         raise SpecError(f"{run.path}: the {run.spec.family!r} family has no posterior to convert to ArviZ")
+    if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate") == "MAP" \
+            and getattr(run.recipe, "prior", None) == "flat":
+        # EM without the priors: the estimate is the maximum of the likelihood alone
+        idata.posterior.attrs["point_estimate"] = "ML"
     return idata
 
 
 def summary(idata: Any, max_vars: int = 40) -> Any:
     """``az.summary`` of the posterior group, cut to its first ``max_vars`` rows (a VAE's z has
-    obs x latent entries) so that it prints; without a posterior, of the Gibbs-chain statistics in
-    ``sample_stats`` where there are several chains (R-hat and ESS included)."""
+    obs x latent entries) so that it prints. A point estimate (a ``posterior`` of one draw whose
+    attribute ``point_estimate`` says which: MAP, ML) gives its values in one column named after it;
+    without a posterior, the Gibbs-chain statistics in ``sample_stats`` where there are several chains
+    (R-hat and ESS included)."""
     az = arviz()
+    if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate"):
+        # one value per entry, not draws: the values, without moments, R-hat or ESS
+        est = str(idata.posterior.attrs["point_estimate"])
+        return az.summary(idata, stat_funcs={est: _first}, extend=False).iloc[:max_vars]
     with warnings.catch_warnings():
         # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
         warnings.simplefilter("ignore", UserWarning)
@@ -42,6 +54,10 @@ def summary(idata: Any, max_vars: int = 40) -> Any:
             group = "sample_stats"
         table = az.summary(idata, group=group, kind="all" if idata[group].sizes.get("chain", 1) > 1 else "stats")
     return table.iloc[:max_vars]
+
+
+def _first(values: Any) -> float:
+    return float(np.ravel(values)[0])
 
 
 def _several_chains(idata: Any, group: str) -> bool:

@@ -17,6 +17,7 @@ import yaml
 
 import ppgen
 from ppgen import registry
+from ppgen.arviz_data import arviz
 from ppgen.diagnostics import diagnose
 from ppgen.evaluate import evaluate
 from ppgen.inference.capability import fitting_recipes
@@ -58,10 +59,17 @@ USER_FILE = textwrap.dedent('''
 #: An unconditional autoregressive model has no latent variable, so nothing for ArviZ's posterior group.
 NO_POSTERIOR = "has no posterior to convert"
 
+#: What ``diagnose`` writes for a point estimate (the default routine's MAP): the estimate as one draw of
+#: the posterior group, marked as such, the log-likelihood per example, replicated data from the plug-in
+#: predictive (several chains), the data, and a figure; its summary has the values and no R-hat.
+POINT_ESTIMATE = {"groups": {"posterior", "log_likelihood", "posterior_predictive", "observed_data"},
+                  "point_estimate": "MAP", "chains": {"posterior_predictive": 2}, "figures": {"point_estimate"}}
+
 #: Per family: a tiny spec; ``recipe``: the recipe (default: the family's default routine);
 #: ``epochs``: (N, n) -- a fit of N epochs is compared with a fit of n resumed to N (default (2, 1));
 #: ``likelihood``: whether log p(x) exists (False: ``log_likelihood`` returns None, on purpose);
-#: ``diagnose``: None where it runs, else the message of its refusal.
+#: ``diagnose``: what it writes (``groups`` it has, ``absent`` groups, the fewest ``chains`` per group, a
+#: ``point_estimate`` and the ``figures`` it draws), or the message of its refusal.
 TINY: dict[str, dict[str, Any]] = {
     "vae": {"spec": {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
                      "data": DIGITS}},
@@ -92,9 +100,9 @@ TINY: dict[str, dict[str, Any]] = {
     "python": {"spec": {"family": "python", "class": "TinyVAE", "data": DIGITS}},
     "gmm": {"spec": {"family": "gmm", "components": 2,
                      "data": {"name": "toymix", "distribution": "duo1d", "n": 60, "batch_size": 1000}},
-            "diagnose": "holds a point estimate"},
+            "diagnose": POINT_ESTIMATE},
     "hmm": {"spec": {"family": "hmm", "states": 2, "data": {"name": "toyseq", "n": 12, "batch_size": 1000}},
-            "diagnose": "holds a point estimate"},
+            "diagnose": POINT_ESTIMATE},
 }
 
 #: Per family and zoo recipe: a tiny spec for the recipes that fit only some models of a family (EM fits a
@@ -194,13 +202,24 @@ def test_family_contract(family: str, user_file: Path, tmp_path: Path) -> None:
     assert res["family"] == family and res["n_test"] == min(6, len(straight.data.split("test")[0]))
     if TINY[family].get("likelihood", True):
         assert math.isfinite(res["test_nll_nats"])
-    refusal = TINY[family].get("diagnose")
-    if refusal is None:
-        report = diagnose(straight)
-        assert report["idata"].exists()
-    else:
-        with pytest.raises(SpecError, match=refusal):
+    expect = TINY[family].get("diagnose", {})
+    if isinstance(expect, str):
+        with pytest.raises(SpecError, match=expect):
             diagnose(straight)
+        return
+    report = diagnose(straight)
+    assert report["idata"].exists()
+    idata = arviz().from_netcdf(report["idata"])
+    groups = set(idata.groups())
+    assert expect.get("groups", set()) <= groups and not expect.get("absent", set()) & groups, groups
+    for group, fewest in expect.get("chains", {}).items():
+        assert idata[group].sizes["chain"] >= fewest, (group, idata[group].sizes)
+    assert expect.get("figures", set()) <= set(report["figures"]), sorted(report["figures"])
+    assert all(p.exists() for p in report["figures"].values())
+    if "point_estimate" in expect:
+        assert idata.posterior.attrs["point_estimate"] == expect["point_estimate"]
+        assert (idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]) == (1, 1)
+        assert list(report["summary"].columns) == [expect["point_estimate"]]
 
 
 def _zoo_cases() -> list[tuple[str, str]]:

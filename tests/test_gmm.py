@@ -167,9 +167,12 @@ def test_fit_evaluate_sample_and_figures(tmp_path) -> None:
     s = model.sample(20_000)
     assert s.shape == (20_000, 1)
     assert abs(float(s.mean()) - float((th["weights"][0] * th["locs"][0, :, 0]).sum())) < 0.05
-    # MAP runs hold no posterior: diagnose says what to do.
+    # MAP runs hold no posterior draws: their InferenceData shows the point estimate as one draw, and
+    # asking for draws says what to do.
+    idata = model.inference_data(run.data, run.metrics)
+    assert idata.posterior.attrs["point_estimate"] == "MAP" and idata.posterior.sizes["draw"] == 1
     with pytest.raises(SpecError, match="inference/nuts.yaml"):
-        model.inference_data(run.data, run.metrics)
+        model.theta("posterior")
 
 
 def test_spec_errors_name_the_key_and_the_fix() -> None:

@@ -66,3 +66,64 @@ def test_gibbs_chain_statistics_are_sample_stats_not_a_posterior(spec: dict[str,
     assert {"r_hat", "ess_bulk"} <= set(table.columns)
     assert "free_energy" in table.index and math.isfinite(table.loc["free_energy", "r_hat"])
     assert {"trace", "rank"} <= set(report["figures"])
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+GMM = {"family": "gmm", "components": 2, "data": {"name": "toymix", "distribution": "duo1d", "n": 60, "batch_size": 1000}}
+HMM = {"family": "hmm", "states": 2, "data": {"name": "toyseq", "n": 12, "batch_size": 1000}}
+
+
+@pytest.mark.parametrize("spec,recipe,estimate", [
+    (GMM, None, "MAP"),
+    (HMM, None, "MAP"),
+    (GMM, {"routine": "em", "restarts": 2}, "MAP"),
+    (GMM, {"routine": "em", "restarts": 2, "prior": "flat"}, "ML"),
+])
+def test_a_point_estimate_is_shown_as_one_draw_with_its_log_likelihood(spec: dict[str, Any], recipe: Any,
+                                                                       estimate: str, tmp_path: Path) -> None:
+    import torch
+
+    from ppgen.bayes import compare
+    from ppgen.spec import SpecError
+
+    run = _fit(spec, tmp_path, recipe, epochs=2)
+    report = diagnose(run)
+    idata = arviz().from_netcdf(report["idata"])
+    model = run.model
+    post = idata.posterior
+    assert post.sizes["chain"] == 1 and post.sizes["draw"] == 1
+    assert post.attrs["point_estimate"] == estimate
+    point = {k: v.detach() for k, v in model.point.values().items()}
+    assert set(post.data_vars) == set(point)
+    for name, value in point.items():
+        np.testing.assert_allclose(post[name].values[0, 0], value.detach().double().numpy(), rtol=1e-6)
+    # log p(x_n | theta_hat) per example: the plug-in likelihood, exact
+    x, _ = run.data.split("train")
+    ll = idata.log_likelihood["x"].values
+    assert ll.shape == (1, 1, x.shape[0])
+    exact, se = model.log_likelihood(x)
+    np.testing.assert_allclose(ll[0, 0], exact.double().numpy(), rtol=1e-5)
+    assert bool((se == 0).all())
+    # replicated data from the plug-in predictive, several chains
+    pp = idata.posterior_predictive["x"]
+    assert pp.sizes["chain"] >= 2 and pp.shape[2:] == tuple(x.shape)
+    assert "plug-in" in idata.posterior_predictive.attrs["predictive"]
+    # the summary prints the values, without moments, R-hat or ESS
+    table = report["summary"]
+    assert list(table.columns) == [estimate]
+    first = next(iter(post.data_vars))
+    assert table.index[0].startswith(first)
+    np.testing.assert_allclose(table[estimate].iloc[0], float(point[first].reshape(-1)[0]), atol=1e-3)
+    # one figure, small
+    fig = report["figures"]["point_estimate"]
+    assert fig.exists() and max(_png_size(fig)) < 2000
+    # a point estimate has no LOO: compare refuses it, saying why
+    with pytest.raises(SpecError, match="holds a point estimate"):
+        compare({"a": idata, "b": idata})
+    assert torch.isfinite(exact).all()
