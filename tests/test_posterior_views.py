@@ -127,3 +127,85 @@ def test_a_point_estimate_is_shown_as_one_draw_with_its_log_likelihood(spec: dic
     with pytest.raises(SpecError, match="holds a point estimate"):
         compare({"a": idata, "b": idata})
     assert torch.isfinite(exact).all()
+
+
+@pytest.mark.parametrize("spec", [
+    {"family": "pixelcnn", "net": {"channels": 4, "blocks": 1, "head": 4}},
+    {"family": "pixelrnn", "net": {"hidden": 2, "channels": 4, "layers": 1, "head": 4}},
+])
+def test_an_autoregressive_model_gets_pixel_log_likelihoods_and_predictive_draws(
+        spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from ppgen import plots
+
+    drawn: dict[str, Any] = {}
+    save = plots.save_figure
+
+    def keep(fig: Any, path: Any) -> Path:
+        drawn[Path(path).stem] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    run = _fit({**spec, "data": DIGITS}, tmp_path)
+    report = diagnose(run)
+    idata = arviz().from_netcdf(report["idata"])
+    assert "posterior" not in idata.groups()
+    x = run.data.split("test")[0][:16]
+    n = x.shape[0]
+    # the per-pixel log-likelihoods add up to the exact log p(x) of each image
+    ll = idata.log_likelihood["x"]
+    assert ll.dims == ("chain", "draw", "obs", "pixel") and ll.shape == (1, 1, n, 64)
+    assert (int(ll.attrs["height"]), int(ll.attrs["width"])) == (8, 8)
+    with torch.no_grad():
+        exact = run.model.log_prob(x).double().numpy()
+    np.testing.assert_allclose(ll.values[0, 0].sum(-1), exact, rtol=1e-5)
+    assert (ll.values <= 0).all()  # probabilities of binary pixels
+    # replicated data sets drawn from the model, several chains, binary like the data
+    pp = idata.posterior_predictive["x"]
+    assert pp.sizes["chain"] >= 2 and pp.shape[2:] == (n, 64)
+    assert set(np.unique(pp.values)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(idata.observed_data["x"].values, x.reshape(n, -1).numpy())
+    # the summary: log p(x) of each test image
+    table = report["summary"]
+    np.testing.assert_allclose(table["log_lik_nats"].values, exact[: len(table)], atol=1e-3)
+    # the mean per-pixel NLL as an image, with a colour bar in nats, small
+    path = report["figures"]["pixel_nll"]
+    assert path.exists() and max(_png_size(path)) < 2000
+    fig = drawn["pixel_nll"]
+    image = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(image).reshape(-1), -ll.values[0, 0].mean(0), rtol=1e-6)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert any("nats" in label for label in labels)
+    assert fig.axes[0].get_xlabel() == "column" and fig.axes[0].get_ylabel() == "row"
+
+
+def test_a_gan_summary_sets_replicated_data_against_the_observed(tmp_path: Path) -> None:
+    run = _fit({"family": "gan", "latent": {"dim": 2}, "generator": {"hidden": [8]}, "discriminator": {"hidden": [8]},
+                "data": {"name": "toy2d", "distribution": "ring8", "n": 100, "batch_size": 40}}, tmp_path)
+    report = diagnose(run)
+    idata = arviz().from_netcdf(report["idata"])
+    assert "posterior" not in idata.groups() and "prior_predictive" not in idata.groups()
+    pp = idata.posterior_predictive["x"]
+    assert pp.sizes["chain"] == 4 and pp.sizes["chain"] * pp.sizes["draw"] == 20
+    table = report["summary"]
+    # one row per value: the mean of a replicated data set, with R-hat, beside the observed mean
+    assert len(table) == 2 and {"observed", "mean", "r_hat", "ess_bulk"} <= set(table.columns)
+    obs = idata.observed_data["x"].values.mean(0)
+    np.testing.assert_allclose(table["observed"].values, obs, atol=1e-3)
+    means = pp.values.mean(2).reshape(-1, 2).mean(0)
+    np.testing.assert_allclose(table["mean"].values, means, atol=2e-3)
+    assert np.isfinite(table["r_hat"]).all()
+
+
+def test_the_predictive_summary_of_images_shows_the_values_that_vary() -> None:
+    from ppgen.diagnostics import summary
+
+    rng = np.random.default_rng(0)
+    obs = np.zeros((10, 6))
+    obs[:, [1, 4]] = rng.normal(size=(10, 2))  # only values 1 and 4 vary
+    obs[:, 2] = 0.1 * rng.normal(size=10)
+    idata = arviz().from_dict(posterior_predictive={"x": rng.normal(size=(4, 5, 10, 6))},
+                              observed_data={"x": obs}, dims={"x": ["obs", "value"]})
+    table = summary(idata, max_vars=2)
+    assert [str(i) for i in table.index] == ["mean x[1]", "mean x[4]"]

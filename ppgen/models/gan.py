@@ -414,15 +414,21 @@ class GAN(Family, DiagnosticFigures):
 
     @torch.no_grad()
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], draws: int = 20, seed: int = 0) -> Any:
-        """A GAN has no posterior; its InferenceData holds what it has:
+        """A GAN has no posterior (no inference network, point-estimate weights); its InferenceData holds
+        what it has:
 
         - ``prior``: ``z`` drawn from p(z), dims (chain, draw, obs, latent);
-        - ``prior_predictive``: ``x`` = G(z), dims (chain, draw, obs, value): ``draws`` replicate data
-          sets, each as large as the observed one, which ``az.plot_ppc(idata, group="prior")`` sets against
+        - ``posterior_predictive``: ``x`` = G(z), the fitted model's predictive distribution, dims (chain,
+          draw, obs, value): ``draws`` replicate data sets, each as large as the observed one, which
+          ``az.plot_ppc(idata)`` sets against
         - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
+
+        The replicates are independent draws, laid out as chains (:func:`ppgen.program.chains.arrange`)
+        so that ArviZ reports R-hat and the ESS of what is computed from them.
         """
         from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.program.chains import arrange
 
         az = arviz()
         x_obs = data.split("test")[0]
@@ -435,8 +441,8 @@ class GAN(Family, DiagnosticFigures):
         stats = loss_trace(metrics)
         kwargs: dict[str, Any] = {"sample_stats": stats} if stats else {}
         return az.from_dict(
-            prior={"z": z.cpu().numpy()[None]},
-            prior_predictive={"x": x_gen.cpu().numpy()[None]},
+            prior={"z": arrange(z.cpu().numpy())},
+            posterior_predictive={"x": arrange(x_gen.cpu().numpy())},
             observed_data={"x": x_obs.cpu().numpy()},
             coords={"obs": list(range(n_obs)), "latent": list(range(self.z_dim)), "value": list(range(x_obs.shape[1]))},
             dims={"z": ["obs", "latent"], "x": ["obs", "value"]},
@@ -445,7 +451,7 @@ class GAN(Family, DiagnosticFigures):
 
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
-        generated data sets (prior predictive) against the observed one."""
+        generated data sets (the posterior predictive group) against the observed one."""
         from ppgen.arviz_data import arviz
         from ppgen.plots import save_figure, subplots
 
@@ -471,7 +477,7 @@ class GAN(Family, DiagnosticFigures):
             fig, ax = subplots(figsize=(6, 4))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                az.plot_ppc(idata, group="prior", num_pp_samples=20, ax=ax)
+                az.plot_ppc(idata, group="posterior", num_pp_samples=20, ax=ax)
             out["ppc"] = save_figure(fig, folder / "ppc.png")
         return out
 
