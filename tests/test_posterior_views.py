@@ -209,3 +209,29 @@ def test_the_predictive_summary_of_images_shows_the_values_that_vary() -> None:
                               observed_data={"x": obs}, dims={"x": ["obs", "value"]})
     table = summary(idata, max_vars=2)
     assert [str(i) for i in table.index] == ["mean x[1]", "mean x[4]"]
+
+
+def test_the_point_estimate_figure_labels_every_panel_and_stays_small(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ppgen import plots
+    from ppgen.diagnostic_plots import point_estimate_figure
+
+    drawn: list[Any] = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: (drawn.append(fig), save(fig, path))[1])
+    rng = np.random.default_rng(0)
+    idata = arviz().from_dict(
+        posterior={"locs": rng.normal(size=(1, 1, 40, 3)), "weights": np.full((1, 1, 2), 0.5)},
+        log_likelihood={"x": rng.normal(size=(1, 1, 30))},
+        posterior_predictive={"x": rng.normal(size=(4, 25, 30))},
+        observed_data={"x": rng.normal(size=30)},
+        dims={"x": ["obs"]}, attrs={"unit": "data point"})
+    idata.posterior.attrs["point_estimate"] = "MAP"
+    path = point_estimate_figure(idata, tmp_path / "p.png")
+    assert max(_png_size(path)) < 2000
+    (fig,) = drawn
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(shown) == 4  # two variables, the log-likelihood, the predictive
+    assert all(ax.get_xlabel() and ax.get_title() for ax in shown)
+    # a variable with many entries shows its first ones and says so
+    assert "first 16 of 120" in shown[0].get_title() and len(shown[0].get_yticks()) == 16
