@@ -25,12 +25,11 @@ def inference_data(run: Any) -> Any:
     idata = run.model.inference_data(run.data, run.metrics)
     if idata is None:
         raise SpecError(f"{run.path}: the {run.spec.family!r} family has no posterior to convert to ArviZ")
-    from ppgen.inference.em import EMConfig
-
-    if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate") == "MAP" \
-            and isinstance(run.recipe, EMConfig) and run.recipe.prior == "flat":
-        # EM without the priors: the estimate is the maximum of the likelihood alone
-        idata.posterior.attrs["point_estimate"] = "ML"
+    if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate") == "MAP":
+        recipe = run.recipe.model_dump()
+        if recipe["routine"] == "em" and recipe["prior"] == "flat":
+            # EM without the priors: the estimate is the maximum of the likelihood alone
+            idata.posterior.attrs["point_estimate"] = "ML"
     return idata
 
 
