@@ -1,7 +1,7 @@
 """The contract every registered family meets, run over ``registry.family_names()``: built on tiny data it
 fits through the loop, its checkpoint round-trips, a fit of N epochs equals a fit of 1 epoch resumed to N,
 it samples the data's shape, its log-likelihood is finite or explicitly absent, and evaluate and diagnose
-run (or refuse with a message). Every zoo recipe that fits a family takes two steps of it. A family that is
+write what applies to the family. Every zoo recipe that fits a family takes two steps of it. A family that is
 registered but missing from :data:`TINY` fails :func:`test_every_family_has_a_tiny_config`."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import yaml
 
 import ppgen
 from ppgen import registry
+from ppgen.arviz_data import arviz
 from ppgen.diagnostics.diagnose import diagnose
 from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.capability import fitting_recipes
 from ppgen.runs.checkpoint import CHECKPOINT
-from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,46 +55,66 @@ USER_FILE = textwrap.dedent('''
             return torch.sigmoid(self.decoder(torch.randn(n, 2))).reshape(n, *self.event_shape)
 ''')
 
-#: An unconditional autoregressive model has no latent variable, so nothing for ArviZ's posterior group.
-NO_POSTERIOR = "has no posterior to convert"
+#: An unconditional autoregressive model has no latent variable, so nothing for ArviZ's posterior group:
+#: ``diagnose`` writes the exact log-likelihood of every pixel of the test images, replicated data sets drawn
+#: from the model (several chains) and the images, and draws the mean per-pixel NLL.
+AUTOREGRESSIVE = {"groups": {"log_likelihood", "posterior_predictive", "observed_data"}, "absent": {"posterior"},
+                  "chains": {"posterior_predictive": 2}, "figures": {"pixel_nll"}}
+#: Draws from q(z | x) as several chains.
+AMORTIZED = {"groups": {"posterior", "posterior_predictive", "observed_data"}, "chains": {"posterior": 2}}
+#: Gibbs chains over the units' states: their statistics in sample_stats, several chains, no posterior.
+GIBBS = {"groups": {"sample_stats"}, "absent": {"posterior"}, "chains": {"sample_stats": 2},
+         "figures": {"trace", "rank"}}
+
+#: What ``diagnose`` writes for a point estimate (the default routine's MAP): the estimate as one draw of
+#: the posterior group, marked as such, the log-likelihood per example, replicated data from the plug-in
+#: predictive (several chains), the data, and a figure; its summary has the values and no R-hat.
+POINT_ESTIMATE = {"groups": {"posterior", "log_likelihood", "posterior_predictive", "observed_data"},
+                  "point_estimate": "MAP", "chains": {"posterior_predictive": 2}, "figures": {"point_estimate"}}
 
 #: Per family: a tiny spec; ``recipe``: the recipe (default: the family's default routine);
 #: ``epochs``: (N, n) -- a fit of N epochs is compared with a fit of n resumed to N (default (2, 1));
 #: ``likelihood``: whether log p(x) exists (False: ``log_likelihood`` returns None, on purpose);
-#: ``diagnose``: None where it runs, else the message of its refusal.
+#: ``diagnose``: what it writes (``groups`` it has, ``absent`` groups, the fewest ``chains`` per group, a
+#: ``point_estimate`` and the ``figures`` it draws).
 TINY: dict[str, dict[str, Any]] = {
     "vae": {"spec": {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
-                     "data": DIGITS}},
+                     "data": DIGITS}, "diagnose": AMORTIZED},
     "pixelcnn": {"spec": {"family": "pixelcnn", "net": {"channels": 4, "blocks": 1, "head": 4}, "data": DIGITS},
-                 "diagnose": NO_POSTERIOR},
+                 "diagnose": AUTOREGRESSIVE},
     "gated_pixelcnn": {"spec": {"family": "gated_pixelcnn", "net": {"channels": 2, "layers": 1, "head": 4},
                                 "data": DIGITS},
-                       "diagnose": NO_POSTERIOR},
+                       "diagnose": AUTOREGRESSIVE},
     "pixelrnn": {"spec": {"family": "pixelrnn", "net": {"hidden": 2, "channels": 4, "layers": 1, "head": 4},
                           "data": DIGITS},
-                 "diagnose": NO_POSTERIOR},
+                 "diagnose": AUTOREGRESSIVE},
     "gan": {"spec": {"family": "gan", "latent": {"dim": 2}, "generator": {"hidden": [8]},
                      "discriminator": {"hidden": [8]},
                      "data": {"name": "toy2d", "distribution": "ring8", "n": 100, "batch_size": 40}},
-            "likelihood": False},
-    "rbm": {"spec": {"family": "rbm", "hidden": 5, "data": DIGITS, **ENERGY}},
-    "gbrbm": {"spec": {"family": "gbrbm", "hidden": 5, "data": {**DIGITS, "binarize": "none"}, **ENERGY}},
-    "bm": {"spec": {"family": "bm", "hidden": 4, "data": DIGITS, **ENERGY}},
+            "likelihood": False,
+            # a GAN has no posterior: the generated data sets are its predictive distribution
+            "diagnose": {"groups": {"prior", "posterior_predictive", "observed_data"}, "absent": {"posterior"},
+                         "chains": {"posterior_predictive": 2}}},
+    "rbm": {"spec": {"family": "rbm", "hidden": 5, "data": DIGITS, **ENERGY}, "diagnose": GIBBS},
+    "gbrbm": {"spec": {"family": "gbrbm", "hidden": 5, "data": {**DIGITS, "binarize": "none"}, **ENERGY},
+              "diagnose": GIBBS},
+    "bm": {"spec": {"family": "bm", "hidden": 4, "data": DIGITS, **ENERGY}, "diagnose": GIBBS},
     # one epoch per layer, declared, so that the run extends exactly; at least one epoch per layer
     "dbn": {"spec": {"family": "dbn", "hidden": [5, 4], "data": DIGITS, "bound": {"samples": 4}, **ENERGY},
-            "recipe": {"routine": "layerwise", "layer_epochs": 1}, "epochs": (3, 2)},
+            "recipe": {"routine": "layerwise", "layer_epochs": 1}, "epochs": (3, 2), "diagnose": GIBBS},
     "program": {"spec": {"family": "program", "data": DIGITS,
                          "networks": {"decoder": {"kind": "mlp", "inputs": ["z"], "hidden": [8]},
                                       "encoder": {"kind": "mlp", "inputs": ["x"], "hidden": [8]}},
                          "model": {"z": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [2]},
                                    "x": {"dist": "Bernoulli", "logits": "decoder", "observed": "x"}},
-                         "guide": {"z": {"dist": "Normal", "loc": "encoder.loc", "scale": "softplus(encoder.scale)"}}}},
-    "python": {"spec": {"family": "python", "class": "TinyVAE", "data": DIGITS}},
+                         "guide": {"z": {"dist": "Normal", "loc": "encoder.loc", "scale": "softplus(encoder.scale)"}}},
+                "diagnose": AMORTIZED},
+    "python": {"spec": {"family": "python", "class": "TinyVAE", "data": DIGITS}, "diagnose": AMORTIZED},
     "gmm": {"spec": {"family": "gmm", "components": 2,
                      "data": {"name": "toymix", "distribution": "duo1d", "n": 60, "batch_size": 1000}},
-            "diagnose": "holds a point estimate"},
+            "diagnose": POINT_ESTIMATE},
     "hmm": {"spec": {"family": "hmm", "states": 2, "data": {"name": "toyseq", "n": 12, "batch_size": 1000}},
-            "diagnose": "holds a point estimate"},
+            "diagnose": POINT_ESTIMATE},
 }
 
 #: Per family and zoo recipe: a tiny spec for the recipes that fit only some models of a family (EM fits a
@@ -189,18 +209,25 @@ def test_family_contract(family: str, user_file: Path, tmp_path: Path) -> None:
     else:
         assert out is None
 
-    # evaluate and diagnose run on the run folder (or refuse, saying why).
+    # evaluate and diagnose run on the run folder; diagnose writes what applies to the family.
     res = evaluate(straight, write=False, limit=6, k=2 if model.importance_samples else None)
     assert res["family"] == family and res["n_test"] == min(6, len(straight.data.split("test")[0]))
     if TINY[family].get("likelihood", True):
         assert math.isfinite(res["test_nll_nats"])
-    refusal = TINY[family].get("diagnose")
-    if refusal is None:
-        report = diagnose(straight)
-        assert report["idata"].exists()
-    else:
-        with pytest.raises(SpecError, match=refusal):
-            diagnose(straight)
+    expect = TINY[family]["diagnose"]
+    report = diagnose(straight)
+    assert report["idata"].exists()
+    idata = arviz().from_netcdf(report["idata"])
+    groups = set(idata.groups())
+    assert expect.get("groups", set()) <= groups and not expect.get("absent", set()) & groups, groups
+    for group, fewest in expect.get("chains", {}).items():
+        assert idata[group].sizes["chain"] >= fewest, (group, idata[group].sizes)
+    assert expect.get("figures", set()) <= set(report["figures"]), sorted(report["figures"])
+    assert all(p.exists() for p in report["figures"].values())
+    if "point_estimate" in expect:
+        assert idata.posterior.attrs["point_estimate"] == expect["point_estimate"]
+        assert (idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]) == (1, 1)
+        assert list(report["summary"].columns) == [expect["point_estimate"]]
 
 
 def _zoo_cases() -> list[tuple[str, str]]:

@@ -367,8 +367,10 @@ def test_fit_evaluate_figures_and_inference_data(tmp_path) -> None:
     paths = families.figures(run.model, tmp_path / "fig", run.data)
     assert set(paths) == {"samples", "generator"} and all(p.exists() for p in paths.values())
     idata = run.model.inference_data(run.data, run.metrics)
-    assert {"prior", "prior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
-    assert idata.prior_predictive["x"].shape == (1, 20, 30, 1)  # 20 replicate data sets of the 30 test points
+    assert {"prior", "posterior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
+    assert "prior_predictive" not in idata.groups()
+    # 20 replicate data sets of the 30 test points, as 4 chains of 5
+    assert idata.posterior_predictive["x"].shape == (4, 5, 30, 1)
     assert idata.observed_data["x"].shape == (30, 1)
     assert "g_loss" in idata.sample_stats
     figs = families.diagnostic_figures(run.model, idata, tmp_path / "diag")

@@ -168,9 +168,12 @@ def test_fit_evaluate_sample_and_figures(tmp_path) -> None:
     s = model.sample(20_000)
     assert s.shape == (20_000, 1)
     assert abs(float(s.mean()) - float((th["weights"][0] * th["locs"][0, :, 0]).sum())) < 0.05
-    # MAP runs hold no posterior: diagnose says what to do.
+    # MAP runs hold no posterior draws: their InferenceData shows the point estimate as one draw, and
+    # asking for draws says what to do.
+    idata = model.inference_data(run.data, run.metrics)
+    assert idata.posterior.attrs["point_estimate"] == "MAP" and idata.posterior.sizes["draw"] == 1
     with pytest.raises(SpecError, match="inference/nuts.yaml"):
-        model.inference_data(run.data, run.metrics)
+        model.theta("posterior")
 
 
 def test_spec_errors_name_the_key_and_the_fix() -> None:
@@ -193,7 +196,7 @@ def test_a_mixture_of_images_flattens_them_and_plots_principal_components(tmp_pa
     from ppgen.evaluation.evaluate import evaluate
     from ppgen.models.bayesian import gmm
     from ppgen.plots import bayesian as gmm_plots
-    from ppgen.runs import open_run
+    from ppgen.runs.folder import open_run
 
     monkeypatch.setattr(gmm, "_FLATTENED", set(), raising=False)
     rng = np.random.default_rng(0)

@@ -114,7 +114,7 @@ def test_a_class_in_a_file_gets_every_service_from_the_command_line(user_file, t
     cli("diagnose", str(run))
     assert (run / "idata.nc").exists() and (run / "figures" / "samples.png").exists()
     opened = ppgen.open_run(run)
-    assert opened.idata.posterior["z"].shape[:2] == (1, 200)
+    assert opened.idata.posterior["z"].shape[:2] == (4, 50)  # 200 independent draws from q as 4 chains
 
 
 def test_observed_only_class_has_the_exact_likelihood(user_file, tmp_path) -> None:

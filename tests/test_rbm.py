@@ -487,7 +487,7 @@ def test_fit_evaluate_figures_diagnostics(tmp_path: object) -> None:
     figs = families.figures(model, tmp_path / "figs", run.data)
     assert {"filters", "gibbs_chains", "samples"} <= set(figs) and all(p.exists() for p in figs.values())
     idata = model.inference_data(run.data, run.metrics)
-    assert idata.posterior["free_energy"].shape == (2, 20)
+    assert "posterior" not in idata.groups() and idata.sample_stats["free_energy"].shape == (2, 20)
     from ppgen.diagnostics.diagnose import summary
 
     table = summary(idata)

@@ -391,15 +391,21 @@ class GAN(Family):
 
     @torch.no_grad()
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], draws: int = 20, seed: int = 0) -> Any:
-        """A GAN has no posterior; its InferenceData holds what it has:
+        """A GAN has no posterior (no inference network, point-estimate weights); its InferenceData holds
+        what it has:
 
         - ``prior``: ``z`` drawn from p(z), dims (chain, draw, obs, latent);
-        - ``prior_predictive``: ``x`` = G(z), dims (chain, draw, obs, value): ``draws`` replicate data
-          sets, each as large as the observed one, which ``az.plot_ppc(idata, group="prior")`` sets against
+        - ``posterior_predictive``: ``x`` = G(z), the fitted model's predictive distribution, dims (chain,
+          draw, obs, value): ``draws`` replicate data sets, each as large as the observed one, which
+          ``az.plot_ppc(idata)`` sets against
         - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
+
+        The replicates are independent draws, laid out as chains (:func:`ppgen.program.chains.arrange`)
+        so that ArviZ reports R-hat and the ESS of what is computed from them.
         """
         from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.program.chains import arrange
 
         az = arviz()
         x_obs = data.split("test")[0]
@@ -412,8 +418,8 @@ class GAN(Family):
         stats = loss_trace(metrics)
         kwargs: dict[str, Any] = {"sample_stats": stats} if stats else {}
         return az.from_dict(
-            prior={"z": z.cpu().numpy()[None]},
-            prior_predictive={"x": x_gen.cpu().numpy()[None]},
+            prior={"z": arrange(z.cpu().numpy())},
+            posterior_predictive={"x": arrange(x_gen.cpu().numpy())},
             observed_data={"x": x_obs.cpu().numpy()},
             coords={"obs": list(range(n_obs)), "latent": list(range(self.z_dim)), "value": list(range(x_obs.shape[1]))},
             dims={"z": ["obs", "latent"], "x": ["obs", "value"]},

@@ -240,7 +240,12 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
     - ``observed_data``: the examples, dims (obs, pixel);
     - ``sample_stats``: the training loss trace, dims (chain, draw=record);
     - ``constant_data``: the labels of the examples, where the data have them.
+
+    The ``draws`` independent draws from q(z|x) are laid out as several chains
+    (:func:`ppgen.program.chains.arrange`), so that ArviZ reports R-hat and the ESS of each coordinate.
     """
+    from ppgen.program.chains import arrange
+
     az = arviz()
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -262,8 +267,8 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
     if y is not None:
         kwargs["constant_data"] = {"label": y[:n_obs].cpu().numpy()}
     return az.from_dict(
-        posterior={"z": z.cpu().numpy()[None]},
-        posterior_predictive={"x": recon.cpu().numpy()[None]},
+        posterior={"z": arrange(z.cpu().numpy())},
+        posterior_predictive={"x": arrange(recon.cpu().numpy())},
         observed_data={"x": x.reshape(n_obs, -1).cpu().numpy()},
         coords=coords,
         dims={"z": ["obs", "latent"], "x": ["obs", "pixel"], "label": ["obs"]},

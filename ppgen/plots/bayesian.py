@@ -18,10 +18,15 @@ from ppgen.models.bayesian.base import BayesFamily, Theta
 from ppgen.models.bayesian.gmm import GMM
 from ppgen.models.bayesian.hmm import HMM, _centre
 from ppgen.plots.common import panel_count, save_figure, subplots
+from ppgen.plots.predictive import point_estimate_figure
 
 
 def diagnostic_figures(model: BayesFamily, idata: Any, folder: Path) -> dict[str, Path]:
-    """What ``ppgen diagnose`` draws for a Bayesian family (:func:`workflow_figures`)."""
+    """What ``ppgen diagnose`` draws for a Bayesian family: for a point estimate its values, likelihood and
+    plug-in predictive (:func:`~ppgen.plots.predictive.point_estimate_figure`), for posterior draws
+    :func:`workflow_figures`."""
+    if idata.posterior.attrs.get("point_estimate"):
+        return {"point_estimate": point_estimate_figure(idata, Path(folder) / "point_estimate.png")}
     return workflow_figures(idata, Path(folder), model)
 
 

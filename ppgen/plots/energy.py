@@ -51,20 +51,21 @@ def diagnostic_figures(model: EnergyFamily, idata: Any, folder: Path) -> dict[st
     """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
     az = arviz()
     folder = Path(folder)
-    names = [k for k in CHAIN_STATS if k in idata.posterior]
+    chains = idata.sample_stats
+    names = [k for k in CHAIN_STATS if k in chains]
     out = {}
     with warnings.catch_warnings():
         # ArviZ's plotting code trips matplotlib deprecations that are not ours to fix
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        rows = panel_count(idata.posterior, names)
+        rows = panel_count(chains, names)
         fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
-        az.plot_trace(idata, var_names=names, compact=False, axes=axes)
+        az.plot_trace(chains, var_names=names, compact=False, axes=axes)
         fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
         fig.tight_layout()
         out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-        fig, axes = grid_axes(panel_count(idata.posterior, names))
-        az.plot_rank(idata, var_names=names, ax=axes)
+        fig, axes = grid_axes(panel_count(chains, names))
+        az.plot_rank(chains, var_names=names, ax=axes)
         fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
         fig.tight_layout()
         out["rank"] = save_figure(fig, folder / "gibbs_rank.png")

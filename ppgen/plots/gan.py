@@ -64,7 +64,7 @@ def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
         fig, ax = subplots(figsize=(6, 4))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            az.plot_ppc(idata, group="prior", num_pp_samples=20, ax=ax)
+            az.plot_ppc(idata, group="posterior", num_pp_samples=20, ax=ax)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
     return out
 

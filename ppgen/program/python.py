@@ -337,8 +337,10 @@ class PythonFamily(Family, OwnFigures):
     @torch.no_grad()
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200) -> Any:
         """Draws of every latent site from the guide and of the observed sites given them
-        (``Predictive``), for the first ``n_obs`` test examples."""
+        (``Predictive``), for the first ``n_obs`` test examples. The independent draws are laid out as
+        several chains (:func:`ppgen.program.chains.arrange`), so that ArviZ reports R-hat and the ESS."""
         from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.program.chains import arrange
 
         az = arviz()
         x, y = data.split("test")
@@ -352,9 +354,9 @@ class PythonFamily(Family, OwnFigures):
         observed = {k: v for k, v in samples.items() if k not in latent and not k.startswith("__")}
         groups: dict[str, Any] = {}
         if latent:
-            groups["posterior"] = {k: v.reshape(draws, *v.shape[1:]).cpu().numpy()[None] for k, v in latent.items()}
+            groups["posterior"] = {k: arrange(v.reshape(draws, *v.shape[1:]).cpu().numpy()) for k, v in latent.items()}
         if observed:
-            groups["posterior_predictive"] = {k: v.cpu().numpy()[None] for k, v in observed.items()}
+            groups["posterior_predictive"] = {k: arrange(v.cpu().numpy()) for k, v in observed.items()}
         stats = loss_trace(metrics)
         if stats:
             groups["sample_stats"] = stats

@@ -478,9 +478,9 @@ class PixelFamily(Family):
         - ``sample_stats``: the training loss trace.
 
         The weights are point estimates (maximum likelihood or MAP), so an unconditional model has no
-        posterior to convert: ``None``."""
+        posterior; its InferenceData holds what applies instead (:meth:`predictive_inference_data`)."""
         if self.num_classes is None:
-            return None
+            return self.predictive_inference_data(data, metrics, n_obs=n_obs, seed=seed)
         import numpy as np
 
         from ppgen.arviz_data import arviz, loss_trace
@@ -504,6 +504,47 @@ class PixelFamily(Family):
             dims={"y": ["obs"], "x": ["obs", "pixel"], "label": ["obs"]},
             **kwargs,
         )
+
+    @torch.no_grad()
+    def predictive_inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16,
+                                  draws: int = 16, seed: int = 0) -> Any:
+        """ArviZ data of an unconditional model, which has no latent variable and point-estimate weights,
+        so no ``posterior`` group: for the first ``n_obs`` test images,
+
+        - ``log_likelihood``: ``x``, log p(x_i | x_<i) of every pixel in nats, exact, dims (chain = 1,
+          draw = 1, obs, pixel), the pixels in raster order (attributes ``height``, ``width``); their sum
+          over the pixels is the exact log p(x) of each image;
+        - ``posterior_predictive``: ``x``, ``draws`` replicated data sets of ``n_obs`` images drawn from
+          the model, independent, laid out as chains (:func:`ppgen.program.chains.arrange`), dims
+          (chain, draw, obs, pixel);
+        - ``observed_data``: the images, dims (obs, pixel); ``sample_stats``: the training loss trace."""
+        import numpy as np
+
+        from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.program.chains import arrange
+
+        x = data.split("test")[0][:n_obs].to(self.device)
+        n, pixels = x.shape[0], self.height * self.width
+        ll = torch.cat([self.pixel_log_probs(x[s : s + self.eval_chunk]) for s in range(0, n, self.eval_chunk)])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            reps = self.sample(draws * n).reshape(draws, n, pixels)
+        kwargs: dict[str, Any] = {}
+        stats = loss_trace(metrics)
+        if stats:
+            kwargs["sample_stats"] = stats
+        idata = arviz().from_dict(
+            log_likelihood={"x": ll.reshape(1, 1, n, pixels).double().cpu().numpy()},
+            posterior_predictive={"x": arrange(reps.cpu().numpy())},
+            observed_data={"x": x.reshape(n, pixels).cpu().numpy()},
+            coords={"obs": np.arange(n), "pixel": np.arange(pixels)},
+            dims={"x": ["obs", "pixel"]},
+            attrs={"family": self.family_name,
+                   "posterior": "none: no latent variable, and the weights are point estimates"},
+            **kwargs,
+        )
+        idata.log_likelihood["x"].attrs.update(height=self.height, width=self.width, unit="nats")
+        return idata
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -353,14 +353,12 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel):
         return relabel(draws, self.sites, self.signature)
 
     def inference_data(self, data: Any, metrics: list[dict[str, Any]]) -> Any:
-        if not self.has_posterior:
-            raise SpecError(
-                f"this {self.family_name} run holds a point estimate (MAP), not posterior draws, so there is "
-                "nothing for R-hat, ESS or LOO; fit it with --inference inference/nuts.yaml"
-            )
+        """The posterior draws (see :func:`inference_data`) where the run holds them, else the point
+        estimate (see :func:`point_inference_data`); on the training data."""
         x, _ = data.split("train")
+        if not self.has_posterior:
+            return point_inference_data(self, x)
         return inference_data(self, x, inference="nuts")
-
 
     def pair_variables(self) -> tuple[list[str], dict[str, Any]]:
         """The variables and coordinates of the pair plot (a few, so that it stays legible)."""
@@ -541,4 +539,57 @@ def inference_data(model: BayesFamily, x: torch.Tensor, *, draws: Mapping[str, t
                       dims={"x": obs_dims})
     idata.extend(pp)
     idata.posterior_predictive.attrs["thinned_by"] = stride
+    return idata
+
+
+#: Replicated data sets drawn from the plug-in predictive of a point estimate: chains x draws.
+POINT_PREDICTIVE = (4, 25)
+
+
+@torch.no_grad()
+def point_inference_data(model: BayesFamily, x: torch.Tensor, *, seed: int = 0) -> Any:
+    """InferenceData of a point estimate theta_hat of a :class:`BayesFamily` on data ``x``, in ArviZ's groups
+    with one draw where there is one value:
+
+    - ``posterior``: theta_hat as one chain of one draw (dims chain = 1, draw = 1, then the sites' dims),
+      with the attribute ``point_estimate``: ``"MAP"`` (the posterior mode of the declared priors, what
+      the default routine and EM fit) or ``"ML"`` (set by :func:`ppgen.diagnostics.inference_data` for
+      an EM fit with ``prior: flat``). A value, not draws: there is no R-hat, ESS or LOO;
+    - ``log_likelihood``: ``x`` of shape (1, 1, obs), log p(x_n | theta_hat) per example (per data point,
+      or per sequence for an HMM);
+    - ``posterior_predictive``: ``x``, replicated data sets from the plug-in predictive p(x | theta_hat),
+      independent, laid out as :data:`POINT_PREDICTIVE` chains x draws (fewer draws if the data are
+      large); its attribute ``predictive`` says that they do not carry the parameters' uncertainty;
+    - ``observed_data``: ``x``; ``sample_stats``: ``lp``, the log joint at theta_hat (1, 1).
+    """
+    az = arviz()
+    theta = model.theta("point")  # S = 1
+    ll = model.pointwise_log_lik(x, theta)  # (1, N)
+    lp = model.log_prior(theta) + ll.sum(-1)
+    shown, dims = model.posterior_variables(theta)
+    posterior = {k: v.reshape(1, 1, *v.shape[1:]).double().numpy() for k, v in shown.items()}
+    obs_dims = ["obs"] + [f"event_{i}" for i in range(x.dim() - 1)]
+    chains, per = POINT_PREDICTIVE
+    per = max(2, min(per, MAX_PREDICTIVE_VALUES // max(1, chains * x.numel())))
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        x_rep = model.simulate({k: v.expand(chains * per, *v.shape[1:]) for k, v in theta.items()}, x.shape[0])
+    finally:
+        torch.set_rng_state(gen_state)
+    coords = {"obs": np.arange(x.shape[0])}
+    idata = az.from_dict(
+        posterior=posterior,
+        log_likelihood={"x": ll.reshape(1, 1, -1).double().numpy()},
+        sample_stats={"lp": lp.reshape(1, 1).double().numpy()},
+        observed_data={"x": x.double().numpy()},
+        coords=coords,
+        dims={**dims, "x": obs_dims},
+        attrs={"inference": "point estimate", "family": model.family_name, "unit": model.unit},
+    )
+    pp = az.from_dict(posterior_predictive={"x": x_rep.reshape(chains, per, *x.shape).double().numpy()},
+                      coords=coords, dims={"x": obs_dims})
+    idata.extend(pp)
+    idata.posterior.attrs["point_estimate"] = "MAP"
+    idata.posterior_predictive.attrs["predictive"] = "plug-in p(x | theta_hat) at the point estimate"
     return idata

@@ -209,14 +209,18 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, MeanSamples):
         return {k: torch.stack(v, 1).double().numpy() for k, v in stats.items() if v}
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
-        """Several Gibbs chains as InferenceData: the posterior group holds the chain statistics
-        (dims chain, draw), so ``az.summary`` gives their R-hat and effective sample size."""
+        """Several Gibbs chains as InferenceData. The chains run over the units' states with the weights
+        fixed at their fitted values, so they are no posterior over parameters: their statistics (free
+        energy, energy, mean activations; dims chain, draw) are statistics of the sampler, in
+        ``sample_stats``, and there is no ``posterior`` group. ``az.summary(idata, group="sample_stats")``
+        (and ``ppgen diagnose``) gives their R-hat and effective sample size."""
         from ppgen.arviz_data import arviz
 
         az = arviz()
-        post = self.gibbs_chains()
-        return az.from_dict(posterior=post, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
-                                                   "family": self.family_name})
+        stats = self.gibbs_chains()
+        return az.from_dict(sample_stats=stats, attrs={"sampler": "block Gibbs (ppgen GibbsKernel)",
+                                                       "chain_statistics": ", ".join(stats),
+                                                       "family": self.family_name})
 
 
 # --------------------------------------------------------------------------- RBM families
