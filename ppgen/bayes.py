@@ -615,7 +615,7 @@ def predictive_pvalue(observed: float, replicated: torch.Tensor) -> float:
 
 def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None) -> dict[str, Path]:
     """Trace, pair, posterior predictive, Pareto-k (and LOO-PIT for scalar examples) figures."""
-    from ppgen.plots import panel_count, save_figure, subplots
+    from ppgen.plots import label_trace_axes, panel_count, save_figure, subplots
 
     az = arviz()
     folder.mkdir(parents=True, exist_ok=True)
@@ -626,6 +626,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         rows = len(names[:4])
         fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
         az.plot_trace(idata, var_names=names[:4], compact=True, combined=False, axes=axes)
+        label_trace_axes(axes)
         fig.suptitle("trace (relabelled draws; one line per chain)", fontsize=10)
         fig.tight_layout()
         out["trace"] = save_figure(fig, folder / "trace.png")
@@ -635,6 +636,9 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         fig, axes = subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False, sharex="col")
         az.plot_pair(idata, var_names=pair_vars, coords=pair_coords, divergences="diverging" in idata.sample_stats,
                      kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.3}, textsize=8, ax=axes)
+        for i in range(k):  # the marginals on the diagonal are densities
+            if not axes[i, i].get_ylabel():
+                axes[i, i].set_ylabel("density", fontsize=7)
         out["pair"] = save_figure(fig, folder / "pair.png")
 
         # One panel per coordinate of a step (the last axis of an example), everything else pooled.
@@ -643,6 +647,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         fig, ax = subplots(figsize=(6, 4))
         az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
                     random_seed=0, textsize=8, ax=ax)
+        ax.set_ylabel("density", fontsize=8)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
 
         result = loo(idata)
@@ -658,6 +663,8 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
             fig, ax = subplots(figsize=(5, 3.5))
             pit = loo_pit_data(idata)
             az.plot_loo_pit(pit, y="x", ecdf=True, ax=ax)
+            ax.set_xlabel("LOO probability integral transform", fontsize=8)
+            ax.set_ylabel("ECDF minus uniform CDF", fontsize=8)
             ax.set_title("LOO-PIT (ECDF difference; inside the band: calibrated)", fontsize=9)
             out["loo_pit"] = save_figure(fig, folder / "loo_pit.png")
 
@@ -698,6 +705,7 @@ def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | No
     ax.hist(t_rep.numpy(), bins=40, color="C0", alpha=0.7, label="replicated data")
     ax.axvline(float(t_obs[0]), color="k", lw=2, label="observed")
     ax.set_xlabel(name)
+    ax.set_ylabel("replicated data sets")
     ax.set_title(f"posterior predictive check of {name}: p = {p:.2f}", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, folder / "ppc_statistic.png")

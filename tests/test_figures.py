@@ -46,6 +46,13 @@ MAX_ASPECT = 4.0
 #: A label with at most this many distinct values gets a legend, not a colour bar.
 FEW = 10
 
+#: Figures known to fail a check, by (case, file): each must still fail it (the list is kept current, as a
+#: strict xfail would); the reason says where it is being redrawn.
+KNOWN_POOR: dict[tuple[str, str], str] = {
+    ("gmm", "fit.png"): "the mixture's data figure (1-D: no density axis) is redrawn with the GMM's figure for "
+                        "high-dimensional data",
+}
+
 #: Families fitted by another recipe than their default one here, and extra cases.
 RECIPES = {"gmm": "nuts", "hmm": "nuts"}
 EXTRA = {"pixelcnn_conditional": {**families.TINY["pixelcnn"]["spec"], "conditional": True}}
@@ -140,7 +147,7 @@ def figures(one_torch_thread: None, tmp_path_factory: pytest.TempPathFactory) ->
                 recipe.update(families.TINY_RECIPE.get(recipe["routine"], {}))
                 recipe["draws_per_epoch"] = 20  # fewer draws leave PSIS's Pareto k undefined (NaN)
             spec_path, run = root / f"{case}.yaml", root / case
-            spec_path.write_text(yaml.safe_dump(spec))
+            spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))  # a program's sites in order
             args = ["fit", spec_path, "--out", run, "--no-progress",
                     "--epochs", len(spec["hidden"]) if family == "dbn" else 1]
             if recipe:
@@ -199,8 +206,21 @@ def _picture_of_images(fig: Figure) -> bool:
 
 
 def _labelled(ax: Axes, which: str) -> bool:
-    siblings = (ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()).get_siblings(ax)
-    get = "get_xlabel" if which == "x" else "get_ylabel"
+    """A label on the panel, on a panel sharing that axis, or on the edge of its grid: a panel of the same
+    column (x) or row (y) with the same limits, as a pair plot labels only its outer panels."""
+    x = which == "x"
+    siblings = list((ax.get_shared_x_axes() if x else ax.get_shared_y_axes()).get_siblings(ax))
+    spec = ax.get_subplotspec()
+    if spec is not None:
+        lim = ax.get_xlim() if x else ax.get_ylim()
+        for other in ax.figure.axes:
+            o = other.get_subplotspec()
+            if o is None or o.get_gridspec() is not spec.get_gridspec():
+                continue
+            same = (o.colspan == spec.colspan) if x else (o.rowspan == spec.rowspan)
+            if same and np.allclose(other.get_xlim() if x else other.get_ylim(), lim):
+                siblings.append(other)
+    get = "get_xlabel" if x else "get_ylabel"
     return any(getattr(a, get)().strip() for a in [ax, *siblings])
 
 
@@ -257,15 +277,18 @@ def test_no_empty_panel(figures: dict[str, Any]) -> None:
 
 
 def test_axes_are_labelled(figures: dict[str, Any]) -> None:
-    bad = []
+    bad, known = [], set()
     for s in _all(figures):
         for ax in _visible_axes(s.figure):
             if _is_colorbar(ax) or _image_panel(ax) or not _data(ax):
                 continue
             missing = [w for w in "xy" if not _labelled(ax, w)]
-            if missing:
+            if missing and (s.case, s.name) in KNOWN_POOR:
+                known.add((s.case, s.name))
+            elif missing:
                 bad.append(f"{s}: panel {ax.get_title()!r} has no {' or '.join(missing)} label")
     assert not bad, "\n".join(bad)
+    assert known == set(KNOWN_POOR), f"fixed, to remove from KNOWN_POOR: {set(KNOWN_POOR) - known}"
 
 
 def test_colour_bar_only_for_many_values(figures: dict[str, Any]) -> None:
@@ -307,10 +330,14 @@ def test_states_are_whole_numbers(figures: dict[str, Any]) -> None:
 
 
 def test_training_curves_say_what_they_show(figures: dict[str, Any]) -> None:
-    """The GAN's curves name the discriminator's and the generator's losses; the DBN's do not plot the
-    layer being trained as a quantity."""
-    gan = _texts(_one(figures, "gan", "training_curves.png").figure).lower()
-    assert "discriminator" in gan and "generator" in gan, gan
+    """The GAN's curves name the discriminator's loss (and the generator's, where it is recorded); the
+    DBN's do not plot the layer being trained as a quantity."""
+    gan = _one(figures, "gan", "training_curves.png").figure
+    for ax in gan.axes:
+        key = ax.get_title().removeprefix("val_")
+        want = {"loss": "discriminator loss", "g_loss": "generator loss"}.get(key)
+        assert want is None or want in ax.get_ylabel().replace("\n", " "), (ax.get_title(), ax.get_ylabel())
+    assert "discriminator loss" in _texts(gan), _texts(gan)
     dbn = _one(figures, "dbn", "training_curves.png").figure
     assert all(ax.get_title() != "layer" for ax in dbn.axes)
 

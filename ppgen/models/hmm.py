@@ -654,15 +654,18 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     axes[-1, 0].set_xlabel("t")
     out["sequences"] = save_figure(fig, folder / "sequences.png")
 
-    fig, ax = subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
+    fig, ax = subplots(figsize=(1.6 + 0.7 * model.k, 1.2 + 0.7 * model.k))
     trans = centre["transition"][0]
     ax.imshow(trans.numpy(), vmin=0, vmax=1, cmap="Blues")
     for a in range(model.k):
         for b in range(model.k):
             ax.text(b, a, f"{float(trans[a, b]):.2f}", ha="center", va="center", fontsize=8,
                     color="white" if trans[a, b] > 0.6 else "black")
-    ax.set_xlabel("to state")
-    ax.set_ylabel("from state")
-    ax.set_title("transition matrix" + (" (posterior mean)" if model.has_posterior else " (MAP)"), fontsize=9)
+    ax.set_xticks(range(model.k))
+    ax.set_yticks(range(model.k))
+    ax.set_xlabel("to state z[t+1]")
+    ax.set_ylabel("from state z[t]")
+    ax.set_title("transition probabilities p(z[t+1] | z[t])\n" + ("(posterior mean)" if model.has_posterior else "(MAP)"),
+                 fontsize=9)
     out["transition"] = save_figure(fig, folder / "transition.png")
     return out

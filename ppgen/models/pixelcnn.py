@@ -56,6 +56,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from ppgen.bounds import Bound, as_bound
+from ppgen.contracts import DiagnosticFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.masked import MaskedConv2d, Padded, PointConv, down_shift, pointwise, raster_mask, vertical_mask
 from ppgen.models.base import Family
@@ -230,7 +231,7 @@ class Stepper(Protocol):
     def set_pixel(self, r: int, c: int, value: torch.Tensor) -> None: ...
 
 
-class PixelFamily(Family):
+class PixelFamily(Family, DiagnosticFigures):
     """The machinery every autoregressive image family shares: likelihood heads, the Pyro model and the
     empty guide, the fused loss, exact log-likelihoods, Bayes classification, sampling, completion and
     figures. A subclass builds ``self.net`` (a module mapping the network input (n, 1, H, W) and labels
@@ -597,6 +598,22 @@ class PixelFamily(Family):
             x_test, y_test = data.split("test")
             out["completions"] = self.completion_figure(x_test[:8], y_test[:8] if y_test is not None else None,
                                                         folder / "completions.png")
+        return out
+
+    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
+        """``posterior.png``: p(y | x) over the classes for the first test images (a class-conditional
+        model's posterior, by Bayes' rule); ``loss_trace.png``."""
+        from ppgen import plots
+
+        folder = Path(folder)
+        draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+        out = {"posterior": plots.posterior_figure(
+            idata, folder / "posterior.png", "y", n_obs=8,
+            title=f"class posterior p(y | x) by Bayes' rule for the first test images (share of {draws} draws)",
+            probability="p(y | x)")}
+        trace = plots.loss_trace_figure(idata, folder / "loss_trace.png")
+        if trace is not None:
+            out["loss_trace"] = trace
         return out
 
     @torch.no_grad()

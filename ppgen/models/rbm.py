@@ -253,7 +253,7 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
     def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
         """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
         from ppgen.arviz_data import arviz
-        from ppgen.plots import grid_axes, panel_count, save_figure, subplots
+        from ppgen.plots import grid_axes, label_trace_axes, panel_count, save_figure, subplots
 
         az = arviz()
         folder = Path(folder)
@@ -266,11 +266,18 @@ class EnergyFamily(Family, PartitionFunction, BlockGibbs, DiagnosticFigures, Mea
             rows = panel_count(idata.posterior, names)
             fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
             az.plot_trace(idata, var_names=names, compact=False, axes=axes)
+            label_trace_axes(axes)
             fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
             fig.tight_layout()
             out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-            fig, axes = grid_axes(panel_count(idata.posterior, names))
+            # a grid of two columns: a strip of four rank plots side by side is too thin to read
+            fig, axes = grid_axes(panel_count(idata.posterior, names), panel=(4.0, 2.8), max_cols=2)
             az.plot_rank(idata, var_names=names, ax=axes)
+            for ax in axes:
+                ax.title.set_fontsize(10)
+                ax.xaxis.label.set_fontsize(8)
+                ax.yaxis.label.set_fontsize(8)
+                ax.tick_params(labelsize=7)
             fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
             fig.tight_layout()
             out["rank"] = save_figure(fig, folder / "gibbs_rank.png")
