@@ -237,7 +237,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import ppgen
-    from ppgen.plots.common import training_curves
+    from ppgen.plots.common import metric_labels, training_curves
 
     spec_over = [o for o in args.overrides if not o.startswith("inference.")]
     recipe_over = [o.removeprefix("inference.") for o in args.overrides if o.startswith("inference.")]
@@ -264,7 +264,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             with run_lock(run.path, "ppgen fit (figures)"):
                 paths = families.figures(run.model, folder, run.data)
                 curves = training_curves(run.metrics, folder / "training_curves.png",
-                                         title=run.spec.name or run.spec.family)
+                                         title=run.spec.name or run.spec.family,
+                                         labels=metric_labels(run.recipe, run.spec))
         except KeyboardInterrupt:
             print(f"ppgen: interrupted while drawing the figures; the fitted run in {run.path} is complete "
                   "(--no-figures skips them)", file=sys.stderr)

@@ -128,19 +128,12 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
 
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
-    """Posterior densities of the first latent coordinates of the first examples and the loss trace."""
-    from ppgen.plots.common import grid_axes, loss_trace_figure, panel_count, save_figure
+    """Posterior draws of the first latent coordinates of the first examples and the loss trace."""
+    from ppgen.plots.common import loss_trace_figure, posterior_figure
 
     out: dict[str, Path] = {}
-    post = idata.posterior
-    var = next(iter(post.data_vars))
-    sel = {d: slice(0, 4) for d in post[var].dims if d not in ("chain", "draw")}
-    fig, axes = grid_axes(min(panel_count(post, [var], sel), az.rcParams["plot.max_subplots"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        az.plot_posterior(idata, var_names=[var], coords=sel, hdi_prob=0.9, textsize=8, ax=axes)
-    fig.suptitle(f"posterior of {var} for the first examples (q(z|x))", fontsize=10)
-    out["posterior"] = save_figure(fig, folder / "posterior.png")
+    var = next(iter(idata.posterior.data_vars))
+    out["posterior"] = posterior_figure(idata, folder / "posterior.png", var)
     trace = loss_trace_figure(idata, folder / "loss_trace.png")
     if trace is not None:
         out["loss_trace"] = trace

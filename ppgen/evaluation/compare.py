@@ -2,7 +2,7 @@
 
 The table takes each run's spec, its last epoch record and its ``evaluation.json`` (run
 ``ppgen evaluate`` first for likelihoods and sample-quality numbers; a run without one shows dashes).
-The figure puts a grid of samples from every run side by side above their training curves.
+The figure puts draws from every run in a grid above their training losses, one panel per kind of loss.
 """
 
 from __future__ import annotations
@@ -69,31 +69,46 @@ def incomparable(rows: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 36,
-            seed: int = 0) -> tuple[list[dict[str, Any]], Path]:
-    """The comparison table (one dict per run) and the path of the figure written to ``output``."""
-    from ppgen.plots.common import draw_samples, figure, save_figure
+def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 16,
+            seed: int = 0, max_cols: int = 4) -> tuple[list[dict[str, Any]], Path]:
+    """The comparison table (one dict per run) and the path of the figure written to ``output``: ``n``
+    draws from each run (draws, not pixel means, so that binary data look alike across families) in rows
+    of at most ``max_cols`` panels, above the training losses by epoch, one panel per kind of loss (the
+    losses of different routines measure different things: minus an ELBO in nats, a discriminator's loss,
+    minus a pseudo-log-likelihood)."""
+    from ppgen.plots.common import draw_samples, figure, metric_labels, save_figure
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)
-    cols = len(runs)
-    fig = figure(figsize=(3.4 * cols, 6.4))
-    grid = fig.add_gridspec(2, cols, height_ratios=[3, 2])
-    curve_ax = fig.add_subplot(grid[1, :])
+    cols = min(len(runs), max_cols)
+    sample_rows = -(-len(runs) // cols)
+    kinds: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+    for run in runs:
+        label = f"{run.spec.name or run.spec.family} ({run.path.name})"
+        epochs = [m for m in run.metrics if m.get("kind") == "epoch" and "loss" in m]
+        if epochs:
+            kind = metric_labels(run.recipe, run.spec).get("loss", "training loss")
+            kinds.setdefault(kind, []).append((label, epochs))
+    curve_cols = max(1, min(len(kinds), max_cols))
+    curve_rows = -(-len(kinds) // curve_cols) if kinds else 0
+    fig = figure(figsize=(3.0 * cols + 0.4, 2.7 * sample_rows + 2.5 * curve_rows), layout="constrained")
+    grid = fig.add_gridspec(sample_rows + curve_rows, cols * curve_cols,
+                            height_ratios=[2.7] * sample_rows + [2.5] * curve_rows)
     for i, run in enumerate(runs):
-        ax = fig.add_subplot(grid[0, i])
+        r, c = divmod(i, cols)
+        ax = fig.add_subplot(grid[r, c * curve_cols : (c + 1) * curve_cols])
         label = f"{run.spec.name or run.spec.family} ({run.path.name})"
         with torch.no_grad():
-            x = run.samples(n, seed=seed, display=True).cpu()
+            x = run.samples(n, seed=seed).cpu()
         ref = None if x.dim() == 4 else run.data.split("test")[0]
-        draw_samples(ax, x, label, reference=ref)
-        epochs = [m for m in run.metrics if m.get("kind") == "epoch"]
-        if epochs:
-            curve_ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=label)
-    curve_ax.set_xlabel("epoch")
-    curve_ax.set_ylabel("training loss")
-    curve_ax.grid(alpha=0.3)
-    if curve_ax.lines:
-        curve_ax.legend(fontsize=7)
-    fig.tight_layout()
+        draw_samples(ax, x, f"{label}: {n} draws" if x.dim() == 4 else label, reference=ref)
+    for k, (kind, curves) in enumerate(kinds.items()):
+        r, c = divmod(k, curve_cols)
+        ax = fig.add_subplot(grid[sample_rows + r, c * cols : (c + 1) * cols])
+        for label, epochs in curves:
+            ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind if len(kind) <= 34 or " (" not in kind else kind.replace(" (", "\n(", 1), fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return rows, save_figure(fig, output)

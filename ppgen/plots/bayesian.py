@@ -17,7 +17,7 @@ from ppgen.diagnostics.workflow import loo, loo_pit_data, predictive_pvalue
 from ppgen.models.bayesian.base import BayesFamily, Theta
 from ppgen.models.bayesian.gmm import GMM
 from ppgen.models.bayesian.hmm import HMM, _centre
-from ppgen.plots.common import panel_count, save_figure, subplots
+from ppgen.plots.common import label_trace_axes, panel_count, save_figure, subplots
 from ppgen.plots.predictive import point_estimate_figure
 
 
@@ -51,6 +51,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         rows = len(names[:4])
         fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
         az.plot_trace(idata, var_names=names[:4], compact=True, combined=False, axes=axes)
+        label_trace_axes(axes)
         fig.suptitle("trace (relabelled draws; one line per chain)", fontsize=10)
         fig.tight_layout()
         out["trace"] = save_figure(fig, folder / "trace.png")
@@ -60,6 +61,9 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         fig, axes = subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False, sharex="col")
         az.plot_pair(idata, var_names=pair_vars, coords=pair_coords, divergences="diverging" in idata.sample_stats,
                      kind="scatter", marginals=True, scatter_kwargs={"alpha": 0.3}, textsize=8, ax=axes)
+        for i in range(k):  # the marginals on the diagonal are densities
+            if not axes[i, i].get_ylabel():
+                axes[i, i].set_ylabel("density", fontsize=7)
         out["pair"] = save_figure(fig, folder / "pair.png")
 
         # One panel per coordinate of a step (the last axis of an example), everything else pooled.
@@ -68,6 +72,7 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         fig, ax = subplots(figsize=(6, 4))
         az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
                     random_seed=0, textsize=8, ax=ax)
+        ax.set_ylabel("density", fontsize=8)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
 
         result = loo(idata)
@@ -83,6 +88,8 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
             fig, ax = subplots(figsize=(5, 3.5))
             pit = loo_pit_data(idata)
             az.plot_loo_pit(pit, y="x", ecdf=True, ax=ax)
+            ax.set_xlabel("LOO probability integral transform", fontsize=8)
+            ax.set_ylabel("ECDF minus uniform CDF", fontsize=8)
             ax.set_title("LOO-PIT (ECDF difference; inside the band: calibrated)", fontsize=9)
             out["loo_pit"] = save_figure(fig, folder / "loo_pit.png")
 
@@ -107,6 +114,7 @@ def _statistic_figure(idata: Any, folder: Path, model: BayesFamily) -> Path | No
     ax.hist(t_rep.numpy(), bins=40, color="C0", alpha=0.7, label="replicated data")
     ax.axvline(float(t_obs[0]), color="k", lw=2, label="observed")
     ax.set_xlabel(name)
+    ax.set_ylabel("replicated data sets")
     ax.set_title(f"posterior predictive check of {name}: p = {p:.2f}", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, folder / "ppc_statistic.png")
@@ -229,15 +237,18 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     axes[-1, 0].set_xlabel("t")
     out["sequences"] = save_figure(fig, folder / "sequences.png")
 
-    fig, ax = subplots(figsize=(1.0 + 0.7 * model.k, 0.8 + 0.7 * model.k))
+    fig, ax = subplots(figsize=(1.6 + 0.7 * model.k, 1.2 + 0.7 * model.k))
     trans = centre["transition"][0]
     ax.imshow(trans.numpy(), vmin=0, vmax=1, cmap="Blues")
     for a in range(model.k):
         for b in range(model.k):
             ax.text(b, a, f"{float(trans[a, b]):.2f}", ha="center", va="center", fontsize=8,
                     color="white" if trans[a, b] > 0.6 else "black")
-    ax.set_xlabel("to state")
-    ax.set_ylabel("from state")
-    ax.set_title("transition matrix" + (" (posterior mean)" if model.has_posterior else " (MAP)"), fontsize=9)
+    ax.set_xticks(range(model.k))
+    ax.set_yticks(range(model.k))
+    ax.set_xlabel("to state z[t+1]")
+    ax.set_ylabel("from state z[t]")
+    ax.set_title("transition probabilities p(z[t+1] | z[t])\n" + ("(posterior mean)" if model.has_posterior else "(MAP)"),
+                 fontsize=9)
     out["transition"] = save_figure(fig, folder / "transition.png")
     return out

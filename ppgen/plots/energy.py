@@ -13,7 +13,7 @@ from ppgen.arviz_data import arviz
 from ppgen.data.core import Dataset
 from ppgen.models.energy.rbm import CHAIN_STATS, EnergyFamily
 from ppgen.plots import common as plots
-from ppgen.plots.common import grid_axes, panel_count, save_figure, subplots
+from ppgen.plots.common import grid_axes, label_trace_axes, panel_count, save_figure, subplots
 
 
 def figures(model: EnergyFamily, folder: Path, data: Dataset) -> dict[str, Path]:
@@ -61,10 +61,17 @@ def diagnostic_figures(model: EnergyFamily, idata: Any, folder: Path) -> dict[st
         rows = panel_count(chains, names)
         fig, axes = subplots(rows, 2, figsize=(9, 2.0 * rows + 0.8), squeeze=False)
         az.plot_trace(chains, var_names=names, compact=False, axes=axes)
+        label_trace_axes(axes)
         fig.suptitle("Gibbs chains: trace of chain statistics", fontsize=10)
         fig.tight_layout()
         out["trace"] = save_figure(fig, folder / "gibbs_trace.png")
-        fig, axes = grid_axes(panel_count(chains, names))
+        # a grid of two columns: a strip of four rank plots side by side is too thin to read
+        fig, axes = grid_axes(panel_count(chains, names), panel=(4.0, 2.8), max_cols=2)
+        for ax in axes:
+            ax.title.set_fontsize(10)
+            ax.xaxis.label.set_fontsize(8)
+            ax.yaxis.label.set_fontsize(8)
+            ax.tick_params(labelsize=7)
         az.plot_rank(chains, var_names=names, ax=axes)
         fig.suptitle("Gibbs chains: rank plots (uniform when the chains mix)", fontsize=10)
         fig.tight_layout()

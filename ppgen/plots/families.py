@@ -38,7 +38,7 @@ TABLE: dict[type[Family], FamilyFigures] = {
     VAE: FamilyFigures(vae.figures),
     GAN: FamilyFigures(gan.figures, gan.diagnostic_figures),
     EnergyFamily: FamilyFigures(energy.figures, energy.diagnostic_figures),
-    PixelFamily: FamilyFigures(pixel.figures),
+    PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures),
     BayesFamily: FamilyFigures(None, bayesian.diagnostic_figures),
     GMM: FamilyFigures(bayesian.figures_of_gmm, bayesian.diagnostic_figures),
     HMM: FamilyFigures(bayesian.figures_of_hmm, bayesian.diagnostic_figures),

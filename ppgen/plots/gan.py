@@ -54,7 +54,10 @@ def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
         for ax, key in zip(axes[0], keys):
             v = st[key].values[0]
             ax.plot(step if step is not None else range(len(v)), v, lw=0.8)
-            ax.set_title({"loss": "discriminator loss"}.get(key, key), fontsize=9)
+            name = {"loss": "discriminator loss", "g_loss": "generator loss", "d_real": "mean D(x) on data",
+                    "d_fake": "mean D(G(z)) on samples", "gp": "gradient penalty"}.get(key, key)
+            ax.set_title(name, fontsize=9)
+            ax.set_ylabel(name, fontsize=8)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -167,6 +170,8 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
             ax.add_patch(Circle((float(c[0]), float(c[1])), 3 * std, fill=False, color="k", lw=0.6))
         title += f": {cov['modes_covered']}/{len(centres)} modes, {100 * cov['high_quality_share']:.1f}% high quality"
     ax.set_aspect("equal")
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     return cov

@@ -1,15 +1,18 @@
 """The autoregressive families' figures: samples drawn pixel by pixel (one row per class when
-class-conditional) and completions of the lower half of test images."""
+class-conditional) and completions of the lower half of test images; for ``ppgen diagnose`` the class
+posterior of a class-conditional model or the per-pixel negative log-likelihood."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ppgen.data.core import Dataset
 from ppgen.models.autoregressive.pixelcnn import PixelFamily
 from ppgen.plots import common as plots
+from ppgen.plots.predictive import pixel_nll_figure
 
 
 def figures(model: PixelFamily, folder: Path, data: Dataset) -> dict[str, Path]:
@@ -51,3 +54,24 @@ def completion_figure(model: PixelFamily, x: torch.Tensor, y: torch.Tensor | Non
     fig, ax = plots.subplots(figsize=(1.0 * m + 0.5, 1.0 * (draws + 2) + 0.5))
     plots.show_grid(ax, grid, nrow=m, title=f"test images, upper halves, {draws} completions of the lower half")
     return plots.save_figure(fig, path)
+
+
+def diagnostic_figures(model: PixelFamily, idata: Any, folder: Path) -> dict[str, Path]:
+    """What ``ppgen diagnose`` draws for an autoregressive model: for a class-conditional one
+    ``posterior.png``, p(y | x) over the classes for the first test images (its posterior over the label,
+    by Bayes' rule); for an unconditional one ``pixel_nll.png``, the mean negative log-likelihood of each
+    pixel (:func:`~ppgen.plots.predictive.pixel_nll_figure`); and ``loss_trace.png``."""
+    folder = Path(folder)
+    out: dict[str, Path] = {}
+    if "posterior" in idata.groups():
+        draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+        out["posterior"] = plots.posterior_figure(
+            idata, folder / "posterior.png", "y", n_obs=8,
+            title=f"class posterior p(y | x) by Bayes' rule for the first test images (share of {draws} draws)",
+            probability="p(y | x)")
+    elif "log_likelihood" in idata.groups() and "pixel" in idata.log_likelihood["x"].dims:
+        out["pixel_nll"] = pixel_nll_figure(idata, folder / "pixel_nll.png")
+    trace = plots.loss_trace_figure(idata, folder / "loss_trace.png")
+    if trace is not None:
+        out["loss_trace"] = trace
+    return out

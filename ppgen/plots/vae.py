@@ -10,7 +10,7 @@ import torch
 
 from ppgen.data.core import Dataset
 from ppgen.models.vae import VAE
-from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, show_grid, subplots
+from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, scatter_by_label, show_grid, subplots
 
 
 def figures(model: VAE, folder: Path, data: Dataset) -> dict[str, Path]:
@@ -91,10 +91,8 @@ def latent_scatter(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: st
     """Posterior means E[z|x] of test examples, coloured by label."""
     z = model.posterior(x).mean.cpu()
     fig, ax = subplots(figsize=(6, 5.5))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
-    if y is not None:
-        fig.colorbar(sc, ax=ax, label="label")
-    ax.set_xlabel("z1")
-    ax.set_ylabel("z2")
+    scatter_by_label(fig, ax, z.numpy(), None if y is None else y.cpu().numpy())
+    ax.set_xlabel("z1 (posterior mean)")
+    ax.set_ylabel("z2 (posterior mean)")
     ax.set_title("posterior means of test examples", fontsize=10)
     return save_figure(fig, path)

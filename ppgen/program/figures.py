@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, show_grid, subplots
+from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, scatter_by_label, show_grid, subplots
 from ppgen.program import flows, runtime
 
 
@@ -190,9 +190,7 @@ def latent_scatter(model: Any, site: Any, x: torch.Tensor, y: torch.Tensor | Non
     yy = y.to(x.device) if y is not None and model.program.y_site is not None else None
     z = model.encode(x, yy)[site.name].cpu()
     fig, ax = subplots(figsize=(6, 5.5))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
-    if y is not None:
-        fig.colorbar(sc, ax=ax, label="label")
+    scatter_by_label(fig, ax, z.numpy(), None if y is None else y.cpu().numpy())
     ax.set_xlabel(f"{site.name}1")
     ax.set_ylabel(f"{site.name}2")
     ax.set_title("guide locations of test examples", fontsize=10)

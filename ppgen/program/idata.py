@@ -133,6 +133,8 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
         for ax, (title, values) in zip(axes.flat, panels):
             ax.hist(values, bins=30, color="C0", alpha=0.8)
             ax.set_title(title, fontsize=8)
+            ax.set_xlabel(title.split("[")[0], fontsize=7)
+            ax.set_ylabel("draws", fontsize=7)
             ax.tick_params(labelsize=6)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_axis_off()
