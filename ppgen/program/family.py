@@ -276,12 +276,12 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         log_w = torch.cat(parts, 0)
         return mean_of_weights(log_w)
 
-    @torch.no_grad()
     def likelihood_is_discrete(self) -> bool:
         """The observed site's distribution is discrete, or a dequantized density of discrete levels."""
         site = self.program.x_site
         return bool(site.entry.discrete or site.options.get("dequantize"))
 
+    @torch.no_grad()
     def evaluate_extra(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """The ELBO per example (one draw, analytic KL where torch has it) and, where the guide encodes x,
         the squared error of the reconstructions. With a label site, ``elbo`` bounds log p(x):
