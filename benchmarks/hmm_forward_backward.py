@@ -1,7 +1,7 @@
 """Which forward-backward is faster at which size: the scaled recursion, the log-space recursion and the
-parallel scan of :func:`ppgen.models.bayesian.hmm.forward_backward`, timed side by side on the E-step of S
+parallel scan of :func:`ppgen.models.bayesian.forward_backward.forward_backward`, timed side by side on the E-step of S
 parameter values, N sequences of T steps and K states (float64, one thread), with their results checked
-against each other. The ``auto`` rule of :func:`ppgen.models.bayesian.hmm.choose_method` is read off this table.
+against each other. The ``auto`` rule of :func:`ppgen.models.bayesian.forward_backward.choose_method` is read off this table.
 
     python benchmarks/hmm_forward_backward.py [--device cuda]
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ppgen.models.bayesian.hmm import choose_method, forward_backward  # noqa: E402
+from ppgen.models.bayesian.forward_backward import choose_method, forward_backward  # noqa: E402
 
 SIZES = [  # (S, N, T, K)
     (1, 21, 8, 2), (1, 320, 50, 3), (10, 320, 50, 3), (1, 320, 60, 2), (10, 320, 60, 2),

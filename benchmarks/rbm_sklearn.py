@@ -71,7 +71,7 @@ def main() -> None:
 
     import ppgen
     from ppgen import data as data_mod
-    from ppgen.models.energy.core import RBMCore
+    from ppgen.models.energy.rbm_core import RBMCore
 
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()

@@ -21,7 +21,7 @@ import pyro
 import torch
 
 import ppgen
-from ppgen.models.energy.core import all_binary_states
+from ppgen.models.energy.partition import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
 from ppgen.plots.common import save_figure, subplots
 

@@ -18,8 +18,9 @@ from pyro.nn import PyroModule
 from pyro.ops.stats import split_gelman_rubin
 
 import ppgen
-from ppgen.models.bayesian import base as bayes
-from ppgen.models.bayesian.base import Site, permute_labels, relabel
+from ppgen.arviz_data import arviz
+from ppgen.models.bayesian.relabel import permute_labels, relabel
+from ppgen.models.bayesian.stores import Site
 from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
@@ -155,7 +156,7 @@ def test_inference_data_has_the_pointwise_log_likelihood(nuts_run, tmp_path) -> 
     assert result.pareto_k.shape == (x.shape[0],) and math.isfinite(result.elpd_loo)
     # Round trip through netCDF, as ppgen diagnose writes it.
     idata.to_netcdf(str(tmp_path / "idata.nc"))
-    again = bayes.arviz().from_netcdf(str(tmp_path / "idata.nc"))
+    again = arviz().from_netcdf(str(tmp_path / "idata.nc"))
     np.testing.assert_allclose(again.log_likelihood["x"].values, ll)
 
 

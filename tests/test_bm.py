@@ -14,7 +14,9 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.models.energy.core import BMCore, RBMCore, all_binary_states
+from ppgen.models.energy.bm_core import BMCore
+from ppgen.models.energy.partition import all_binary_states
+from ppgen.models.energy.rbm_core import RBMCore
 from ppgen.inference.gibbs import GibbsKernel
 from ppgen.plots import families
 

@@ -14,7 +14,7 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.models.energy.core import all_binary_states
+from ppgen.models.energy.partition import all_binary_states
 from ppgen.inference.gibbs import GibbsKernel
 from ppgen.inference.layerwise import layer_plan, split_epochs
 from ppgen.spec import SpecError

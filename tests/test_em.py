@@ -22,7 +22,8 @@ from ppgen.inference.base import Plan
 from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
                                 em_start, lognormal_scale_mode, stack_starts, statistics)
 from ppgen.models.bayesian.gmm import GMM, GMMSpec
-from ppgen.models.bayesian.hmm import HMM, HMMSpec, forward_backward
+from ppgen.models.bayesian.forward_backward import forward_backward
+from ppgen.models.bayesian.hmm import HMM, HMMSpec
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -374,7 +375,7 @@ def test_forward_backward_equals_brute_force(method: str, t: int) -> None:
 
 
 def test_auto_takes_the_scan_for_a_few_long_sequences_and_the_scaled_recursion_otherwise() -> None:
-    from ppgen.models.bayesian.hmm import choose_method
+    from ppgen.models.bayesian.forward_backward import choose_method
 
     assert choose_method(1, 1, 1000, 3) == "scan"
     assert choose_method(1, 10, 10_000, 3) == "scan"

@@ -22,7 +22,8 @@ from ppgen.data.core import DataInfo
 from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.svi import SVIConfig, pyro_elbo, pyro_loss
 from ppgen.models.autoregressive.masked import MaskedConv2d, raster_mask, vertical_mask
-from ppgen.models.autoregressive.pixelcnn import GatedPixelCNN, GatedPixelCNNSpec, PixelCNN, PixelCNNSpec
+from ppgen.models.autoregressive.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNSpec
+from ppgen.models.autoregressive.pixelcnn import PixelCNN, PixelCNNSpec
 from ppgen.models.autoregressive.pixelrnn import PixelRNN, PixelRNNSpec
 from ppgen.spec import SpecError
 from ppgen.plots import families

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.models.energy.core import RBMCore, all_binary_states, beta_schedule, log_mean_exp
+from ppgen.models.energy.partition import all_binary_states, beta_schedule, log_mean_exp
+from ppgen.models.energy.rbm_core import RBMCore
 from ppgen.inference.base import LocalRuntime, make_optimizer
 from ppgen.inference.gibbs import CDConfig, GibbsKernel, LRScheduleSpec, gibbs_update
 from ppgen.spec import SpecError

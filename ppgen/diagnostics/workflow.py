@@ -1,7 +1,7 @@
 """The Bayesian workflow over fitted runs (Gelman, Vehtari, Simpson et al. 2020): R-hat and ESS summaries,
 PSIS-LOO with its Pareto-k warnings kept as data, ``az.compare`` across runs or run folders, choosing a
 model by parsimony, posterior predictive p-values and the data LOO-PIT needs. The InferenceData comes from
-the family (:func:`ppgen.models.bayesian.base.inference_data`); the figures are in
+the family (:func:`ppgen.models.bayesian.idata.inference_data`); the figures are in
 :mod:`ppgen.plots.bayesian`.
 
 References:

@@ -101,7 +101,7 @@ def _evaluate(run: Run, *, k: int | None, limit: int | None, batch_size: int, se
                         f"the {run.spec.family} family does not")
     if ais:
         # The same bounds as the spec's ais section (runs: at least 2, for the error of log Z).
-        from ppgen.models.energy.core import AISSpec
+        from ppgen.models.energy.spec import AISSpec
 
         for name in ais:
             lo, hi = field_bounds(AISSpec, name.removeprefix("ais_"))

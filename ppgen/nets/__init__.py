@@ -1,1 +1,2 @@
-"""Network blocks the families are built from: MLPs, convolutional encoders and decoders, their specs."""
+"""Networks the families are built from, with their specs: MLPs, convolutional encoders and decoders
+(blocks.py), the GAN's generators and discriminators (gan.py)."""

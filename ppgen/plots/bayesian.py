@@ -14,9 +14,10 @@ import torch
 from ppgen.arviz_data import arviz
 from ppgen.data.core import Dataset
 from ppgen.diagnostics.workflow import loo, loo_pit_data, predictive_pvalue
-from ppgen.models.bayesian.base import BayesFamily, Theta
+from ppgen.models.bayesian.base import BayesFamily
 from ppgen.models.bayesian.gmm import GMM
 from ppgen.models.bayesian.hmm import HMM, _centre
+from ppgen.models.bayesian.stores import Theta
 from ppgen.plots.common import label_trace_axes, panel_count, save_figure, subplots
 from ppgen.plots.predictive import point_estimate_figure
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 from ppgen.contracts import DiagnosticFigures, OwnFigures
 from ppgen.data.core import Dataset
-from ppgen.models.autoregressive.pixelcnn import PixelFamily
+from ppgen.models.autoregressive.base import PixelFamily
 from ppgen.models.bayesian.base import BayesFamily
 from ppgen.models.bayesian.gmm import GMM
 from ppgen.models.bayesian.hmm import HMM

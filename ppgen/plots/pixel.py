@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ppgen.data.core import Dataset
-from ppgen.models.autoregressive.pixelcnn import PixelFamily
+from ppgen.models.autoregressive.base import PixelFamily
 from ppgen.plots import common as plots
 from ppgen.plots.predictive import pixel_nll_figure
 

@@ -1,6 +1,6 @@
 """PixelRNN with Row LSTM layers: an autoregressive image model with an exact likelihood.
 
-As in :mod:`ppgen.models.autoregressive.pixelcnn`, p(x) = prod_i p(x_i | x_<i) over pixels in raster order, with a
+As in :mod:`ppgen.models.autoregressive.base`, p(x) = prod_i p(x_i | x_<i) over pixels in raster order, with a
 Bernoulli likelihood for binarized images or a Categorical over grey levels for 8-bit ones, fitted by
 the ``svi`` routine with an empty guide (maximum likelihood) or with a Gaussian weight prior (MAP), and
 optionally class-conditional (p(x, y) = p(y) p(x | y), classified by Bayes' rule).
@@ -36,8 +36,10 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from ppgen.models.autoregressive.base import PixelFamily
+from ppgen.models.autoregressive.layers import ClassBias, add_bias, fill_caches
 from ppgen.models.autoregressive.masked import MaskedConv2d, Padded, PointConv, pointwise, raster_mask
-from ppgen.models.autoregressive.pixelcnn import ClassBias, PixelFamily, PixelModelSpec, _odd, add_bias, fill_caches
+from ppgen.models.autoregressive.spec import PixelModelSpec, odd_kernel
 from ppgen.registry import register_family
 from ppgen.spec import Strict
 
@@ -54,7 +56,7 @@ class RowLSTMNetSpec(Strict):
     layers: int = Field(2, ge=1, le=64)
     head: int = Field(64, ge=1, le=4096)
 
-    _odd_kernels = field_validator("first_kernel", "kernel")(_odd)
+    _odd_kernels = field_validator("first_kernel", "kernel")(odd_kernel)
 
 
 class PixelRNNSpec(PixelModelSpec):

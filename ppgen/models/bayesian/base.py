@@ -4,61 +4,36 @@ InferenceData with the pointwise log-likelihood filled in, for R-hat and ESS, PS
 across numbers of components or states (:mod:`ppgen.diagnostics.workflow`) and posterior predictive checks
 (:mod:`ppgen.plots.bayesian`).
 
-A :class:`BayesFamily` declares its global sites (:class:`Site`: name, shape, support, which axes are
-indexed by the component or state label) and a prior for each; it keeps
-
-- a point estimate (:class:`PointEstimate`, unconstrained parameters that the MAP routine fits through a
-  Delta guide), and
-- posterior draws (:class:`DrawStore`, buffers of shape (chain, draw, ...) that the NUTS routine fills),
-
-both in its ``state_dict``, so a checkpoint carries them and ``open_run(...).model`` has them back.
-Densities are written once, vectorized over a leading batch of parameter values (``log_lik(x, theta)``
-gives (S, N) for S parameter values and N examples), and everything else is built on that: the held-out
-likelihood (plug-in, or the posterior predictive density averaged over draws), the pointwise
-log-likelihood group that PSIS-LOO needs (a default ``az.from_pyro`` conversion leaves it out for models
-whose likelihood is a marginal over enumerated or hand-marginalised discrete states), replicated data for
-predictive checks.
-
-**Label switching.** A mixture's likelihood is invariant to permuting the labels, so chains started apart
-settle in different labelings and R-hat over raw draws is meaningless. :func:`relabel` permutes the labels
-of every draw to match a pivot (Marin, Mengersen & Robert 2005) and iterates the pivot to the mean of the
-relabelled draws (the decision-theoretic relabelling of Stephens 2000 with squared loss on a signature of
-each component, e.g. its mean); the final labels are sorted by the signature's first feature. Quantities
-that do not depend on labels (likelihoods, LOO, predictive checks) are unaffected.
+A :class:`BayesFamily` declares its global sites (:class:`~ppgen.models.bayesian.stores.Site`) and a prior
+for each; it keeps a point estimate and posterior draws (:mod:`ppgen.models.bayesian.stores`). Densities are
+written once, vectorized over a leading batch of parameter values (``log_lik(x, theta)`` gives (S, N) for S
+parameter values and N examples), and everything else is built on that: the held-out likelihood (plug-in,
+or the posterior predictive density averaged over draws), the pointwise log-likelihood group that PSIS-LOO
+needs (:mod:`ppgen.models.bayesian.idata`), replicated data for predictive checks. Labels are made
+consistent across draws by :mod:`ppgen.models.bayesian.relabel`; data-driven starts use :func:`kmeans`.
 
 References:
     Gelman, Vehtari, Simpson et al. (2020), Bayesian Workflow, arXiv:2011.01808.
-    Vehtari, Gelman & Gabry (2017), Practical Bayesian model evaluation using leave-one-out
-    cross-validation and WAIC, Statistics and Computing 27, 1413-1432.
     Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), Rank-normalization, folding, and localization:
     an improved R-hat, Bayesian Analysis 16, 667-718.
-    Stephens (2000), Dealing with label switching in mixture models, JRSS B 62, 795-809.
-    Marin, Mengersen & Robert (2005), Bayesian modelling and inference on mixtures of distributions,
-    Handbook of Statistics 25, 459-507.
-    Gelman, Meng & Stern (1996), Posterior predictive assessment of model fitness via realized
-    discrepancies, Statistica Sinica 6, 733-807.
+    Arthur & Vassilvitskii (2007), k-means++: the advantages of careful seeding, SODA.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pydantic import Field
-from torch import nn
-from torch.distributions import biject_to, constraints
 
 from ppgen.contracts import JointDensity, MarginalModel, Posterior, Relabeling
 from ppgen.models.base import Family, mean_of_weights
+from ppgen.models.bayesian.idata import inference_data, point_inference_data
+from ppgen.models.bayesian.relabel import relabel
+from ppgen.models.bayesian.stores import DrawStore, PointEstimate, Site, Theta, flatten_draws
 from ppgen.spec import SpecError, Strict
-
-Theta = dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- prior sections of specs
@@ -79,100 +54,10 @@ class ScalePrior(Strict):
     log_std: float = Field(1.5, gt=0)
 
 
-# --------------------------------------------------------------------------- sites and stores
-
-
-@dataclass(frozen=True)
-class Site:
-    """A global latent variable: its ``name`` (the Pyro site), the ``shape`` of one value, its support,
-    the names of its axes (``dims``, for ArviZ) and which of them are indexed by the label of a
-    component or state (``label_axes``), so that relabelling knows what to permute."""
-
-    name: str
-    shape: tuple[int, ...]
-    constraint: constraints.Constraint
-    dims: tuple[str, ...]
-    label_axes: tuple[int, ...] = ()
-
-    def transform(self) -> torch.distributions.Transform:
-        """Unconstrained -> constrained."""
-        return biject_to(self.constraint)
-
-    def unconstrained_shape(self) -> tuple[int, ...]:
-        return tuple(self.transform().inverse_shape(torch.Size(self.shape)))
-
-
-class PointEstimate(nn.Module):
-    """One value per site, held as unconstrained parameters ``u_<name>`` (what the optimizer moves)."""
-
-    def __init__(self, sites: Sequence[Site], values: Theta) -> None:
-        super().__init__()
-        self.sites = {s.name: s for s in sites}
-        for s in sites:
-            u = s.transform().inv(values[s.name].detach().to(torch.get_default_dtype()))
-            if tuple(u.shape) != s.unconstrained_shape():
-                raise ValueError(f"site {s.name!r}: default value has shape {tuple(values[s.name].shape)}, expected {s.shape}")
-            self.register_parameter(f"u_{s.name}", nn.Parameter(u.clone()))
-
-    def values(self) -> Theta:
-        """The constrained values, differentiable in the parameters."""
-        return {name: s.transform()(getattr(self, f"u_{name}")) for name, s in self.sites.items()}
-
-    @torch.no_grad()
-    def set(self, values: Mapping[str, torch.Tensor]) -> None:
-        for name, v in values.items():
-            s = self.sites[name]
-            getattr(self, f"u_{name}").copy_(s.transform().inv(v.to(getattr(self, f"u_{name}"))))
-
-
-class DrawStore(nn.Module):
-    """Posterior draws as buffers ``draw__<site>`` of shape (chain, draw, ...) and per-draw sampler
-    statistics ``stat__<name>`` of shape (chain, draw). It takes whatever a state dict holds, so a model
-    built fresh (empty store) loads a checkpoint with draws."""
-
-    def set(self, draws: Mapping[str, torch.Tensor], stats: Mapping[str, torch.Tensor] | None = None) -> None:
-        for name in [n for n, _ in self.named_buffers()]:
-            delattr(self, name)
-        for name, v in draws.items():
-            self.register_buffer(f"draw__{name}", v.detach().clone())
-        for name, v in (stats or {}).items():
-            self.register_buffer(f"stat__{name}", v.detach().clone())
-
-    def draws(self) -> Theta:
-        return {n[len("draw__"):]: b for n, b in self.named_buffers() if n.startswith("draw__")}
-
-    def stats(self) -> dict[str, torch.Tensor]:
-        return {n[len("stat__"):]: b for n, b in self.named_buffers() if n.startswith("stat__")}
-
-    def __len__(self) -> int:
-        d = self.draws()
-        return 0 if not d else int(next(iter(d.values())).shape[1])
-
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        draws, stats = {}, {}
-        for key, value in state_dict.items():
-            if not key.startswith(prefix):
-                continue
-            name = key[len(prefix):]
-            if name.startswith("draw__"):
-                draws[name[len("draw__"):]] = value
-            elif name.startswith("stat__"):
-                stats[name[len("stat__"):]] = value
-            else:
-                unexpected_keys.append(key)
-        self.set(draws, stats)
-
-
 def tensor_options(like: torch.Tensor | None) -> dict[str, Any]:
     """``dtype`` and ``device`` of ``like`` as keyword arguments for a tensor constructor (none without
     it): priors evaluated at float64 values (EM) or on a GPU are built there."""
     return {} if like is None else {"dtype": like.dtype, "device": like.device}
-
-
-def flatten_draws(draws: Mapping[str, torch.Tensor]) -> Theta:
-    """(chain, draw, ...) -> (chain * draw, ...)."""
-    return {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
 
 
 # --------------------------------------------------------------------------- the family base
@@ -349,7 +234,8 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel):
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     def relabel(self, draws: Mapping[str, torch.Tensor]) -> tuple[Theta, torch.Tensor]:
-        """Draws (chain, draw, ...) with labels made consistent across draws and chains (see module doc)."""
+        """Draws (chain, draw, ...) with labels made consistent across draws and chains (see
+        :mod:`ppgen.models.bayesian.relabel`)."""
         return relabel(draws, self.sites, self.signature)
 
     def inference_data(self, data: Any, metrics: list[dict[str, Any]]) -> Any:
@@ -404,192 +290,3 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, restarts: int = 
     assert best is not None
     centres = best[1][torch.argsort(best[1][:, 0])]
     return centres, torch.cdist(x, centres).argmin(1)
-
-
-# --------------------------------------------------------------------------- relabelling
-
-
-def relabel(draws: Mapping[str, torch.Tensor], sites: Sequence[Site],
-            signature: Callable[[Theta], torch.Tensor], max_iter: int = 50) -> tuple[Theta, torch.Tensor]:
-    """Permute the component labels of each draw to agree with a common pivot.
-
-    ``draws`` hold (chain, draw, ...) values; ``signature(theta)`` gives (S, K, F) features per component.
-    The pivot starts as the mean and variance of each component's signature over the first chain; each
-    draw takes the permutation that minimises the summed Mahalanobis distances of its components to the
-    pivot's (an assignment problem, solved exactly); the pivot becomes the mean and variance of the
-    relabelled signatures; this repeats until no permutation changes. Labels end sorted by the pivot's
-    first feature. Returns the relabelled draws and the permutations (chain, draw, K): new label k is
-    old label ``perm[..., k]``.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    first = next(iter(draws.values()))
-    chains, n = first.shape[:2]
-    flat = flatten_draws(draws)
-    sig = signature(flat).detach().double()  # (M, K, F)
-    m, k, _ = sig.shape
-    floor = 1e-8 * sig.reshape(-1, sig.shape[-1]).var(0, unbiased=False).clamp_min(1e-12)
-    # Each pivot component is a mean and a per-feature variance: the distance of a draw's component to
-    # it is a Mahalanobis distance, so that a feature that varies little within a component (say a log
-    # scale) but much between components weighs accordingly. Start from the first chain.
-    pivot = sig[:n].mean(0)
-    var = sig[:n].var(0, unbiased=False) + floor
-    perms = torch.arange(k).expand(m, k).clone()
-    for _ in range(max_iter):
-        cost = (((sig[:, None, :, :] - pivot[None, :, None, :]) ** 2) / var[None, :, None, :]).sum(-1).numpy()
-        new = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]))  # (M, K_new) -> old
-        changed = not torch.equal(new, perms)
-        perms = new
-        aligned = torch.gather(sig, 1, perms[..., None].expand_as(sig))
-        pivot = aligned.mean(0)
-        var = aligned.var(0, unbiased=False) + floor
-        if not changed:
-            break
-    order = torch.argsort(pivot[:, 0])
-    perms = perms[:, order]
-    out = {name: permute_labels(flat[name], perms, _site(sites, name).label_axes) for name in flat}
-    return {name: v.reshape(chains, n, *v.shape[1:]) for name, v in out.items()}, perms.reshape(chains, n, k)
-
-
-def _site(sites: Sequence[Site], name: str) -> Site:
-    for s in sites:
-        if s.name == name:
-            return s
-    raise KeyError(name)
-
-
-def permute_labels(values: torch.Tensor, perms: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
-    """values (M, *shape), perms (M, K): along each label axis a of ``shape``, entry k becomes old entry
-    ``perms[m, k]`` (so a transition matrix has rows and columns permuted alike)."""
-    out = values
-    for a in axes:
-        axis = a + 1
-        idx = perms.reshape(perms.shape[0], *([1] * (axis - 1)), perms.shape[1], *([1] * (values.dim() - axis - 1)))
-        out = torch.gather(out, axis, idx.expand_as(out))
-    return out
-
-
-# --------------------------------------------------------------------------- InferenceData
-
-
-def arviz() -> Any:
-    """``import arviz`` without its FutureWarning banner (the shared helper of :mod:`ppgen.diagnostics.diagnose`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-    return az
-
-
-#: Largest posterior predictive array (chains x draws x data values) kept in full; beyond it draws are
-#: thinned for the predictive group and LOO-PIT is skipped.
-MAX_PREDICTIVE_VALUES = 4_000_000
-
-
-@torch.no_grad()
-def inference_data(model: BayesFamily, x: torch.Tensor, *, draws: Mapping[str, torch.Tensor] | None = None,
-                   stats: Mapping[str, torch.Tensor] | None = None, relabel_draws: bool = True,
-                   inference: str = "nuts", seed: int = 0) -> Any:
-    """InferenceData for posterior draws (chain, draw, ...) of a :class:`BayesFamily` on data ``x``:
-
-    - ``posterior``: the draws, relabelled (see :func:`relabel`), with named dims;
-    - ``log_likelihood``: ``x`` of shape (chain, draw, obs), log p(x_n | theta) per example (per data
-      point, or per sequence for an HMM), the unit of PSIS-LOO;
-    - ``posterior_predictive``: ``x``, one replicated data set per draw (thinned if huge);
-    - ``observed_data``: ``x``;
-    - ``sample_stats``: ``lp`` (log joint), and the sampler's ``diverging`` and ``step_size`` if given.
-    """
-    az = arviz()
-    draws = dict(model.posterior.draws() if draws is None else draws)
-    stats = dict(model.posterior.stats() if stats is None else stats)
-    chains, n_draws = next(iter(draws.values())).shape[:2]
-    if relabel_draws:
-        draws, _ = model.relabel(draws)
-    flat = flatten_draws(draws)
-    ll = model.pointwise_log_lik(x, flat)  # (S, N)
-    lp = model.log_prior(flat) + ll.sum(-1)
-    shown, dims = model.posterior_variables(flat)
-    posterior = {k: v.reshape(chains, n_draws, *v.shape[1:]).double().numpy() for k, v in shown.items()}
-    obs_dims = ["obs"] + [f"event_{i}" for i in range(x.dim() - 1)]
-    # Replicated data: one data set per draw, thinned so that the group stays small.
-    stride = max(1, math.ceil(chains * n_draws * x.numel() / MAX_PREDICTIVE_VALUES))
-    keep = {k: v[:, ::stride] for k, v in draws.items()}
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        x_rep = model.simulate(flatten_draws(keep), x.shape[0])
-    finally:
-        torch.set_rng_state(gen_state)
-    kept = next(iter(keep.values())).shape[1]
-    x_rep = x_rep.reshape(chains, kept, *x.shape)
-    sample_stats: dict[str, np.ndarray] = {"lp": lp.reshape(chains, n_draws).double().numpy()}
-    for name, v in stats.items():
-        if v.shape[:2] == (chains, n_draws):
-            sample_stats[name] = v.numpy()
-    idata = az.from_dict(
-        posterior=posterior,
-        log_likelihood={"x": ll.reshape(chains, n_draws, -1).double().numpy()},
-        sample_stats=sample_stats,
-        observed_data={"x": x.double().numpy()},
-        coords={"obs": np.arange(x.shape[0])},
-        dims={**dims, "x": obs_dims},
-        attrs={"inference": inference, "relabelled": int(relabel_draws), "family": model.family_name,
-               "unit": model.unit},
-    )
-    pp = az.from_dict(posterior_predictive={"x": x_rep.double().numpy()}, coords={"obs": np.arange(x.shape[0])},
-                      dims={"x": obs_dims})
-    idata.extend(pp)
-    idata.posterior_predictive.attrs["thinned_by"] = stride
-    return idata
-
-
-#: Replicated data sets drawn from the plug-in predictive of a point estimate: chains x draws.
-POINT_PREDICTIVE = (4, 25)
-
-
-@torch.no_grad()
-def point_inference_data(model: BayesFamily, x: torch.Tensor, *, seed: int = 0) -> Any:
-    """InferenceData of a point estimate theta_hat of a :class:`BayesFamily` on data ``x``, in ArviZ's groups
-    with one draw where there is one value:
-
-    - ``posterior``: theta_hat as one chain of one draw (dims chain = 1, draw = 1, then the sites' dims),
-      with the attribute ``point_estimate``: ``"MAP"`` (the posterior mode of the declared priors, what
-      the default routine and EM fit) or ``"ML"`` (set by :func:`ppgen.diagnostics.inference_data` for
-      an EM fit with ``prior: flat``). A value, not draws: there is no R-hat, ESS or LOO;
-    - ``log_likelihood``: ``x`` of shape (1, 1, obs), log p(x_n | theta_hat) per example (per data point,
-      or per sequence for an HMM);
-    - ``posterior_predictive``: ``x``, replicated data sets from the plug-in predictive p(x | theta_hat),
-      independent, laid out as :data:`POINT_PREDICTIVE` chains x draws (fewer draws if the data are
-      large); its attribute ``predictive`` says that they do not carry the parameters' uncertainty;
-    - ``observed_data``: ``x``; ``sample_stats``: ``lp``, the log joint at theta_hat (1, 1).
-    """
-    az = arviz()
-    theta = model.theta("point")  # S = 1
-    ll = model.pointwise_log_lik(x, theta)  # (1, N)
-    lp = model.log_prior(theta) + ll.sum(-1)
-    shown, dims = model.posterior_variables(theta)
-    posterior = {k: v.reshape(1, 1, *v.shape[1:]).double().numpy() for k, v in shown.items()}
-    obs_dims = ["obs"] + [f"event_{i}" for i in range(x.dim() - 1)]
-    chains, per = POINT_PREDICTIVE
-    per = max(2, min(per, MAX_PREDICTIVE_VALUES // max(1, chains * x.numel())))
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        x_rep = model.simulate({k: v.expand(chains * per, *v.shape[1:]) for k, v in theta.items()}, x.shape[0])
-    finally:
-        torch.set_rng_state(gen_state)
-    coords = {"obs": np.arange(x.shape[0])}
-    idata = az.from_dict(
-        posterior=posterior,
-        log_likelihood={"x": ll.reshape(1, 1, -1).double().numpy()},
-        sample_stats={"lp": lp.reshape(1, 1).double().numpy()},
-        observed_data={"x": x.double().numpy()},
-        coords=coords,
-        dims={**dims, "x": obs_dims},
-        attrs={"inference": "point estimate", "family": model.family_name, "unit": model.unit},
-    )
-    pp = az.from_dict(posterior_predictive={"x": x_rep.reshape(chains, per, *x.shape).double().numpy()},
-                      coords=coords, dims={"x": obs_dims})
-    idata.extend(pp)
-    idata.posterior.attrs["point_estimate"] = "MAP"
-    idata.posterior_predictive.attrs["predictive"] = "plug-in p(x | theta_hat) at the point estimate"
-    return idata

@@ -12,7 +12,7 @@ The assignment ``z`` is a sample site marked for parallel enumeration, so TraceE
 exactly (MAP with a Delta guide on the globals, routine ``enum_svi``) and ``infer_discrete`` recovers it
 (temperature 0: the most probable component; 1: a posterior draw). :meth:`GMM.marginal_model` states the
 same density with ``z`` summed out by ``MixtureSameFamily``, which is what NUTS samples (routine
-``nuts``). Labels are made consistent across draws and chains by :func:`ppgen.models.bayesian.base.relabel` with the
+``nuts``). Labels are made consistent across draws and chains by :func:`ppgen.models.bayesian.relabel.relabel` with the
 component means and log scales as signature, so that R-hat is meaningful. :meth:`GMM.em_statistics` and
 :meth:`GMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`), which
 reaches the posterior mode of this model, with restarts fitted together.
@@ -48,10 +48,11 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep
 from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.mstep import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
+from ppgen.models.bayesian.stores import Site, Theta
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 

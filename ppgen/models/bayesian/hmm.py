@@ -18,9 +18,10 @@ them: temperature 0 is Viterbi decoding (the most probable path, max-product), t
 from p(z | x) (forward-filtering backward-sampling). :meth:`HMM.state_marginals` gives p(z_t | x) by
 forward-backward. :meth:`HMM.marginal_model` states the forward-algorithm likelihood as one factor per
 sequence: what NUTS samples (routine ``nuts``); states are relabelled across draws by their emission
-parameters (:func:`ppgen.models.bayesian.base.relabel`), rows and columns of the transition matrix alike.
-:meth:`HMM.em_statistics` (forward-backward, :func:`forward_backward`) and :meth:`HMM.em_maximize` are
-the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`): Baum-Welch with the declared priors.
+parameters (:func:`ppgen.models.bayesian.relabel.relabel`), rows and columns of the transition matrix alike.
+:meth:`HMM.em_statistics` (forward-backward, :mod:`ppgen.models.bayesian.forward_backward`) and
+:meth:`HMM.em_maximize` are the E and M steps of the ``em`` routine (:mod:`ppgen.inference.em`): Baum-Welch with
+the declared priors.
 
 References:
     Baum, Petrie, Soules & Weiss (1970), A maximization technique occurring in the statistical analysis of
@@ -47,10 +48,12 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, Site, Theta, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo
+from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
+from ppgen.models.bayesian.stores import Site, Theta
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
 
@@ -466,150 +469,6 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
             path = self.viterbi_dp(x, _centre(self))
             out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
         return out
-
-
-def _log_matmul_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(exp(a) @ exp(b)) over the last two axes, stable."""
-    return torch.logsumexp(a[..., :, :, None] + b[..., None, :, :], -2)
-
-
-# --------------------------------------------------------------------------- forward-backward
-
-
-def forward_scan(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
-    """log p(x_1..T) (S, N) from log emission densities ``e`` (S, N, T, K), log initial probabilities
-    (S, K) and log transition matrices (S, K, K), by the parallel-scan form of the forward algorithm:
-    the recursion alpha_t = (alpha_{t-1} A) * e_t is a product of the matrices M_t = A diag(e_t), and
-    products are associative, so they are multiplied pairwise in log space, ceil(log2 T) rounds of
-    batched operations instead of T sequential ones."""
-    mats = log_transition[:, None, None] + e[:, :, 1:, None, :]  # (S, N, T-1, K, K): log A_ij + log e_t(j)
-    while mats.shape[2] > 1:
-        half = mats.shape[2] // 2
-        paired = _log_matmul_exp(mats[:, :, 0 : 2 * half : 2], mats[:, :, 1 : 2 * half : 2])
-        mats = torch.cat([paired, mats[:, :, 2 * half :]], 2)
-    alpha = log_initial[:, None] + e[:, :, 0]  # (S, N, K)
-    if mats.shape[2] == 1:
-        alpha = torch.logsumexp(alpha[..., :, None] + mats[:, :, 0], -2)
-    return torch.logsumexp(alpha, -1)
-
-
-def forward_log(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
-    """The same number by the sequential recursion in log space (Rabiner 1989, eq. 19-21, in logs)."""
-    alpha = log_initial[:, None] + e[:, :, 0]
-    log_a = log_transition[:, None]
-    for t in range(1, e.shape[2]):
-        alpha = torch.logsumexp(alpha[..., :, None] + log_a, -2) + e[:, :, t]
-    return torch.logsumexp(alpha, -1)
-
-
-#: The scaled recursion is exact to rounding while every transition probability is at least this (see
-#: :func:`_forward_backward_scaled`); below it the E-step runs in log space.
-SCALED_MIN_TRANSITION = 1e-100
-
-
-def forward_backward(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
-                     method: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The E-step of an HMM for S parameter values at once: log p(x_n) (S, N), the state marginals
-    gamma_t(k) = p(z_t = k | x_n) (S, N, T, K) and the expected transition counts
-    sum_{n, t} p(z_{t-1} = i, z_t = j | x_n) (S, K, K), from log emission densities ``e`` (S, N, T, K).
-
-    ``method``:
-
-    - ``scaled``: the forward and backward recursions in probability space, each step normalised
-      (Rabiner 1989, section V.A): a batched matrix product per step. Exact to rounding while the
-      transition probabilities are not astronomically small (a state's forward probability can fall
-      below the float64 range relative to the best state only if it is more than 700 nats less
-      likely, and it can then matter only if a later transition out of the best state costs as much);
-      with any transition probability below :data:`SCALED_MIN_TRANSITION`, or a normaliser that
-      underflows, the call runs ``log`` instead.
-    - ``log``: the sequential forward recursion in log space, and the backward pass as its gradient
-      (the marginals are the derivatives of log p(x) with respect to the log emission densities, the
-      transition counts those with respect to the log transition probabilities; Eisner 2016).
-    - ``scan``: the parallel-scan forward algorithm (:func:`forward_scan`) and its gradient, in
-      ceil(log2 T) batched rounds: more arithmetic (K^3 per step), far fewer sequential operations.
-    - ``auto``: by size and device, as measured (see :func:`choose_method`): on a CPU ``scan`` for a
-      few long sequences, where the per-step overhead of the recursion dominates, ``scaled`` otherwise.
-
-    References: Eisner (2016), Inside-outside and forward-backward algorithms are just backprop, EMNLP
-    workshop on structured prediction; Rabiner (1989).
-    """
-    if method == "auto":
-        method = choose_method(*e.shape, device=e.device)
-    if method == "scaled":
-        out = _forward_backward_scaled(e, log_initial, log_transition)
-        if out is not None:
-            return out
-        method = "log"
-    if method not in ("log", "scan"):
-        raise ValueError(f"forward_backward: method must be auto, scaled, log or scan, got {method!r}")
-    forward = forward_log if method == "log" else forward_scan
-    with torch.enable_grad():
-        e_ = e.detach().requires_grad_()
-        a_ = log_transition.detach().requires_grad_()
-        ll = forward(e_, log_initial.detach(), a_)
-        gamma, xi = torch.autograd.grad(ll.sum(), [e_, a_], allow_unused=True)
-    if xi is None:  # T = 1: no transitions
-        xi = torch.zeros_like(log_transition)
-    return ll.detach(), gamma, xi
-
-
-#: The scan keeps about S N T K^3 numbers for its gradient; beyond this many ``auto`` does not pick it.
-SCAN_MAX_NUMBERS = 2**27
-
-
-def choose_method(s: int, n: int, t: int, k: int, device: torch.device | None = None) -> str:
-    """``scan`` or ``scaled`` for S parameter values, N sequences of T steps and K states.
-
-    On a CPU (``benchmarks/hmm_forward_backward.py``, results/hmm_forward_backward.md): each step of the
-    scaled recursion costs a fixed overhead of some 40 microseconds plus time in proportion to S N K^2,
-    the scan time in proportion to S N T K^3 with no per-step overhead; the scan was faster only for a
-    batch of a few sequences (S N K at most 30: one or ten sequences of 1,000 to 10,000 steps with 3
-    states, one with 8) and at least some tens of steps, the scaled recursion everywhere else (2,000
-    sequences of 200 steps: 14 times faster). On a GPU the T sequential steps are T kernel launches
-    each, which the scan replaces by ceil(log2 T) rounds, so it takes the scan while its memory stays
-    below :data:`SCAN_MAX_NUMBERS` (not measured here: no GPU was at hand)."""
-    fits = s * n * t * k**3 <= SCAN_MAX_NUMBERS
-    if device is not None and torch.device(device).type == "cuda":
-        return "scan" if fits else "scaled"
-    return "scan" if (s * n * k <= 32 and t >= 32 and fits) else "scaled"
-
-
-def _forward_backward_scaled(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor,
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """:func:`forward_backward` by the normalised recursions, or None where they cannot promise an
-    exact result (a transition probability below :data:`SCALED_MIN_TRANSITION`, a normaliser of 0).
-    Everything is laid out time first, (T, S, N, K), so that each step works on contiguous memory."""
-    a = torch.exp(log_transition)  # (S, K, K)
-    if bool((a < SCALED_MIN_TRANSITION).any()):
-        return None
-    s, n, t, k = e.shape
-    et = e.permute(2, 0, 1, 3).contiguous()  # (T, S, N, K)
-    peak = et.amax(-1, keepdim=True)
-    pe = torch.exp(et - peak)  # emission densities relative to the best state at each step: max 1
-    alpha = torch.empty_like(pe)
-    norm = torch.empty(t, s, n, 1, dtype=e.dtype, device=e.device)
-    torch.mul(torch.exp(log_initial)[:, None, :], pe[0], out=alpha[0])
-    for i in range(t):
-        if i > 0:
-            torch.bmm(alpha[i - 1], a, out=alpha[i])
-            alpha[i].mul_(pe[i])
-        torch.sum(alpha[i], -1, keepdim=True, out=norm[i])
-        alpha[i].div_(norm[i])
-    if not bool((norm > 0).all()) or not bool(torch.isfinite(norm).all()):
-        return None
-    ll = (torch.log(norm) + peak).sum(0)[..., 0]  # (S, N)
-    pe.div_(norm)  # e_t / c_t, what the backward recursion and the pair marginals use
-    beta = torch.empty_like(pe)
-    beta[t - 1] = 1.0
-    a_t = a.mT
-    for i in range(t - 2, -1, -1):
-        torch.bmm(pe[i + 1] * beta[i + 1], a_t, out=beta[i])
-    # xi_ij = A_ij sum_{n, t >= 1} alpha_{t-1}(i) e_t(j) beta_t(j) / c_t, one matrix product over (n, t).
-    left = alpha[:-1].permute(1, 3, 0, 2).reshape(s, k, (t - 1) * n)
-    right = (pe[1:] * beta[1:]).permute(1, 0, 2, 3).reshape(s, (t - 1) * n, k)
-    xi = a * (left @ right)
-    gamma = alpha.mul_(beta)  # (T, S, N, K); alpha is not needed any more
-    return ll, gamma.permute(1, 2, 0, 3), xi
 
 
 def _sticky(k: int, stay: float) -> torch.Tensor:

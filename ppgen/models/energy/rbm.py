@@ -32,8 +32,11 @@ from pydantic import Field, model_validator
 
 from ppgen.contracts import BlockGibbs, MeanSamples, PartitionFunction
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.energy.core import AISSpec, InitSpec, LogZ, PriorSpec, RBMCore, SamplingSpec, base_rate_logits, bernoulli
+from ppgen.models.energy.core import base_rate_logits, bernoulli
 from ppgen.models.energy.gibbs_kernel import GibbsKernel
+from ppgen.models.energy.partition import LogZ
+from ppgen.models.energy.rbm_core import RBMCore
+from ppgen.models.energy.spec import AISSpec, InitSpec, PriorSpec, SamplingSpec
 from ppgen.models.base import EvaluateOptions, Family
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
