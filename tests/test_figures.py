@@ -48,10 +48,7 @@ FEW = 10
 
 #: Figures known to fail a check, by (case, file): each must still fail it (the list is kept current, as a
 #: strict xfail would); the reason says where it is being redrawn.
-KNOWN_POOR: dict[tuple[str, str], str] = {
-    ("gmm", "fit.png"): "the mixture's data figure (1-D: no density axis) is redrawn with the GMM's figure for "
-                        "high-dimensional data",
-}
+KNOWN_POOR: dict[tuple[str, str], str] = {}
 
 #: Families fitted by another recipe than their default one here, and extra cases.
 RECIPES = {"gmm": "nuts", "hmm": "nuts"}

@@ -153,6 +153,7 @@ def gmm_figures(model: GMM, data: Dataset, folder: Path, max_points: int = 3000)
         for j in range(model.k):
             ax.plot(grid[:, 0], comp[:, j], "--", lw=1, color=f"C{(j + 1) % 10}")
         ax.set_xlabel("x")
+        ax.set_ylabel("density")
         ax.legend(fontsize=8)
     else:
         one = {k: v[0] for k, v in centre.items()}
