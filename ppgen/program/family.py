@@ -161,6 +161,12 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, bound.name, bound.num_particles,
                                   self.num_data())
 
+    def enumerates(self, y: torch.Tensor | None) -> bool:
+        """Whether a pass with these labels sums a discrete site out (hidden labels, enumerated sites): Pyro's
+        objective for it is then TraceEnum_ELBO."""
+        prog = self.program
+        return runtime._enumerates(prog, runtime.labels(prog, y, 0 if y is None else y.shape[0]))
+
     def classification_loss(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """The sum over labelled examples of -log q(y | x), the guide's classifier (M2's classification
         term, see :mod:`ppgen.program.labels`); with ``x`` None, only checks that the guide has one."""
