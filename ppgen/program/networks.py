@@ -38,6 +38,10 @@ class InputSpec:
 class Network(nn.Module):
     """A declared network: ``forward(values)`` maps the input sites' values to a dict of heads."""
 
+    #: an MLP over inputs of different batch shapes computes its first layer per input (see
+    #: :meth:`_split_first_layer`); False joins the inputs first (the benchmark's reference)
+    split_first_layer = True
+
     def __init__(self, name: str, kind: str, hidden: list[int], activation: str, inputs: list[InputSpec],
                  heads: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
@@ -126,7 +130,7 @@ class Network(nn.Module):
                 out = self.core(joined)
             else:
                 batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
-                if self.mode == "vector" and any(f.shape[:-1] != batch for f in flat):
+                if self.split_first_layer and self.mode == "vector" and any(f.shape[:-1] != batch for f in flat):
                     out = self._split_first_layer(flat, batch)
                 else:
                     joined = torch.cat([f.expand(*batch, f.shape[-1]).reshape(-1, f.shape[-1]) for f in flat], -1)
