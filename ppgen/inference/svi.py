@@ -34,6 +34,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.bounds import BOUNDS, as_bound
+from ppgen.contracts import Enumeration
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
 from ppgen.inference.capability import require
 from ppgen.models.base import fused_loss_applies, private_param_store
@@ -69,8 +70,8 @@ class Objective(Protocol):
 
 class PyroELBO:
     """One of Pyro's ELBOs, on the model and guide scaled by 1 / batch size; ``enum`` (TraceEnum_ELBO) for
-    the batches in which the family sums a discrete site out (its ``enumerates(y)``, e.g. M2's hidden
-    labels): Trace_ELBO would draw such a site from q instead, and TraceMeanField_ELBO refuses it."""
+    the batches in which the family sums a discrete site out (:class:`~ppgen.contracts.Enumeration`, e.g.
+    M2's hidden labels): Trace_ELBO would draw such a site from q instead, and TraceMeanField_ELBO refuses it."""
 
     def __init__(self, elbo: pyro.infer.ELBO, enum: pyro.infer.ELBO | None = None) -> None:
         self.elbo = elbo
@@ -81,8 +82,7 @@ class PyroELBO:
         m = poutine.scale(model.model, scale=scale)
         g = poutine.scale(model.guide, scale=scale)
         elbo = self.elbo
-        enumerates = getattr(model, "enumerates", None)
-        if self.enum is not None and enumerates is not None and enumerates(y):
+        if self.enum is not None and isinstance(model, Enumeration) and model.enumerates(y):
             elbo = self.enum
         return elbo.differentiable_loss(m, g, x, y)
 

@@ -31,7 +31,7 @@ import torch
 from pyro.nn.module import pyro_method
 
 from ppgen.bounds import as_bound
-from ppgen.contracts import ConditionalSampling, DiagnosticFigures, MeanSamples
+from ppgen.contracts import ConditionalSampling, DiagnosticFigures, Enumeration, MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family, mean_of_weights
 from ppgen.program import runtime
@@ -43,7 +43,7 @@ from ppgen.spec import SpecError
 
 
 @register_family("program")
-class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures, MeanSamples):
+class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures, MeanSamples, Enumeration):
     """A model written in the model language: named sites, networks, a guide (see ppgen.program)."""
 
     Spec = ProgramSpec
