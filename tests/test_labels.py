@@ -116,7 +116,9 @@ def _explicit_m2_loss(model, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("labels", ["hidden", "mixed"])
 @pytest.mark.parametrize("elbo", ["meanfield", "trace"])
-def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: bool, labels: str, elbo: str) -> None:
+@pytest.mark.parametrize("particles", [1, 2])
+def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: bool, labels: str, elbo: str,
+                                                                       particles: int) -> None:
     """The loss the svi routine minimises for M2 (the recipe's bound and classification term), on a
     tiny M2 with 4 classes: its value and its gradient in every parameter, the classifier q(y|x) first, equal
     the explicit formula of the paper with the same draws, through the fused path and through Pyro. The fused
@@ -130,7 +132,7 @@ def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: boo
     g = torch.Generator().manual_seed(4)
     x = torch.bernoulli(torch.full((6, 1, 3, 3), 0.4), generator=g)
     y = torch.full((6,), -1) if labels == "hidden" else torch.tensor([-1, 2, -1, 0, -1, -1])
-    routine = SVI(SVIConfig(elbo=elbo, classify_weight=3.0, fused=fused))
+    routine = SVI(SVIConfig(elbo=elbo, num_particles=particles, classify_weight=3.0, fused=fused))
     routine.init(model)
     assert routine.use_fused == fused
     params = dict(model.nets.named_parameters())
@@ -139,8 +141,9 @@ def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: boo
     loss = routine._loss(model, x, y)
     grads = torch.autograd.grad(loss, list(params.values()))
     torch.manual_seed(11)
-    eps = torch.empty(4, 6, 2).normal_()  # the enumerated pass draws z for every class at once
-    explicit = _explicit_m2_loss(model, x, y, eps, 3.0, analytic_kl=fused and elbo == "meanfield")
+    eps = torch.empty(4, particles, 6, 2).normal_()  # the enumerated pass draws z for every class at once
+    explicit = sum(_explicit_m2_loss(model, x, y, eps[:, p], 3.0, analytic_kl=fused and elbo == "meanfield")
+                   for p in range(particles)) / particles
     want = torch.autograd.grad(explicit, list(params.values()))
     torch.testing.assert_close(loss.detach(), explicit.detach(), rtol=1e-5, atol=1e-5)
     for name, a, b in zip(params, grads, want):
