@@ -214,3 +214,13 @@ class ConditionalSampling(Capability):
     @abstract
     def display_samples(self, n: int, given: Mapping[str, Any] | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+
+class Enumeration(Capability):
+    """A family whose Pyro model or guide sums discrete sites out by parallel enumeration, in every batch or in
+    some (M2's hidden labels): Pyro's objective for such a batch is TraceEnum_ELBO."""
+
+    @abstract
+    def enumerates(self, y: torch.Tensor | None) -> bool:
+        """Whether a pass with these labels sums a discrete site out."""
+        raise NotImplementedError

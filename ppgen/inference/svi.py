@@ -34,6 +34,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.bounds import BOUNDS, as_bound
+from ppgen.contracts import Enumeration
 from ppgen.inference.base import Plan, Routine, State, make_optimizer
 from ppgen.inference.capability import require
 from ppgen.models.base import fused_loss_applies, private_param_store
@@ -68,16 +69,22 @@ class Objective(Protocol):
 
 
 class PyroELBO:
-    """One of Pyro's ELBOs, on the model and guide scaled by 1 / batch size."""
+    """One of Pyro's ELBOs, on the model and guide scaled by 1 / batch size; ``enum`` (TraceEnum_ELBO) for
+    the batches in which the family sums a discrete site out (:class:`~ppgen.contracts.Enumeration`, e.g.
+    M2's hidden labels): Trace_ELBO would draw such a site from q instead, and TraceMeanField_ELBO refuses it."""
 
-    def __init__(self, elbo: pyro.infer.ELBO) -> None:
+    def __init__(self, elbo: pyro.infer.ELBO, enum: pyro.infer.ELBO | None = None) -> None:
         self.elbo = elbo
+        self.enum = enum
 
     def loss(self, model: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         scale = 1.0 / x.shape[0]
         m = poutine.scale(model.model, scale=scale)
         g = poutine.scale(model.guide, scale=scale)
-        return self.elbo.differentiable_loss(m, g, x, y)
+        elbo = self.elbo
+        if self.enum is not None and isinstance(model, Enumeration) and model.enumerates(y):
+            elbo = self.enum
+        return elbo.differentiable_loss(m, g, x, y)
 
 
 class IWAE:
@@ -192,10 +199,16 @@ def _pyro_kwargs(config: SVIConfig, max_plate_nesting: int | None) -> dict[str, 
     return kw
 
 
+def _enum_elbo(config: SVIConfig, max_plate_nesting: int | None) -> pyro.infer.ELBO:
+    # the same bound with the enumerated sites summed out (no closed-form KL: Monte Carlo there); a batch
+    # whose labels are all given enumerates nothing, which TraceEnum_ELBO would warn about
+    return pyro.infer.TraceEnum_ELBO(**_pyro_kwargs(config, max_plate_nesting), strict_enumeration_warning=False)
+
+
 #: The objectives a recipe's ``elbo`` names: config and the family's ``max_plate_nesting`` -> strategy.
 ELBOS: dict[str, Callable[[SVIConfig, int | None], Objective]] = {
-    "trace": lambda c, n: PyroELBO(pyro.infer.Trace_ELBO(**_pyro_kwargs(c, n))),
-    "meanfield": lambda c, n: PyroELBO(pyro.infer.TraceMeanField_ELBO(**_pyro_kwargs(c, n))),
+    "trace": lambda c, n: PyroELBO(pyro.infer.Trace_ELBO(**_pyro_kwargs(c, n)), _enum_elbo(c, n)),
+    "meanfield": lambda c, n: PyroELBO(pyro.infer.TraceMeanField_ELBO(**_pyro_kwargs(c, n)), _enum_elbo(c, n)),
     "iwae": lambda c, n: IWAE(c.num_particles, n),
 }
 assert set(ELBOS) == set(get_args(ElboName)) == set(BOUNDS)

@@ -38,6 +38,10 @@ class InputSpec:
 class Network(nn.Module):
     """A declared network: ``forward(values)`` maps the input sites' values to a dict of heads."""
 
+    #: an MLP over inputs of different batch shapes computes its first layer per input (see
+    #: :meth:`_split_first_layer`); False joins the inputs first (the benchmark's reference)
+    split_first_layer = True
+
     def __init__(self, name: str, kind: str, hidden: list[int], activation: str, inputs: list[InputSpec],
                  heads: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
@@ -84,6 +88,26 @@ class Network(nn.Module):
                 t = t.to(torch.get_default_dtype())
         return t.reshape(*t.shape[: t.dim() - ev], -1)
 
+    def _split_first_layer(self, flat: list[torch.Tensor], batch: torch.Size) -> torch.Tensor:
+        """The MLP on inputs of different batch shapes (an image x of shape (B, D) beside the enumerated
+        classes of y, (C, 1, K)) without copying the smaller ones to the joint batch: the first layer is
+        linear, W [x; y] + b = W_x x + W_y y + b, so each input's part is computed at its own batch
+        shape and the parts are broadcast and added; the rest of the network runs on the joint batch. The
+        same function as joining the inputs first (the tests compare both), with C times fewer products
+        for x."""
+        first = self.core[0]
+        parts, start = [], 0
+        for i, f in enumerate(flat):
+            width = f.shape[-1]
+            w = first.weight[:, start:start + width]
+            parts.append(torch.nn.functional.linear(f, w, first.bias if i == 0 else None))
+            start += width
+        h = parts[0]
+        for p in parts[1:]:
+            h = h + p
+        h = h.expand(*batch, h.shape[-1]).reshape(-1, h.shape[-1])
+        return self.core[1:](h)
+
     def forward(self, values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         specs = self.inputs
         if self.mode == "conv_in":
@@ -103,10 +127,14 @@ class Network(nn.Module):
             if len(flat) == 1:
                 batch = flat[0].shape[:-1]
                 joined = flat[0].reshape(-1, flat[0].shape[-1])
+                out = self.core(joined)
             else:
                 batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
-                joined = torch.cat([f.expand(*batch, f.shape[-1]).reshape(-1, f.shape[-1]) for f in flat], -1)
-            out = self.core(joined)
+                if self.split_first_layer and self.mode == "vector" and any(f.shape[:-1] != batch for f in flat):
+                    out = self._split_first_layer(flat, batch)
+                else:
+                    joined = torch.cat([f.expand(*batch, f.shape[-1]).reshape(-1, f.shape[-1]) for f in flat], -1)
+                    out = self.core(joined)
         if self.mode == "conv_out":
             c = self._channels
             return {name: out[:, i * c:(i + 1) * c].reshape(*batch, *shape)

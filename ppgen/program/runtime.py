@@ -268,11 +268,16 @@ def _value(t: Any) -> Any:
 
 def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labels, layout: Layout,
         meanfield: bool = False, validate: bool | None = False, guide_values: dict | None = None,
-        sample_guide_discrete: bool = False, reduce: bool = False) -> tuple[Terms, Env, Env]:
+        sample_guide_discrete: bool = False, reduce: bool = False, enum_kl: bool = False) -> tuple[Terms, Env, Env]:
     """The guide pass, then the model pass on the guide's values: every term of the bound.
 
     With ``meanfield`` a latent's log p - log q is replaced by -KL(q || p) where torch has it and neither
-    distribution depends on an enumerated site (TraceMeanField_ELBO's rule). With
+    distribution depends on an enumerated site (TraceMeanField_ELBO's rule); with ``enum_kl`` also where
+    they depend on sites the guide enumerates (M2's q(z | x, y) for every class y): the bound is then
+    sum_y q(y | x) [E_q(z|x,y) log p(x | y, z) - KL(q(z | x, y) || p(z)) + log p(y) - log q(y | x)], the
+    KL per class in closed form (Kingma et al. 2014 compute it so), which takes the KL's Monte Carlo noise
+    out of the differences between classes that train q(y | x). Sites the model enumerates are summed
+    by log-sum-exp, inside which no KL can stand: a KL that depends on one stays Monte Carlo. With
     ``sample_guide_discrete`` the guide's discrete sites are drawn rather than summed (for posterior
     draws; the terms are then not a bound). With ``reduce`` (no enumeration: only the total is needed)
     the data's Bernoulli log-likelihood is summed over everything in one kernel."""
@@ -385,7 +390,7 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
             else:
                 d = site_dist(m, args, validate)
                 kl = _try_kl(qd if qd is not None else site_dist(g, gargs, validate), d, plate)
-            if kl is not None and kl.dim() <= layout.nesting:
+            if kl is not None and kl.dim() <= layout.nesting + (len(terms.guide_enum_dims) if enum_kl else 0):
                 # -KL replaces log p - log q: drop the guide's log q of this site
                 (terms.guide_global if m.is_global else terms.guide_local).pop(m.name, None)
                 (terms.kl_global if m.is_global else terms.kl_local).append(kl)
@@ -527,7 +532,7 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
         if prog.global_model:
             total = total + global_term(terms, layout).sum() * (batch / num_data)
         return -total / (layout.particles or 1)
-    terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield")
+    terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield", enum_kl=True)
     if iwae:
         log_w = _contract(terms, layout, stratified=True)
         log_w = log_w if layout.particles is not None else log_w[None]
