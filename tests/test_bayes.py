@@ -6,6 +6,8 @@ of simulated data."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,7 @@ from ppgen.inference.base import Plan
 from ppgen.inference.nuts import NUTSConfig, NUTSRoutine
 from ppgen.spec import SpecError
 from ppgen.diagnostics import workflow
+from ppgen.plots import bayesian as plots_bayesian
 from ppgen.plots import families
 
 
@@ -277,3 +280,28 @@ def test_loo_picks_the_true_number_of_components(tmp_path, n: int, true_k: int) 
     small = f"K={true_k - 1}"
     assert table.loc[small, "elpd_diff"] > 4 * table.loc[small, "dse"]  # underfitting is clearly worse
     assert workflow.choose(table, complexity={f"K={k}": k for k in ks}) == f"K={true_k}"
+
+
+def test_diagnose_of_a_nuts_mixture_of_two_dimensional_data_draws_one_check_per_coordinate(tmp_path,
+                                                                                           monkeypatch) -> None:
+    """The posterior predictive check of 2-D data has one panel per coordinate (it passed one axis for two
+    and failed with exit 1)."""
+    from ppgen.diagnostics.diagnose import diagnose
+    from ppgen.runs.folder import open_run
+
+    run = ppgen.fit({"family": "gmm", "components": 2,
+                     "data": {"name": "toymix", "distribution": "blobs3", "n": 60, "batch_size": 1000}},
+                    {"routine": "nuts", "warmup": 20, "draws_per_epoch": 40, "chains": 2, "max_tree_depth": 3,
+                     "epochs": 1}, out=tmp_path / "run", progress=False)
+    drawn: dict[str, Any] = {}
+    save = plots_bayesian.save_figure
+
+    def keep(fig: Any, path: Any) -> Any:
+        drawn[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots_bayesian, "save_figure", keep)
+    result = diagnose(open_run(run.path), quiet=True)
+    assert "ppc" in result["figures"]
+    panels = [ax for ax in drawn["ppc.png"].axes if ax.get_visible() and ax.has_data()]
+    assert len(panels) == 2 and all(ax.get_ylabel() == "density" for ax in panels)

@@ -70,10 +70,12 @@ def workflow_figures(idata: Any, folder: Path, model: BayesFamily | None = None)
         # One panel per coordinate of a step (the last axis of an example), everything else pooled.
         obs_dims = [d for d in idata.posterior_predictive["x"].dims if d not in ("chain", "draw")]
         flatten = obs_dims[:-1] if len(obs_dims) > 1 else obs_dims
-        fig, ax = subplots(figsize=(6, 4))
+        panels = idata.posterior_predictive.sizes[obs_dims[-1]] if len(obs_dims) > 1 else 1
+        fig, axes = subplots(1, panels, figsize=(min(6.0 * panels, 16.0), 4), squeeze=False)
         az.plot_ppc(idata, flatten=flatten, num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]),
-                    random_seed=0, textsize=8, ax=ax)
-        ax.set_ylabel("density", fontsize=8)
+                    random_seed=0, textsize=8, ax=axes[0] if panels > 1 else axes[0, 0])
+        for ax in axes[0]:
+            ax.set_ylabel("density", fontsize=8)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
 
         result = loo(idata)

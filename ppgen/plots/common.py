@@ -401,7 +401,8 @@ def loss_trace_figure(idata: Any, path: Path) -> Path | None:
     fig, ax = subplots(figsize=(6, 3))
     loss = idata.sample_stats["loss"].values[0]
     step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
-    ax.plot(step, loss, lw=0.8)
+    # a run that logged a single step still shows it: as a marker, not a line of one point
+    ax.plot(step, loss, lw=0.8, marker="o" if len(loss) < 2 else None, markersize=4)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per example)")
     ax.grid(alpha=0.3)
