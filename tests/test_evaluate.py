@@ -84,6 +84,7 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     evaluate(b, k=3, limit=20)
     rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
     assert [(r["n_test"], r["k"], r["data"]) for r in rows] == [(20, 3, "digits")] * 2
+    assert [r["estimator"] for r in rows] == ["importance sampling, k=3"] * 2
     assert incomparable(rows) == []
     evaluate(b, k=3, limit=30)
     rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
@@ -92,6 +93,23 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png")]) == 0
     captured = capsys.readouterr()
     assert "n_test" in captured.out and "not comparable: test_nll_nats" in captured.err
+
+
+def test_compare_flags_numbers_made_by_different_estimators(tmp_path) -> None:
+    """A GMM's plug-in NLL at its MAP estimate beside the same model's NLL under other estimators is flagged;
+    toy data sets of other sizes are other data."""
+    from ppgen.evaluation.compare import estimator, incomparable
+
+    rows = [{"test_nll_nats": 1.2, "n_test": 20, "data": "toymix distribution=blobs3 n=200",
+             "estimator": estimator({"likelihood": "plug-in density at the point estimate (MAP)"})},
+            {"test_nll_nats": 1.3, "n_test": 20, "data": "toymix distribution=blobs3 n=200",
+             "estimator": estimator({"likelihood": "posterior predictive density averaged over 100 posterior draws"})}]
+    (note,) = incomparable(rows)
+    assert "different estimators" in note and "plug-in density at the point estimate (MAP)" in note
+    assert estimator({"k": 5}) == "importance sampling, k=5" and estimator({}) == "exact"
+    assert estimator({"log_z_method": "ais"}) == "free energy + log Z (ais)"
+    rows[1] = {**rows[0], "data": "toymix distribution=blobs3 n=1000"}
+    assert any("different data" in n for n in incomparable(rows))
 
 
 def test_bits_per_dim_only_where_the_likelihood_is_of_discrete_values(runs, tmp_path) -> None:

@@ -34,6 +34,8 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
         ev = run.evaluation or {}
         row.update({k: ev.get(k) for k in KEYS if k in ev})
         row.update({k: ev.get(k) for k in HOW if k in ev})
+        if ev.get("test_nll_nats") is not None:
+            row["estimator"] = estimator(ev)
         row["data"] = _data_label(run)
         rows.append(row)
     return rows
@@ -43,9 +45,23 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
 HOW = ("n_test", "k", "log_z_method", "quality_samples")
 
 
+def estimator(ev: dict[str, Any]) -> str:
+    """How an evaluation's test NLL was had: the family's own words where it gives them (a Bayesian
+    family's plug-in density at a point estimate or posterior predictive density), else log Z by AIS or
+    enumeration, importance sampling with k samples, or an exact likelihood."""
+    if ev.get("likelihood"):
+        return str(ev["likelihood"])
+    if ev.get("log_z_method"):
+        return f"free energy + log Z ({ev['log_z_method']})"
+    if ev.get("k") is not None:
+        return f"importance sampling, k={ev['k']}"
+    return "exact"
+
+
 def _data_label(run: Run) -> str:
     data = run.spec.data
     parts = [data.name] + [f"{k}={v}" for k, v in (("distribution", getattr(data, "distribution", None)),
+                                                 ("n", getattr(data, "n", None)),
                                                  ("binarize", getattr(data, "binarize", None))) if v]
     return " ".join(str(p) for p in parts)
 
@@ -61,6 +77,11 @@ def incomparable(rows: Sequence[dict[str, Any]]) -> list[str]:
     if len({r.get("n_test") for r in nll}) > 1:
         notes.append("test_nll_nats: evaluated on different numbers of test examples (n_test "
                      + ", ".join(str(r.get("n_test")) for r in nll) + "); evaluate them with the same --limit")
+    made = {r.get("estimator") for r in nll}
+    if len(made) > 1:
+        notes.append("test_nll_nats: made by different estimators (" + "; ".join(sorted(str(m) for m in made))
+                     + "): a plug-in density leaves out the parameters' uncertainty, an importance-sampling or AIS "
+                       "estimate carries its own error")
     fid = [r for r in rows if r.get("fid_classifier") is not None]
     if len({r.get("quality_samples") for r in fid}) > 1:
         notes.append("fid_classifier, kid_classifier, precision, recall: from different sample counts "
