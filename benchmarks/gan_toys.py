@@ -46,7 +46,7 @@ from ppgen.evaluation import quality
 from ppgen.data.toy import TOY1D
 from ppgen.plots.gan import plot_discriminator, plot_generator
 from ppgen.plots.common import save_figure, subplots
-from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.store.checkpoint import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

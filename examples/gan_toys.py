@@ -28,7 +28,7 @@ from pathlib import Path
 import ppgen
 from ppgen.data.toy import TOY1D
 from ppgen.evaluation.evaluate import evaluate
-from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.store.checkpoint import CHECKPOINT
 from ppgen.plots import families
 
 ROOT = Path(__file__).resolve().parent.parent

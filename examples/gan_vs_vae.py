@@ -34,7 +34,7 @@ import ppgen
 from ppgen.evaluation import quality
 from ppgen.evaluation.compare import compare
 from ppgen.plots.common import save_figure, show_grid, subplots
-from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.store.checkpoint import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from ppgen.program.python import AUTOGUIDES, register_callables
 from ppgen.registry import build, load_recipe, load_spec
-from ppgen.runs.folder import Run, open_run
+from ppgen.store.folder import Run, open_run
 from ppgen.spec import ModelSpec, SpecError
 from ppgen.training.loop import fit as fit_spec
 

@@ -257,7 +257,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"run: {run.path}")
     if not args.no_figures:
         from ppgen.plots import families
-        from ppgen.runs.lock import run_lock
+        from ppgen.store.lock import run_lock
 
         folder = run.path / "figures"
         try:
@@ -322,8 +322,8 @@ PICTURES = (".png", ".jpg", ".pdf", ".svg")
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ppgen.paths import check_output_file
-    from ppgen.runs.folder import open_run
-    from ppgen.runs.lock import run_lock
+    from ppgen.store.folder import open_run
+    from ppgen.store.lock import run_lock
     from ppgen.spec import SpecError
 
     if args.n < 1:
@@ -388,8 +388,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ppgen.diagnostics.diagnose import diagnose
-    from ppgen.runs.folder import open_run
-    from ppgen.runs.lock import run_lock
+    from ppgen.store.folder import open_run
+    from ppgen.store.lock import run_lock
 
     run = open_run(args.run)
     with run_lock(run.path, "ppgen diagnose"):

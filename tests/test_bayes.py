@@ -287,7 +287,7 @@ def test_diagnose_of_a_nuts_mixture_of_two_dimensional_data_draws_one_check_per_
     """The posterior predictive check of 2-D data has one panel per coordinate (it passed one axis for two
     and failed with exit 1)."""
     from ppgen.diagnostics.diagnose import diagnose
-    from ppgen.runs.folder import open_run
+    from ppgen.store.folder import open_run
 
     run = ppgen.fit({"family": "gmm", "components": 2,
                      "data": {"name": "toymix", "distribution": "blobs3", "n": 60, "batch_size": 1000}},

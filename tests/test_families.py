@@ -21,7 +21,7 @@ from ppgen.arviz_data import arviz
 from ppgen.diagnostics.diagnose import diagnose
 from ppgen.evaluation.evaluate import evaluate
 from ppgen.inference.capability import fitting_recipes
-from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.store.checkpoint import CHECKPOINT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

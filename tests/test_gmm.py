@@ -196,7 +196,7 @@ def test_a_mixture_of_images_flattens_them_and_plots_principal_components(tmp_pa
     from ppgen.evaluation.evaluate import evaluate
     from ppgen.models.bayesian import gmm
     from ppgen.plots import bayesian as gmm_plots
-    from ppgen.runs.folder import open_run
+    from ppgen.store.folder import open_run
 
     monkeypatch.setattr(gmm, "_FLATTENED", set(), raising=False)
     rng = np.random.default_rng(0)

@@ -204,7 +204,7 @@ def test_sequence_data_hold_out_a_fifth_for_testing_by_default(tmp_path) -> None
     """One example is a whole sequence: the default test split is 20% of the sequences (5 of the 25 macro
     windows, not 2), recorded in the run's spec.yaml and in evaluate's n_test; a fraction given is kept."""
     from ppgen.evaluation.evaluate import evaluate
-    from ppgen.runs.folder import open_run
+    from ppgen.store.folder import open_run
 
     assert ppgen.data.load(name="macro").test_x.shape[0] == 5
     assert ppgen.data.load(name="toyseq", n=100).test_x.shape[0] == 20

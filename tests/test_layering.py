@@ -107,7 +107,7 @@ def test_no_import_cycles_deferred_or_not() -> None:
 #: The layer of the families (and what they are built from) imports none of the layers above it.
 MODEL_LAYER = ("ppgen.models", "ppgen.program", "ppgen.contracts", "ppgen.bounds", "ppgen.nets", "ppgen.arviz_data",
                "ppgen.spec", "ppgen.spec_values", "ppgen.spec_yaml", "ppgen.overrides", "ppgen.data")
-ABOVE = ("ppgen.inference", "ppgen.training", "ppgen.runs", "ppgen.api", "ppgen.cli", "ppgen.evaluation",
+ABOVE = ("ppgen.inference", "ppgen.training", "ppgen.store", "ppgen.api", "ppgen.cli", "ppgen.evaluation",
          "ppgen.diagnostics")
 
 

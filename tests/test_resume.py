@@ -18,8 +18,8 @@ import yaml
 import ppgen
 from ppgen.cli import main
 from ppgen.models.vae import VAE
-from ppgen.runs.checkpoint import CHECKPOINT
-from ppgen.runs.records import HISTORY
+from ppgen.store.checkpoint import CHECKPOINT
+from ppgen.store.records import HISTORY
 from ppgen.spec import SpecError
 from ppgen.training.errors import Interrupted, TrainingError
 from ppgen.training.plan import RESUMABLE

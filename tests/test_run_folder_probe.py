@@ -13,7 +13,7 @@ import yaml
 
 import ppgen
 from ppgen.cli import main
-from ppgen.runs.checkpoint import CHECKPOINT, seal
+from ppgen.store.checkpoint import CHECKPOINT, seal
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

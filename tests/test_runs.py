@@ -1,4 +1,4 @@
-"""ppgen.runs.folder: whole-file writes, the run folder's lock (kill -9, spawned workers), checkpoint digests and
+"""ppgen.store.folder: whole-file writes, the run folder's lock (kill -9, spawned workers), checkpoint digests and
 checks, and the readers of metrics.jsonl and JSON files."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from ppgen.cli import main
-from ppgen.runs.atomic import atomic_save, atomic_write, atomic_write_text
-from ppgen.runs.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, seal, tensor_digest
-from ppgen.runs.lock import InheritedLock, check_unlocked, run_lock
-from ppgen.runs.records import read_json_object, read_metrics
+from ppgen.store.atomic import atomic_save, atomic_write, atomic_write_text
+from ppgen.store.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, seal, tensor_digest
+from ppgen.store.lock import InheritedLock, check_unlocked, run_lock
+from ppgen.store.records import read_json_object, read_metrics
 from ppgen.spec import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def test_json_object_reader(tmp_path) -> None:
 
 HOLD = """
 import sys, time
-from ppgen.runs.lock import run_lock
+from ppgen.store.lock import run_lock
 with run_lock(sys.argv[1], "a test holder"):
     print("locked", flush=True)
     time.sleep(600)

@@ -17,7 +17,7 @@ import torch
 import ppgen
 from ppgen.inference.base import Plan
 from ppgen.models.vae import VAE
-from ppgen.runs.checkpoint import CHECKPOINT
+from ppgen.store.checkpoint import CHECKPOINT
 from ppgen.spec import SpecError
 from ppgen.training.errors import Interrupted, TrainingError
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ppgen.arviz_data import arviz
-from ppgen.runs.folder import Run, open_run
+from ppgen.store.folder import Run, open_run
 from ppgen.spec import SpecError
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ppgen.runs.folder import Run, open_run
+from ppgen.store.folder import Run, open_run
 
 #: Evaluation keys shown in the table, in this order, where a run has them.
 KEYS = ("test_nll_nats", "test_nll_stderr", "bits_per_dim", "elbo", "fid_classifier", "kid_classifier",

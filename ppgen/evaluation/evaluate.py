@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from ppgen.contracts import PartitionFunction
-from ppgen.runs.atomic import atomic_write_text
-from ppgen.runs.folder import Run, open_run
-from ppgen.runs.lock import run_lock
+from ppgen.store.atomic import atomic_write_text
+from ppgen.store.folder import Run, open_run
+from ppgen.store.lock import run_lock
 from ppgen.spec import SpecError, check_seed, field_bounds, validate
 
 #: Importance samples per example: at least two (the Monte Carlo error of an estimate needs two), and

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ppgen.runs.atomic import atomic_write
+from ppgen.store.atomic import atomic_write
 
 
 def figure(figsize: tuple[float, float] | None = None, **kwargs: Any) -> Figure:

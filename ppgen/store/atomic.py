@@ -1,6 +1,6 @@
 """Whole-file writes: a file is written to a fresh temporary file beside it, flushed to disk and renamed
 over it, so that a kill never leaves half a file and a link at the path is replaced, never written through.
-Run folders (:mod:`ppgen.runs.folder`), figures (:mod:`ppgen.plots.common`) and reports all write this way."""
+Run folders (:mod:`ppgen.store.folder`), figures (:mod:`ppgen.plots.common`) and reports all write this way."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ppgen.runs.records import cap, whole_number
+from ppgen.store.records import cap, whole_number
 from ppgen.spec import SpecError
 
 CHECKPOINT = "checkpoints/last.pt"

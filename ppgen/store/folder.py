@@ -13,13 +13,13 @@ A run is a folder::
     env.json          versions, seed, git commit, data checksum, devices
     .lock             held (``flock``) by the process writing the folder
 
-Every file is written whole or not at all (:mod:`ppgen.runs.atomic`): to a temporary file, flushed to
+Every file is written whole or not at all (:mod:`ppgen.store.atomic`): to a temporary file, flushed to
 disk, then renamed over the old one, so a kill never leaves half a file and a file that is a symbolic
 link is replaced, never written through. A checkpoint records the family, the resolved spec and recipe
 it was trained with and a SHA-256 digest of everything in it; loading one checks the digest, the family
 and that its tensors are finite, and refuses (:class:`SpecError`, naming the file) a checkpoint that
-fails any of them (:mod:`ppgen.runs.checkpoint`). The lock is :mod:`ppgen.runs.lock`; the small files
-(spec copies, metrics, history, JSON) are read and written by :mod:`ppgen.runs.records`.
+fails any of them (:mod:`ppgen.store.checkpoint`). The lock is :mod:`ppgen.store.lock`; the small files
+(spec copies, metrics, history, JSON) are read and written by :mod:`ppgen.store.records`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 from ppgen.arviz_data import arviz
 from ppgen.models.base import Family
 from ppgen.registry import build, load_data, load_recipe, load_spec
-from ppgen.runs.checkpoint import CHECKPOINT, load_checkpoint, load_model_state
-from ppgen.runs.records import HISTORY, check_record, load_copy, read_json_object, read_metrics
+from ppgen.store.checkpoint import CHECKPOINT, load_checkpoint, load_model_state
+from ppgen.store.records import HISTORY, check_record, load_copy, read_json_object, read_metrics
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ppgen.runs.atomic import atomic_write_text
+from ppgen.store.atomic import atomic_write_text
 from ppgen.spec import SpecError
 
 HISTORY = "history.jsonl"

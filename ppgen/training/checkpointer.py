@@ -9,9 +9,9 @@ from typing import Any
 
 from ppgen.inference.base import Routine, State
 from ppgen.models.base import Family
-from ppgen.runs.atomic import atomic_save
-from ppgen.runs.checkpoint import CHECKPOINT, first_nonfinite, load_checkpoint, seal
-from ppgen.runs.records import write_yaml
+from ppgen.store.atomic import atomic_save
+from ppgen.store.checkpoint import CHECKPOINT, first_nonfinite, load_checkpoint, seal
+from ppgen.store.records import write_yaml
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
 from ppgen.training.distributed import gather
 from ppgen.training.errors import TrainingError

@@ -9,14 +9,14 @@ with the same parameters.
 A checkpoint (``checkpoints/last.pt``, written atomically at the end of each epoch and on Ctrl-C)
 holds the model, the routine's state (optimizers, persistent chains, ...), the RNG states, the
 position (epoch, batches done), and the resolved spec and recipe it was trained with, sealed by a
-digest (:mod:`ppgen.runs.checkpoint`). Batches are a pure function of (seed, epoch), so ``resume`` continues
+digest (:mod:`ppgen.store.checkpoint`). Batches are a pure function of (seed, epoch), so ``resume`` continues
 exactly where the run stopped: fitting 2 epochs equals fitting 1 and resuming for 1.
 
 A resume keeps the spec and the recipe the checkpoint records, except for the keys in
 :data:`~ppgen.training.plan.RESUMABLE` (the epochs, the learning rates, gradient clipping, ``log_every``, ``snapshots``):
 the way out of a divergence is to continue from the last good checkpoint with a lower learning rate.
 Each change is recorded (a ``resumed`` record in ``metrics.jsonl``, a line in ``history.jsonl``); an
-unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.runs.lock.run_lock`).
+unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.store.lock.run_lock`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from ppgen.inference.capability import check_fit
 from ppgen.models.base import Family
 from ppgen.paths import check_output_folder
 from ppgen.registry import build, load_recipe, load_spec
-from ppgen.runs.folder import Run
-from ppgen.runs.lock import InheritedLock, run_lock
+from ppgen.store.folder import Run
+from ppgen.store.lock import InheritedLock, run_lock
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError, check_seed, check_snapshots
 from ppgen.training.checkpointer import Checkpointer
 from ppgen.training.distributed import (FabricRuntime, any_rank, choose_accelerator, fabric_for, gather, launch,

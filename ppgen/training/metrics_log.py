@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ppgen.runs.atomic import atomic_write_text
-from ppgen.runs.records import open_append, read_metrics
+from ppgen.store.atomic import atomic_write_text
+from ppgen.store.records import open_append, read_metrics
 
 
 class MetricsLog:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ppgen import registry
-from ppgen.runs.checkpoint import CHECKPOINT, load_checkpoint
-from ppgen.runs.lock import check_unlocked
-from ppgen.runs.records import (
+from ppgen.store.checkpoint import CHECKPOINT, load_checkpoint
+from ppgen.store.lock import check_unlocked
+from ppgen.store.records import (
     HISTORY,
     append_jsonl,
     check_record,

@@ -15,9 +15,9 @@ import torch
 
 from ppgen.inference.base import Routine, State
 from ppgen.models.base import Family
-from ppgen.runs.atomic import atomic_write_text
-from ppgen.runs.checkpoint import CHECKPOINT, load_checkpoint, load_model_state
-from ppgen.runs.records import HISTORY, append_jsonl, environment
+from ppgen.store.atomic import atomic_write_text
+from ppgen.store.checkpoint import CHECKPOINT, load_checkpoint, load_model_state
+from ppgen.store.records import HISTORY, append_jsonl, environment
 from ppgen.spec import InferenceSpec, ModelSpec, SpecError
 from ppgen.training.distributed import broadcast_parameters
 from ppgen.training.metrics_log import truncate_metrics
