@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 import ppgen
@@ -49,13 +52,7 @@ def test_sample_quality_is_sized_by_a_flag_or_skipped(tmp_path, monkeypatch, cap
     from ppgen.evaluation import quality
     from ppgen.cli import main
 
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
-    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
-            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
-    run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
-    clf = quality.DigitClassifier()  # untrained: the tests never train the MNIST classifier
-    monkeypatch.setattr(quality, "classifier", lambda: clf)
+    run = _image_run(tmp_path, monkeypatch)
     sized = evaluate(run, k=2, limit=10, quality_samples=12, write=False)
     assert sized["quality_samples"] == 12 and "fid_classifier" in sized
     skipped = evaluate(run, k=2, limit=10, quality=False, write=False)
@@ -152,13 +149,7 @@ def test_evaluate_says_what_it_will_compute_and_which_metrics_fit_the_data(runs,
     from ppgen.evaluation import quality
     from ppgen.cli import main
 
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
-    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
-            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
-    run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
-    clf = quality.DigitClassifier()  # untrained: the tests never train the MNIST classifier
-    monkeypatch.setattr(quality, "classifier", lambda: clf)
+    run = _image_run(tmp_path, monkeypatch)
     capsys.readouterr()
     res = evaluate(run, k=2, limit=10, quality_samples=12, write=False, progress=True)
     err = capsys.readouterr().err
@@ -180,3 +171,20 @@ def test_evaluate_says_what_it_will_compute_and_which_metrics_fit_the_data(runs,
     assert capsys.readouterr().err == "ppgen evaluate: 5 test examples; log Z exactly where it is small enough, else by " \
                                       "AIS with 3 runs x 15 steps\n"
     assert "quality_note" not in evaluate(runs["rbm"], write=False, limit=5, quality=False)
+
+
+def _image_run(tmp_path: Path, monkeypatch: Any) -> Any:
+    """A one-epoch VAE on 120 random 28x28 binary images of the user's own (an npz), with an untrained digit
+    classifier for the quality metrics (the tests never train the MNIST classifier)."""
+    import numpy as np
+
+    from ppgen.evaluation import quality
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
+    spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
+            "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
+    run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
+    clf = quality.DigitClassifier()
+    monkeypatch.setattr(quality, "classifier", lambda: clf)
+    return run
