@@ -50,7 +50,7 @@ from ppgen.bounds import Bound, as_bound
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.autoregressive.layers import Stepper
 from ppgen.models.autoregressive.spec import PixelModelSpec
-from ppgen.models.base import Family
+from ppgen.models.base import SVI_EXACT, SVI_MAP, Family
 from ppgen.spec import SpecError
 
 
@@ -219,6 +219,12 @@ class PixelFamily(Family):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Empty: there are no latent variables, so the ELBO is log p(x) exactly."""
         return None
+
+    @classmethod
+    def svi_objective(cls, spec: Any) -> str:
+        """No latent variable, an empty guide: the loss is minus log p(x) exactly (with -log p(y) for a
+        conditional model), less log p(theta) / N with a weight prior (MAP)."""
+        return SVI_MAP if spec.prior.kind == "normal" else SVI_EXACT
 
     def _labels(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
         if y is None:
