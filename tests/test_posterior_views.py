@@ -1,5 +1,5 @@
-"""What ``ppgen diagnose`` gives each family, in ArviZ's conventions: draws from q(z|x) as several chains
-with R-hat and the ESS, Gibbs-chain statistics in ``sample_stats`` (not ``posterior``), point estimates
+"""What ``ppgen diagnose`` gives each family, in ArviZ's conventions: draws from q(z|x) as several chains,
+declared independent (no R-hat or ESS in the summary), Gibbs-chain statistics in ``sample_stats`` (not ``posterior``), point estimates
 shown as such, and for families without a posterior the predictive draws and per-pixel log-likelihoods."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _fit(spec: dict[str, Any], tmp_path: Path, recipe: Any = None, epochs: int =
     return ppgen.fit(spec, recipe, epochs=epochs, out=tmp_path / "run", progress=False)
 
 
-def test_vae_posterior_draws_are_several_chains_with_r_hat_and_ess(tmp_path: Path) -> None:
+def test_vae_posterior_draws_are_several_independent_chains(tmp_path: Path) -> None:
     run = _fit({"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
                 "data": DIGITS}, tmp_path)
     report = diagnose(run)
@@ -37,9 +37,11 @@ def test_vae_posterior_draws_are_several_chains_with_r_hat_and_ess(tmp_path: Pat
     # independent draws from q: R-hat near 1, bulk ESS near the number of draws
     assert np.isfinite(table["r_hat"]).all() and (table["r_hat"] < 1.05).all()
     assert (table["ess_bulk"] > 100).all()
-    # the diagnose summary reports them
-    assert {"r_hat", "ess_bulk"} <= set(report["summary"].columns)
-    assert np.isfinite(report["summary"]["r_hat"]).all()
+    # independent draws, declared so: the diagnose summary gives their moments and says why there is no R-hat
+    assert idata.posterior.attrs["draws"] == "independent"
+    assert not {"r_hat", "ess_bulk"} & set(report["summary"].columns)
+    assert np.isfinite(report["summary"]["mean"]).all()
+    assert any("independent draws" in note for note in report["summary"].notes)
 
 
 ENERGY = {"ais": {"runs": 4, "steps": 20},
@@ -189,13 +191,15 @@ def test_a_gan_summary_sets_replicated_data_against_the_observed(tmp_path: Path)
     pp = idata.posterior_predictive["x"]
     assert pp.sizes["chain"] == 4 and pp.sizes["chain"] * pp.sizes["draw"] == 20
     table = report["summary"]
-    # one row per value: the mean of a replicated data set, with R-hat, beside the observed mean
-    assert len(table) == 2 and {"observed", "mean", "r_hat", "ess_bulk"} <= set(table.columns)
+    # one row per value: the mean of a replicated data set beside the observed mean; the replicates are
+    # independent draws, so neither R-hat nor the ESS
+    assert len(table) == 2 and {"observed", "mean", "sd"} <= set(table.columns)
+    assert not {"r_hat", "ess_bulk"} & set(table.columns)
     obs = idata.observed_data["x"].values.mean(0)
     np.testing.assert_allclose(table["observed"].values, obs, atol=1e-3)
     means = pp.values.mean(2).reshape(-1, 2).mean(0)
     np.testing.assert_allclose(table["mean"].values, means, atol=2e-3)
-    assert np.isfinite(table["r_hat"]).all()
+    assert np.isfinite(table["sd"]).all() and (table["sd"] > 0).all()
 
 
 def test_the_predictive_summary_of_images_shows_the_values_that_vary() -> None:

@@ -9,13 +9,16 @@ Families build their own InferenceData through the ``inference_data(data, metric
 from __future__ import annotations
 
 import warnings
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from ppgen.arviz_data import arviz, loss_trace
+from ppgen.arviz_data import arviz, independent_draws, loss_trace, markov_chains
 from ppgen.plots import families
+from ppgen.store.atomic import atomic_write
 
 
 def inference_data(run: Any) -> Any:
@@ -30,35 +33,98 @@ def inference_data(run: Any) -> Any:
     return idata
 
 
-def summary(idata: Any, max_vars: int = 40) -> Any:
+#: Rows of the summary table printed by ``ppgen diagnose``; the full table is written to ``RUN/summary.csv``.
+MAX_ROWS = 40
+
+
+class SummaryTable(pd.DataFrame):
+    """A summary table (a :class:`pandas.DataFrame`) that prints its notes beneath it: what was cut, and
+    why R-hat and the ESS are absent where the draws are independent. ``notes`` is a list of lines.
+    A table derived from it (a slice, a selection) is a plain DataFrame, without notes that may no
+    longer hold."""
+
+    _metadata = ["notes"]
+
+    @property
+    def _constructor(self) -> type:
+        return pd.DataFrame
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        notes = getattr(self, "notes", None) or []
+        return text + "".join(f"\n{note}" for note in notes)
+
+    def _repr_html_(self) -> str | None:
+        html = super()._repr_html_()
+        notes = getattr(self, "notes", None) or []
+        if html is None or not notes:
+            return html
+        return html + "".join(f"<p>{escape(note)}</p>" for note in notes)
+
+
+def summary(idata: Any, max_vars: int | None = MAX_ROWS) -> SummaryTable:
     """``az.summary`` of the posterior group, cut to its first ``max_vars`` rows (a VAE's z has
-    obs x latent entries) so that it prints. A point estimate (a ``posterior`` of one draw whose
+    obs x latent entries) so that it prints; ``None``: every row. The table's ``notes`` say when rows
+    were cut, how many are shown of how many. A point estimate (a ``posterior`` of one draw whose
     attribute ``point_estimate`` says which: MAP, ML) gives its values in one column named after it;
     without a posterior, the Gibbs-chain statistics in ``sample_stats`` where there are several chains
     (R-hat and ESS included), else the log-likelihood of each example (:func:`_log_likelihood_table`), else
-    the replicated data sets against the observed one (:func:`_predictive_table`)."""
+    the replicated data sets against the observed one (:func:`_predictive_table`). R-hat and the ESS are
+    given only for Markov chains (:func:`ppgen.arviz_data.markov_chains`): draws that their InferenceData
+    declares independent (a GAN's samples, draws from a variational q, a PixelCNN's ancestral samples)
+    get the mean, sd and HDI, and a note that says so."""
+    return _tables(idata, max_vars)[0]
+
+
+def _tables(idata: Any, max_vars: int | None) -> tuple[SummaryTable, pd.DataFrame]:
+    """The summary as printed (cut to ``max_vars`` rows, with notes) and in full."""
     az = arviz()
-    if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate"):
+    notes: list[str] = []
+    groups = idata.groups()
+    order = None  # rows shown when cut, where not the first ones
+    what = "rows"
+    if "posterior" in groups and idata.posterior.attrs.get("point_estimate"):
         # one value per entry, not draws: the values, without moments, R-hat or ESS
         est = str(idata.posterior.attrs["point_estimate"])
-        return az.summary(idata, stat_funcs={est: _first}, extend=False).iloc[:max_vars]
-    groups = idata.groups()
-    if "posterior" not in groups and not _several_chains(idata, "sample_stats"):
-        if "log_likelihood" in groups:
-            return _log_likelihood_table(idata).iloc[:max_vars]
-        if "posterior_predictive" in groups and "observed_data" in groups:
-            return _predictive_table(idata, max_vars)
-    with warnings.catch_warnings():
-        # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
+        full = az.summary(idata, stat_funcs={est: _first}, extend=False)
+    elif "posterior" not in groups and not _several_chains(idata, "sample_stats") and "log_likelihood" in groups:
+        full = _log_likelihood_table(idata)
+    elif ("posterior" not in groups and not _several_chains(idata, "sample_stats")
+          and "posterior_predictive" in groups and "observed_data" in groups):
+        full, varying = _predictive_table(idata)
+        notes += _draws_note(idata, "posterior_predictive")
+        if max_vars is not None and len(full) > max_vars:
+            order = np.sort(varying[:max_vars])
+            what = "values (those that vary most in the observed data)"
+    else:
         # A family without a posterior (a GAN) is summarised by its prior predictive, the model's data;
         # Gibbs chains over units' states (RBM, DBN, BM) by their chain statistics.
-        group = next((g for g in ("posterior", "prior_predictive", "prior") if g in idata.groups()), "posterior")
-        if group not in idata.groups() and _several_chains(idata, "sample_stats"):
+        group = next((g for g in ("posterior", "prior_predictive", "prior") if g in groups), "posterior")
+        if group not in groups and _several_chains(idata, "sample_stats"):
             group = "sample_stats"
-        table = az.summary(idata, group=group, kind="all" if idata[group].sizes.get("chain", 1) > 1 else "stats")
-    return table.iloc[:max_vars]
+        with warnings.catch_warnings():
+            # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            full = az.summary(idata, group=group, kind="all" if markov_chains(idata, group) else "stats")
+        notes += _draws_note(idata, group)
+    shown = full
+    if max_vars is not None and len(full) > max_vars:
+        shown = full.iloc[order] if order is not None else full.iloc[:max_vars]
+        first = "" if order is not None else "the first "
+        notes.insert(0, f"showing {first}{len(shown)} of {len(full)} {what}")
+    table = SummaryTable(shown)
+    table.notes = notes
+    return table, full
+
+
+def _draws_note(idata: Any, group: str) -> list[str]:
+    """Why a group's summary has no R-hat or ESS, where its draws are declared independent."""
+    if not independent_draws(idata, group):
+        return []
+    n = idata[group].sizes.get("chain", 1) * idata[group].sizes.get("draw", 1)
+    return [f"{group}: {n} independent draws, not Markov chains: mean, sd and HDI; "
+            "R-hat and the ESS (convergence diagnostics of Markov chains) do not apply"]
 
 
 def _log_likelihood_table(idata: Any, var: str = "x") -> Any:
@@ -74,27 +140,28 @@ def _log_likelihood_table(idata: Any, var: str = "x") -> Any:
                         index=[f"{var}[{i}]" for i in range(total.size)]).round(3)
 
 
-def _predictive_table(idata: Any, max_vars: int, var: str = "x") -> Any:
-    """The mean of each value over a replicated data set, summarised over the replicates with R-hat and
-    the ESS where there are several chains, beside the observed data's mean: for the ``max_vars`` values
-    that vary most in the observed data (a corner pixel that is always 0 says nothing)."""
+def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndarray]:
+    """The mean of each value over a replicated data set, summarised over the replicates (with R-hat and
+    the ESS only where they are Markov chains), beside the observed data's mean; and the values' indices
+    from the one that varies most in the observed data to the least (a corner pixel that is always 0 says
+    nothing: a cut table shows the first of them)."""
     az = arviz()
     pp = idata.posterior_predictive[var]
     obs = idata.observed_data[var]
     obs_dim = obs.dims[0]
     means = pp.mean(obs_dim).values.reshape(pp.sizes["chain"], pp.sizes["draw"], -1)
     observed = obs.values.reshape(obs.shape[0], -1)
-    keep = np.sort(np.argsort(-observed.var(0), kind="stable")[:max_vars])
+    varying = np.argsort(-observed.var(0), kind="stable")
     name = f"mean {var}"
-    kind = "all" if pp.sizes["chain"] > 1 else "stats"
+    kind = "all" if markov_chains(idata, "posterior_predictive") else "stats"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        data = az.from_dict(posterior_predictive={name: means[:, :, keep]}, dims={name: ["value"]},
-                            coords={"value": keep})
+        data = az.from_dict(posterior_predictive={name: means}, dims={name: ["value"]},
+                            coords={"value": np.arange(means.shape[-1])})
         table = az.summary(data, group="posterior_predictive", kind=kind)
-    table.insert(0, "observed", observed.mean(0)[keep].round(3))
-    return table
+    table.insert(0, "observed", observed.mean(0).round(3))
+    return table, varying
 
 
 def _first(values: Any) -> float:
@@ -106,7 +173,9 @@ def _several_chains(idata: Any, group: str) -> bool:
 
 
 def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
-    """Write ``RUN/idata.nc`` and diagnostic figures; return the summary table and the paths."""
+    """Write ``RUN/idata.nc``, the full summary table ``RUN/summary.csv`` and diagnostic figures; return
+    the summary as printed (:data:`MAX_ROWS` rows at most, its notes saying so and where the full table
+    is) and the paths (``idata``, ``summary_csv``, ``figures``)."""
     az = arviz()
     idata = inference_data(run)
     path = Path(run.path) / "idata.nc"
@@ -114,7 +183,11 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
     tmp.unlink(missing_ok=True)  # written anew, never through a link left there
     idata.to_netcdf(str(tmp))
     tmp.replace(path)
-    table = summary(idata)
+    table, full = _tables(idata, MAX_ROWS)
+    csv = Path(run.path) / "summary.csv"
+    atomic_write(csv, lambda f: f.write(full.to_csv(index_label="variable").encode()))
+    if len(table) < len(full):
+        table.notes.insert(1, f"the full table ({len(full)} rows): {csv}")
     figures: dict[str, Path] = {}
     folder = Path(run.path) / "figures"
     own = families.diagnostic_figures(run.model, idata, folder)
@@ -124,7 +197,7 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
         figures.update(_default_figures(az, idata, folder))
     else:
         figures.update(_no_posterior_figures(idata, folder))
-    return {"idata": path, "summary": table, "figures": figures}
+    return {"idata": path, "summary": table, "summary_csv": csv, "figures": figures}
 
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:

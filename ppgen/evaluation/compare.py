@@ -94,42 +94,54 @@ def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: 
             seed: int = 0, max_cols: int = 4) -> tuple[list[dict[str, Any]], Path]:
     """The comparison table (one dict per run) and the path of the figure written to ``output``: ``n``
     draws from each run (draws, not pixel means, so that binary data look alike across families) in rows
-    of at most ``max_cols`` panels, above the training losses by epoch, one panel per kind of loss (the
-    losses of different routines measure different things: minus an ELBO in nats, a discriminator's loss,
-    minus a pseudo-log-likelihood)."""
-    from ppgen.plots.common import draw_samples, figure, metric_labels, save_figure
+    of at most ``max_cols`` panels, above the training losses by epoch (:func:`loss_panels`)."""
+    from ppgen.plots.common import draw_samples, figure, save_figure
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)
     cols = min(len(runs), max_cols)
     sample_rows = -(-len(runs) // cols)
-    kinds: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
-    for run in runs:
-        label = f"{run.spec.name or run.spec.family} ({run.path.name})"
-        epochs = [m for m in run.metrics if m.get("kind") == "epoch" and "loss" in m]
-        if epochs:
-            kind = metric_labels(run.recipe, run.spec).get("loss", "training loss")
-            kinds.setdefault(kind, []).append((label, epochs))
-    curve_cols = max(1, min(len(kinds), max_cols))
-    curve_rows = -(-len(kinds) // curve_cols) if kinds else 0
-    fig = figure(figsize=(3.0 * cols + 0.4, 2.7 * sample_rows + 2.5 * curve_rows), layout="constrained")
+    panels = loss_panels(runs)
+    curve_cols = max(1, min(len(panels), max_cols))
+    curve_rows = -(-len(panels) // curve_cols) if panels else 0
+    fig = figure(figsize=(3.0 * cols + 0.4, 2.7 * sample_rows + 2.7 * curve_rows), layout="constrained")
     grid = fig.add_gridspec(sample_rows + curve_rows, cols * curve_cols,
-                            height_ratios=[2.7] * sample_rows + [2.5] * curve_rows)
+                            height_ratios=[2.7] * sample_rows + [2.7] * curve_rows)
     for i, run in enumerate(runs):
         r, c = divmod(i, cols)
         ax = fig.add_subplot(grid[r, c * curve_cols : (c + 1) * curve_cols])
-        label = f"{run.spec.name or run.spec.family} ({run.path.name})"
         with torch.no_grad():
             x = run.samples(n, seed=seed).cpu()
         ref = None if x.dim() == 4 else run.data.split("test")[0]
-        draw_samples(ax, x, f"{label}: {n} draws" if x.dim() == 4 else label, reference=ref)
-    for k, (kind, curves) in enumerate(kinds.items()):
+        draw_samples(ax, x, f"{_label(run)}: {n} draws" if x.dim() == 4 else _label(run), reference=ref)
+    for k, ((kind, label), curves) in enumerate(panels.items()):
         r, c = divmod(k, curve_cols)
         ax = fig.add_subplot(grid[sample_rows + r, c * cols : (c + 1) * cols])
-        for label, epochs in curves:
-            ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=label)
+        for name, epochs in curves:
+            ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=name)
+        ax.set_title(kind, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(kind if len(kind) <= 34 or " (" not in kind else kind.replace(" (", "\n(", 1), fontsize=8)
+        ax.set_ylabel(label if len(label) <= 34 or " (" not in label else label.replace(" (", "\n(", 1), fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return rows, save_figure(fig, output)
+
+
+def _label(run: Run) -> str:
+    return f"{run.spec.name or run.spec.family} ({run.path.name})"
+
+
+def loss_panels(runs: Sequence[Run]) -> dict[tuple[str, str], list[tuple[str, list[dict[str, Any]]]]]:
+    """The runs' training losses by epoch, one panel per kind of number and label
+    (:func:`ppgen.plots.common.loss_kind`: an exact negative log-likelihood, minus the ELBO or another
+    bound, a MAP objective, a discriminator's loss, minus a pseudo-log-likelihood, ...): the losses of
+    different routines and families measure different things, so that no two kinds share an axis or a
+    label. (kind, label) -> [(run label, epoch records)], in the runs' order."""
+    from ppgen.plots.common import loss_kind
+
+    panels: dict[tuple[str, str], list[tuple[str, list[dict[str, Any]]]]] = {}
+    for run in runs:
+        epochs = [m for m in run.metrics if m.get("kind") == "epoch" and "loss" in m]
+        if epochs:
+            panels.setdefault(tuple(loss_kind(run.recipe, run.spec)), []).append((_label(run), epochs))
+    return panels

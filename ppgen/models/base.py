@@ -26,6 +26,11 @@ from ppgen.data.core import DataInfo, Dataset
 from ppgen.spec import ModelSpec, Strict
 
 
+#: What minus a family's SVI objective is (:meth:`Family.svi_objective`): minus a lower bound on log p(x)
+#: (an ELBO, the IWAE bound: the family has latent variables), minus log p(x) exactly (no latent variable,
+#: an empty guide), or that minus log p(theta) / N (no latent variable, a prior on the weights: MAP).
+SVI_BOUND, SVI_EXACT, SVI_MAP = "bound", "exact", "map"
+
 #: The methods that run as Pyro programs; wrapped with ``pyro_method`` in every subclass that defines them.
 PYRO_METHODS = ("model", "guide", "marginal_model")
 _instances: dict[str, Iterator[int]] = {}
@@ -154,6 +159,12 @@ class Family(PyroModule):
 
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]]) -> Any:
         return None
+
+    @classmethod
+    def svi_objective(cls, spec: ModelSpec) -> str:
+        """What minus the objective of SVI is for a model of this spec (:data:`SVI_BOUND`, :data:`SVI_EXACT`
+        or :data:`SVI_MAP`), so that its training loss is named for what it is: a bound here."""
+        return SVI_BOUND
 
     @property
     def device(self) -> torch.device:

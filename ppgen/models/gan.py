@@ -210,10 +210,10 @@ class GAN(Family):
         - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
 
-        The replicates are independent draws, laid out as chains (:func:`ppgen.program.chains.arrange`)
-        so that ArviZ reports R-hat and the ESS of what is computed from them.
+        The replicates are independent draws, laid out as chains (:func:`ppgen.program.chains.arrange`) for
+        ArviZ's plots and declared independent (:func:`ppgen.arviz_data.declare_independent`): no R-hat or ESS.
         """
-        from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.arviz_data import arviz, declare_independent, loss_trace
         from ppgen.program.chains import arrange
 
         az = arviz()
@@ -226,7 +226,7 @@ class GAN(Family):
             x_gen = self._generator(None)(z.reshape(-1, self.z_dim)).reshape(draws, n_obs, -1)
         stats = loss_trace(metrics)
         kwargs: dict[str, Any] = {"sample_stats": stats} if stats else {}
-        return az.from_dict(
+        idata = az.from_dict(
             prior={"z": arrange(z.cpu().numpy())},
             posterior_predictive={"x": arrange(x_gen.cpu().numpy())},
             observed_data={"x": x_obs.cpu().numpy()},
@@ -234,6 +234,7 @@ class GAN(Family):
             dims={"z": ["obs", "latent"], "x": ["obs", "value"]},
             **kwargs,
         )
+        return declare_independent(idata, "prior", "posterior_predictive")
 
 
 class _eval_mode:

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from ppgen.arviz_data import arviz, loss_trace
+from ppgen.arviz_data import arviz, declare_independent, loss_trace
 from ppgen.bounds import Bound, ImportanceWeighted, MeanField, Trace, as_bound
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
@@ -242,7 +242,8 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
     - ``constant_data``: the labels of the examples, where the data have them.
 
     The ``draws`` independent draws from q(z|x) are laid out as several chains
-    (:func:`ppgen.program.chains.arrange`), so that ArviZ reports R-hat and the ESS of each coordinate.
+    (:func:`ppgen.program.chains.arrange`) for ArviZ's plots and declared independent
+    (:func:`ppgen.arviz_data.declare_independent`): R-hat and the ESS, diagnostics of Markov chains, do not apply.
     """
     from ppgen.program.chains import arrange
 
@@ -266,7 +267,7 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
         kwargs["sample_stats"] = stats
     if y is not None:
         kwargs["constant_data"] = {"label": y[:n_obs].cpu().numpy()}
-    return az.from_dict(
+    idata = az.from_dict(
         posterior={"z": arrange(z.cpu().numpy())},
         posterior_predictive={"x": arrange(recon.cpu().numpy())},
         observed_data={"x": x.reshape(n_obs, -1).cpu().numpy()},
@@ -274,3 +275,4 @@ def vae_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_o
         dims={"z": ["obs", "latent"], "x": ["obs", "pixel"], "label": ["obs"]},
         **kwargs,
     )
+    return declare_independent(idata, "posterior", "posterior_predictive")

@@ -18,6 +18,7 @@ from ppgen.evaluation import quality
 from ppgen.models.gan import GAN, _eval_mode
 from ppgen.plots import common as plots
 from ppgen.plots.common import save_figure, subplots
+from ppgen.plots.predictive import pixel_means_figure, predictive_draws_figure
 
 
 def figures(model: GAN, folder: Path, data: Dataset) -> dict[str, Path]:
@@ -42,10 +43,20 @@ def figures(model: GAN, folder: Path, data: Dataset) -> dict[str, Path]:
 
 
 def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
-    """``losses.png``: both players' training losses; for 1-D data ``ppc.png``, ArviZ's check of the
-    generated data sets (prior predictive) against the observed one."""
+    """A GAN has no posterior; what applies: ``predictive.png``, replicated data sets G(z), z ~ p(z), against
+    the observed test data (:func:`~ppgen.plots.predictive.predictive_draws_figure`); for images
+    ``pixel_means.png``, each pixel's mean over the draws against its mean over the test images
+    (:func:`~ppgen.plots.predictive.pixel_means_figure`); ``losses.png``, both players' training losses,
+    where training steps were logged; for 1-D data ``ppc.png``, ArviZ's check of the generated data sets
+    against the observed one."""
     folder = Path(folder)
     out: dict[str, Path] = {}
+    if "posterior_predictive" in idata.groups() and "observed_data" in idata.groups():
+        shape = tuple(model.event_shape) if plots.is_image(model.event_shape) else None
+        drawn = "G(z), z ~ p(z)"
+        out["predictive"] = predictive_draws_figure(idata, folder / "predictive.png", shape, drawn=drawn)
+        if shape is not None:
+            out["pixel_means"] = pixel_means_figure(idata, folder / "pixel_means.png", shape, drawn=drawn)
     if "sample_stats" in idata.groups():
         st = idata.sample_stats
         keys = [k for k in ("loss", "g_loss", "d_real", "d_fake", "gp") if k in st]

@@ -110,3 +110,85 @@ def pixel_nll_figure(idata: Any, path: Path, var: str = "x") -> Path:
         ax.set_ylabel("row")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _replicates(idata: Any, var: str) -> tuple[np.ndarray, np.ndarray]:
+    """The replicated data sets of the ``posterior_predictive`` group as (replicates, obs, values) and the
+    observed data as (obs, values)."""
+    pp = idata.posterior_predictive[var]
+    reps = pp.values.reshape(pp.sizes["chain"] * pp.sizes["draw"], pp.shape[2] if pp.ndim > 2 else 1, -1)
+    obs = idata.observed_data[var].values
+    return reps, obs.reshape(obs.shape[0], -1)
+
+
+def predictive_draws_figure(idata: Any, path: Path, image_shape: tuple[int, ...] | None = None, var: str = "x",
+                            rows: int = 4, drawn: str = "drawn from the model") -> Path:
+    """Replicated data sets of the ``posterior_predictive`` group (the model's own draws) against the
+    observed data. Images (``image_shape`` (C, H, W)): the observed test images in the top row and below
+    them ``rows`` replicated data sets, one a row; 2-D values: the pooled draws over the observed points;
+    otherwise one histogram per value (the first four), the pooled draws over the observed values."""
+    from ppgen.plots.common import draw_samples, show_grid
+
+    reps, obs = _replicates(idata, var)
+    n_rep, n_obs = reps.shape[0], obs.shape[0]
+    if image_shape is not None:
+        shown = min(rows, n_rep)
+        images = np.concatenate([obs[None], reps[:shown]]).reshape(-1, *image_shape)
+        side = 0.62 * image_shape[-1] / 8 if image_shape[-1] < 16 else 0.62
+        fig, ax = subplots(figsize=(max(4.0, side * n_obs + 0.4), side * (shown + 1) + 0.9))
+        show_grid(ax, images, nrow=n_obs,
+                  title=f"top row: {n_obs} observed test images; below: {shown} of {n_rep} replicated data sets "
+                        f"{drawn}, one a row")
+        return save_figure(fig, path)
+    values = obs.shape[1]
+    if values == 2:
+        fig, ax = subplots(figsize=(5, 5))
+        draw_samples(ax, reps.reshape(-1, 2), f"{n_rep} replicated data sets {drawn}\nover the {n_obs} observed points",
+                     reference=obs)
+        return save_figure(fig, path)
+    panels = min(values, 4)
+    fig, axes = subplots(1, panels, figsize=(3.6 * panels, 3.0), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        pooled, seen = reps[:, :, j].reshape(-1), obs[:, j]
+        bins = np.histogram_bin_edges(np.concatenate([pooled, seen]), bins=40)
+        ax.hist(seen, bins=bins, density=True, color="0.5", alpha=0.5, label=f"observed ({n_obs})")
+        ax.hist(pooled, bins=bins, density=True, color="C0", alpha=0.6, label=f"replicated ({n_rep} sets)")
+        ax.set_xlabel(f"{var}[{j}]" if values > 1 else var)
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    shown = f" (the first {panels} of {values} values)" if values > panels else ""
+    fig.suptitle(f"replicated data sets {drawn} against the observed data{shown}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def pixel_means_figure(idata: Any, path: Path, image_shape: tuple[int, ...], var: str = "x",
+                       drawn: str = "drawn from the model") -> Path:
+    """A per-pixel view of the replicated data sets of the ``posterior_predictive`` group against the
+    observed images: the mean of each pixel over every draw, its mean over the observed images, and
+    their difference (draws minus observed, on a scale centred at 0), each with a colour bar. The first
+    channel of colour images."""
+    reps, obs = _replicates(idata, var)
+    height, width = image_shape[-2], image_shape[-1]
+    per_channel = height * width
+    drawn_mean = reps.reshape(-1, reps.shape[-1]).mean(0)[:per_channel].reshape(height, width)
+    seen_mean = obs.mean(0)[:per_channel].reshape(height, width)
+    diff = drawn_mean - seen_mean
+    top = float(np.abs(diff).max()) or 1.0
+    low, high = float(min(drawn_mean.min(), seen_mean.min())), float(max(drawn_mean.max(), seen_mean.max()))
+    fig, axes = subplots(1, 3, figsize=(11.4, 3.6), squeeze=False)
+    panels = [
+        (drawn_mean, f"mean of {reps.shape[0] * reps.shape[1]} draws\n{drawn}", "gray", low, high, "mean pixel value"),
+        (seen_mean, f"mean of {obs.shape[0]} observed test images", "gray", low, high, "mean pixel value"),
+        (diff, "draws minus observed", "RdBu_r", -top, top, "difference of means"),
+    ]
+    for ax, (img, title, cmap, vmin, vmax, label) in zip(axes[0], panels):
+        shown = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label(label, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    fig.tight_layout()
+    return save_figure(fig, path)

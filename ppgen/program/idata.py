@@ -11,8 +11,8 @@ For a fixed subset of test examples (the first ``n_obs``):
 - ``sample_stats``: the training records (loss, ...) as one chain.
 
 The draws come from a variational posterior, independent of each other, and are laid out as 4 chains of
-equal length (:mod:`ppgen.program.chains`), so that ArviZ reports R-hat and the ESS beside the moments
-(of the draws from q: they do not check q against the true posterior). A program with no latent at all
+equal length (:mod:`ppgen.program.chains`) for ArviZ's plots; every group of draws is declared independent
+(:func:`ppgen.arviz_data.declare_independent`), so that no R-hat or ESS is reported as if they were Markov chains. A program with no latent at all
 has no posterior; its model's draws are the ``prior_predictive`` group, as for the GANs.
 """
 
@@ -29,7 +29,7 @@ from ppgen.program import chains, runtime
 @torch.no_grad()
 def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200,
                            seed: int = 0) -> Any:
-    from ppgen.arviz_data import arviz, loss_trace
+    from ppgen.arviz_data import arviz, declare_independent, loss_trace
 
     az = arviz()
     prog, mods = model.program, model._mods()
@@ -85,7 +85,8 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
     if prior_pred is not None:
         # the prior predictive's x has no obs axis: its own dims
         groups["prior_predictive_dims"] = None
-    return _from_dict(az, groups, coords, dims, prog, prior_pred is not None)
+    idata = _from_dict(az, groups, coords, dims, prog, prior_pred is not None)
+    return declare_independent(idata, "posterior", "posterior_predictive", "log_likelihood", "prior_predictive")
 
 
 def _from_dict(az: Any, groups: dict[str, Any], coords: dict, dims: dict, prog: Any, has_prior: bool) -> Any:

@@ -338,8 +338,9 @@ class PythonFamily(Family, OwnFigures):
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 200) -> Any:
         """Draws of every latent site from the guide and of the observed sites given them
         (``Predictive``), for the first ``n_obs`` test examples. The independent draws are laid out as
-        several chains (:func:`ppgen.program.chains.arrange`), so that ArviZ reports R-hat and the ESS."""
-        from ppgen.arviz_data import arviz, loss_trace
+        several chains (:func:`ppgen.program.chains.arrange`) for ArviZ's plots and declared independent
+        (:func:`ppgen.arviz_data.declare_independent`)."""
+        from ppgen.arviz_data import arviz, declare_independent, loss_trace
         from ppgen.program.chains import arrange
 
         az = arviz()
@@ -361,4 +362,4 @@ class PythonFamily(Family, OwnFigures):
         if stats:
             groups["sample_stats"] = stats
         groups["observed_data"] = {"x": x.reshape(len(x), -1).cpu().numpy()}
-        return az.from_dict(**groups)
+        return declare_independent(az.from_dict(**groups), "posterior", "posterior_predictive")

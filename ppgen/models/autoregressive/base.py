@@ -50,7 +50,7 @@ from ppgen.bounds import Bound, as_bound
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.autoregressive.layers import Stepper
 from ppgen.models.autoregressive.spec import PixelModelSpec
-from ppgen.models.base import Family
+from ppgen.models.base import SVI_EXACT, SVI_MAP, Family
 from ppgen.spec import SpecError
 
 
@@ -220,6 +220,12 @@ class PixelFamily(Family):
         """Empty: there are no latent variables, so the ELBO is log p(x) exactly."""
         return None
 
+    @classmethod
+    def svi_objective(cls, spec: Any) -> str:
+        """No latent variable, an empty guide: the loss is minus log p(x) exactly (with -log p(y) for a
+        conditional model), less log p(theta) / N with a weight prior (MAP)."""
+        return SVI_MAP if spec.prior.kind == "normal" else SVI_EXACT
+
     def _labels(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
         if y is None:
             raise ValueError("this model is class-conditional (conditional: true): it needs the labels y")
@@ -303,12 +309,13 @@ class PixelFamily(Family):
         - ``sample_stats``: the training loss trace.
 
         The weights are point estimates (maximum likelihood or MAP), so an unconditional model has no
-        posterior; its InferenceData holds what applies instead (:meth:`predictive_inference_data`)."""
+        posterior; its InferenceData holds what applies instead (:meth:`predictive_inference_data`).
+        The draws of y are exact and independent, declared so (:func:`ppgen.arviz_data.declare_independent`)."""
         if self.num_classes is None:
             return self.predictive_inference_data(data, metrics, n_obs=n_obs, seed=seed)
         import numpy as np
 
-        from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.arviz_data import arviz, declare_independent, loss_trace
 
         x, y = data.split("test")
         x = x[:n_obs].to(self.device)
@@ -322,13 +329,14 @@ class PixelFamily(Family):
             kwargs["sample_stats"] = stats
         if y is not None:
             kwargs["constant_data"] = {"label": y[:n].cpu().numpy()}
-        return arviz().from_dict(
+        idata = arviz().from_dict(
             posterior={"y": y_draws.numpy()[None]},
             observed_data={"x": x.reshape(n, -1).cpu().numpy()},
             coords={"obs": np.arange(n), "pixel": np.arange(self.height * self.width)},
             dims={"y": ["obs"], "x": ["obs", "pixel"], "label": ["obs"]},
             **kwargs,
         )
+        return declare_independent(idata, "posterior")
 
     @torch.no_grad()
     def predictive_inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16,
@@ -340,12 +348,12 @@ class PixelFamily(Family):
           draw = 1, obs, pixel), the pixels in raster order (attributes ``height``, ``width``); their sum
           over the pixels is the exact log p(x) of each image;
         - ``posterior_predictive``: ``x``, ``draws`` replicated data sets of ``n_obs`` images drawn from
-          the model, independent, laid out as chains (:func:`ppgen.program.chains.arrange`), dims
-          (chain, draw, obs, pixel);
+          the model, independent (declared so: :func:`ppgen.arviz_data.declare_independent`), laid out
+          as chains (:func:`ppgen.program.chains.arrange`), dims (chain, draw, obs, pixel);
         - ``observed_data``: the images, dims (obs, pixel); ``sample_stats``: the training loss trace."""
         import numpy as np
 
-        from ppgen.arviz_data import arviz, loss_trace
+        from ppgen.arviz_data import arviz, declare_independent, loss_trace
         from ppgen.program.chains import arrange
 
         x = data.split("test")[0][:n_obs].to(self.device)
@@ -369,7 +377,7 @@ class PixelFamily(Family):
             **kwargs,
         )
         idata.log_likelihood["x"].attrs.update(height=self.height, width=self.width, unit="nats")
-        return idata
+        return declare_independent(idata, "posterior_predictive")
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()

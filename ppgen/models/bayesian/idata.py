@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ppgen.arviz_data import arviz
+from ppgen.arviz_data import arviz, declare_independent
 from ppgen.models.bayesian.stores import flatten_draws
 
 
@@ -135,4 +135,4 @@ def point_inference_data(model: Any, x: torch.Tensor, *, seed: int = 0) -> Any:
     idata.extend(pp)
     idata.posterior.attrs["point_estimate"] = "MAP"
     idata.posterior_predictive.attrs["predictive"] = "plug-in p(x | theta_hat) at the point estimate"
-    return idata
+    return declare_independent(idata, "posterior_predictive")
