@@ -22,6 +22,7 @@ TESTS = Path(__file__).resolve().parent
 
 TESTED_BY = {
     "ppgen.arviz_data": ["test_bayes.py", "test_families.py"],
+    "ppgen.bounds": ["test_bounds.py"],
     "ppgen.cli": ["test_cli.py", "test_bad_input.py"],
     "ppgen.contracts": ["test_contracts.py", "test_quality.py"],
     "ppgen.data": ["test_data.py", "test_interop.py"],
@@ -94,7 +95,6 @@ TESTED_BY = {
 
 WITHOUT_DIRECT_TESTS = {
     "ppgen.api",
-    "ppgen.bounds",
     "ppgen.data.sources",
     "ppgen.models.autoregressive.base",
     "ppgen.models.autoregressive.layers",
