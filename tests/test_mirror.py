@@ -91,6 +91,7 @@ TESTED_BY = {
     "ppgen.training.loop": ["test_resume.py"],
     "ppgen.training.plan": ["test_resume.py"],
     "ppgen.training.rng": ["test_dbn.py"],
+    "ppgen.training.signals": ["test_signals.py"],
     "ppgen.zoo": ["test_zoo.py"],
 }
 
@@ -128,7 +129,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.training.checkpointer",
     "ppgen.training.distributed",
     "ppgen.training.metrics_log",
-    "ppgen.training.signals",
     "ppgen.training.start",
 }
 
