@@ -89,6 +89,7 @@ TESTED_BY = {
     "ppgen.training.errors": ["test_rbm.py", "test_resume.py"],
     "ppgen.training.guard": ["test_train.py"],
     "ppgen.training.loop": ["test_resume.py"],
+    "ppgen.training.metrics_log": ["test_metrics_log.py"],
     "ppgen.training.plan": ["test_resume.py"],
     "ppgen.training.rng": ["test_dbn.py"],
     "ppgen.training.signals": ["test_signals.py"],
@@ -128,7 +129,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.schema",
     "ppgen.training.checkpointer",
     "ppgen.training.distributed",
-    "ppgen.training.metrics_log",
     "ppgen.training.start",
 }
 
