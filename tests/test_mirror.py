@@ -86,6 +86,7 @@ TESTED_BY = {
     "ppgen.store.folder": ["test_bayes.py", "test_gmm.py"],
     "ppgen.store.lock": ["test_runs.py"],
     "ppgen.store.records": ["test_resume.py", "test_runs.py"],
+    "ppgen.training.checkpointer": ["test_checkpointer.py"],
     "ppgen.training.errors": ["test_rbm.py", "test_resume.py"],
     "ppgen.training.guard": ["test_train.py"],
     "ppgen.training.loop": ["test_resume.py"],
@@ -127,7 +128,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.label_figures",
     "ppgen.program.python",
     "ppgen.program.schema",
-    "ppgen.training.checkpointer",
     "ppgen.training.distributed",
     "ppgen.training.start",
 }
