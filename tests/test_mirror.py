@@ -94,6 +94,7 @@ TESTED_BY = {
     "ppgen.training.plan": ["test_resume.py"],
     "ppgen.training.rng": ["test_dbn.py"],
     "ppgen.training.signals": ["test_signals.py"],
+    "ppgen.training.start": ["test_start.py"],
     "ppgen.zoo": ["test_zoo.py"],
 }
 
@@ -129,7 +130,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.python",
     "ppgen.program.schema",
     "ppgen.training.distributed",
-    "ppgen.training.start",
 }
 
 
