@@ -87,6 +87,7 @@ TESTED_BY = {
     "ppgen.store.lock": ["test_runs.py"],
     "ppgen.store.records": ["test_resume.py", "test_runs.py"],
     "ppgen.training.checkpointer": ["test_checkpointer.py"],
+    "ppgen.training.distributed": ["test_distributed.py"],
     "ppgen.training.errors": ["test_rbm.py", "test_resume.py"],
     "ppgen.training.guard": ["test_train.py"],
     "ppgen.training.loop": ["test_resume.py"],
@@ -129,7 +130,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.label_figures",
     "ppgen.program.python",
     "ppgen.program.schema",
-    "ppgen.training.distributed",
 }
 
 
