@@ -31,6 +31,7 @@ TESTED_BY = {
     "ppgen.data.mixtures": ["test_gmm.py"],
     "ppgen.data.mnist": ["test_data.py"],
     "ppgen.data.sequences": ["test_hmm.py"],
+    "ppgen.data.sources": ["test_data_sources.py"],
     "ppgen.data.toy": ["test_data.py"],
     "ppgen.diagnostics.diagnose": ["test_bayes.py", "test_cli.py"],
     "ppgen.diagnostics.workflow": ["test_bayes.py", "test_posterior_views.py"],
@@ -102,7 +103,6 @@ TESTED_BY = {
 
 WITHOUT_DIRECT_TESTS = {
     "ppgen.api",
-    "ppgen.data.sources",
     "ppgen.models.autoregressive.base",
     "ppgen.models.autoregressive.layers",
     "ppgen.models.autoregressive.spec",
