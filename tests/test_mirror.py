@@ -21,6 +21,7 @@ PACKAGE = Path(ppgen.__file__).resolve().parent
 TESTS = Path(__file__).resolve().parent
 
 TESTED_BY = {
+    "ppgen.api": ["test_api.py"],
     "ppgen.arviz_data": ["test_bayes.py", "test_families.py"],
     "ppgen.bounds": ["test_bounds.py"],
     "ppgen.cli": ["test_cli.py", "test_bad_input.py"],
@@ -102,7 +103,6 @@ TESTED_BY = {
 }
 
 WITHOUT_DIRECT_TESTS = {
-    "ppgen.api",
     "ppgen.models.autoregressive.base",
     "ppgen.models.autoregressive.layers",
     "ppgen.models.autoregressive.spec",
