@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from ppgen.program.python import AUTOGUIDES, register_callables
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.store.folder import Run, open_run
-from ppgen.spec import ModelSpec, SpecError
+from ppgen.spec import ModelSpec, SpecError, cut
 from ppgen.training.loop import fit as fit_spec
 
 __all__ = ["load_spec", "load_recipe", "build", "fit", "open_run", "Run"]
@@ -78,13 +78,21 @@ def _data_spec(data: Any, out: Path) -> dict[str, Any]:
         return data.model_dump(mode="json")
     import numpy as np
 
+    from ppgen.data.sources import check_labels
+
     x, y = data if isinstance(data, tuple) else (data, None)
-    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+    try:
+        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+    except (TypeError, ValueError):
+        x = np.zeros(())
+    if isinstance(data, (str, bytes)) or x.ndim == 0:
+        raise SpecError(f"data: expected a data spec such as {{'name': 'digits'}}, an array of examples or (x, y), "
+                        f"got {cut(repr(data))}")
     if x.ndim < 2:
         x = x[:, None]
-    out.mkdir(parents=True, exist_ok=True)
     arrays = {"x": x}
     if y is not None:
-        arrays["y"] = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y).astype(np.int64)
+        arrays["y"] = check_labels(np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y), len(x), "data")
+    out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "data.npz", **arrays)
     return {"name": "npz", "path": str(out / "data.npz"), "batch_size": min(128, len(x))}

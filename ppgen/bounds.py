@@ -28,6 +28,11 @@ class Bound:
     num_particles: int = 1
     name: ClassVar[str]
 
+    def __post_init__(self) -> None:
+        n = self.num_particles
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SpecError(f"num_particles: expected an integer >= 1, got {n!r}")
+
 
 @dataclass(frozen=True)
 class Trace(Bound):
@@ -58,7 +63,7 @@ def as_bound(elbo: Bound | str, num_particles: int = 1) -> Bound:
     """``elbo`` as a :class:`Bound`: a bound is returned as it is, a name is looked up in :data:`BOUNDS`."""
     if isinstance(elbo, Bound):
         return elbo
-    cls = BOUNDS.get(elbo)
+    cls = BOUNDS.get(elbo) if isinstance(elbo, str) else None
     if cls is None:
         raise SpecError(f"elbo: {elbo!r} is not one of {', '.join(BOUNDS)}")
     return cls(num_particles)

@@ -100,9 +100,8 @@ class Strict(BaseModel):
     @classmethod
     def _float32_range(cls, value: Any) -> Any:
         if outside_float32(value):
-            raise PydanticCustomError(
-                "float_range", "numbers must be 0 or of magnitude from {lo:.3g} to {hi:.3g} (float32's range)",
-                {"lo": MIN_FLOAT, "hi": MAX_FLOAT})
+            raise PydanticCustomError(  # pydantic fills {name} but not a format spec: the numbers are put in here
+                "float_range", f"numbers must be 0 or of magnitude from {MIN_FLOAT:.3g} to {MAX_FLOAT:.3g} (float32's range)")
         return value
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:

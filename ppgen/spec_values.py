@@ -92,17 +92,22 @@ def misplaced_bool(value: Any, ann: Any) -> str | None:
         union = typing.Union[tuple(elements)] if len(elements) > 1 else elements[0]
         for item in items:
             found = misplaced_bool(item, union)
-            if found:
-                return f"{found} in each entry"
+            if found:  # said once, however deep the entry lies
+                return found if found.endswith(" in each entry") else f"{found} in each entry"
     return None
+
+
+def _entries(value: Any) -> Any:
+    """The items of a list or tuple, the keys and values of a dict; nothing for anything else."""
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def outside_float32(value: Any) -> bool:
     if isinstance(value, float):
         return value != 0 and not MIN_FLOAT <= abs(value) <= MAX_FLOAT
-    if isinstance(value, (list, tuple)):
-        return any(outside_float32(v) for v in value)
-    return False
+    return any(outside_float32(v) for v in _entries(value))
 
 
 def not_unicode(value: Any) -> bool:
@@ -112,14 +117,10 @@ def not_unicode(value: Any) -> bool:
         except UnicodeEncodeError:
             return True
         return False
-    if isinstance(value, (list, tuple)):
-        return any(not_unicode(v) for v in value)
-    return False
+    return any(not_unicode(v) for v in _entries(value))
 
 
 def too_large(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return abs(value) > MAX_INT
-    if isinstance(value, (list, tuple)):
-        return any(too_large(v) for v in value)
-    return False
+    return any(too_large(v) for v in _entries(value))

@@ -71,6 +71,8 @@ def _accelerator(name: str) -> str:
         raise SpecError(f"--device: expected cpu, cuda, mps or auto, got {name!r}")
     if name in ("cuda", "gpu") and not torch.cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SpecError("--device mps: no Apple MPS device is available here; use --device cpu")
     return "cuda" if name == "gpu" else name
 
 
