@@ -10,6 +10,7 @@ A run is a folder::
     figures/          PNGs
     evaluation.json   what ``ppgen evaluate`` measured
     idata.nc          what ``ppgen diagnose`` converted to ArviZ
+    summary.csv       the full table of ``ppgen diagnose``'s summary (the printed one may be cut)
     env.json          versions, seed, git commit, data checksum, devices
     .lock             held (``flock``) by the process writing the folder
 
