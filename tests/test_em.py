@@ -19,11 +19,13 @@ import torch
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.inference.base import Plan
-from ppgen.inference.em import (CovariancePrior, EMRoutine, EMConfig, as_start, covariance_mode, em_fit, em_iterate,
-                                em_start, lognormal_scale_mode, stack_starts, statistics)
+from ppgen.inference.em import EMConfig, EMRoutine
+from ppgen.inference.em_algorithm import as_start, em_fit, em_iterate, em_start, stack_starts, statistics
 from ppgen.models.bayesian.gmm import GMM, GMMSpec
 from ppgen.models.bayesian.forward_backward import forward_backward
-from ppgen.models.bayesian.hmm import HMM, HMMSpec
+from ppgen.models.bayesian.hmm import HMM
+from ppgen.models.bayesian.hmm_spec import HMMSpec
+from ppgen.models.bayesian.mstep import CovariancePrior, covariance_mode, lognormal_scale_mode
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -116,7 +116,8 @@ def test_bits_per_dim_only_where_the_likelihood_is_of_discrete_values(runs, tmp_
 
     from ppgen.data.core import DataInfo
     from ppgen.evaluation.evaluate import NO_BITS_PER_DIM, likelihood_is_discrete
-    from ppgen.models.bayesian.hmm import HMM, HMMSpec
+    from ppgen.models.bayesian.hmm import HMM
+    from ppgen.models.bayesian.hmm_spec import HMMSpec
 
     binary = evaluate(runs["rbm"], write=False, limit=10)
     assert binary["bits_per_dim"] == pytest.approx(binary["test_nll_nats"] / (64 * math.log(2)))

@@ -21,7 +21,8 @@ from ppgen.data.core import DataInfo
 from ppgen.data.sequences import TOYSEQ, macro_series, macro_windows
 from ppgen.inference.base import Plan
 from ppgen.inference.enum_svi import EnumSVI, EnumSVIConfig
-from ppgen.models.bayesian.hmm import HMM, HMMSpec
+from ppgen.models.bayesian.hmm import HMM
+from ppgen.models.bayesian.hmm_spec import HMMSpec
 from ppgen.spec import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import yaml
 
 import ppgen
 from ppgen import data as data_mod
-from ppgen.inference.em import em_fit, stack_starts
+from ppgen.inference.em_algorithm import em_fit, stack_starts
 from ppgen.registry import load_spec
 from ppgen.spec import SpecError
 

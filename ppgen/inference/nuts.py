@@ -150,7 +150,7 @@ class NUTSRoutine(Routine):
                 f"set data.batch_size to at least {self.n_total} (e.g. --set data.batch_size={self.n_total})"
             )
         if self.config.init == "em":  # refused now, not at the first step
-            from ppgen.inference.em import check_family
+            from ppgen.inference.em_algorithm import check_family
 
             check_family(model, routine="nuts with init: em")
             model.em_check(False)
@@ -282,7 +282,7 @@ class NUTSRoutine(Routine):
 
 def em_start_values(model: Any, x: torch.Tensor, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``values`` moved to the posterior mode by MAP-EM (``init: em``), in the model's dtype."""
-    from ppgen.inference.em import check_family, em_fit
+    from ppgen.inference.em_algorithm import check_family, em_fit
 
     check_family(model, routine="nuts with init: em")
     run = em_fit(model, x, starts={k: v[None] for k, v in values.items()}, set_point=False)

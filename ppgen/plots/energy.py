@@ -11,7 +11,7 @@ import torch
 
 from ppgen.arviz_data import arviz
 from ppgen.data.core import Dataset
-from ppgen.models.energy.rbm import CHAIN_STATS, EnergyFamily
+from ppgen.models.energy.family import CHAIN_STATS, EnergyFamily
 from ppgen.plots import common as plots
 from ppgen.plots.common import grid_axes, label_trace_axes, panel_count, save_figure, subplots
 

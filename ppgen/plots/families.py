@@ -21,7 +21,7 @@ from ppgen.models.bayesian.base import BayesFamily
 from ppgen.models.bayesian.gmm import GMM
 from ppgen.models.bayesian.hmm import HMM
 from ppgen.models.base import Family
-from ppgen.models.energy.rbm import EnergyFamily
+from ppgen.models.energy.family import EnergyFamily
 from ppgen.models.gan import GAN
 from ppgen.models.vae import VAE
 from ppgen.plots import bayesian, energy, gan, pixel, vae

@@ -48,6 +48,7 @@ from torch import nn
 
 from ppgen.bounds import Bound, as_bound
 from ppgen.data.core import DataInfo, Dataset
+from ppgen.models.autoregressive.idata import class_inference_data, predictive_inference_data
 from ppgen.models.autoregressive.layers import Stepper
 from ppgen.models.autoregressive.spec import PixelModelSpec
 from ppgen.models.base import SVI_EXACT, SVI_MAP, Family
@@ -299,85 +300,15 @@ class PixelFamily(Family):
             "marginal_bits_per_dim": nll / (self.height * self.width * math.log(2)),
         }
 
-    @torch.no_grad()
     def inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16, draws: int = 1000,
                        seed: int = 0) -> Any:
-        """ArviZ data of a class-conditional model: for the first ``n_obs`` test images,
-
-        - ``posterior``: ``y`` drawn from p(y | x) by Bayes' rule, dims (chain, draw, obs);
-        - ``observed_data``: the images, dims (obs, pixel); ``constant_data``: their labels;
-        - ``sample_stats``: the training loss trace.
-
-        The weights are point estimates (maximum likelihood or MAP), so an unconditional model has no
-        posterior; its InferenceData holds what applies instead (:meth:`predictive_inference_data`).
-        The draws of y are exact and independent, declared so (:func:`ppgen.arviz_data.declare_independent`)."""
+        """ArviZ data of the first ``n_obs`` test images: the class drawn from p(y | x) for a conditional
+        model (:func:`~ppgen.models.autoregressive.idata.class_inference_data`), else the per-pixel
+        log-likelihoods and replicated images
+        (:func:`~ppgen.models.autoregressive.idata.predictive_inference_data`)."""
         if self.num_classes is None:
-            return self.predictive_inference_data(data, metrics, n_obs=n_obs, seed=seed)
-        import numpy as np
-
-        from ppgen.arviz_data import arviz, declare_independent, loss_trace
-
-        x, y = data.split("test")
-        x = x[:n_obs].to(self.device)
-        n = x.shape[0]
-        probs = self.class_posterior(x).exp().cpu()
-        gen = torch.Generator().manual_seed(seed)
-        y_draws = torch.multinomial(probs, draws, replacement=True, generator=gen).T  # (draw, obs)
-        kwargs: dict[str, Any] = {}
-        stats = loss_trace(metrics)
-        if stats:
-            kwargs["sample_stats"] = stats
-        if y is not None:
-            kwargs["constant_data"] = {"label": y[:n].cpu().numpy()}
-        idata = arviz().from_dict(
-            posterior={"y": y_draws.numpy()[None]},
-            observed_data={"x": x.reshape(n, -1).cpu().numpy()},
-            coords={"obs": np.arange(n), "pixel": np.arange(self.height * self.width)},
-            dims={"y": ["obs"], "x": ["obs", "pixel"], "label": ["obs"]},
-            **kwargs,
-        )
-        return declare_independent(idata, "posterior")
-
-    @torch.no_grad()
-    def predictive_inference_data(self, data: Dataset, metrics: list[dict[str, Any]], n_obs: int = 16,
-                                  draws: int = 16, seed: int = 0) -> Any:
-        """ArviZ data of an unconditional model, which has no latent variable and point-estimate weights,
-        so no ``posterior`` group: for the first ``n_obs`` test images,
-
-        - ``log_likelihood``: ``x``, log p(x_i | x_<i) of every pixel in nats, exact, dims (chain = 1,
-          draw = 1, obs, pixel), the pixels in raster order (attributes ``height``, ``width``); their sum
-          over the pixels is the exact log p(x) of each image;
-        - ``posterior_predictive``: ``x``, ``draws`` replicated data sets of ``n_obs`` images drawn from
-          the model, independent (declared so: :func:`ppgen.arviz_data.declare_independent`), laid out
-          as chains (:func:`ppgen.program.chains.arrange`), dims (chain, draw, obs, pixel);
-        - ``observed_data``: the images, dims (obs, pixel); ``sample_stats``: the training loss trace."""
-        import numpy as np
-
-        from ppgen.arviz_data import arviz, declare_independent, loss_trace
-        from ppgen.program.chains import arrange
-
-        x = data.split("test")[0][:n_obs].to(self.device)
-        n, pixels = x.shape[0], self.height * self.width
-        ll = torch.cat([self.pixel_log_probs(x[s : s + self.eval_chunk]) for s in range(0, n, self.eval_chunk)])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            reps = self.sample(draws * n).reshape(draws, n, pixels)
-        kwargs: dict[str, Any] = {}
-        stats = loss_trace(metrics)
-        if stats:
-            kwargs["sample_stats"] = stats
-        idata = arviz().from_dict(
-            log_likelihood={"x": ll.reshape(1, 1, n, pixels).double().cpu().numpy()},
-            posterior_predictive={"x": arrange(reps.cpu().numpy())},
-            observed_data={"x": x.reshape(n, pixels).cpu().numpy()},
-            coords={"obs": np.arange(n), "pixel": np.arange(pixels)},
-            dims={"x": ["obs", "pixel"]},
-            attrs={"family": self.family_name,
-                   "posterior": "none: no latent variable, and the weights are point estimates"},
-            **kwargs,
-        )
-        idata.log_likelihood["x"].attrs.update(height=self.height, width=self.width, unit="nats")
-        return declare_independent(idata, "posterior_predictive")
+            return predictive_inference_data(self, data, metrics, n_obs=n_obs, seed=seed)
+        return class_inference_data(self, data, metrics, n_obs=n_obs, draws=draws, seed=seed)
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -52,6 +52,7 @@ from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kme
 from ppgen.contracts import ChunkedEStep
 from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.mstep import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
+from ppgen.models.bayesian.relabel import matched_accuracy
 from ppgen.models.bayesian.stores import Site, Theta
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict
@@ -296,7 +297,7 @@ class GMM(BayesFamily, ChunkedEStep):
             values["corr_cholesky"] = torch.stack(chols).float()
         return values
 
-    # -- EM (routine em; see ppgen.inference.em for the M-steps) ----------------------------------------------
+    # -- EM (routine em; see ppgen.inference.em_algorithm for the M-steps) ------------------------------------
     def em_check(self, flat: bool) -> None:
         """The declared priors have a posterior mode (Dirichlet and LKJ concentrations at least 1)."""
         if flat:
@@ -358,7 +359,7 @@ class GMM(BayesFamily, ChunkedEStep):
         """M-step: the weights' Dirichlet mode; each mean given its old covariance (precision-weighted with
         the Normal prior); then the covariance given the new mean (LogNormal scales: a Newton solve per
         scale; full: Newton over the Cholesky factor with the LKJ prior). Flat priors: the maximum-likelihood
-        updates. See :mod:`ppgen.inference.em`."""
+        updates. See :mod:`ppgen.inference.em_algorithm`."""
 
         p = self.p
         loc_prior = None if flat else (p.loc.mean, p.loc.std)
@@ -422,14 +423,3 @@ class GMM(BayesFamily, ChunkedEStep):
 
 #: Example shapes already said to be flattened in this process.
 _FLATTENED: set[tuple[int, ...]] = set()
-
-
-def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    """Fraction of agreement after the best one-to-one matching of predicted labels to true labels."""
-    from scipy.optimize import linear_sum_assignment
-
-    k = int(max(int(pred.max()), int(truth.max()))) + 1
-    confusion = torch.zeros(k, k)
-    confusion.index_put_((pred.long(), truth.long()), torch.ones(len(pred)), accumulate=True)
-    rows, cols = linear_sum_assignment(-confusion.numpy())
-    return float(confusion[rows, cols].sum() / len(pred))

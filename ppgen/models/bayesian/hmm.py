@@ -38,64 +38,27 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pydantic import Field, model_validator
 from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, kmeans, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan
+from ppgen.models.bayesian.hmm_spec import HMMSpec
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
+from ppgen.models.bayesian.relabel import matched_accuracy
 from ppgen.models.bayesian.stores import Site, Theta
 from ppgen.registry import register_family
-from ppgen.spec import ModelSpec, SpecError, Strict
+from ppgen.spec import SpecError
 
 _ROWS = constraints.independent(constraints.simplex, 1)
-
-
-class EmissionSpec(Strict):
-    """``gaussian`` (diagonal, one mean and standard deviation per state and dimension) or
-    ``categorical`` over ``symbols`` values coded 0..symbols-1."""
-
-    kind: Literal["gaussian", "categorical"] = "gaussian"
-    symbols: int | None = Field(None, ge=2, le=10_000, description="number of symbols (categorical)")
-
-    @model_validator(mode="after")
-    def _check(self) -> "EmissionSpec":
-        if self.kind == "categorical" and self.symbols is None:
-            raise ValueError("emission.symbols is required for categorical emissions (e.g. 6 for a die)")
-        if self.kind == "gaussian" and self.symbols is not None:
-            raise ValueError("emission.symbols applies to categorical emissions only; remove it")
-        return self
-
-
-class HMMPrior(Strict):
-    initial_concentration: float = Field(1.0, gt=0)
-    transition_concentration: float = Field(1.0, gt=0)
-    stickiness: float = Field(0.0, ge=0, description="extra Dirichlet concentration on staying in a state")
-    emission_concentration: float = Field(1.0, gt=0, description="Dirichlet on each state's symbol probabilities")
-    loc: NormalPrior = Field(default_factory=NormalPrior)
-    scale: ScalePrior = Field(default_factory=ScalePrior)
-
-
-class HMMSpec(ModelSpec):
-    family: Literal["hmm"] = "hmm"
-    states: int = Field(2, ge=1, le=100)
-    emission: EmissionSpec = Field(default_factory=EmissionSpec)
-    prior: HMMPrior = Field(default_factory=HMMPrior)
-
-    @model_validator(mode="after")
-    def _check(self) -> "HMMSpec":
-        if self.data.name not in ("toyseq", "macro", "npz"):
-            raise ValueError(f"an HMM needs sequence data (N, T, D): data.name toyseq, macro or npz, not {self.data.name!r}")
-        return self
 
 
 @register_family("hmm")
@@ -354,7 +317,7 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
             values["emission_probs"] = (0.5 * freq + 0.5 * noise / noise.sum(-1, keepdim=True)).float()
         return values
 
-    # -- EM (routine em; see ppgen.inference.em for the M-steps) ------------------------------------------------
+    # -- EM (routine em; see ppgen.inference.em_algorithm for the M-steps) --------------------------------------
     def em_check(self, flat: bool) -> None:
         """The declared Dirichlet priors have a posterior mode (concentrations at least 1)."""
         if flat:
@@ -464,8 +427,6 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         ll, _ = self.log_likelihood(x)
         out = {"test_nll_per_step": float(-ll.mean() / self.t)}
         if y is not None and tuple(y.shape) == (x.shape[0], self.t):
-            from ppgen.models.bayesian.gmm import matched_accuracy
-
             path = self.viterbi_dp(x, _centre(self))
             out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
         return out

@@ -3,7 +3,8 @@ settle in different labelings and R-hat over raw draws is meaningless. :func:`re
 of every draw to match a pivot (Marin, Mengersen & Robert 2005) and iterates the pivot to the mean of the
 relabelled draws (the decision-theoretic relabelling of Stephens 2000 with squared loss on a signature of
 each component, e.g. its mean); the final labels are sorted by the signature's first feature. Quantities
-that do not depend on labels (likelihoods, LOO, predictive checks) are unaffected.
+that do not depend on labels (likelihoods, LOO, predictive checks) are unaffected. Against known labels,
+:func:`matched_accuracy` scores predicted ones under the best one-to-one matching.
 
 References:
     Stephens (2000), Dealing with label switching in mixture models, JRSS B 62, 795-809.
@@ -79,3 +80,14 @@ def permute_labels(values: torch.Tensor, perms: torch.Tensor, axes: Sequence[int
         idx = perms.reshape(perms.shape[0], *([1] * (axis - 1)), perms.shape[1], *([1] * (values.dim() - axis - 1)))
         out = torch.gather(out, axis, idx.expand_as(out))
     return out
+
+
+def matched_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of agreement after the best one-to-one matching of predicted labels to true labels."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = int(max(int(pred.max()), int(truth.max()))) + 1
+    confusion = torch.zeros(k, k)
+    confusion.index_put_((pred.long(), truth.long()), torch.ones(len(pred)), accumulate=True)
+    rows, cols = linear_sum_assignment(-confusion.numpy())
+    return float(confusion[rows, cols].sum() / len(pred))

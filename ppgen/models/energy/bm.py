@@ -34,9 +34,9 @@ from pydantic import Field, model_validator
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.energy.bm_core import BMCore
 from ppgen.models.energy.core import base_rate_logits
+from ppgen.models.energy.family import EnergyFamily, LogZMethod
 from ppgen.models.energy.partition import LogZ
 from ppgen.models.energy.spec import AISSpec, InitSpec, PriorSpec, SamplingSpec
-from ppgen.models.energy.rbm import EnergyFamily, LogZMethod
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 

@@ -38,10 +38,11 @@ from torch import nn
 
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.energy.core import base_rate_logits, bernoulli
+from ppgen.models.energy.family import EnergyEvaluateOptions, EnergyFamily, LogZMethod
 from ppgen.models.energy.partition import LogZ, log_mean_exp
 from ppgen.models.energy.rbm_core import RBMCore
 from ppgen.models.energy.spec import AISSpec, InitSpec, PriorSpec, SamplingSpec
-from ppgen.models.energy.rbm import EnergyEvaluateOptions, EnergyFamily, GaussianVisibleSpec, LogZMethod
+from ppgen.models.energy.rbm import GaussianVisibleSpec
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, Strict
 
