@@ -233,10 +233,10 @@ def test_iwae_with_enumeration_sums_the_classes_out() -> None:
     fused = model.fused_loss(x, "iwae", 3, y=hidden)
     # the same draws: the guide samples z for all ten classes at once, shape (10, 3, 4, 2)
     torch.manual_seed(7)
-    from ppgen.program import runtime
+    from ppgen.program import passes, sites
 
     prog, mods = model.program, model._mods()
-    terms, genv, _ = runtime.run(prog, mods, x, runtime.labels(prog, hidden, 4), runtime.Layout(4, 3))
+    terms, genv, _ = passes.run(prog, mods, x, sites.labels(prog, hidden, 4), sites.Layout(4, 3))
     z = genv.values["z"]
     assert z.shape == (10, 3, 4, 2)
     with torch.no_grad():
