@@ -38,7 +38,8 @@ from ppgen.contracts import ConditionalSampling, DiagnosticFigures, Enumeration,
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family, mean_of_weights
 from ppgen.program import objective, passes, pyro_model, sampling, sites
-from ppgen.program.compile import Program, compile_program
+from ppgen.program.compile import compile_program
+from ppgen.program.compiled import Program
 from ppgen.program.conjugate import ConjugateEM
 from ppgen.program.schema import ProgramSpec
 from ppgen.registry import register_family

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ppgen.program import expr, sites
-from ppgen.program.compile import Program, Site
+from ppgen.program.compiled import Program, Site
 from ppgen.spec import SpecError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ppgen.program.compile import Program
+from ppgen.program.compiled import Program
 from ppgen.program.passes import Terms, _sum_terms, _value, run
 from ppgen.program.sites import Labels, Layout, ProgramError, labels
 

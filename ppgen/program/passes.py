@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
 from ppgen.program import flows
-from ppgen.program.compile import Program, Site
+from ppgen.program.compiled import Program, Site
 from ppgen.program.dists import build
 from ppgen.program.sites import Env, Labels, Layout, ProgramError, _label_factor, _pinned, site_args, site_dist
 

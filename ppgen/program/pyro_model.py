@@ -11,7 +11,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from ppgen.program.compile import Program, Site
+from ppgen.program.compiled import Program, Site
 from ppgen.program.sites import Env, Labels, ProgramError, _label_factor, _pinned, labels, site_args, site_dist
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ppgen.program import flows
-from ppgen.program.compile import Program, Site
+from ppgen.program.compiled import Program, Site
 from ppgen.program.passes import _sum_terms, run
 from ppgen.program.sites import Env, Labels, Layout, ProgramError, labels, site_args, site_dist
 

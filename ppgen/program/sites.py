@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ppgen.program import expr, flows
-from ppgen.program.compile import WHOLE, Program, Site
+from ppgen.program.compiled import WHOLE, Program, Site
 from ppgen.program.dists import build
 from ppgen.spec import SpecError
 
