@@ -18,10 +18,12 @@ from torch.distributions import constraints
 from ppgen.data.core import DataInfo
 from ppgen.program import dequantize, expr, flows
 from ppgen.program.compiled import WHOLE, Program, Site
+from ppgen.program.decls import NetworkDecl, ParamDecl
 from ppgen.program.dists import param_event_shape
 from ppgen.program.guides import _auto_global, _auto_local
 from ppgen.program.networks import InputSpec
-from ppgen.program.schema import NetworkDecl, ParamDecl, ProgramSpec, SiteInfo, Structure, structure
+from ppgen.program.parse import SiteInfo, Structure
+from ppgen.program.schema import ProgramSpec, structure
 from ppgen.spec import SpecError
 
 _CONSTRAINTS = {

@@ -15,9 +15,10 @@ from torch.distributions import biject_to
 
 from ppgen.data.core import DataInfo
 from ppgen.program import expr, flows
+from ppgen.program.decls import NetworkDecl
 from ppgen.program.dists import Entry
 from ppgen.program.networks import InputSpec, Network
-from ppgen.program.schema import NetworkDecl, ProgramSpec
+from ppgen.program.schema import ProgramSpec
 
 WHOLE = "out"  # the head name of a network used whole (``logits: decoder``)
 

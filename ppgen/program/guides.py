@@ -13,8 +13,9 @@ from torch.distributions import biject_to, constraints
 
 from ppgen.program import expr
 from ppgen.program.compiled import Site
+from ppgen.program.decls import NetworkDecl
 from ppgen.program.dists import TABLE, Entry
-from ppgen.program.schema import NetworkDecl, ProgramSpec
+from ppgen.program.schema import ProgramSpec
 
 #: The support of a latent of each distribution (the space its guide must live in).
 _SUPPORT = {
