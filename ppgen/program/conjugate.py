@@ -342,7 +342,7 @@ class BernoulliMixtureEM:
     def init_values(self, x: torch.Tensor, generator: torch.Generator) -> Theta:
         """k-means++ clusters of the data; each component's probabilities their smoothed frequencies
         (count + 1) / (n + 2), strictly inside (0, 1)."""
-        from ppgen.models.bayesian.base import kmeans
+        from ppgen.models.bayesian.kmeans import kmeans
 
         x = x.double()
         _, label = kmeans(x, self.k, generator)

@@ -48,10 +48,11 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan
+from ppgen.models.bayesian.kmeans import kmeans
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.models.bayesian.stores import Site, Theta
 from ppgen.registry import register_family
