@@ -24,7 +24,7 @@ class BernoulliMixtureEM:
     (a Beta is the Dirichlet of two categories): w_k = (n_k + c - 1) / (N + K (c - 1)) and
     p_kd = (s_kd + a - 1) / (n_k + a + b - 2), with n_k = sum_n r_nk and s_kd = sum_n r_nk x_nd."""
 
-    #: No site supports to check starts against (see :attr:`ConjugateEM.sites`).
+    #: No site supports to check starts against (see :attr:`~ppgen.program.conjugate.ConjugateEM.sites`).
     sites: tuple[Any, ...] = ()
 
     def __init__(self, form: MixtureForm) -> None:
