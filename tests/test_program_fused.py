@@ -305,6 +305,33 @@ def test_predictive_and_arviz_accept_the_program() -> None:
     assert idata.posterior_predictive["x"].shape == (1, 6, 7, 3)
 
 
+def test_the_pyro_model_and_guide_are_the_programs_sites_in_their_plates() -> None:
+    """The compiled program as Pyro's model and guide: every site in the program's order, the local ones
+    in the data plate, the global ones outside it and scaled by B / N, x observed at the data."""
+    from pyro.poutine.util import site_is_subsample
+
+    from ppgen.program import pyro_model
+
+    spec, info = PROGRAMS["factor_analysis"]
+    model = _build(spec, info)
+    prog, mods = model.program, model._mods()
+    x = _data(info, 5)
+    guide_tr = poutine.trace(pyro_model.pyro_guide).get_trace(prog, mods, x, None, 50)
+    model_tr = poutine.trace(poutine.replay(pyro_model.pyro_model, trace=guide_tr)).get_trace(prog, mods, x, None, 50)
+    for tr, sites in ((model_tr, prog.model), (guide_tr, prog.guide)):
+        assert [n for n, s in tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)] == \
+            [s.name for s in sites]
+        assert {s.name for s in sites if s.is_global} == {"W", "noise"}
+        for s in sites:
+            node = tr.nodes[s.name]
+            assert [f.name for f in node["cond_indep_stack"]] == ([] if s.is_global else ["data"])
+            assert node["scale"] == (5 / 50 if s.is_global else 1.0)
+    x_node = model_tr.nodes[prog.x_site.name]
+    assert x_node["is_observed"] and torch.equal(x_node["value"], x)
+    for name in ("W", "noise", "z"):  # the model scores the guide's draws
+        assert torch.equal(model_tr.nodes[name]["value"], guide_tr.nodes[name]["value"])
+
+
 def test_an_enumerated_site_outside_enumeration_is_refused() -> None:
     """Under Trace_ELBO an enumerated site would be drawn from its prior: a different objective with no
     gradient for the choice. The program refuses rather than computing it."""
