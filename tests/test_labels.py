@@ -16,7 +16,7 @@ from ppgen import data as pdata
 from ppgen.cli import main
 from ppgen.data.core import DataInfo
 from ppgen.data.labels import HIDDEN, LabelledDataset, choose_labelled
-from ppgen.program import runtime
+from ppgen.program import objective, passes, sites
 from ppgen.spec import SpecError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -321,7 +321,7 @@ def test_no_hidden_label_reaches_the_loss(tmp_path: Path, monkeypatch: pytest.Mo
         if y is not None:
             seen.extend((int(round(float(a))), int(b)) for a, b in zip(x[:, 0].tolist(), y.tolist()))
 
-    real_fused, real_cls = runtime.fused_loss, plabels.classification_loss
+    real_fused, real_cls = objective.fused_loss, plabels.classification_loss
 
     def spy_fused(prog, mods, x, y, *a, **k):
         record(x, y)
@@ -331,7 +331,7 @@ def test_no_hidden_label_reaches_the_loss(tmp_path: Path, monkeypatch: pytest.Mo
         record(x, y)
         return real_cls(prog, mods, x, y)
 
-    monkeypatch.setattr(runtime, "fused_loss", spy_fused)
+    monkeypatch.setattr(objective, "fused_loss", spy_fused)
     monkeypatch.setattr(plabels, "classification_loss", spy_cls)
     ppgen.fit(spec, {"routine": "svi", "classify_weight": 1.0, "epochs": 2}, out=tmp_path / "run", progress=False)
     train_seen = [(i, lab) for i, lab in seen if i in train_ids]
@@ -540,7 +540,7 @@ def test_autoencoder_with_squared_error_reconstruction() -> None:
     model = _build(spec, DataInfo((1, 8, 8), "continuous", 10))
     x = torch.rand(4, 1, 8, 8)
     prog, mods = model.program, model._mods()
-    terms, genv, _ = runtime.run(prog, mods, x, runtime.labels(prog, None, 4), runtime.Layout(4))
+    terms, genv, _ = passes.run(prog, mods, x, sites.labels(prog, None, 4), sites.Layout(4))
     with torch.no_grad():
         x_hat = torch.sigmoid(mods[0]["decoder"]([genv.values["z"]])["out"])
     log_px = terms.model_local[-1]

@@ -233,10 +233,10 @@ def test_iwae_with_enumeration_sums_the_classes_out() -> None:
     fused = model.fused_loss(x, "iwae", 3, y=hidden)
     # the same draws: the guide samples z for all ten classes at once, shape (10, 3, 4, 2)
     torch.manual_seed(7)
-    from ppgen.program import runtime
+    from ppgen.program import passes, sites
 
     prog, mods = model.program, model._mods()
-    terms, genv, _ = runtime.run(prog, mods, x, runtime.labels(prog, hidden, 4), runtime.Layout(4, 3))
+    terms, genv, _ = passes.run(prog, mods, x, sites.labels(prog, hidden, 4), sites.Layout(4, 3))
     z = genv.values["z"]
     assert z.shape == (10, 3, 4, 2)
     with torch.no_grad():
@@ -303,6 +303,33 @@ def test_predictive_and_arviz_accept_the_program() -> None:
     assert samples["x"].shape == (6, 7, 3) and samples["W"].reshape(6, 3, 2).shape == (6, 3, 2)
     idata = az.from_pyro(posterior_predictive={"x": samples["x"]})
     assert idata.posterior_predictive["x"].shape == (1, 6, 7, 3)
+
+
+def test_the_pyro_model_and_guide_are_the_programs_sites_in_their_plates() -> None:
+    """The compiled program as Pyro's model and guide: every site in the program's order, the local ones
+    in the data plate, the global ones outside it and scaled by B / N, x observed at the data."""
+    from pyro.poutine.util import site_is_subsample
+
+    from ppgen.program import pyro_model
+
+    spec, info = PROGRAMS["factor_analysis"]
+    model = _build(spec, info)
+    prog, mods = model.program, model._mods()
+    x = _data(info, 5)
+    guide_tr = poutine.trace(pyro_model.pyro_guide).get_trace(prog, mods, x, None, 50)
+    model_tr = poutine.trace(poutine.replay(pyro_model.pyro_model, trace=guide_tr)).get_trace(prog, mods, x, None, 50)
+    for tr, sites in ((model_tr, prog.model), (guide_tr, prog.guide)):
+        assert [n for n, s in tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)] == \
+            [s.name for s in sites]
+        assert {s.name for s in sites if s.is_global} == {"W", "noise"}
+        for s in sites:
+            node = tr.nodes[s.name]
+            assert [f.name for f in node["cond_indep_stack"]] == ([] if s.is_global else ["data"])
+            assert node["scale"] == (5 / 50 if s.is_global else 1.0)
+    x_node = model_tr.nodes[prog.x_site.name]
+    assert x_node["is_observed"] and torch.equal(x_node["value"], x)
+    for name in ("W", "noise", "z"):  # the model scores the guide's draws
+        assert torch.equal(model_tr.nodes[name]["value"], guide_tr.nodes[name]["value"])
 
 
 def test_an_enumerated_site_outside_enumeration_is_refused() -> None:

@@ -11,7 +11,7 @@ import torch
 
 import ppgen
 from ppgen.data import load
-from ppgen.program import runtime
+from ppgen.program import sampling, sites
 
 from test_program_fused import ENUM_PROGRAMS, PROGRAMS, _build, _data
 
@@ -24,7 +24,7 @@ def test_posterior_draws_of_an_enumerated_assignment_follow_the_responsibilities
     x = _data(info, 4)
     prog, mods = model.program, model._mods()
     torch.manual_seed(0)
-    draws = runtime.posterior_draws(prog, mods, x, runtime.labels(prog, None, 4), 4000)["c"]  # (4000, 4)
+    draws = sampling.posterior_draws(prog, mods, x, sites.labels(prog, None, 4), 4000)["c"]  # (4000, 4)
     with torch.no_grad():
         w, locs, s = (model.params.value(n) for n in ("w", "locs", "s"))
         joint = w.log() + torch.distributions.Normal(locs, s[:, None]).log_prob(x[:, None, :]).sum(-1)

@@ -2,7 +2,7 @@
 
 ``data.labels: N`` keeps the labels of exactly N training examples and sets every other training label
 to -1, which the model language reads as *hidden* (a program's site ``observed: y`` is then summed out
-for that example; see :mod:`ppgen.program.runtime`). The N examples are balanced over the classes:
+for that example; see :mod:`ppgen.program.sites`). The N examples are balanced over the classes:
 each class gets N // K, and the N % K classes that get one more are drawn too. Which examples is a pure
 function of ``data.labels_seed`` (default 0) and the training labels, so the same spec gives the same
 labelled set on every machine; the chosen indices are recorded in the run's ``env.json``. Validation and

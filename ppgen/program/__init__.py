@@ -10,8 +10,14 @@ enumeration; the guide is declared in the same language or built (``auto``, ``de
 - :mod:`ppgen.program.expr`: expressions, parsed and evaluated from a whitelist, never executed;
 - :mod:`ppgen.program.dists`: the distributions a site may have;
 - :mod:`ppgen.program.networks`: declared networks;
-- :mod:`ppgen.program.compile`: shapes, networks, parameters and automatic guides against the data;
-- :mod:`ppgen.program.runtime`: the passes, the fused bound, sampling, the Pyro model and guide;
+- :mod:`ppgen.program.compile`: shapes, networks and parameters against the data;
+- :mod:`ppgen.program.compiled`: the compiled program, its sites and its parameter modules;
+- :mod:`ppgen.program.guides`: the automatic guides, written out in the language;
+- :mod:`ppgen.program.sites`: a pass's values, the labels of a batch, each site evaluated;
+- :mod:`ppgen.program.passes`: one pass, the guide then the model, giving every term of the bound;
+- :mod:`ppgen.program.objective`: the fused bound, importance weights, each example's ELBO;
+- :mod:`ppgen.program.sampling`: ancestral and posterior draws, a point of the guide;
+- :mod:`ppgen.program.pyro_model`: the Pyro model and guide;
 - :mod:`ppgen.program.family`: the registered ``program`` family.
 """
 

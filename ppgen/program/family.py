@@ -37,8 +37,9 @@ from ppgen.bounds import as_bound
 from ppgen.contracts import ConditionalSampling, DiagnosticFigures, Enumeration, MeanSamples, OwnFigures
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.models.base import Family, mean_of_weights
-from ppgen.program import runtime
-from ppgen.program.compile import Program, compile_program
+from ppgen.program import objective, passes, pyro_model, sampling, sites
+from ppgen.program.compile import compile_program
+from ppgen.program.compiled import Program
 from ppgen.program.conjugate import ConjugateEM
 from ppgen.program.schema import ProgramSpec
 from ppgen.registry import register_family
@@ -93,7 +94,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         unconstrained space (Pyro's init_to_median)."""
         if not self.program.auto_globals:
             return
-        draws = [runtime.ancestral(self.program, self._mods(), 1) for _ in range(15)]
+        draws = [sampling.ancestral(self.program, self._mods(), 1) for _ in range(15)]
         params = self._modules["params"]
         for name, kind in self.program.auto_globals.items():
             g = self.program.guide_by_name[name]
@@ -119,11 +120,11 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
                 modes += [torch.full((2,), -1, dtype=torch.long), torch.tensor([0, -1])]
         with torch.no_grad():
             for y in modes:
-                lab = runtime.labels(prog, y, 2)
-                for layout in (runtime.Layout(2), runtime.Layout(2, 2)):
+                lab = sites.labels(prog, y, 2)
+                for layout in (sites.Layout(2), sites.Layout(2, 2)):
                     for meanfield in (False, True):
-                        runtime.run(prog, mods, x, lab, layout, meanfield=meanfield, validate=True)
-            runtime.ancestral(prog, mods, 2)
+                        passes.run(prog, mods, x, lab, layout, meanfield=meanfield, validate=True)
+            sampling.ancestral(prog, mods, 2)
 
     def _dummy_x(self, n: int) -> torch.Tensor:
         """Made-up data as the x site sees them."""
@@ -146,12 +147,12 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = self._x_in(x)
-        return self._x_out(runtime.pyro_model(self.program, (self.nets, self.params, self.consts), x, y,
+        return self._x_out(pyro_model.pyro_model(self.program, (self.nets, self.params, self.consts), x, y,
                                               self.num_data()))
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        runtime.pyro_guide(self.program, (self.nets, self.params, self.consts), self._x_in(x), y, self.num_data())
+        pyro_model.pyro_guide(self.program, (self.nets, self.params, self.consts), self._x_in(x), y, self.num_data())
 
     # -- the fused objective -----------------------------------------------------------------
     def fused_loss(self, x: torch.Tensor, elbo: str, num_particles: int = 1,
@@ -161,14 +162,14 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         enumerated) on :meth:`model` and :meth:`guide` as the svi routine scales them, or the per-example
         importance-weighted bound (``iwae``)."""
         bound = as_bound(elbo, num_particles)
-        return runtime.fused_loss(self.program, self._mods(), self._x_in(x), y, bound.name, bound.num_particles,
+        return objective.fused_loss(self.program, self._mods(), self._x_in(x), y, bound.name, bound.num_particles,
                                   self.num_data())
 
     def enumerates(self, y: torch.Tensor | None) -> bool:
         """Whether a pass with these labels sums a discrete site out (hidden labels, enumerated sites): Pyro's
         objective for it is then TraceEnum_ELBO."""
         prog = self.program
-        return runtime._enumerates(prog, runtime.labels(prog, y, 0 if y is None else y.shape[0]))
+        return objective._enumerates(prog, sites.labels(prog, y, 0 if y is None else y.shape[0]))
 
     def classification_loss(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """The sum over labelled examples of -log q(y | x), the guide's classifier (M2's classification
@@ -211,7 +212,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     @torch.no_grad()
     def sample_sites(self, n: int, given: dict[str, Any] | None = None, mean: bool = False) -> dict[str, torch.Tensor]:
         """Every site's value in ``n`` ancestral draws, with the sites in ``given`` fixed (``{"y": 3}``)."""
-        return runtime.ancestral(self.program, self._mods(), n, self._given(given, n), mean=mean)
+        return sampling.ancestral(self.program, self._mods(), n, self._given(given, n), mean=mean)
 
     @torch.no_grad()
     def sample(self, n: int, given: dict[str, Any] | None = None, mean: bool = False) -> torch.Tensor:
@@ -228,7 +229,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A point of q(latents | x): locations of continuous guide sites, modes of discrete ones."""
-        return runtime.guide_point(self.program, self._mods(), self._x_in(x), y)
+        return sampling.guide_point(self.program, self._mods(), self._x_in(x), y)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,7 +237,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         point = self.encode(x, y)
         given = {k: v for k, v in point.items() if k in self.program.model_by_name and k != self.program.x_site.name
                  and not self.program.model_by_name[k].is_global}
-        return self._x_out(runtime.ancestral(self.program, self._mods(), x.shape[0], given, mean=True)[self.program.x_site.name])
+        return self._x_out(sampling.ancestral(self.program, self._mods(), x.shape[0], given, mean=True)[self.program.x_site.name])
 
     # -- likelihood and evaluation ------------------------------------------------------------
     @torch.no_grad()
@@ -272,16 +273,16 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     def _log_lik(self, x: torch.Tensor, y: torch.Tensor | None, k: int, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         prog, mods = self.program, self._mods()
         x = self._x_in(x)
-        lab = runtime.labels(prog, y, x.shape[0])
+        lab = sites.labels(prog, y, x.shape[0])
         if prog.exact:
-            lw = runtime.log_weights(prog, mods, x, lab, 1)[0]
+            lw = objective.log_weights(prog, mods, x, lab, 1)[0]
             return lw, torch.zeros_like(lw)
         if chunk is None:
             per = max(1, x.shape[0] * math.prod(self.event_shape))
             chunk = int(max(1, min(250, 2e7 // per)))
         parts = []
         for start in range(0, k, chunk):
-            parts.append(runtime.log_weights(prog, mods, x, lab, min(chunk, k - start)))
+            parts.append(objective.log_weights(prog, mods, x, lab, min(chunk, k - start)))
         log_w = torch.cat(parts, 0)
         return mean_of_weights(log_w)
 
@@ -299,17 +300,17 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         data_x, x = x, self._x_in(x)
         out: dict[str, float] = {}
         if prog.y_site is None:
-            parts = runtime.elbo_per_example(prog, mods, x, runtime.labels(prog, None, x.shape[0]))
+            parts = objective.elbo_per_example(prog, mods, x, sites.labels(prog, None, x.shape[0]))
             out["elbo"] = float(parts["elbo"].mean())
             if prog.local_guide:
                 out["kl"] = float(parts["kl"].mean())
         else:
             k = prog.y_site.options["classes"]
-            per = [runtime.elbo_per_example(prog, mods, x, runtime.labels(prog, torch.full((x.shape[0],), c,
+            per = [objective.elbo_per_example(prog, mods, x, sites.labels(prog, torch.full((x.shape[0],), c,
                                             dtype=torch.long, device=x.device), x.shape[0]))["elbo"] for c in range(k)]
             out["elbo"] = float(torch.logsumexp(torch.stack(per, 1), 1).mean())
             if y is not None and bool((y >= 0).all()):
-                out["elbo_labelled"] = float(runtime.elbo_per_example(prog, mods, x, runtime.labels(prog, y, x.shape[0]))["elbo"].mean())
+                out["elbo_labelled"] = float(objective.elbo_per_example(prog, mods, x, sites.labels(prog, y, x.shape[0]))["elbo"].mean())
         if prog.delta_locals:
             out["objective"] = out.pop("elbo")
         if any(not g.is_global for g in prog.guide if g.name != getattr(prog.y_site, "name", None)):

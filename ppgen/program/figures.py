@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ppgen.plots.common import image_grid, is_image, save_figure, save_samples, scatter_by_label, show_grid, subplots
-from ppgen.program import flows, runtime
+from ppgen.program import flows, sampling, sites
 
 
 def _top_latent(model: Any) -> Any:
@@ -133,8 +133,8 @@ def reconstructions(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: P
 
 def _prior_draws(model: Any, site: Any, n: int = 4000) -> torch.Tensor:
     """Draws of ``site`` from its prior (any continuous distribution: Normal, Laplace, a mixture...)."""
-    env = runtime.Env(model.program, model._mods())
-    d = runtime.site_dist(site, runtime.site_args(site, env), False)
+    env = sites.Env(model.program, model._mods())
+    d = sites.site_dist(site, sites.site_args(site, env), False)
     return d.sample((n,)).reshape(n, *site.shape)
 
 
@@ -146,7 +146,7 @@ def _prior_loc_scale(model: Any, site: Any) -> tuple[torch.Tensor, torch.Tensor]
 def _decode(model: Any, site: Any, z: torch.Tensor) -> torch.Tensor:
     """E[x | site = z] with the other latents at their most probable values."""
     prog = model.program
-    values = runtime.ancestral(prog, model._mods(), z.shape[0], {site.name: z}, mean=True, point=True)
+    values = sampling.ancestral(prog, model._mods(), z.shape[0], {site.name: z}, mean=True, point=True)
     return model._x_out(values[prog.x_site.name])
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ppgen.plots.common import save_figure, subplots
-from ppgen.program import flows, runtime
+from ppgen.program import flows, sites
 
 
 def flow_figures(model: Any, data: Any, folder: Path) -> dict[str, Path]:
@@ -72,8 +72,8 @@ def warp(model: Any, x: torch.Tensor, path: Path, lines: int = 15, points: int =
     draws; right: their images under the flow's layers over the data."""
     prog = model.program
     site = prog.x_site
-    env = runtime.Env(prog, model._mods())
-    d = runtime.site_dist(site, runtime.site_args(site, env), False)
+    env = sites.Env(prog, model._mods())
+    d = sites.site_dist(site, sites.site_args(site, env), False)
     d = getattr(d, "density", d)  # a dequantized flow: its density
     base = d.base_dist
     inner = getattr(base, "base_dist", base)  # Normal, Laplace, StudentT, Cauchy: a location and a scale

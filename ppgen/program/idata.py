@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppgen.program import chains, runtime
+from ppgen.program import chains, sampling, sites
 
 
 @torch.no_grad()
@@ -37,14 +37,14 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
     n_obs = min(n_obs, x_all.shape[0])
     x = model._x_in(x_all[:n_obs].to(model.device))
     y = y_all[:n_obs].to(model.device) if y_all is not None and prog.y_site is not None else None
-    lab = runtime.labels(prog, y, n_obs)
+    lab = sites.labels(prog, y, n_obs)
     posterior: dict[str, np.ndarray] = {}
     dims: dict[str, list[str]] = {}
     coords: dict[str, Any] = {"obs": np.arange(n_obs)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        values = runtime.posterior_draws(prog, mods, x, lab, draws)
-        observed = runtime.conditional(prog, mods, x, lab, values)
+        values = sampling.posterior_draws(prog, mods, x, lab, draws)
+        observed = sampling.conditional(prog, mods, x, lab, values)
         pred = {prog.x_site.name: observed[prog.x_site.name].sample()}
         xd = observed[prog.x_site.name]
         loglik = xd.log_prob(x)

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ppgen.program import expr, runtime
-from ppgen.program.compile import Program, Site
+from ppgen.program import expr, sites
+from ppgen.program.compiled import Program, Site
 from ppgen.spec import SpecError
 
 
@@ -58,9 +58,9 @@ def check_guide_classifier(prog: Program, where: str) -> Site:
 def guide_class_log_probs(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor) -> torch.Tensor:
     """log q(y = c | x) for every class c, shape (n, classes)."""
     g = check_guide_classifier(prog, "guide_accuracy")
-    env = runtime.Env(prog, modules)
+    env = sites.Env(prog, modules)
     env.values[prog.x_site.name] = x
-    d = runtime.site_dist(g, runtime.site_args(g, env), False)
+    d = sites.site_dist(g, sites.site_args(g, env), False)
     logits = d.logits
     return logits.expand(x.shape[0], logits.shape[-1]) if logits.dim() == 1 else logits
 

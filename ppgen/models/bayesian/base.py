@@ -10,13 +10,13 @@ written once, vectorized over a leading batch of parameter values (``log_lik(x, 
 parameter values and N examples), and everything else is built on that: the held-out likelihood (plug-in,
 or the posterior predictive density averaged over draws), the pointwise log-likelihood group that PSIS-LOO
 needs (:mod:`ppgen.models.bayesian.idata`), replicated data for predictive checks. Labels are made
-consistent across draws by :mod:`ppgen.models.bayesian.relabel`; data-driven starts use :func:`kmeans`.
+consistent across draws by :mod:`ppgen.models.bayesian.relabel`; data-driven starts use
+:func:`~ppgen.models.bayesian.kmeans.kmeans`.
 
 References:
     Gelman, Vehtari, Simpson et al. (2020), Bayesian Workflow, arXiv:2011.01808.
     Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), Rank-normalization, folding, and localization:
     an improved R-hat, Bayesian Analysis 16, 667-718.
-    Arthur & Vassilvitskii (2007), k-means++: the advantages of careful seeding, SODA.
 """
 
 from __future__ import annotations
@@ -255,38 +255,3 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel):
         """A scalar summary T(x) per data set, for a posterior predictive check beyond the marginal
         distribution (e.g. the lag-1 autocorrelation of sequences): x has a leading batch of data sets."""
         return None
-
-
-# --------------------------------------------------------------------------- data-driven starts
-
-
-@torch.no_grad()
-def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, restarts: int = 10,
-           iters: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd iterations, the best of ``restarts`` by
-    within-cluster sum of squares (one seeding can put two centres in one cluster and Lloyd cannot
-    move them apart). Returns centres (k, D), sorted by the first coordinate, and each point's label."""
-    x = x.double()
-    n = x.shape[0]
-    best: tuple[float, torch.Tensor] | None = None
-    for _ in range(restarts):
-        centres = x[torch.randint(n, (1,), generator=generator)]
-        while centres.shape[0] < k:
-            d2 = torch.cdist(x, centres).min(1).values ** 2
-            probs = d2 / d2.sum() if d2.sum() > 0 else torch.full((n,), 1.0 / n, dtype=x.dtype)
-            centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
-        for _ in range(iters):
-            label = torch.cdist(x, centres).argmin(1)
-            moved = centres.clone()
-            for j in range(k):
-                if (label == j).any():
-                    moved[j] = x[label == j].mean(0)
-            if torch.equal(moved, centres):
-                break
-            centres = moved
-        inertia = float((torch.cdist(x, centres).min(1).values ** 2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, centres)
-    assert best is not None
-    centres = best[1][torch.argsort(best[1][:, 0])]
-    return centres, torch.cdist(x, centres).argmin(1)

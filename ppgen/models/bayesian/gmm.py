@@ -48,9 +48,10 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, NormalPrior, ScalePrior, tensor_options
 from ppgen.contracts import ChunkedEStep
 from ppgen.data.core import DataInfo
+from ppgen.models.bayesian.kmeans import kmeans
 from ppgen.models.bayesian.mstep import CovariancePrior, covariance_mode, diag_gaussian_step, dirichlet_mode, full_gaussian_mean
 from ppgen.models.bayesian.relabel import matched_accuracy
 from ppgen.models.bayesian.stores import Site, Theta

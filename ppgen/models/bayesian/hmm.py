@@ -47,11 +47,12 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from torch.distributions import constraints
 
-from ppgen.models.bayesian.base import BayesFamily, kmeans, tensor_options
+from ppgen.models.bayesian.base import BayesFamily, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo
 from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan
 from ppgen.models.bayesian.hmm_spec import HMMSpec
+from ppgen.models.bayesian.kmeans import kmeans
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
 from ppgen.models.bayesian.relabel import matched_accuracy
 from ppgen.models.bayesian.stores import Site, Theta
