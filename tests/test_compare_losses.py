@@ -70,3 +70,25 @@ def test_compare_never_puts_an_exact_nll_and_a_bound_on_one_axis(tmp_path: Path,
     assert "ELBO" in bound.get_ylabel()
     assert [t.get_text() for t in exact.get_legend().get_texts()] == [f"pixelcnn ({pixel.path.name})"]
     assert len(bound.get_legend().get_texts()) == 2
+
+
+PROGRAM_DATA = {"name": "toy2d", "distribution": "moons", "n": 64, "batch_size": 32}
+
+
+@pytest.mark.parametrize("model,guide,kind", [
+    # a flow: nothing latent, log p(x) by the change of variables
+    ({"x": {"dist": "TransformedDistribution", "base": {"dist": "Normal", "loc": 0.0, "scale": 1.0},
+            "transforms": [{"kind": "affine_coupling", "hidden": [4]}], "observed": "x"}}, None, "exact"),
+    # a mixture whose component is summed out: exact
+    ({"c": {"dist": "Categorical", "logits": {"param": 0.0, "shape": [2]}, "enumerate": "parallel"},
+      "x": {"dist": "Normal", "loc": "onehot(c, 2) @ mu", "scale": 1.0, "observed": "x"}}, None, "exact"),
+    # a continuous latent under the automatic guide: a bound
+    ({"z": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [2]},
+      "x": {"dist": "Normal", "loc": "z", "scale": 1.0, "observed": "x"}}, None, "bound"),
+])
+def test_a_programs_loss_is_exact_only_when_nothing_is_sampled(model: dict[str, Any], guide: Any, kind: str) -> None:
+    spec = {"family": "program", "name": "p", "data": PROGRAM_DATA, "model": model,
+            "params": {"mu": {"shape": [2, 2], "init": 0.0}}}
+    if guide is not None:
+        spec["guide"] = guide
+    assert loss_kind(load_recipe({"routine": "svi"}), load_spec(spec)).kind == LOSS_KINDS[kind]

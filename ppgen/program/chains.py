@@ -1,13 +1,13 @@
-"""Draws from a variational posterior laid out as chains, so that ArviZ reports R-hat and the ESS.
+"""Independent draws laid out in ArviZ's (chain, draw) shape.
 
-ArviZ computes R-hat (Vehtari et al. 2021) and the effective sample size from several chains. A
-program's posterior draws come from its guide q, independently of each other, so there is no Markov
-chain to run several of; :func:`arrange` splits the ``draws`` independent draws into :data:`CHAINS`
-groups of equal length, each an independent sample of q, and ArviZ's (chain, draw) layout takes them as
-chains. For such draws the rank-normalised R-hat is 1 up to Monte Carlo error and the bulk ESS close to
-the number of draws: they measure the draws themselves (a value that drifted with the draw's index, or a
-degenerate site with no spread, would show), not the convergence of a sampler, and say nothing about
-how well q fits the posterior.
+A program's posterior draws come from its guide q (and a model's predictive draws from the model),
+independently of each other, so there is no Markov chain to run several of. :func:`arrange` splits the
+``draws`` independent draws into :data:`CHAINS` groups of equal length, each an independent sample, so
+that ArviZ's tools that expect chains (trace, rank and forest plots) read them. The groups that hold
+them are declared independent (:func:`ppgen.arviz_data.declare_independent`), and ``ppgen diagnose``
+reports no R-hat or ESS for them: for independent draws the rank-normalised R-hat (Vehtari et al. 2021)
+is 1 up to Monte Carlo error and the bulk ESS close to the number of draws whatever q is, so they would
+say nothing about how well q fits the posterior.
 
 References:
     Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), Rank-normalization, folding, and localization:

@@ -36,12 +36,12 @@ from pyro.nn.module import pyro_method
 from ppgen.bounds import as_bound
 from ppgen.contracts import ConditionalSampling, DiagnosticFigures, Enumeration, MeanSamples, OwnFigures
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import Family, mean_of_weights
+from ppgen.models.base import SVI_BOUND, SVI_EXACT, Family, mean_of_weights
 from ppgen.program import objective, passes, pyro_model, sampling, sites
 from ppgen.program.compile import compile_program
 from ppgen.program.compiled import Program
 from ppgen.program.conjugate import ConjugateEM
-from ppgen.program.schema import ProgramSpec
+from ppgen.program.schema import ProgramSpec, structure
 from ppgen.registry import register_family
 from ppgen.spec import SpecError
 
@@ -58,6 +58,19 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
     variational_guide: ClassVar[bool] = True
     #: what the fused bound computes with: it is this class's own model and guide, compiled
     fused_depends: ClassVar[tuple[str, ...]] = ("model", "guide", "_mods", "num_data", "_x_in")
+
+    @classmethod
+    def svi_objective(cls, spec: ProgramSpec) -> str:
+        """Minus the log-likelihood, exact, when nothing is sampled: no guide site, every latent site of the
+        model summed out by enumeration (a flow, a mixture whose component is enumerated) and x not
+        dequantized; otherwise minus a bound (a guide over the labels or any sampled latent makes the
+        objective an ELBO)."""
+        st = structure(spec)
+        sampled = [s for s in st.model.values() if s.observed is None and not s.enumerate]
+        x_site = next(s for s in st.model.values() if s.observed == "x")
+        if sampled or st.guide or x_site.options.get("dequantize") is not None:
+            return SVI_BOUND
+        return SVI_EXACT
 
     def __init__(self, spec: ProgramSpec, info: DataInfo) -> None:
         super().__init__(spec, info)
