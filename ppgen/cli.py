@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 10000, fewer where a family samples slowly)")
     s.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress on stderr: a bar on a terminal, elsewhere (a notebook, a log file) a line every "
+                        "10 to 30 s (default on); each long phase's estimated time is said in any case")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots")
@@ -374,7 +377,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ppgen.spec import SpecError
 
     ais = {name: value for name, value in (("ais_runs", args.ais_runs), ("ais_steps", args.ais_steps)) if value is not None}
-    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=sys.stderr.isatty(),
+    res = evaluate(args.run, k=args.k, limit=args.limit, seed=args.seed, progress=args.progress,
                    bayes_k=args.bayes_k, quality=not args.no_quality, quality_samples=args.quality_samples, **ais)
     if args.json:
         print(json.dumps(res, indent=2))
