@@ -8,6 +8,7 @@
                    [--resume] [--device D] [--devices N]
     ppgen sample RUN [-n N] [-o FILE.png|FILE.npz] [--given SITE=VALUE]...
     ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N] [--bayes-k K]
+                   [--quality-samples N | --no-quality] [--no-progress]
     ppgen diagnose RUN
     ppgen compare RUN... [-o FILE.png]
 
@@ -77,6 +78,10 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, SpecError) else f"expected an integer, got {text[:40]!r}")
 
 
+#: The RUN argument: the files of a run folder it reads (see ppgen/store/folder.py).
+RUN_HELP = "run folder written by ppgen fit (it reads RUN/spec.yaml and RUN/checkpoints/last.pt)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppgen", description="Define, fit, sample, evaluate and diagnose generative models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,16 +109,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="number of epochs (overrides the recipe)")
     s.add_argument("--out", "-o", metavar="RUN", help="run folder (default runs/<name>-<time>)")
     s.add_argument("--seed", type=_seed, help="random seed (default 0; a resumed run keeps its own)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(RUN/checkpoints/last.pt)")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     s.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
-    s.add_argument("--no-figures", action="store_true", help="skip the figures after fitting")
+    s.add_argument("--no-figures", action="store_true", help="skip the figures after fitting (RUN/figures/)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal)")
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("sample", help="draw samples from a fitted run")
-    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
+    s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
     s.add_argument("--seed", type=_seed, default=0)
@@ -121,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="fix a site of the model, e.g. --given y=3 (a class of the label site); repeatable")
     s.set_defaults(func=cmd_sample)
 
-    s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics")
-    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
+    s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics (into RUN/evaluation.json)")
+    s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--k", type=int, help="VAE: importance samples per example (default 1000)")
     s.add_argument("--ais-runs", type=int, help="RBM/BM/DBN: AIS runs for log Z (default: the spec's ais.runs)")
@@ -140,12 +146,13 @@ def _parser() -> argparse.ArgumentParser:
                         "10 to 30 s (default on); each long phase's estimated time is said in any case")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots")
-    s.add_argument("run", metavar="RUN", help="run folder written by ppgen fit (RUN/last.pt, RUN/spec.yaml)")
+    s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots (RUN/figures/)")
+    s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("compare", help="one table and one figure across runs")
-    s.add_argument("runs", nargs="+")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by ppgen fit; RUN/evaluation.json, where ppgen evaluate wrote one, gives the "
+                   "likelihood and sample-quality columns")
     s.add_argument("-o", "--output", default="compare.png", help="figure path (default compare.png)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_compare)
