@@ -11,7 +11,7 @@ from ppgen import zoo
 from ppgen.cli import main
 
 
-def test_list_keeps_abbreviations_inside_the_first_sentence(capsys) -> None:
+def test_list_keeps_abbreviations_inside_thefirst_sentence(capsys) -> None:
     """"sec.", "Fig.", "e.g.", "i.e.", "et al." do not end a sentence; the zoo's flow_digits and adversarial
     entries cite "sec. 4.1" and "sec. 3" in their first sentence."""
     assert main(["list"]) == 0
@@ -33,9 +33,9 @@ def test_list_keeps_abbreviations_inside_the_first_sentence(capsys) -> None:
     ("No full stop at all", "No full stop at all"),
 ])
 def test_the_first_sentence_does_not_end_at_an_abbreviation(tmp_path: Path, text: str, first: str) -> None:
-    from ppgen.cli import _first_sentence
+    from ppgen.cli.output import first_sentence
 
-    assert _first_sentence(text + "\n\nAnother paragraph.") == first
+    assert first_sentence(text + "\n\nAnother paragraph.") == first
     f = tmp_path / "m.yaml"
     words = text.split()
     f.write_text("".join(f"# {' '.join(words[i:i + 3])}\n" for i in range(0, len(words), 3)) + "family: vae\n")
@@ -43,9 +43,9 @@ def test_the_first_sentence_does_not_end_at_an_abbreviation(tmp_path: Path, text
 
 
 def _help_texts() -> dict[str, str]:
-    from ppgen.cli import _parser
+    from ppgen.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     return {"ppgen": parser.format_help(), **{name: sub.format_help() for name, sub in commands.items()}}
 
