@@ -25,7 +25,8 @@ def test_list_keeps_abbreviations_inside_thefirst_sentence(capsys) -> None:
 
 
 @pytest.mark.parametrize("text, first", [
-    ("A model (see Fig. 2 of Smith et al. 2020, e.g. the left panel). More.", "A model (see Fig. 2 of Smith et al. 2020, e.g. the left panel)."),
+    ("A model (see Fig. 2 of Smith et al. 2020, e.g. the left panel). More.",
+     "A model (see Fig. 2 of Smith et al. 2020, e.g. the left panel)."),
     ("Samples, i.e. draws from p(x), in Sec. 3. The rest.", "Samples, i.e. draws from p(x), in Sec. 3."),
     ("By D. P. Kingma and M. Welling. Later.", "By D. P. Kingma and M. Welling."),
     ("Ends with eq. 4 etc. and goes on. Second.", "Ends with eq. 4 etc. and goes on."),

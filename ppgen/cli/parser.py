@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("compare", help="one table and one figure across runs")
-    s.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by ppgen fit; RUN/evaluation.json, where ppgen evaluate wrote one, gives the "
-                   "likelihood and sample-quality columns")
+    s.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders written by ppgen fit; RUN/evaluation.json, where ppgen evaluate wrote one, "
+                        "gives the likelihood and sample-quality columns")
     s.add_argument("-o", "--output", default="compare.png", help="figure path (default compare.png)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_compare)

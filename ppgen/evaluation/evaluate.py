@@ -57,9 +57,9 @@ def evaluate(
     likelihood is an importance-sampling estimate (the VAE, programs); the others refuse it. That estimate
     is a lower bound on log p(x) that tightens as k grows (Burda et al. 2015): on a one-epoch MNIST VAE,
     k = 100 gave a test NLL 1.5 nats above k = 1000, while ``test_nll_mc_stderr`` (the random error of the
-    estimate, not its gap to log p(x)) was 0.02. Most of a default evaluation of a VAE is this estimate. ``limit`` evaluates
-    only the first ``limit`` test examples (the split's order is fixed); ``options`` are the ones the
-    family declares (its ``EvaluateOptions``), passed to its ``log_likelihood`` and ``evaluation_setup``
+    estimate, not its gap to log p(x)) was 0.02. Most of a default evaluation of a VAE is this estimate.
+    ``limit`` evaluates only the first ``limit`` test examples (the split's order is fixed); ``options`` are
+    the ones the family declares (its ``EvaluateOptions``), passed to its ``log_likelihood`` and ``evaluation_setup``
     hooks: ``ais_runs`` and ``ais_steps`` for the energy families (RBM, BM, DBN) override the spec's
     ``ais`` section, ``log_z_method`` forces exact or AIS, ``bound_samples`` (DBN) sets the bound's draws.
     Any other option is an error that names it. ``progress`` shows progress on stderr: a bar on a terminal,
