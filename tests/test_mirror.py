@@ -25,6 +25,7 @@ TESTED_BY = {
     "ppgen.arviz_data": ["test_bayes.py", "test_families.py"],
     "ppgen.bounds": ["test_bounds.py"],
     "ppgen.cli": ["test_cli.py", "test_bad_input.py"],
+    "ppgen.cli.output": ["test_cli_help.py"],
     "ppgen.contracts": ["test_contracts.py", "test_quality.py"],
     "ppgen.data": ["test_data.py", "test_interop.py"],
     "ppgen.data.core": ["test_data.py", "test_capability.py"],
@@ -93,6 +94,7 @@ TESTED_BY = {
     "ppgen.program.pyro_model": ["test_program_fused.py"],
     "ppgen.program.sampling": ["test_program_services.py"],
     "ppgen.program.sites": ["test_labels.py", "test_program_fused.py"],
+    "ppgen.progress": ["test_evaluate_progress.py"],
     "ppgen.registry": ["test_capability.py", "test_contracts.py"],
     "ppgen.spec": ["test_spec.py", "test_bayes.py"],
     "ppgen.spec_values": ["test_spec_values.py"],
@@ -116,6 +118,9 @@ TESTED_BY = {
 }
 
 WITHOUT_DIRECT_TESTS = {
+    "ppgen.cli.catalogue",
+    "ppgen.cli.commands",
+    "ppgen.cli.parser",
     "ppgen.models.autoregressive.base",
     "ppgen.models.autoregressive.idata",
     "ppgen.models.autoregressive.layers",

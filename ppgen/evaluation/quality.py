@@ -45,11 +45,14 @@ import numpy as np
 import torch
 
 from ppgen.contracts import MeanSamples
+from ppgen.progress import phase
 from torch import nn
 
 #: Samples drawn (and test images used) by :func:`sample_metrics` unless told otherwise, the same for
 #: every family so that the real-data floor is the same; a spec may set another (``quality_samples``).
 DEFAULT_SAMPLES = 10_000
+#: What the lines this module writes on stderr start with (it runs inside ``ppgen evaluate``).
+PREFIX = "ppgen evaluate: "
 #: Samples for the mode count of the 2-D toys (PacGAN's 2,500).
 MODE_SAMPLES = 2500
 #: The share of samples a mode needs to count as covered: PacGAN's 20 of 2,500.
@@ -248,8 +251,10 @@ class DigitClassifier(nn.Module):
 
 
 @torch.no_grad()
-def embed(clf: DigitClassifier, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (n, 128) and predicted labels (n,) of images (n, 1, 28, 28), clamped to [0, 1]."""
+def embed(clf: DigitClassifier, x: torch.Tensor, batch_size: int = 1000,
+          bar: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (n, 128) and predicted labels (n,) of images (n, 1, 28, 28), clamped to [0, 1]; ``bar``, a
+    :class:`ppgen.progress.Phase`, is advanced by each batch."""
     was = clf.training
     clf.eval()
     feats, labels = [], []
@@ -259,6 +264,8 @@ def embed(clf: DigitClassifier, x: torch.Tensor, batch_size: int = 1000) -> tupl
             f = clf.features(xb)
             feats.append(f)
             labels.append(clf.head(f).argmax(1))
+            if bar is not None:
+                bar.advance(xb.shape[0])
     finally:
         clf.train(was)
     return torch.cat(feats), torch.cat(labels)
@@ -415,17 +422,15 @@ def is_mnist_shaped(event_shape: tuple[int, ...]) -> bool:
 
 def draw(model: Any, n: int, batch_size: int = 1000, means: bool = True, progress: bool = False) -> torch.Tensor:
     """``n`` samples in batches; with ``means``, families whose ``sample`` takes ``mean`` give their mean
-    images E[x|z] (the pictures a VAE is shown by), the others their samples. ``progress``: a bar on stderr."""
+    images E[x|z] (the pictures a VAE is shown by), the others their samples. ``progress``: progress on stderr
+    (:mod:`ppgen.progress`); a long draw says its length after the first batch in any case."""
     takes_mean = means and isinstance(model, MeanSamples)
     out = []
-    starts: Any = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"{n} quality samples", unit="batch", leave=False)
-    for start in starts:
-        m = min(batch_size, n - start)
-        out.append(model.sample(m, mean=True) if takes_mean else model.sample(m))
+    with phase("quality samples", n, "samples", show=progress, prefix=PREFIX) as bar:
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            out.append(model.sample(m, mean=True) if takes_mean else model.sample(m))
+            bar.advance(m)
     return torch.cat(out).detach().float().cpu()
 
 
@@ -523,16 +528,20 @@ def _image_metrics(model: Any, data: Any, n: int, seed: int, clf: DigitClassifie
     m = min(len(real_x), len(val_x), len(x))
     key = (getattr(data, "checksum", ""), len(real_x), len(val_x), m, seed, kid_subsets)
     entry = _FLOOR.get("entry")
-    if entry is None or entry["key"] != key or entry["classifier"] is not clf:
-        real_f, _ = embed(clf, real_x)
-        val_f, val_labels = embed(clf, val_x[:m])
+    fresh = entry is None or entry["key"] != key or entry["classifier"] is not clf
+    with phase("classifier features", (len(real_x) + m if fresh else 0) + len(x), "images", show=progress,
+               prefix=PREFIX) as bar:
+        if fresh:
+            real_f, _ = embed(clf, real_x, bar=bar)
+            val_f, val_labels = embed(clf, val_x[:m], bar=bar)
+        fake_f, fake_labels = embed(clf, x, bar=bar)
+    if fresh:
         floor = feature_metrics(real_f, val_f, val_labels, kid_subsets=kid_subsets, seed=seed)
         # One entry (the features of 10,000 images are 5 MB); holding the classifier itself means a
         # different classifier can never be mistaken for this one.
         _FLOOR["entry"] = {"key": key, "classifier": clf, "real_features": real_f,
                            "floor": {f"real_{k}": v for k, v in floor.items()}}
     cached = _FLOOR["entry"]
-    fake_f, fake_labels = embed(clf, x)
     out: dict[str, Any] = feature_metrics(cached["real_features"], fake_f, fake_labels, kid_subsets=kid_subsets, seed=seed)
     out.update(cached["floor"])
     out["quality_samples"] = int(len(x))

@@ -28,7 +28,7 @@ from ppgen.arviz_data import arviz, declare_independent, loss_trace
 from ppgen.bounds import Bound, ImportanceWeighted, MeanField, Trace, as_bound
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import Family, mean_of_weights
+from ppgen.models.base import Family, importance_chunk, mean_of_weights
 from ppgen.nets.blocks import NetSpec, build_decoder, build_encoder
 from ppgen.registry import register_family
 from ppgen.spec import ModelSpec, SpecError, Strict, changed
@@ -194,13 +194,15 @@ class VAE(Family, MeanSamples):
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int = 250
+        self, x: torch.Tensor, k: int = 1000, y: torch.Tensor | None = None, chunk: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampling estimate of log p(x) with q(z|x) as proposal and ``k`` samples:
         log (1/k) sum_i p(x, z_i) / q(z_i|x), the IWAE bound at ``k`` (Burda et al. 2015, eq. 8).
 
         The standard error of each estimate is the delta-method error of the log of the mean weight.
+        ``chunk`` samples are drawn at a time (default :func:`~ppgen.models.base.importance_chunk`).
         """
+        chunk = chunk or importance_chunk(x.shape[0] * math.prod(x.shape[1:]))
         q = self.posterior(x)
         log_ws = []
         for start in range(0, k, chunk):

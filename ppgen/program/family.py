@@ -36,7 +36,7 @@ from pyro.nn.module import pyro_method
 from ppgen.bounds import as_bound
 from ppgen.contracts import ConditionalSampling, DiagnosticFigures, Enumeration, MeanSamples, OwnFigures
 from ppgen.data.core import DataInfo, Dataset
-from ppgen.models.base import SVI_BOUND, SVI_EXACT, Family, mean_of_weights
+from ppgen.models.base import SVI_BOUND, SVI_EXACT, Family, importance_chunk, mean_of_weights
 from ppgen.program import objective, passes, pyro_model, sampling, sites
 from ppgen.program.compile import compile_program
 from ppgen.program.compiled import Program
@@ -291,8 +291,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
             lw = objective.log_weights(prog, mods, x, lab, 1)[0]
             return lw, torch.zeros_like(lw)
         if chunk is None:
-            per = max(1, x.shape[0] * math.prod(self.event_shape))
-            chunk = int(max(1, min(250, 2e7 // per)))
+            chunk = importance_chunk(x.shape[0] * math.prod(self.event_shape))
         parts = []
         for start in range(0, k, chunk):
             parts.append(objective.log_weights(prog, mods, x, lab, min(chunk, k - start)))

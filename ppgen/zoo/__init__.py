@@ -60,16 +60,24 @@ def resolve(source: object, kind: Kind) -> object:
     return found if found is not None else source
 
 
-#: Words whose final period does not end a sentence.
-_ABBREVIATIONS = ("al.", "e.g.", "i.e.", "cf.", "vs.", "etc.", "Fig.", "eq.", "No.")
+#: Words whose final period does not end a sentence (compared in lower case): references to sections,
+#: figures, equations, pages and chapters, Latin abbreviations, "et al.".
+_ABBREVIATIONS = frozenset((
+    "al.", "e.g.", "i.e.", "cf.", "vs.", "etc.", "approx.", "resp.", "no.", "nos.", "sec.", "secs.", "sect.",
+    "fig.", "figs.", "eq.", "eqs.", "eqn.", "pp.", "ch.", "chap.", "app.", "alg.", "thm.", "def.", "prop.",
+    "ref.", "refs.", "vol.",
+))
 
 
 def _sentence_end(text: str) -> int | None:
-    """The index just past the first full stop of ``text`` that ends a sentence, or None."""
+    """The index just past the first full stop of ``text`` that ends a sentence, or None. A period does not
+    end one after an abbreviation (:data:`_ABBREVIATIONS`, "sec. 3", "Fig. 2", "Smith et al. 2017") or an
+    initial ("D. P. Kingma")."""
     for match in re.finditer(r"[.!?](?=\s|$)", text):
-        word = text[: match.end()].rsplit(None, 1)[-1].lstrip("(")
-        if word not in _ABBREVIATIONS:
-            return match.end()
+        word = text[: match.end()].rsplit(None, 1)[-1].lstrip("([{\"'`")
+        if match.group() == "." and (word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z]\.", word)):
+            continue
+        return match.end()
     return None
 
 

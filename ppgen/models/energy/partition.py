@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import torch
 
+from ppgen.progress import tick
+
 #: Enumerate exactly when the summed-over side has at most this many binary units (2^20 ~ 1e6 states).
 MAX_ENUMERATE = 20
 
@@ -97,4 +99,5 @@ def generic_ais(
         log_w += log_f_diff(x, b[k - 1], b[k]).double()
         if k < len(b) - 1:
             x = transition(x, b[k])
+        tick(k, len(b) - 1)  # to the enclosing ppgen.progress phase, if any (an evaluation)
     return x, log_w
