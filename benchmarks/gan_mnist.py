@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen.evaluation import quality
+from ppgen.evaluation import feature_classifier, quality
 from ppgen.plots.common import save_figure, show_grid, subplots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.samples = 12_800, 1000
     torch.set_num_threads(args.threads)
-    quality.classifier()
+    feature_classifier.classifier()
     # Whole epochs over a prefix of the training set: the step count is the same for every row.
     epochs = max(1, math.ceil(args.images / 50_000))
     limit = args.images // epochs

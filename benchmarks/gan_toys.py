@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen.evaluation import quality
+from ppgen.evaluation import toy_checks
 from ppgen.data.toy import TOY1D
 from ppgen.plots.gan import plot_discriminator, plot_generator
 from ppgen.plots.common import save_figure, subplots
@@ -100,7 +100,7 @@ def held_out_ks(run: Any) -> float:
     """Two-sample KS between 100,000 draws of ``sample`` and the run's validation split: what a user
     without the exact CDF can measure, and what picks a restart."""
     torch.manual_seed(2)
-    return quality.ks_two_sample(run.model.sample(100_000), run.data.split("val")[0])
+    return toy_checks.ks_two_sample(run.model.sample(100_000), run.data.split("val")[0])
 
 
 def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
@@ -123,16 +123,16 @@ def one_d(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
         exact_ks = []
         for run, _ in restarts:
             torch.manual_seed(1)
-            exact_ks.append(quality.ks_statistic(run.model.sample(10_000), TOY1D[target].cdf))
+            exact_ks.append(toy_checks.ks_statistic(run.model.sample(10_000), TOY1D[target].cdf))
         best = min(range(len(held)), key=held.__getitem__)
         run = restarts[best][0]
         seconds = sum(sec for _, sec in restarts)
         model = run.model
         ks_ema = exact_ks[best]
         torch.manual_seed(1)
-        ks_last = quality.ks_statistic(model.sample(10_000, ema=False), TOY1D[target].cdf)
+        ks_last = toy_checks.ks_statistic(model.sample(10_000, ema=False), TOY1D[target].cdf)
         u = torch.rand(10_000, generator=torch.Generator().manual_seed(1 + seed), dtype=torch.float64)
-        ks_exact = quality.ks_statistic(TOY1D[target].icdf(u), TOY1D[target].cdf)
+        ks_exact = toy_checks.ks_statistic(TOY1D[target].icdf(u), TOY1D[target].cdf)
         if j < 3:
             # Top: the first seed's samples against the density; bottom: every seed's map against F^-1.
             if seed == args.seeds_1d[0]:

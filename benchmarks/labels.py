@@ -20,7 +20,7 @@ Jobs (each writes DIR/<job>-<labels>-<seed>.json):
   (``data.labelled_only``; all 50,000 for ``all``), ``bayes_accuracy``;
 - ``mlp``: the discriminative classifier of the same shape as M2's q(y|x) (784-500-10, ReLU), cross-entropy
   on the N labelled examples, 5,000 Adam steps of 128 on fresh binarizations; ``cnn``: ppgen's metric
-  classifier (:class:`ppgen.evaluation.quality.DigitClassifier`, about 7.5M multiply-adds, with augmentation);
+  classifier (:class:`ppgen.evaluation.feature_classifier.DigitClassifier`, about 7.5M multiply-adds, with augmentation);
 - ``aevae``: ``models/autoencoder.yaml`` and the same file with ``guide=auto`` (the VAE of the same
   networks) fitted for the same time; reconstruction error, test NLL (the VAE), the classifier-space
   sample metrics of draws from N(0, I) and, for the autoencoder, of codes drawn from a Normal fitted to
@@ -155,7 +155,7 @@ def job_mlp(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def job_cnn(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from ppgen.evaluation.quality import accuracy, train_classifier
+    from ppgen.evaluation.feature_classifier import accuracy, train_classifier
 
     x, y = _labelled_train(args.labels, args.seed)
     test = ppdata.load(name="mnist", binarize="none")
@@ -190,7 +190,7 @@ def _codes(model: Any, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def fitted_normal_metrics(run_dir: Path, n: int = 10_000) -> dict[str, Any]:
     """Classifier-space metrics of E[x | z] for z from N(mean, covariance) of the training codes."""
-    from ppgen.evaluation import quality
+    from ppgen.evaluation import feature_classifier, quality
 
     run = ppgen.open_run(run_dir)
     model = run.model
@@ -200,9 +200,9 @@ def fitted_normal_metrics(run_dir: Path, n: int = 10_000) -> dict[str, Any]:
     torch.manual_seed(0)
     draws = mean + torch.randn(n, z.shape[1], device=z.device) @ torch.linalg.cholesky(cov).T
     x = torch.cat([model.sample(1000, given={"z": draws[s:s + 1000]}, mean=True) for s in range(0, n, 1000)]).cpu()
-    clf = quality.classifier()
-    real_f, _ = quality.embed(clf, run.data.test_x[:n])
-    fake_f, fake_labels = quality.embed(clf, x)
+    clf = feature_classifier.classifier()
+    real_f, _ = feature_classifier.embed(clf, run.data.test_x[:n])
+    fake_f, fake_labels = feature_classifier.embed(clf, x)
     return {f"fitted_normal_{k}": v for k, v in quality.feature_metrics(real_f, fake_f, fake_labels).items()}
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 import ppgen
-from ppgen.evaluation import quality
+from ppgen.evaluation import feature_classifier, quality
 from ppgen.evaluation.compare import compare
 from ppgen.plots.common import save_figure, show_grid, subplots
 from ppgen.store.checkpoint import CHECKPOINT
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args.load_start = os.getloadavg()[0]
     t_start = time.perf_counter()
 
-    quality.classifier()  # trained once and cached; reported separately from the fits
+    feature_classifier.classifier()  # trained once and cached; reported separately from the fits
     args.classifier_seconds = time.perf_counter() - t_start
     runs, fit_seconds = {}, {}
     for name in MODELS:

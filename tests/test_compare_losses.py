@@ -11,7 +11,7 @@ import pytest
 
 import ppgen
 from ppgen.evaluation import compare as compare_module
-from ppgen.plots.common import LOSS_KINDS, loss_kind, metric_labels
+from ppgen.plots.metric_labels import LOSS_KINDS, loss_kind, metric_labels
 from ppgen.registry import load_recipe, load_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

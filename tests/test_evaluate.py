@@ -179,14 +179,14 @@ def _image_run(tmp_path: Path, monkeypatch: Any) -> Any:
     classifier for the quality metrics (the tests never train the MNIST classifier)."""
     import numpy as np
 
-    from ppgen.evaluation import quality
+    from ppgen.evaluation import feature_classifier, quality
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "img.npz", x=(rng.random((120, 1, 28, 28)) < 0.2).astype(np.float32))
     spec = {"family": "vae", "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
             "data": {"name": "npz", "path": str(tmp_path / "img.npz"), "batch_size": 40, "binarize": "static"}}
     run = ppgen.fit(spec, {"routine": "svi"}, epochs=1, out=tmp_path / "run", progress=False)
-    clf = quality.DigitClassifier()
+    clf = feature_classifier.DigitClassifier()
     monkeypatch.setattr(quality, "classifier", lambda: clf)
     return run
 

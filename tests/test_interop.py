@@ -82,11 +82,11 @@ def test_a_notebooks_inline_backend_and_figures_survive_ppgen_figures() -> None:
         mine = plt.figure()
         {textwrap.indent(textwrap.dedent(IMPORT_EVERYTHING), " " * 8).strip()}
         import tempfile, torch
-        from ppgen.plots import common as plots
+        from ppgen.plots import common as plots, curves
         folder = tempfile.mkdtemp()
         plots.save_samples(torch.rand(16, 1, 8, 8), folder + "/s.png", "samples")
-        plots.training_curves([{{"kind": "train", "step": 1, "loss": 2.0}}, {{"kind": "epoch", "step": 1, "loss": 1.5}}],
-                              folder + "/c.png")
+        curves.training_curves([{{"kind": "train", "step": 1, "loss": 2.0}}, {{"kind": "epoch", "step": 1, "loss": 1.5}}],
+                               folder + "/c.png")
         assert matplotlib.get_backend() == "module://matplotlib_inline.backend_inline", matplotlib.get_backend()
         assert plt.get_fignums() == [mine.number], plt.get_fignums()
         print("inline kept")

@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from ppgen.evaluation import quality
+from ppgen.evaluation import distances, feature_classifier, quality, toy_checks
 from ppgen.contracts import MeanSamples
 from ppgen.data.core import DataInfo, Dataset
 
@@ -38,16 +38,16 @@ def test_frechet_distance_of_gaussians_matches_closed_forms() -> None:
     mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
     a, b = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 1.0, 9.0])
     expected = 1 + 0 + 4 + (1 - 2) ** 2 + (2 - 1) ** 2 + 0
-    assert quality.frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(expected, abs=1e-10)
+    assert distances.frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(expected, abs=1e-10)
     # Full covariances: against scipy's general matrix square root.
     s1, s2 = _random_spd(5, 1), _random_spd(5, 2)
     m1, m2 = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     root = scipy.linalg.sqrtm(s1.numpy() @ s2.numpy()).real
     ref = float(((m1 - m2) ** 2).sum()) + float(torch.trace(s1) + torch.trace(s2)) - 2 * np.trace(root)
-    assert quality.frechet_distance_gaussians(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-8)
+    assert distances.frechet_distance_gaussians(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-8)
     # Symmetric, zero for identical Gaussians.
-    assert quality.frechet_distance_gaussians(m2, s2, m1, s1) == pytest.approx(ref, rel=1e-8)
-    assert quality.frechet_distance_gaussians(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-9)
+    assert distances.frechet_distance_gaussians(m2, s2, m1, s1) == pytest.approx(ref, rel=1e-8)
+    assert distances.frechet_distance_gaussians(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_frechet_distance_of_feature_sets_uses_their_exact_moments() -> None:
@@ -56,9 +56,9 @@ def test_frechet_distance_of_feature_sets_uses_their_exact_moments() -> None:
     r1 = torch.diag(torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=torch.float64))
     r2 = torch.linalg.cholesky(_random_spd(d, 3)).T
     f1, f2 = _exact_moments(mu1, r1, 300, 0), _exact_moments(mu2, r2, 500, 1)
-    expected = quality.frechet_distance_gaussians(mu1, r1.T @ r1, mu2, r2.T @ r2)
-    assert quality.frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-9)
-    assert quality.frechet_distance(f1.float(), f1.float()) == pytest.approx(0.0, abs=1e-3)
+    expected = distances.frechet_distance_gaussians(mu1, r1.T @ r1, mu2, r2.T @ r2)
+    assert distances.frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-9)
+    assert distances.frechet_distance(f1.float(), f1.float()) == pytest.approx(0.0, abs=1e-3)
 
 
 def test_polynomial_mmd_equals_brute_force() -> None:
@@ -68,26 +68,26 @@ def test_polynomial_mmd_equals_brute_force() -> None:
     aa = sum(k(a[i], a[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
     bb = sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
     ab = sum(k(a[i], b[j]) for i in range(7) for j in range(5)) / 35
-    assert quality.polynomial_mmd2(a, b) == pytest.approx(aa + bb - 2 * ab, rel=1e-12)
+    assert distances.polynomial_mmd2(a, b) == pytest.approx(aa + bb - 2 * ab, rel=1e-12)
     # One subset holding all of two equal-sized sets is that number (the order does not matter).
     b7 = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    kid, std = quality.kernel_distance(a, b7, subsets=1, subset_size=100)
-    assert kid == pytest.approx(quality.polynomial_mmd2(a, b7), rel=1e-10) and std == 0.0
+    kid, std = distances.kernel_distance(a, b7, subsets=1, subset_size=100)
+    assert kid == pytest.approx(distances.polynomial_mmd2(a, b7), rel=1e-10) and std == 0.0
     # A larger shift gives a larger distance.
-    near, _ = quality.kernel_distance(a, a + 0.1, subsets=5, subset_size=5)
-    far, _ = quality.kernel_distance(a, a + 3.0, subsets=5, subset_size=5)
+    near, _ = distances.kernel_distance(a, a + 0.1, subsets=5, subset_size=5)
+    far, _ = distances.kernel_distance(a, a + 3.0, subsets=5, subset_size=5)
     assert far > near
 
 
 def test_kernel_distance_subsets_are_averaged() -> None:
     gen = torch.Generator().manual_seed(1)
     a, b = torch.randn(20, 2, generator=gen), torch.randn(30, 2, generator=gen) * 2
-    kid, std = quality.kernel_distance(a, b, subsets=3, subset_size=10, seed=4)
+    kid, std = distances.kernel_distance(a, b, subsets=3, subset_size=10, seed=4)
     sel = torch.Generator().manual_seed(4)
     vals = []
     for _ in range(3):
         ia, ib = torch.randperm(20, generator=sel)[:10], torch.randperm(30, generator=sel)[:10]
-        vals.append(quality.polynomial_mmd2(a[ia], b[ib]))
+        vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
     assert kid == pytest.approx(np.mean(vals), rel=1e-12)
     assert std == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
 
@@ -96,39 +96,39 @@ def test_precision_recall_on_points_on_a_line() -> None:
     real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
     # k = 1: every real ball has radius 1; fakes at 0.5 (inside) and 10 (outside).
     fake = torch.tensor([[0.5], [10.0]])
-    p, r = quality.precision_recall(real, fake, k=1)
+    p, r = distances.precision_recall(real, fake, k=1)
     assert p == 0.5
     # The fake balls have radius 9.5 (each other's distance): all reals lie in the one around 0.5.
     assert r == 1.0
     # Fakes far apart from each other but not near the reals: nothing inside either way... except the
     # ball of radius 5 around 8 reaches 3.
-    p, r = quality.precision_recall(real, torch.tensor([[8.0], [13.0]]), k=1)
+    p, r = distances.precision_recall(real, torch.tensor([[8.0], [13.0]]), k=1)
     assert (p, r) == (0.0, 0.25)
     # Boundary counts as inside: a fake exactly at distance 1 from 3 is inside the ball of 3.
-    p, _ = quality.precision_recall(real, torch.tensor([[4.0], [40.0]]), k=1)
+    p, _ = distances.precision_recall(real, torch.tensor([[4.0], [40.0]]), k=1)
     assert p == 0.5
 
 
 def test_precision_recall_of_identical_sets_is_one() -> None:
     f = torch.randn(50, 4, generator=torch.Generator().manual_seed(2))
-    assert quality.precision_recall(f, f.clone(), k=3) == (1.0, 1.0)
+    assert distances.precision_recall(f, f.clone(), k=3) == (1.0, 1.0)
     with pytest.raises(ValueError, match="k=3"):
-        quality.precision_recall(f[:3], f, k=3)
+        distances.precision_recall(f[:3], f, k=3)
 
 
 def test_class_entropy() -> None:
-    assert quality.class_entropy(torch.arange(10).repeat(7), 10) == pytest.approx(math.log(10))
-    assert quality.class_entropy(torch.zeros(9, dtype=torch.long), 10) == 0.0
+    assert distances.class_entropy(torch.arange(10).repeat(7), 10) == pytest.approx(math.log(10))
+    assert distances.class_entropy(torch.zeros(9, dtype=torch.long), 10) == 0.0
     labels = torch.tensor([0, 0, 1, 3])
-    assert quality.class_entropy(labels, 10) == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    assert distances.class_entropy(labels, 10) == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
 
 
 def test_ks_statistic_matches_scipy() -> None:
     x = torch.randn(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.3 + 0.2
     ref = scipy.stats.kstest(x.numpy(), "norm").statistic
-    assert quality.ks_statistic(x, lambda t: torch.special.ndtr(t)) == pytest.approx(ref, abs=1e-12)
+    assert toy_checks.ks_statistic(x, lambda t: torch.special.ndtr(t)) == pytest.approx(ref, abs=1e-12)
     # By hand: one sample at the median of U(0, 1) is off by 1/2 on either side.
-    assert quality.ks_statistic(torch.tensor([0.5]), lambda t: t.clamp(0, 1)) == pytest.approx(0.5)
+    assert toy_checks.ks_statistic(torch.tensor([0.5]), lambda t: t.clamp(0, 1)) == pytest.approx(0.5)
 
 
 def test_two_sample_ks_matches_scipy() -> None:
@@ -136,24 +136,24 @@ def test_two_sample_ks_matches_scipy() -> None:
     a = torch.randn(700, generator=gen, dtype=torch.float64)
     b = torch.randn(400, generator=gen, dtype=torch.float64) * 1.2 + 0.1
     ref = scipy.stats.ks_2samp(a.numpy(), b.numpy()).statistic
-    assert quality.ks_two_sample(a, b) == pytest.approx(ref, abs=1e-12)
+    assert toy_checks.ks_two_sample(a, b) == pytest.approx(ref, abs=1e-12)
     # ties between and within the samples (rounded values)
     ar, br = a.mul(2).round(), b.mul(2).round()
-    assert quality.ks_two_sample(ar, br) == pytest.approx(scipy.stats.ks_2samp(ar.numpy(), br.numpy()).statistic, abs=1e-12)
+    assert toy_checks.ks_two_sample(ar, br) == pytest.approx(scipy.stats.ks_2samp(ar.numpy(), br.numpy()).statistic, abs=1e-12)
     # by hand: {0, 1} against {1, 2}: at x = 0, 1/2 against 0; at x = 1, 1 against 1/2
-    assert quality.ks_two_sample(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0])) == pytest.approx(0.5)
-    assert quality.ks_two_sample(a, a) == 0.0
+    assert toy_checks.ks_two_sample(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0])) == pytest.approx(0.5)
+    assert toy_checks.ks_two_sample(a, a) == 0.0
 
 
 def test_mode_coverage_counts_high_quality_samples_per_mode() -> None:
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     std = 0.1
     pts = [[0.0, 0.0]] * 5 + [[10.2, 0.0]] * 3 + [[0.0, 10.31]] * 4 + [[5.0, 5.0]] * 8
-    cov = quality.mode_coverage(torch.tensor(pts), centres, std, min_share=0.1)  # need ceil(0.1 * 20) = 2
+    cov = toy_checks.mode_coverage(torch.tensor(pts), centres, std, min_share=0.1)  # need ceil(0.1 * 20) = 2
     assert cov["counts"] == [5, 3, 0]  # 10.31 is beyond 3 sigma = 0.3
     assert cov["modes_covered"] == 2
     assert cov["high_quality_share"] == pytest.approx(8 / 20)
-    assert quality.mode_coverage(torch.tensor(pts), centres, std, min_share=0.2)["modes_covered"] == 1
+    assert toy_checks.mode_coverage(torch.tensor(pts), centres, std, min_share=0.2)["modes_covered"] == 1
 
 
 # --------------------------------------------------------------------------- sample_metrics
@@ -197,7 +197,7 @@ def _tiny_mnist(n: int = 60) -> Dataset:
 
 def test_sample_metrics_of_the_test_images_themselves_are_perfect() -> None:
     data = _tiny_mnist()
-    clf = quality.DigitClassifier()  # untrained: random features are features all the same
+    clf = feature_classifier.DigitClassifier()  # untrained: random features are features all the same
     model = _MeanSampler(data.test_x.clone(), (1, 28, 28))
     out = quality.sample_metrics(model, data, n=60, feature_net=clf, kid_subsets=3)
     assert model.mean_calls >= 1  # a family with sample(mean=) is measured on its means
@@ -231,7 +231,7 @@ def test_augmentation_translates_and_keeps_shape() -> None:
     x[0, 0, 10, 10] = 1.0
     gen = torch.Generator().manual_seed(1)
     state = gen.get_state()
-    out = quality._augment(x, gen)
+    out = feature_classifier._augment(x, gen)
     replay = torch.Generator()
     replay.set_state(state)
     dy, dx = int(torch.randint(0, 5, (1,), generator=replay)), int(torch.randint(0, 5, (1,), generator=replay))
@@ -242,25 +242,25 @@ def test_augmentation_translates_and_keeps_shape() -> None:
 def test_classifier_training_is_deterministic() -> None:
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28, generator=gen), torch.randint(0, 10, (64,), generator=gen)
-    a = quality.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
-    b = quality.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
-    c = quality.train_classifier(x, y, epochs=1, batch_size=32, seed=4)
+    a = feature_classifier.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
+    b = feature_classifier.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
+    c = feature_classifier.train_classifier(x, y, epochs=1, batch_size=32, seed=4)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     assert not torch.equal(a.head.weight, c.head.weight)
-    feats, labels = quality.embed(a, x)
-    assert feats.shape == (64, quality.FEATURE_DIM) and labels.shape == (64,)
+    feats, labels = feature_classifier.embed(a, x)
+    assert feats.shape == (64, feature_classifier.FEATURE_DIM) and labels.shape == (64,)
     with torch.no_grad():  # as inside ppgen evaluate, which trains the classifier on first use
-        d = quality.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
+        d = feature_classifier.train_classifier(x, y, epochs=1, batch_size=32, seed=3)
     for k, v in a.state_dict().items():
         assert torch.equal(v, d.state_dict()[k]), k
 
 
 def test_the_classifier_is_never_trained_inside_the_tests(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PPGEN_DATA", str(tmp_path))  # an empty cache
-    monkeypatch.setattr(quality, "_CLASSIFIER", {})
+    monkeypatch.setattr(feature_classifier, "_CLASSIFIER", {})
     with pytest.raises(RuntimeError, match="must not train"):
-        quality.classifier()
+        feature_classifier.classifier()
 
 
 def test_toy_metrics_use_true_draws_not_means() -> None:

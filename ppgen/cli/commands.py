@@ -13,7 +13,8 @@ from ppgen.cli.output import final_losses_by_layer, print_table
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import ppgen
-    from ppgen.plots.common import metric_labels, training_curves
+    from ppgen.plots.curves import training_curves
+    from ppgen.plots.metric_labels import metric_labels
 
     spec_over = [o for o in args.overrides if not o.startswith("inference.")]
     recipe_over = [o.removeprefix("inference.") for o in args.overrides if o.startswith("inference.")]

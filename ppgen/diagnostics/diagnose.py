@@ -202,7 +202,8 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
 
 def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
     """Posterior draws of the first latent coordinates of the first examples and the loss trace."""
-    from ppgen.plots.common import loss_trace_figure, posterior_figure
+    from ppgen.plots.common import posterior_figure
+    from ppgen.plots.curves import loss_trace_figure
 
     out: dict[str, Path] = {}
     var = next(iter(idata.posterior.data_vars))
@@ -216,7 +217,7 @@ def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
 def _no_posterior_figures(idata: Any, folder: Path) -> dict[str, Path]:
     """For a fit without a posterior: the mean per-pixel negative log-likelihood as an image (where the
     ``log_likelihood`` group is per pixel) and the loss trace."""
-    from ppgen.plots.common import loss_trace_figure
+    from ppgen.plots.curves import loss_trace_figure
     from ppgen.plots.predictive import pixel_nll_figure
 
     out: dict[str, Path] = {}

@@ -133,11 +133,11 @@ def _label(run: Run) -> str:
 
 def loss_panels(runs: Sequence[Run]) -> dict[tuple[str, str], list[tuple[str, list[dict[str, Any]]]]]:
     """The runs' training losses by epoch, one panel per kind of number and label
-    (:func:`ppgen.plots.common.loss_kind`: an exact negative log-likelihood, minus the ELBO or another
+    (:func:`ppgen.plots.metric_labels.loss_kind`: an exact negative log-likelihood, minus the ELBO or another
     bound, a MAP objective, a discriminator's loss, minus a pseudo-log-likelihood, ...): the losses of
     different routines and families measure different things, so that no two kinds share an axis or a
     label. (kind, label) -> [(run label, epoch records)], in the runs' order."""
-    from ppgen.plots.common import loss_kind
+    from ppgen.plots.metric_labels import loss_kind
 
     panels: dict[tuple[str, str], list[tuple[str, list[dict[str, Any]]]]] = {}
     for run in runs:

@@ -302,7 +302,7 @@ class Adversarial(Routine):
             # Scalar data: how far the samples that ``sample`` draws (the moving average when there is
             # one) are from the held-out examples, as many of each; the curve over epochs shows whether
             # training settles or the two players keep circling.
-            from ppgen.evaluation.quality import ks_two_sample
+            from ppgen.evaluation.toy_checks import ks_two_sample
 
             out["val_ks"] = ks_two_sample(model.sample(n), x)
         return out

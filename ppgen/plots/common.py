@@ -1,17 +1,20 @@
-"""Figures every family shares: sample grids, sample scatters over data, training curves, the loss trace.
+"""Figures and building blocks every family shares: figures outside pyplot, grids of axes, image grids,
+samples drawn over data, scatters by label, the axes of a trace plot, the posterior draws of a variable.
 
-The families' own figures are in the modules beside this one (:mod:`ppgen.plots.families` finds them).
-Every function writes a PNG and returns its path. Figures are drawn with matplotlib's object API (:func:`subplots`, :func:`figure`), never
-through pyplot: nothing is shown, registered with pyplot or dependent on the backend, and importing ppgen
-leaves the backend alone (a notebook's inline backend keeps working), so they work on a server, in tests
-and in a notebook alike.
+The families' own figures are in the modules beside this one (:mod:`ppgen.plots.families` finds them);
+the training curves are in :mod:`ppgen.plots.curves`, what the recorded numbers mean in
+:mod:`ppgen.plots.metric_labels`. Every function that draws a figure writes a PNG and returns its path.
+Figures are drawn with matplotlib's object API (:func:`subplots`, :func:`figure`), never through pyplot:
+nothing is shown, registered with pyplot or dependent on the backend, and importing ppgen leaves the
+backend alone (a notebook's inline backend keeps working), so they work on a server, in tests and in a
+notebook alike.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -152,204 +155,6 @@ def draw_samples(ax: Any, x: torch.Tensor, title: str | None = None, *, referenc
         ax.set_title(title, fontsize=10)
 
 
-#: What a quantity recorded during training is, with its unit: the y-axis labels of :func:`training_curves`.
-#: :func:`metric_labels` adds what depends on the routine (the meaning of ``loss``).
-METRIC_LABELS: dict[str, str] = {
-    "loss": "training loss",
-    "lr": "learning rate",
-    "grad_norm": "gradient norm (before clipping)",
-    "recon_error": "squared reconstruction error per example",
-    "pseudo_loglik": "pseudo-log-likelihood (nats per example)",
-    "free_energy": "free energy of the data (nats per example)",
-    "free_energy_gap": "free energy, data minus model samples (nats)",
-    "accept_rate": "acceptance rate (mean of the block)",
-    "divergences": "divergent transitions (count per block)",
-    "step_size": "step size (mean over chains)",
-    "draws": "draws per chain (so far)",
-    "rhat_max": "largest split R-hat",
-    "log_lik": "log-likelihood (nats per example)",
-    "iterations": "iterations",
-}
-
-
-class LossKind(NamedTuple):
-    """What the ``loss`` a routine records is: ``kind``, the kind of number (losses of one kind measure the
-    same thing, so they may share an axis: :data:`LOSS_KINDS`), and ``label``, its axis label with the unit
-    (losses with one label may share an axis)."""
-
-    kind: str
-    label: str
-
-
-#: The kinds of training loss, as :func:`loss_kind` names them.
-LOSS_KINDS = {
-    "exact": "exact negative log-likelihood",
-    "bound": "bound: minus a lower bound on log p(x)",
-    "map": "MAP objective: minus the log posterior density",
-    "log_joint": "minus the log joint density at posterior draws",
-    "adversarial": "discriminator loss (not a likelihood)",
-    "pseudo": "minus a pseudo-log-likelihood",
-    "reconstruction": "reconstruction error",
-    "other": "training loss",
-}
-
-
-def loss_kind(recipe: Any, spec: Any = None) -> LossKind:
-    """The kind and label of the ``loss`` recorded by ``recipe``'s routine on a model of ``spec``. For SVI
-    the family declares what minus its objective is (:meth:`ppgen.models.base.Family.svi_objective`): minus
-    the ELBO or the IWAE bound for a family with latent variables, minus log p(x) exactly for one without
-    (a PixelCNN), minus the log posterior density with a prior on the weights."""
-    routine = getattr(recipe, "routine", None)
-    if routine == "svi":
-        objective = _svi_objective(spec)
-        if objective == "exact":
-            return LossKind(LOSS_KINDS["exact"], "minus the log-likelihood, exact (nats per example)")
-        if objective == "map":
-            return LossKind(LOSS_KINDS["map"], "minus log-likelihood minus log prior / N (nats per example)")
-        bound = "minus the IWAE bound" if getattr(recipe, "elbo", "trace") == "iwae" else "minus the ELBO"
-        return LossKind(LOSS_KINDS["bound"], f"{bound} (nats per example)")
-    if routine in ("enum_svi", "em"):
-        # a point mass on every parameter and the discrete latents summed out: the ELBO is the log joint
-        return LossKind(LOSS_KINDS["map"], "minus log posterior density (nats per example)")
-    if routine == "nuts":
-        return LossKind(LOSS_KINDS["log_joint"], "minus log joint density (nats per example)")
-    if routine == "adversarial":
-        name = getattr(recipe, "loss", "nonsaturating")
-        unit = "nats, binary cross-entropy" if name in ("minimax", "nonsaturating") else f"{name} loss, critic units"
-        return LossKind(LOSS_KINDS["adversarial"], f"discriminator loss ({unit})")
-    if routine in ("cd", "pcd", "layerwise"):
-        real = spec is not None and (getattr(spec, "family", None) == "gbrbm" or getattr(spec, "visible", None) == "gaussian")
-        if real:
-            return LossKind(LOSS_KINDS["reconstruction"], METRIC_LABELS["recon_error"])
-        return LossKind(LOSS_KINDS["pseudo"], "minus pseudo-log-likelihood (nats per example)")
-    return LossKind(LOSS_KINDS["other"], METRIC_LABELS["loss"])
-
-
-def _svi_objective(spec: Any) -> str:
-    """What the family of ``spec`` declares minus its SVI objective to be; a bound without a spec."""
-    if spec is None or getattr(spec, "family", None) is None:
-        return "bound"
-    from ppgen.registry import family
-
-    return family(spec.family).svi_objective(spec)
-
-
-def metric_labels(recipe: Any, spec: Any = None) -> dict[str, str]:
-    """The meaning of the numbers a routine records, from its recipe (``routine``, ``elbo``, ``loss``) and
-    the model's spec: ``loss`` as :func:`loss_kind` labels it (minus the ELBO in nats for SVI on a family
-    with latent variables, minus the exact log-likelihood for one without, the discriminator's loss for a
-    GAN, minus the pseudo-log-likelihood (or the reconstruction error for real-valued units) for
-    contrastive divergence, ...). A key ``"loss@layer1"`` applies to the records of layer 1 only (a deep
-    belief net)."""
-    routine = getattr(recipe, "routine", None)
-    out: dict[str, str] = {"loss": loss_kind(recipe, spec).label} if routine is not None else {}
-    if routine == "adversarial":
-        name = getattr(recipe, "loss", "nonsaturating")
-        unit = "nats, binary cross-entropy" if name in ("minimax", "nonsaturating") else f"{name} loss, critic units"
-        prob = name in ("minimax", "nonsaturating")
-        out.update(g_loss=f"generator loss ({unit})",
-                   d_real="mean D(x) on data" + (" (probability)" if prob else " (critic score)"),
-                   d_fake="mean D(G(z)) on samples" + (" (probability)" if prob else " (critic score)"),
-                   gp="gradient penalty")
-    elif routine == "layerwise" and getattr(recipe, "propagate", "mean") == "mean":
-        # the layers above the first see probabilities, scored by their reconstruction error
-        for i in range(1, len(getattr(spec, "hidden", []) or [])):
-            out[f"loss@layer{i}"] = METRIC_LABELS["recon_error"]
-    elif routine == "nuts":
-        out["step"] = "step (one block of draws)"
-    return out
-
-
-#: Records that are not quantities over training.
-_NOT_CURVES = {"kind", "epoch", "step", "time_s", "train_time_s", "layer", "best_restart"}
-
-
-def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[str]:
-    """Numeric keys of the records (flags aside), validation numbers after their training quantity's panel
-    or in one of their own (``val_ks``)."""
-    keys = sorted({k for m in train + epochs for k, v in m.items()
-                   if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    base = [k for k in keys if not k.startswith("val_")]
-    return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
-
-
-def _series(ax: Any, pts: list[tuple[float, float]], style: str, label: str, **kwargs: Any) -> None:
-    """A line through ``pts``; a single point as a marker (a line of one point draws nothing)."""
-    if not pts:
-        return
-    s, v = zip(*pts)
-    ax.plot(s, v, style if len(pts) > 1 or any(c in style for c in "os.^") else "o", label=label, **kwargs)
-
-
-def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None,
-                    labels: dict[str, str] | None = None) -> Path | None:
-    """Every numeric quantity of the train records against step, with epoch means (and validation
-    numbers) on top; one panel per quantity, its y axis named by ``labels`` (see :func:`metric_labels`).
-    Records of a model trained layer by layer (a ``layer`` number) get one row of panels per layer,
-    since each layer's numbers have their own scale. A quantity that never changes is named in the
-    title instead of drawn; a quantity with a single record is drawn as a marker."""
-    train = [m for m in metrics if m.get("kind") == "train"]
-    epochs = [m for m in metrics if m.get("kind") == "epoch"]
-    if not train and not epochs:
-        return None
-    names = {**METRIC_LABELS, **(labels or {})}
-    layers = sorted({int(m["layer"]) for m in train + epochs if "layer" in m}) or [None]
-    rows: list[tuple[int | None, list[str]]] = []
-    constant: dict[str, Any] = {}
-    for layer in layers:
-        t = [m for m in train if layer is None or m.get("layer") == layer]
-        e = [m for m in epochs if layer is None or m.get("layer") == layer]
-        keys = []
-        for key in _quantities(t, e):
-            values = {m[key] for m in t + e if key in m}
-            if len(values) == 1 and sum(key in m for m in train + epochs) > 1:
-                constant[key] = values.pop()  # drawn as text: a flat line says less than its value
-            else:
-                keys.append(key)
-        rows.append((layer, keys))
-    cols = max(1, min(max(len(k) for _, k in rows), 5 if layers[0] is not None else 3))
-    cells: list[tuple[int | None, str] | None] = []
-    for layer, keys in rows:
-        for i in range(0, max(len(keys), 1), cols):
-            chunk = [(layer, k) for k in keys[i : i + cols]]
-            cells += chunk + [None] * (cols - len(chunk))
-    nrows = max(1, len(cells) // cols)
-    fig, axes = subplots(nrows, cols, figsize=((3.4 if layers[0] is None else 3.0) * cols, 2.7 * nrows), squeeze=False)
-    for ax, cell in zip(axes.flat, cells):
-        if cell is None:
-            ax.set_axis_off()
-            continue
-        layer, key = cell
-        t = [m for m in train if layer is None or m.get("layer") == layer]
-        e = [m for m in epochs if layer is None or m.get("layer") == layer]
-        _series(ax, [(m["step"], m[key]) for m in t if key in m], "-", "train (logged steps)", lw=0.8, alpha=0.6)
-        _series(ax, [(m["step"], m[key]) for m in e if key in m], "o-",
-                "validation" if key.startswith("val_") else "train (epoch mean)", ms=3)
-        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s-", "validation", ms=3)
-        base = key[4:] if key.startswith("val_") else key
-        name = names.get(f"{base}@layer{layer}") or names.get(base, base)
-        ax.set_xlabel(names.get("step", "training step"), fontsize=8)
-        ax.set_ylabel(_wrap(name), fontsize=8)
-        ax.set_title(key if layer is None else f"layer {layer + 1}: {key}", fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    heading = [title] if title else []
-    if constant:
-        heading.append("constant: " + ", ".join(f"{names.get(k, k)} = {v:.4g}" for k, v in constant.items()))
-    if heading:
-        fig.suptitle("\n".join(heading), fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _wrap(text: str, width: int = 30) -> str:
-    """An axis label on at most two lines (before the unit in brackets, if it is long)."""
-    if len(text) <= width or " (" not in text:
-        return text
-    head, unit = text.split(" (", 1)
-    return f"{head}\n({unit}"
-
 
 def scatter_by_label(fig: Figure, ax: Any, z: Any, y: Any | None, few: int = 10, **kwargs: Any) -> None:
     """A 2-D scatter coloured by label: a legend of the labels when there are at most ``few`` of them
@@ -444,20 +249,4 @@ def posterior_figure(idata: Any, path: str | Path, var: str, n_obs: int = 4, n_d
     fig.suptitle(title or f"draws of {var} for the first test examples ({flat.shape[0]} each) and the normal "
                  "density with their mean and sd", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def loss_trace_figure(idata: Any, path: Path) -> Path | None:
-    """The training loss per step from an InferenceData's ``sample_stats`` (``loss``, ``step``), written to
-    ``path``; None when it records no loss."""
-    if "sample_stats" not in idata.groups() or "loss" not in idata.sample_stats:
-        return None
-    fig, ax = subplots(figsize=(6, 3))
-    loss = idata.sample_stats["loss"].values[0]
-    step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
-    # a run that logged a single step still shows it: as a marker, not a line of one point
-    ax.plot(step, loss, lw=0.8, marker="o" if len(loss) < 2 else None, markersize=4)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per example)")
-    ax.grid(alpha=0.3)
     return save_figure(fig, path)

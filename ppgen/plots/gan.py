@@ -14,7 +14,7 @@ from matplotlib.patches import Circle
 from ppgen.arviz_data import arviz
 from ppgen.data.core import Dataset
 from ppgen.data.toy import toy1d
-from ppgen.evaluation import quality
+from ppgen.evaluation import toy_checks
 from ppgen.models.gan import GAN, _eval_mode
 from ppgen.plots import common as plots
 from ppgen.plots.common import save_figure, subplots
@@ -117,7 +117,7 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
     if target is not None:
         grid = torch.linspace(lo, hi, 400, dtype=torch.float64)
         ax.plot(grid, target.log_prob(grid).exp(), color="k", lw=1.2, label=f"exact {target.name} density")
-        ks = quality.ks_statistic(x, target.cdf)
+        ks = toy_checks.ks_statistic(x, target.cdf)
         title += f", KS = {ks:.4f}"
     elif reference is not None:
         ax.hist(reference.reshape(-1).numpy(), bins=120, range=(lo, hi), density=True, alpha=0.35, color="0.4", label="data")
@@ -158,7 +158,7 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
                        colorbar: bool = True) -> dict[str, Any] | None:
     """2-D data: the discriminator's score as a colour map, data in grey, ``n`` samples in blue and, for
     the ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles; returns the
-    :func:`ppgen.evaluation.quality.mode_coverage` of the samples for those toys (None otherwise)."""
+    :func:`ppgen.evaluation.toy_checks.mode_coverage` of the samples for those toys (None otherwise)."""
     with _eval_mode(model):
         x = model.sample(n).double()
     pts = x if reference is None else torch.cat([x, reference.double()])
@@ -173,10 +173,10 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
         ax.scatter(reference[:, 0], reference[:, 1], s=2, color="0.3", alpha=0.3, label="data")
     ax.scatter(x[:, 0], x[:, 1], s=2, color="C0", alpha=0.5, label="G(z)")
     title, cov = f"{n} samples", None
-    toy = quality.toy2d_modes(model.spec.data)
+    toy = toy_checks.toy2d_modes(model.spec.data)
     if toy is not None:
         centres, std = toy
-        cov = quality.mode_coverage(x, centres, std)
+        cov = toy_checks.mode_coverage(x, centres, std)
         for c in centres:
             ax.add_patch(Circle((float(c[0]), float(c[1])), 3 * std, fill=False, color="k", lw=0.6))
         title += f": {cov['modes_covered']}/{len(centres)} modes, {100 * cov['high_quality_share']:.1f}% high quality"

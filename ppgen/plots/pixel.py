@@ -12,6 +12,7 @@ import torch
 from ppgen.data.core import Dataset
 from ppgen.models.autoregressive.base import PixelFamily
 from ppgen.plots import common as plots
+from ppgen.plots.curves import loss_trace_figure
 from ppgen.plots.predictive import pixel_nll_figure
 
 
@@ -71,7 +72,7 @@ def diagnostic_figures(model: PixelFamily, idata: Any, folder: Path) -> dict[str
             probability="p(y | x)")
     elif "log_likelihood" in idata.groups() and "pixel" in idata.log_likelihood["x"].dims:
         out["pixel_nll"] = pixel_nll_figure(idata, folder / "pixel_nll.png")
-    trace = plots.loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png")
     if trace is not None:
         out["loss_trace"] = trace
     return out

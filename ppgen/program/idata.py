@@ -108,7 +108,8 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
     first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
     from pathlib import Path
 
-    from ppgen.plots.common import loss_trace_figure, save_figure, subplots
+    from ppgen.plots.common import save_figure, subplots
+    from ppgen.plots.curves import loss_trace_figure
 
     folder = Path(folder)
     out: dict[str, Any] = {}

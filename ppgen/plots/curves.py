@@ -1,0 +1,121 @@
+"""Training curves: every quantity a run recorded against the training step (:func:`training_curves`), and
+the training loss per step from an InferenceData's ``sample_stats`` (:func:`loss_trace_figure`). Drawn with
+matplotlib's object API through :mod:`ppgen.plots.common`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppgen.plots.common import save_figure, subplots
+from ppgen.plots.metric_labels import METRIC_LABELS
+
+
+#: Records that are not quantities over training.
+_NOT_CURVES = {"kind", "epoch", "step", "time_s", "train_time_s", "layer", "best_restart"}
+
+
+def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[str]:
+    """Numeric keys of the records (flags aside), validation numbers after their training quantity's panel
+    or in one of their own (``val_ks``)."""
+    keys = sorted({k for m in train + epochs for k, v in m.items()
+                   if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    base = [k for k in keys if not k.startswith("val_")]
+    return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
+
+
+def _series(ax: Any, pts: list[tuple[float, float]], style: str, label: str, **kwargs: Any) -> None:
+    """A line through ``pts``; a single point as a marker (a line of one point draws nothing)."""
+    if not pts:
+        return
+    s, v = zip(*pts)
+    ax.plot(s, v, style if len(pts) > 1 or any(c in style for c in "os.^") else "o", label=label, **kwargs)
+
+
+def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None,
+                    labels: dict[str, str] | None = None) -> Path | None:
+    """Every numeric quantity of the train records against step, with epoch means (and validation
+    numbers) on top; one panel per quantity, its y axis named by ``labels`` (see :func:`metric_labels`).
+    Records of a model trained layer by layer (a ``layer`` number) get one row of panels per layer,
+    since each layer's numbers have their own scale. A quantity that never changes is named in the
+    title instead of drawn; a quantity with a single record is drawn as a marker."""
+    train = [m for m in metrics if m.get("kind") == "train"]
+    epochs = [m for m in metrics if m.get("kind") == "epoch"]
+    if not train and not epochs:
+        return None
+    names = {**METRIC_LABELS, **(labels or {})}
+    layers = sorted({int(m["layer"]) for m in train + epochs if "layer" in m}) or [None]
+    rows: list[tuple[int | None, list[str]]] = []
+    constant: dict[str, Any] = {}
+    for layer in layers:
+        t = [m for m in train if layer is None or m.get("layer") == layer]
+        e = [m for m in epochs if layer is None or m.get("layer") == layer]
+        keys = []
+        for key in _quantities(t, e):
+            values = {m[key] for m in t + e if key in m}
+            if len(values) == 1 and sum(key in m for m in train + epochs) > 1:
+                constant[key] = values.pop()  # drawn as text: a flat line says less than its value
+            else:
+                keys.append(key)
+        rows.append((layer, keys))
+    cols = max(1, min(max(len(k) for _, k in rows), 5 if layers[0] is not None else 3))
+    cells: list[tuple[int | None, str] | None] = []
+    for layer, keys in rows:
+        for i in range(0, max(len(keys), 1), cols):
+            chunk = [(layer, k) for k in keys[i : i + cols]]
+            cells += chunk + [None] * (cols - len(chunk))
+    nrows = max(1, len(cells) // cols)
+    fig, axes = subplots(nrows, cols, figsize=((3.4 if layers[0] is None else 3.0) * cols, 2.7 * nrows), squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        if cell is None:
+            ax.set_axis_off()
+            continue
+        layer, key = cell
+        t = [m for m in train if layer is None or m.get("layer") == layer]
+        e = [m for m in epochs if layer is None or m.get("layer") == layer]
+        _series(ax, [(m["step"], m[key]) for m in t if key in m], "-", "train (logged steps)", lw=0.8, alpha=0.6)
+        _series(ax, [(m["step"], m[key]) for m in e if key in m], "o-",
+                "validation" if key.startswith("val_") else "train (epoch mean)", ms=3)
+        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s-", "validation", ms=3)
+        base = key[4:] if key.startswith("val_") else key
+        name = names.get(f"{base}@layer{layer}") or names.get(base, base)
+        ax.set_xlabel(names.get("step", "training step"), fontsize=8)
+        ax.set_ylabel(_wrap(name), fontsize=8)
+        ax.set_title(key if layer is None else f"layer {layer + 1}: {key}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    heading = [title] if title else []
+    if constant:
+        heading.append("constant: " + ", ".join(f"{names.get(k, k)} = {v:.4g}" for k, v in constant.items()))
+    if heading:
+        fig.suptitle("\n".join(heading), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    """An axis label on at most two lines (before the unit in brackets, if it is long)."""
+    if len(text) <= width or " (" not in text:
+        return text
+    head, unit = text.split(" (", 1)
+    return f"{head}\n({unit}"
+
+
+def loss_trace_figure(idata: Any, path: Path) -> Path | None:
+    """The training loss per step from an InferenceData's ``sample_stats`` (``loss``, ``step``), written to
+    ``path``; None when it records no loss."""
+    if "sample_stats" not in idata.groups() or "loss" not in idata.sample_stats:
+        return None
+    fig, ax = subplots(figsize=(6, 3))
+    loss = idata.sample_stats["loss"].values[0]
+    step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
+    # a run that logged a single step still shows it: as a marker, not a line of one point
+    ax.plot(step, loss, lw=0.8, marker="o" if len(loss) < 2 else None, markersize=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per example)")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
