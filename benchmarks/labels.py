@@ -8,6 +8,7 @@ discriminative classifier of the same labels, and the autoencoder against the VA
     python benchmarks/labels.py all --out DIR --minutes 7 --parallel 12      # every job at once
     python benchmarks/labels.py report DIR [DIR...] -o benchmarks/results/labels.md
     python benchmarks/labels.py speed --steps 20 --rounds 3          # seconds per M2 step, two ways
+    python benchmarks/labels.py curve benchmarks/results/labels -o benchmarks/results/labels_curve.png
 
 Jobs (each writes DIR/<job>-<labels>-<seed>.json):
 
@@ -341,6 +342,65 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def curve(args: argparse.Namespace) -> int:
+    """Test accuracy against the number of labelled examples, from the records in ``args.dirs``: the CVAE
+    by Bayes' rule (``cvae-N-S.json``; with all labels ``cvae-all-S-accuracy.json``), the discriminative
+    MLP (``mlp-N-S.json``) and M2's q(y | x) (``m2-100-S-*epochs.json``, its last epoch). Each point is the
+    mean over seeds, with every seed drawn."""
+    from matplotlib.figure import Figure
+
+    sizes = {"100": 100, "1000": 1000, "all": 50000}
+    series: dict[str, dict[int, list[float]]] = {}
+    for d in args.dirs:
+        for p in sorted(Path(d).glob("*.json")):
+            r = json.loads(p.read_text())
+            name = p.stem
+            if name.startswith("cvae-") and "evaluation" in r:
+                series.setdefault("CVAE, Bayes' rule (generative)", {}).setdefault(
+                    sizes[str(r["labels"])], []).append(r["evaluation"]["bayes_accuracy"])
+            elif name.startswith("cvae-all-") and "bayes_accuracy" in r:
+                series.setdefault("CVAE, Bayes' rule (generative)", {}).setdefault(50000, []).append(r["bayes_accuracy"])
+            elif r.get("job") == "mlp":
+                series.setdefault("MLP 784-500-10 (discriminative)", {}).setdefault(
+                    sizes[str(r["labels"])], []).append(r["evaluation"]["accuracy"])
+            elif name.startswith("m2-100-") and name.endswith("epochs") and "guide_accuracy_by_epoch" in r:
+                by_epoch = r["guide_accuracy_by_epoch"]
+                last = max(by_epoch, key=int)
+                series.setdefault("M2 q(y | x) (semi-supervised, all images)", {}).setdefault(100, []).append(
+                    (int(last), by_epoch[last], r["seed"]))
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    for (label, points), marker in zip(sorted(series.items()), "osD"):
+        xs = sorted(points)
+        if label.startswith("M2"):
+            # several records of one seed (30 and 80 epochs): keep the longest fit of each seed
+            best: dict[int, tuple[int, float]] = {}
+            for epochs, acc, seed in points[100]:
+                if seed not in best or epochs > best[seed][0]:
+                    best[seed] = (epochs, acc)
+            values = {100: [100 * a for _, a in best.values()]}
+            label += ", epochs " + " and ".join(str(e) for e, _ in best.values())
+        else:
+            values = {n: [100 * a for a in points[n]] for n in xs}
+        means = [statistics.mean(values[n]) for n in xs]
+        line = ax.plot(xs, means, marker=marker, label=label)[0]
+        for n in xs:
+            ax.plot([n] * len(values[n]), values[n], linestyle="none", marker=marker, alpha=0.35,
+                    color=line.get_color())
+        print(label, {n: [round(v, 2) for v in values[n]] for n in xs})
+    ax.set_xscale("log")
+    ax.set_xticks([100, 1000, 50000], ["100", "1,000", "all 50,000"])
+    ax.set_xlabel("labelled training examples (balanced over the 10 classes)")
+    ax.set_ylabel("test accuracy on 10,000 MNIST images (%)")
+    ax.set_title("Accuracy against the number of labels (line: mean over seeds; faint: each seed)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.output)
+    print("wrote", args.output)
+    return 0
+
+
 def accuracy(args: argparse.Namespace) -> int:
     """guide_accuracy on the whole test split and bayes_accuracy on its first ``--limit`` images, of a
     run's last checkpoint (also while it is being fitted: nothing is written)."""
@@ -430,6 +490,9 @@ def main() -> int:
     sp.add_argument("--steps", type=int, default=20)
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--seed", type=int, default=0)
+    cu = sub.add_parser("curve")
+    cu.add_argument("dirs", nargs="+")
+    cu.add_argument("-o", "--output", required=True)
     r = sub.add_parser("report")
     r.add_argument("dirs", nargs="+")
     r.add_argument("-o", "--output")
@@ -442,6 +505,8 @@ def main() -> int:
         return accuracy(args)
     if args.cmd == "speed":
         return speed(args)
+    if args.cmd == "curve":
+        return curve(args)
     return report(args)
 
 
