@@ -47,6 +47,7 @@ def runs(work: Path) -> dict[str, Path]:
                "--set", "encoder.hidden=[32]", "--set", "decoder.hidden=[32]", epochs=3)
     gan = fit(work, "gan", "gan", "adversarial", *MNIST, "--set", "generator.hidden=[128,256]",
               "--set", "inference.log_every=5", epochs=2)
+    ppgen("diagnose", gan)
     rbm = fit(work, "rbm", "rbm", "cd", *MNIST, "--set", "hidden=100", "--set", "sampling.steps=100",
               "--set", "sampling.warmup=50", "--set", "sampling.draws=100")
     ppgen("diagnose", rbm)
@@ -59,7 +60,7 @@ def runs(work: Path) -> dict[str, Path]:
     pcnn = fit(work, "pixelcnn_y", "pixelcnn", "mle", *MNIST, "--set", "conditional=true", "--set", "net.channels=16",
                "--set", "net.blocks=2", "--set", "net.head=16")
     ppgen("diagnose", pcnn)
-    ppgen("compare", vae, gan, rbm, "-o", work / "compare.png")
+    ppgen("compare", vae, gan, rbm, pcnn, "-o", work / "compare.png")
     return {
         "vae_posterior": vae / "figures" / "posterior.png",
         "nuts_training_curves": nuts / "figures" / "training_curves.png",
@@ -70,6 +71,8 @@ def runs(work: Path) -> dict[str, Path]:
         "pixelcnn_posterior": pcnn / "figures" / "posterior.png",
         "vae_latent": vae3 / "figures" / "latent.png",
         "gan_training_curves": gan / "figures" / "training_curves.png",
+        "gan_predictive": gan / "figures" / "predictive.png",
+        "gan_pixel_means": gan / "figures" / "pixel_means.png",
     }
 
 
