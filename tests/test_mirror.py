@@ -92,6 +92,7 @@ TESTED_BY = {
     "ppgen.program.labels": ["test_labels.py"],
     "ppgen.program.networks": ["test_labels.py"],
     "ppgen.program.objective": ["test_labels.py"],
+    "ppgen.program.parse": ["test_program_parse.py"],
     "ppgen.program.passes": ["test_labels.py", "test_program_fused.py"],
     "ppgen.program.pyro_model": ["test_program_fused.py"],
     "ppgen.program.sampling": ["test_program_services.py"],
@@ -153,7 +154,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.idata",
     "ppgen.program.label_figures",
     "ppgen.program.mixture_form",
-    "ppgen.program.parse",
     "ppgen.program.python",
     "ppgen.program.schema",
 }
