@@ -97,6 +97,7 @@ TESTED_BY = {
     "ppgen.program.passes": ["test_labels.py", "test_program_fused.py"],
     "ppgen.program.pyro_model": ["test_program_fused.py"],
     "ppgen.program.sampling": ["test_program_services.py"],
+    "ppgen.program.schema": ["test_program_schema.py"],
     "ppgen.program.sites": ["test_labels.py", "test_program_fused.py"],
     "ppgen.progress": ["test_evaluate_progress.py"],
     "ppgen.registry": ["test_capability.py", "test_contracts.py"],
@@ -155,7 +156,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.label_figures",
     "ppgen.program.mixture_form",
     "ppgen.program.python",
-    "ppgen.program.schema",
 }
 
 
