@@ -121,3 +121,12 @@ def test_a_head_used_with_two_shapes_is_refused():
     with pytest.raises(SpecError, match=r"dec\.h would have shape \[2\] here but \[3\] in model\.z\.loc"):
         _compile({"w": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [1]}, **model},
                  networks={"dec": {"inputs": ["w"]}})
+
+
+@pytest.mark.parametrize("is_global", [False, True])
+def test_a_scalar_site_with_constant_parameters_compiles(is_global):
+    p = _compile({"e": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "global": is_global},
+                  "x": {"dist": "Normal", "loc": "e", "scale": 1.0, "observed": "x"}})
+    e = p.model_by_name["e"]
+    assert e.shape == () and e.param_shapes == {"loc": (), "scale": ()} and e.standard_normal
+    torch.testing.assert_close(p.constants[e.args["scale"].name][0], torch.tensor(1.0))
