@@ -96,6 +96,7 @@ TESTED_BY = {
     "ppgen.program.flows": ["test_program_flows.py"],
     "ppgen.program.guides": ["test_program_guides.py"],
     "ppgen.program.labels": ["test_labels.py"],
+    "ppgen.program.mixture_form": ["test_program_mixture_form.py"],
     "ppgen.program.networks": ["test_labels.py"],
     "ppgen.program.objective": ["test_labels.py"],
     "ppgen.program.parse": ["test_program_parse.py"],
@@ -154,7 +155,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.flow_figures",
     "ppgen.program.idata",
     "ppgen.program.label_figures",
-    "ppgen.program.mixture_form",
     "ppgen.program.python",
 }
 
