@@ -98,6 +98,7 @@ TESTED_BY = {
     "ppgen.program.family": ["test_program_family.py"],
     "ppgen.program.flows": ["test_program_flows.py"],
     "ppgen.program.guides": ["test_program_guides.py"],
+    "ppgen.program.idata": ["test_program_idata.py"],
     "ppgen.program.labels": ["test_labels.py"],
     "ppgen.program.mixture_form": ["test_program_mixture_form.py"],
     "ppgen.program.networks": ["test_labels.py"],
@@ -153,7 +154,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.plots.vae",
     "ppgen.program.figures",
     "ppgen.program.flow_figures",
-    "ppgen.program.idata",
     "ppgen.program.label_figures",
     "ppgen.program.python",
 }
