@@ -106,6 +106,7 @@ TESTED_BY = {
     "ppgen.program.parse": ["test_program_parse.py"],
     "ppgen.program.passes": ["test_labels.py", "test_program_fused.py"],
     "ppgen.program.pyro_model": ["test_program_fused.py"],
+    "ppgen.program.python": ["test_program_python.py"],
     "ppgen.program.sampling": ["test_program_services.py"],
     "ppgen.program.schema": ["test_program_schema.py"],
     "ppgen.program.sites": ["test_labels.py", "test_program_fused.py"],
@@ -155,7 +156,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.program.figures",
     "ppgen.program.flow_figures",
     "ppgen.program.label_figures",
-    "ppgen.program.python",
 }
 
 
