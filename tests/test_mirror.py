@@ -25,7 +25,10 @@ TESTED_BY = {
     "ppgen.arviz_data": ["test_bayes.py", "test_families.py"],
     "ppgen.bounds": ["test_bounds.py"],
     "ppgen.cli": ["test_cli.py", "test_bad_input.py"],
+    "ppgen.cli.catalogue": ["test_cli_catalogue.py", "test_cli_parser.py"],
+    "ppgen.cli.commands": ["test_cli_commands.py", "test_cli_parser.py"],
     "ppgen.cli.output": ["test_cli_help.py"],
+    "ppgen.cli.parser": ["test_cli_parser.py"],
     "ppgen.contracts": ["test_contracts.py", "test_quality.py"],
     "ppgen.data": ["test_data.py", "test_interop.py"],
     "ppgen.data.core": ["test_data.py", "test_capability.py"],
@@ -134,9 +137,6 @@ TESTED_BY = {
 }
 
 WITHOUT_DIRECT_TESTS = {
-    "ppgen.cli.catalogue",
-    "ppgen.cli.commands",
-    "ppgen.cli.parser",
     "ppgen.models.autoregressive.base",
     "ppgen.models.autoregressive.idata",
     "ppgen.models.autoregressive.layers",
