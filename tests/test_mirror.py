@@ -104,6 +104,7 @@ TESTED_BY = {
     "ppgen.program.expr": ["test_program_language.py"],
     "ppgen.program.family": ["test_program_family.py"],
     "ppgen.program.figures": ["test_program_figures.py"],
+    "ppgen.program.flow_figures": ["test_program_flow_figures.py"],
     "ppgen.program.flows": ["test_program_flows.py"],
     "ppgen.program.guides": ["test_program_guides.py"],
     "ppgen.program.idata": ["test_program_idata.py"],
@@ -154,7 +155,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.models.energy.gibbs_kernel",
     "ppgen.models.energy.rbm",
     "ppgen.models.energy.spec",
-    "ppgen.program.flow_figures",
     "ppgen.program.label_figures",
 }
 
