@@ -108,6 +108,7 @@ TESTED_BY = {
     "ppgen.program.flows": ["test_program_flows.py"],
     "ppgen.program.guides": ["test_program_guides.py"],
     "ppgen.program.idata": ["test_program_idata.py"],
+    "ppgen.program.label_figures": ["test_program_label_figures.py"],
     "ppgen.program.labels": ["test_labels.py"],
     "ppgen.program.mixture_form": ["test_program_mixture_form.py"],
     "ppgen.program.networks": ["test_labels.py"],
@@ -155,7 +156,6 @@ WITHOUT_DIRECT_TESTS = {
     "ppgen.models.energy.gibbs_kernel",
     "ppgen.models.energy.rbm",
     "ppgen.models.energy.spec",
-    "ppgen.program.label_figures",
 }
 
 
