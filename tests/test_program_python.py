@@ -228,3 +228,79 @@ def test_an_installed_package_registers_a_family_through_an_entry_point(tmp_path
     assert "myfamily" in registry.family_names()
     model = ppgen.build({"family": "myfamily", "data": {"name": "digits"}, "latent": {"dim": 2}})
     assert type(model).__name__ == "MyFamily" and model.family_name == "myfamily"
+
+
+# -- the family's own pieces, directly ---------------------------------------------------------------
+
+from ppgen.data.core import DataInfo  # noqa: E402
+from ppgen.program.python import PythonFamily, PythonSpec, _takes_y, register_callables  # noqa: E402
+
+
+def test_takes_y_reads_the_signature() -> None:
+    assert not _takes_y(lambda x: None)
+    assert _takes_y(lambda x, y=None: None)
+    assert _takes_y(lambda x, *rest: None)
+    assert _takes_y(lambda x, *, y=None: None)
+    assert not _takes_y(lambda x, *, scale=1.0: None)
+    assert _takes_y(print)  # a builtin: no signature to read, so y is passed
+
+
+def test_a_python_spec_names_a_file_and_class_or_an_object() -> None:
+    with pytest.raises(Exception, match="give file"):
+        PythonSpec.model_validate({"family": "python"})
+    with pytest.raises(Exception, match="give file"):
+        PythonSpec.model_validate({"family": "python", "file": "m.py", "class": "M", "object": "k"})
+    assert PythonSpec.model_validate({"family": "python", "file": "m.py", "class": "M"}).class_ == "M"
+    with pytest.raises(SpecError, match="object: python-object-gone was a model passed to ppgen.fit in another"):
+        PythonFamily(PythonSpec.model_validate({"family": "python", "object": "python-object-gone"}),
+                     DataInfo((1,), "continuous"))
+
+
+def _conjugate_pair():
+    """z_n ~ N(m, 1) with a global m ~ N(0, 1), x_n ~ N(z_n, 1); the guide of z_n is its exact posterior
+    given m, N((x_n + m) / 2, 1/2), so log p(x_n, z_n | m) - log q(z_n | x_n) = log N(x_n; m, 2) at every draw."""
+
+    def model(x):
+        m = pyro.sample("m", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(m, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[:, 0])
+
+    def guide(x):
+        loc = pyro.param("m_loc", torch.tensor(0.5))
+        m = pyro.sample("m", dist.Normal(loc, 0.1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((x[:, 0] + m) / 2, math.sqrt(0.5)))
+
+    return model, guide
+
+
+def test_log_weights_count_the_data_plate_and_leave_out_global_sites() -> None:
+    model, guide = _conjugate_pair()
+    key = register_callables(model, guide)
+    family = PythonFamily(PythonSpec.model_validate({"family": "python", "object": key}), DataInfo((1,), "continuous"))
+    x = torch.tensor([[0.3], [-1.2], [2.0]])
+    pyro.set_rng_seed(0)
+    gtr, _ = family._traces(x, None, 5)
+    lw = family.log_weights(x, None, 5)
+    assert lw.shape == (5, 3)
+    m = gtr.nodes["m"]["value"].reshape(5, 1)
+    expect = dist.Normal(m, math.sqrt(2.0)).log_prob(x[:, 0])
+    pyro.set_rng_seed(0)
+    torch.testing.assert_close(family.log_weights(x, None, 5), expect, atol=1e-5, rtol=1e-5)
+    assert set(dict(family.named_parameters())) and "m_loc" not in dict(pyro.get_param_store().items())
+
+
+def test_an_enumerated_site_is_refused_by_importance_sampling() -> None:
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(c, 1.0), obs=x[:, 0])
+
+    def guide(x):
+        pyro.param("unused", torch.tensor(0.0))
+
+    key = register_callables(model, guide)
+    family = PythonFamily(PythonSpec.model_validate({"family": "python", "object": key}), DataInfo((1,), "continuous"))
+    with pytest.raises(SpecError, match="site 'c' is marked for enumeration"):
+        family.log_weights(torch.zeros(2, 1), None, 1)

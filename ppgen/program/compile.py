@@ -272,7 +272,7 @@ def _shape_constants(s: Site, constants: dict[str, tuple[torch.Tensor, int]]) ->
             value, e = constants[node.name]
             want = s.param_shapes[key]
             if e <= len(want):
-                v = value.reshape(*([1] * (len(want) - e)), *value.shape)
+                v = value.reshape((1,) * (len(want) - e) + tuple(value.shape))
                 try:
                     constants[node.name] = (v.expand(want).clone(), len(want))
                 except RuntimeError:

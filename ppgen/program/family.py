@@ -107,7 +107,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
         unconstrained space (Pyro's init_to_median)."""
         if not self.program.auto_globals:
             return
-        draws = [sampling.ancestral(self.program, self._mods(), 1) for _ in range(15)]
+        draws = [self._prior_draw() for _ in range(15)]
         params = self._modules["params"]
         for name, kind in self.program.auto_globals.items():
             g = self.program.guide_by_name[name]
@@ -120,6 +120,18 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
                 continue
             key = f"auto__{name}__value" if kind == "delta" else f"auto__{name}__loc"
             getattr(params, key).copy_(values.median(0).values)
+
+    def _prior_draw(self) -> dict[str, torch.Tensor]:
+        """One draw of the global sites from their prior (not from their guide, which is what is being
+        started)."""
+        env = sites.Env(self.program, self._mods())
+        for m in self.program.global_model:
+            d = sites.site_dist(m, sites.site_args(m, env), False)
+            if m.deterministic:
+                env.values[m.name] = d.mean
+                continue
+            env.values[m.name] = d.expand(torch.broadcast_shapes(d.batch_shape, (1,))).sample()
+        return env.values
 
     def _trial_run(self) -> None:
         """Run every path once on two made-up examples, with argument validation, so that shapes and

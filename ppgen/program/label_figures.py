@@ -72,7 +72,9 @@ def code_space(model: Any, site: str, x: torch.Tensor, y: torch.Tensor | None, p
     else:
         z2, label = z, "the code"
     fig, ax = subplots(figsize=(6, 5.5))
-    sc = ax.scatter(z2[:, 0], z2[:, 1], c=None if y is None else y.cpu(), cmap="tab10", s=4, alpha=0.7)
+    # a colour map only for labels: without them matplotlib warns that it has nothing to map
+    colours = {} if y is None else {"c": y.cpu(), "cmap": "tab10"}
+    sc = ax.scatter(z2[:, 0], z2[:, 1], s=4, alpha=0.7, **colours)
     if y is not None:
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_title(f"codes {site} of test examples: {label}", fontsize=9)
