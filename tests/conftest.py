@@ -28,3 +28,19 @@ def no_pyplot_figures(monkeypatch: pytest.MonkeyPatch) -> None:
                              "(matplotlib's object API)")
 
     monkeypatch.setattr(plt, "figure", refuse)
+
+
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib Figure saved during the test, in the order saved (the files are still written)."""
+    from matplotlib.figure import Figure
+
+    out: list = []
+    real = Figure.savefig
+
+    def savefig(fig, fname, *args, **kwargs):
+        out.append(fig)
+        return real(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return out

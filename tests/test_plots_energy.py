@@ -7,26 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 import ppgen
 from ppgen.arviz_data import arviz
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.plots import energy as energy_plots
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    """Every figure saved, in the order saved."""
-    out = []
-    real = Figure.savefig
-
-    def savefig(fig, fname, *args, **kwargs):
-        out.append(fig)
-        return real(fig, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return out
 
 
 def test_each_filter_is_scaled_to_its_own_range(tmp_path, saved):

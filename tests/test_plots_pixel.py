@@ -7,26 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 import ppgen
 from ppgen.arviz_data import arviz
 from ppgen.data.core import DataInfo, Dataset
 from ppgen.plots import pixel as pixel_plots
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    """Every figure saved, in the order saved."""
-    out = []
-    real = Figure.savefig
-
-    def savefig(fig, fname, *args, **kwargs):
-        out.append(fig)
-        return real(fig, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return out
 
 
 def _pixelcnn(conditional: bool = False):

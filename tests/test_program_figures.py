@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 import ppgen
 from ppgen.data.core import DataInfo, Dataset
@@ -14,19 +13,6 @@ from ppgen.program import figures as program_figures_module
 from ppgen.program.figures import _label_site, _top_latent, by_class, program_figures, traversals
 
 INFO = DataInfo((1, 4, 4), "binary", 3)
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    out = []
-    real = Figure.savefig
-
-    def savefig(fig, fname, *args, **kwargs):
-        out.append(fig)
-        return real(fig, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return out
 
 
 def _program(model: dict, info: DataInfo = INFO, **rest):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 from torch.distributions import Normal
 
 import ppgen
@@ -19,19 +18,6 @@ LOC, SCALE = [0.5, -1.0], [2.0, 1.0]
 FLOW = {"family": "program", "data": {"name": "toy2d"},
         "model": {"x": {"dist": "TransformedDistribution", "base": {"dist": "Normal", "loc": LOC, "scale": SCALE},
                         "transforms": [{"kind": "reverse"}], "observed": "x"}}}
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    out = []
-    real = Figure.savefig
-
-    def savefig(fig, fname, *args, **kwargs):
-        out.append(fig)
-        return real(fig, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return out
 
 
 def _build(spec: dict):

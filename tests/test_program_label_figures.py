@@ -7,26 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 import ppgen
 from ppgen.data.core import DataInfo
 from ppgen.program.label_figures import code_samples, code_space, style_sites, style_transfer
 
 INFO = DataInfo((1, 4, 4), "binary", 3)
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    out = []
-    real = Figure.savefig
-
-    def savefig(fig, fname, *args, **kwargs):
-        out.append(fig)
-        return real(fig, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return out
 
 
 def _build(spec: dict):
