@@ -57,3 +57,54 @@ def test_data_fetch_of_a_local_data_set_and_an_unknown_one(capsys):
     assert capsys.readouterr().out.startswith(f"{name}: nothing to fetch")
     with pytest.raises(SpecError, match=r"data fetch: unknown data set 'imagenet'; accepted: .*mnist"):
         cmd_data_fetch(argparse.Namespace(name="imagenet"))
+
+
+def listed(out: str) -> dict[str, dict[str, str]]:
+    """``ppgen list``'s output as {section: {name: description}}, each wrapped description on one line."""
+    sections: dict[str, dict[str, str]] = {}
+    section = name = ""
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            section = line.split(",")[0].rstrip(":")
+            sections.setdefault(section, {})
+        elif line.startswith(" " * 21):
+            sections[section][name] += " " + line.strip()
+        else:
+            name, _, text = line.strip().partition(" ")
+            sections[section][name] = text.strip()
+    return sections
+
+
+def test_list_gives_each_entry_of_a_section_its_own_description(capsys):
+    """cd and pcd are two routines of one module: each is described by its own class, not the module."""
+    assert cmd_list(argparse.Namespace()) == 0
+    sections = listed(capsys.readouterr().out)
+    assert set(sections["routines"]) == set(registry.routine_names())
+    assert set(sections["zoo specs (ppgen fit NAME)"]) == set(zoo.names("models"))
+    assert set(sections["inference recipes (--inference NAME)"]) == set(zoo.names("inference"))
+    for section, rows in sections.items():
+        seen: dict[str, str] = {}
+        for name, text in rows.items():
+            assert text, (section, name)
+            assert text not in seen, f"{section}: {seen.get(text)} and {name} share the description {text!r}"
+            seen[text] = name
+    assert sections["routines"]["pcd"] == "Persistent CD: negative chains carry over between updates (Tieleman 2008)."
+    assert sections["routines"]["cd"] == "CD-k: negative chains start at the data batch (Hinton 2002)."
+    assert sections["routines"]["svi"].startswith("Stochastic variational inference")  # the module's, wanting a class's
+    assert sections["routines"]["em"].startswith("The em routine: expectation-maximization")  # no reST quotes
+    assert not any("``" in text for rows in sections.values() for text in rows.values())
+
+
+def test_a_routine_is_described_by_its_own_docstring_or_else_its_module():
+    from ppgen.cli.catalogue import routine_description
+    from ppgen.inference.base import Routine
+
+    class Documented(Routine):
+        """One sentence. Another."""
+
+    class Bare(Routine):
+        pass
+
+    assert routine_description(Documented) == "One sentence."
+    assert routine_description(Bare) == "ppgen list, ppgen init and ppgen data fetch as functions: what " \
+        "they print, the file init writes, and the bad names they refuse with a SpecError naming the choices."

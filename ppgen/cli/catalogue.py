@@ -10,16 +10,28 @@ from pathlib import Path
 from ppgen.cli.output import first_sentence, row
 
 
+def routine_description(cls: type) -> str:
+    """The first sentence of a routine class's own docstring, else of its module's: one module may hold
+    several routines (cd and pcd), each then described by its class."""
+    own = cls.__dict__.get("__doc__")
+    return plain(first_sentence(own if own and own.strip() else sys.modules[cls.__module__].__doc__))
+
+
+def plain(text: str) -> str:
+    """A docstring's sentence for a terminal: reStructuredText's double backquotes dropped."""
+    return text.replace("``", "")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from ppgen import registry, zoo
     from ppgen.data import SOURCES
 
     print("families:")
     for name in registry.family_names():
-        print(row(name, first_sentence(registry.family(name).__doc__)))
+        print(row(name, plain(first_sentence(registry.family(name).__doc__))))
     print("routines:")
     for name in registry.routine_names():
-        print(row(name, first_sentence(sys.modules[registry.routine(name).__module__].__doc__)))
+        print(row(name, routine_description(registry.routine(name))))
     for title, kind in (("zoo specs (ppgen fit NAME)", "models"), ("inference recipes (--inference NAME)", "inference")):
         where = zoo.folder(kind)
         print(f"{title}, in {where if where else 'no ' + kind + ' folder found'}:")
