@@ -171,3 +171,29 @@ def test_only_numbers_that_another_of_their_column_cannot_stand_beside_are_marke
     assert all(set(r["not_comparable"]) == {"train_loss"} for r in rows)
     assert "adversarial: adversarial (nats per example); bound: bound (nats per example); exact:" in str(
         compare_module.findings(rows)[0])
+
+
+def test_a_net_trained_layer_by_layer_shows_its_top_layers_own_loss_as_such() -> None:
+    """A DBN's last epoch records the loss of the layer then trained (its reconstruction error on the
+    probabilities of the layer below, the layer a float as metrics.jsonl gives it back), not the model's
+    pseudo-log-likelihood: named so, and marked beside an RBM's."""
+    from types import SimpleNamespace
+
+    data = {"name": "digits", "limit": 40, "batch_size": 20}
+
+    def run(name: str, spec: dict[str, Any], recipe: dict[str, Any], epochs: list[dict[str, Any]]) -> Any:
+        return SimpleNamespace(path=Path(name), spec=load_spec({**spec, "data": data}), recipe=load_recipe(recipe),
+                               metrics=[{"kind": "epoch", **e} for e in epochs], evaluation=None)
+
+    dbn = run("dbn", {"family": "dbn", "hidden": [5, 4]}, {"routine": "layerwise", "layer_epochs": 1},
+              [{"epoch": 1, "loss": 30.0, "layer": 0.0}, {"epoch": 2, "loss": 0.01, "layer": 1.0}])
+    rbm = run("rbm", {"family": "rbm", "hidden": 5}, {"routine": "cd"}, [{"epoch": 1, "loss": 31.0}])
+    rows = compare_module.table([dbn, rbm])
+    assert (rows[0]["loss_kind"], rows[0]["loss_label"]) == (
+        "reconstruction", "squared reconstruction error per example, of layer 2 alone")
+    assert (rows[1]["loss_kind"], rows[1]["loss_label"]) == ("pseudo", "minus pseudo-log-likelihood (nats per example)")
+    assert all("train_loss" in r["not_comparable"] for r in rows)
+    dbn.metrics = dbn.metrics[:1]  # still in the bottom layer: its pseudo-log-likelihood, of that layer alone
+    rows = compare_module.table([dbn, rbm])
+    assert rows[0]["loss_label"] == "minus pseudo-log-likelihood (nats per example), of layer 1 alone"
+    assert all("train_loss" in r["not_comparable"] for r in rows)

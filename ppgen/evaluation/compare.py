@@ -62,7 +62,8 @@ def _loss_of(run: Run, last: dict[str, Any]) -> tuple[str, str]:
     kind = next((key for key, text in LOSS_KINDS.items() if text == found.kind), found.kind)
     label = found.label
     layer = last.get("layer")
-    if isinstance(layer, int) and not isinstance(layer, bool):
+    if isinstance(layer, (int, float)) and not isinstance(layer, bool):  # a float in metrics.jsonl
+        layer = int(layer)
         label = metric_labels(run.recipe, run.spec).get(f"loss@layer{layer}", label)
         if label == METRIC_LABELS["recon_error"]:
             kind = "reconstruction"
