@@ -1,5 +1,5 @@
-"""ArviZ at the boundary: the import (without its banner) and the training records as ``sample_stats``.
-The families' InferenceData builders and :mod:`ppgen.diagnostics.diagnose` use these."""
+"""ArviZ at the boundary: the import (without its banner), the training records as ``sample_stats`` and
+the row labels of summaries. The families' InferenceData builders and :mod:`ppgen.diagnostics` use these."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ def arviz() -> Any:
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     return az
+
+
+def labeller() -> Any:
+    """The labeller for ``az.summary`` (its ``labeller=``): row labels that name the dimension of each
+    index, e.g. ``z[obs: 3, latent: 1]`` (example 3, latent dimension 1) rather than ``z[3, 1]``;
+    the names are those of the InferenceData's dims, so a label reads as ``idata.posterior.z.sel(obs=3,
+    latent=1)``."""
+    return arviz().labels.DimCoordLabeller()
 
 
 def loss_trace(metrics: list[dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -154,7 +154,7 @@ def test_inference_data_has_the_pointwise_log_likelihood(nuts_run, tmp_path) -> 
     assert np.all(locs[..., 0] < locs[..., 1])
     table = workflow.summary(idata)
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(table.columns)
-    assert table.loc["locs[0, 0]", "r_hat"] < 1.1
+    assert table.loc["locs[component: 0, dim: 0]", "r_hat"] < 1.1
     result = workflow.loo(idata)
     assert result.pareto_k.shape == (x.shape[0],) and math.isfinite(result.elpd_loo)
     # Round trip through netCDF, as ppgen diagnose writes it.

@@ -58,7 +58,7 @@ def test_fit_sample_evaluate_diagnose_compare(tmp_path, capsys) -> None:
 
     assert main(["diagnose", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "z[0, 0]" in out and (run / "idata.nc").exists()
+    assert "z[obs: 0, latent: 0]" in out and (run / "idata.nc").exists()
 
     assert main(["compare", str(run), str(run), "-o", str(tmp_path / "cmp.png"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -4,6 +4,7 @@ with what it shows, from what the family and the routine declare."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,107 @@ def test_a_programs_loss_is_exact_only_when_nothing_is_sampled(model: dict[str, 
     if guide is not None:
         spec["guide"] = guide
     assert loss_kind(load_recipe({"routine": "svi"}), load_spec(spec)).kind == LOSS_KINDS[kind]
+
+
+# ------------------------------------------------------------------ the table says what each loss is
+
+
+GAN = {"family": "gan", "latent": {"dim": 2}, "generator": {"hidden": [8]}, "discriminator": {"hidden": [8]},
+       "data": {**DIGITS, "binarize": "none"}}
+
+
+def test_the_table_names_each_loss_and_marks_losses_of_other_kinds(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A GAN's discriminator loss (binary cross-entropy) beside a VAE's minus-ELBO (nats per example): each
+    row names its kind and unit, both numbers are marked in the table with the reason printed under it,
+    and the JSON rows carry the same as fields."""
+    import json
+
+    from ppgen.cli import main
+
+    gan, vae = _fit(GAN, tmp_path / "gan"), _fit(VAE, tmp_path / "vae")
+    rows, _ = compare_module.compare([gan.path, vae.path], tmp_path / "c.png")
+    assert [(r["loss_kind"], r["loss_label"]) for r in rows] == [
+        ("adversarial", "discriminator loss (nats, binary cross-entropy)"),
+        ("bound", "minus the ELBO (nats per example)")]
+    for r in rows:
+        assert set(r["not_comparable"]) == {"train_loss", "val_loss"}
+        assert any("losses are of different kinds" in why for why in r["not_comparable"]["train_loss"])
+    assert main(["compare", str(gan.path), str(vae.path), "-o", str(tmp_path / "c.png")]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    header = lines[0].split()
+    assert {"train_loss", "val_loss", "loss_kind", "loss_label"} <= set(header)
+    gan_line, vae_line = lines[1], lines[2]
+    assert gan_line.startswith(str(gan.path)) and vae_line.startswith(str(vae.path))
+    assert "adversarial" in gan_line and "binary cross-entropy" in gan_line
+    assert "bound" in vae_line and "minus the ELBO (nats per example)" in vae_line
+    for line, run in ((gan_line, gan), (vae_line, vae)):
+        loss = [m for m in run.metrics if m.get("kind") == "epoch"][-1]["loss"]
+        assert f"{loss:.4g} [1]" in line  # the number and its mark
+    notes = lines[lines.index("not comparable:") + 1:]
+    assert notes[0].startswith("[1] train_loss, val_loss: the runs' losses are of different kinds (adversarial: "
+                               "discriminator loss (nats, binary cross-entropy); bound: minus the ELBO")
+    assert err == ""
+    assert main(["compare", str(gan.path), str(vae.path), "-o", str(tmp_path / "c.png"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads(json.dumps(rows))
+    assert "not comparable: train_loss, val_loss: the runs' losses are of different kinds" in err
+
+
+def test_only_numbers_that_another_of_their_column_cannot_stand_beside_are_marked() -> None:
+    from ppgen.cli.output import table_lines
+
+    def row(kind: str, loss: float, nll: float | None = None, n_test: int | None = None, **extra: Any) -> dict:
+        r = {"run": kind, "train_loss": loss, "loss_kind": kind, "loss_label": f"{kind} (nats per example)",
+             "data": "digits"}
+        if nll is not None:
+            r.update(test_nll_nats=nll, n_test=n_test, estimator="exact")
+        return {**r, **extra}
+
+    # one kind, one test set: nothing marked
+    rows = compare_module.mark([row("exact", 1.0, 2.0, 10), row("exact", 1.5, 2.5, 10)])
+    assert [r["not_comparable"] for r in rows] == [{}, {}]
+    assert not any("[1]" in line for line in table_lines(rows))
+    # a bound's ELBO column has a number in one row only: nothing to set it beside, so it is not marked,
+    # while its test NLL over 20 examples is, beside another over 10
+    rows = compare_module.mark([row("exact", 1.0, 2.0, 10), row("exact", 1.5, 2.5, 20, elbo=-3.0)])
+    assert [set(r["not_comparable"]) for r in rows] == [{"test_nll_nats"}, {"test_nll_nats"}]
+    (why,) = rows[0]["not_comparable"]["test_nll_nats"]
+    assert "different numbers of test examples (n_test 10, 20)" in why
+    lines = table_lines(rows)
+    cells = [dict(zip(lines[0].split(), re.split(r"\s{2,}", line))) for line in lines[1:3]]
+    assert [c["test_nll_nats"] for c in cells] == ["2 [1]", "2.5 [1]"]
+    assert [c["elbo"] for c in cells] == ["-", "-3"] and [c["train_loss"] for c in cells] == ["1", "1.5"]
+    assert lines[3:] == ["not comparable:", f"[1] test_nll_nats: {why}"]
+    # three kinds: every loss marked, the note names each kind with its label
+    rows = compare_module.mark([row("exact", 1.0), row("bound", 2.0), row("adversarial", 0.7)])
+    assert all(set(r["not_comparable"]) == {"train_loss"} for r in rows)
+    assert "adversarial: adversarial (nats per example); bound: bound (nats per example); exact:" in str(
+        compare_module.findings(rows)[0])
+
+
+def test_a_net_trained_layer_by_layer_shows_its_top_layers_own_loss_as_such() -> None:
+    """A DBN's last epoch records the loss of the layer then trained (its reconstruction error on the
+    probabilities of the layer below, the layer a float as metrics.jsonl gives it back), not the model's
+    pseudo-log-likelihood: named so, and marked beside an RBM's."""
+    from types import SimpleNamespace
+
+    data = {"name": "digits", "limit": 40, "batch_size": 20}
+
+    def run(name: str, spec: dict[str, Any], recipe: dict[str, Any], epochs: list[dict[str, Any]]) -> Any:
+        return SimpleNamespace(path=Path(name), spec=load_spec({**spec, "data": data}), recipe=load_recipe(recipe),
+                               metrics=[{"kind": "epoch", **e} for e in epochs], evaluation=None)
+
+    dbn = run("dbn", {"family": "dbn", "hidden": [5, 4]}, {"routine": "layerwise", "layer_epochs": 1},
+              [{"epoch": 1, "loss": 30.0, "layer": 0.0}, {"epoch": 2, "loss": 0.01, "layer": 1.0}])
+    rbm = run("rbm", {"family": "rbm", "hidden": 5}, {"routine": "cd"}, [{"epoch": 1, "loss": 31.0}])
+    rows = compare_module.table([dbn, rbm])
+    assert (rows[0]["loss_kind"], rows[0]["loss_label"]) == (
+        "reconstruction", "squared reconstruction error per example, of layer 2 alone")
+    assert (rows[1]["loss_kind"], rows[1]["loss_label"]) == ("pseudo", "minus pseudo-log-likelihood (nats per example)")
+    assert all("train_loss" in r["not_comparable"] for r in rows)
+    dbn.metrics = dbn.metrics[:1]  # still in the bottom layer: its pseudo-log-likelihood, of that layer alone
+    rows = compare_module.table([dbn, rbm])
+    assert rows[0]["loss_label"] == "minus pseudo-log-likelihood (nats per example), of layer 1 alone"
+    assert all("train_loss" in r["not_comparable"] for r in rows)

@@ -1,6 +1,7 @@
 """The summary and figures of ``ppgen diagnose``: R-hat and the ESS only for Markov chains (never for draws
-that their InferenceData declares independent), a cut table that says so and a full one on disk, and a
-GAN's figures (its replicated data and per-pixel means) like every other family's."""
+that their InferenceData declares independent), a cut table that says so and a full one on disk, row
+labels that name the dim of each index, and a GAN's figures (its replicated data and per-pixel means) like
+every other family's."""
 
 from __future__ import annotations
 
@@ -175,3 +176,75 @@ def test_diagnose_of_a_gan_on_points_draws_its_replicates_over_the_data(tmp_path
     report = diagnose(_fit(GAN2D, tmp_path))
     assert "predictive" in report["figures"] and report["figures"]["predictive"].exists()
     assert "pixel_means" not in report["figures"]
+
+
+# ------------------------------------------------------------------ row labels name their dims
+
+
+def _label_selection(label: str) -> tuple[str, dict[str, int]]:
+    """``z[obs: 3, latent: 1]`` -> ("z", {"obs": 3, "latent": 1}); a scalar ``w`` -> ("w", {})."""
+    import re
+
+    found = re.fullmatch(r"([^\[\]]+?)(?:\[(.*)\])?", label)
+    assert found is not None, label
+    name, inside = found.groups()
+    sel = {}
+    for part in (inside.split(", ") if inside else []):
+        dim, _, value = part.partition(": ")
+        assert dim and value, f"{label}: {part!r} names no dim"
+        sel[dim] = int(value)
+    return name, sel
+
+
+GMM = {"family": "gmm", "components": 2, "data": {"name": "toymix", "distribution": "duo1d", "n": 60, "batch_size": 1000}}
+HMM = {"family": "hmm", "states": 2, "data": {"name": "toyseq", "n": 12, "batch_size": 1000}}
+PROGRAM = {"family": "program", "data": DIGITS,
+           "networks": {"decoder": {"kind": "mlp", "inputs": ["z"], "hidden": [8]},
+                        "encoder": {"kind": "mlp", "inputs": ["x"], "hidden": [8]}},
+           "model": {"z": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [3]},
+                     "x": {"dist": "Bernoulli", "logits": "decoder", "observed": "x"}},
+           "guide": {"z": {"dist": "Normal", "loc": "encoder.loc", "scale": "softplus(encoder.scale)"}}}
+
+
+@pytest.mark.parametrize("spec,dims", [
+    ({**VAE, "latent": {"dim": 3}}, {"z": ("obs", "latent")}),
+    (GMM, {"weights": ("component",), "locs": ("component", "dim"), "scales": ("component", "dim")}),
+    (HMM, {"initial": ("state",), "transition": ("state", "state_to"), "locs": ("state", "dim"),
+           "scales": ("state", "dim")}),
+    (PROGRAM, {"z": ("obs", "z_dim_0")}),
+], ids=["vae", "gmm", "hmm", "program"])
+def test_summary_rows_name_the_dim_of_each_index(spec: dict[str, Any], dims: dict[str, tuple[str, ...]],
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every row of the printed and the full table names the dims of its indices (which is the example,
+    which the latent dimension or the component), and holds the summary of exactly that entry of the
+    InferenceData: the label read as a selection gives back the row's value."""
+    run = _fit(spec, tmp_path)
+    report = diagnose(run)
+    idata = arviz().from_netcdf(report["idata"])
+    full = pd.read_csv(report["summary_csv"], index_col="variable")
+    assert list(full.index[: len(report["summary"])]) == list(report["summary"].index)
+    column = "mean" if "mean" in full.columns else full.columns[0]  # a point estimate: its one column
+    seen = set()
+    for label, value in full[column].items():
+        name, sel = _label_selection(label)
+        assert tuple(sel) == dims[name], label
+        seen.add(name)
+        entry = idata.posterior[name].sel(sel)
+        np.testing.assert_allclose(value, float(entry.mean()), atol=2e-3, err_msg=label)
+    assert seen == set(dims)
+    assert main(["diagnose", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    first = full.index[0]
+    assert first in out and all(f"{d}: 0" in first for d in dims[_label_selection(first)[0]])
+
+
+def test_the_log_likelihood_and_predictive_tables_name_their_dims(tmp_path: Path) -> None:
+    """The per-example log-likelihood rows (a PixelCNN) and the per-value predictive rows (a GAN) are
+    labelled as az.summary labels the others: the dim named."""
+    report = diagnose(_fit(GAN2D, tmp_path))
+    assert list(report["summary"].index) == ["mean x[value: 0]", "mean x[value: 1]"]
+    rng = np.random.default_rng(0)
+    ll = arviz().from_dict(log_likelihood={"x": rng.normal(size=(1, 1, 3, 4))}, dims={"x": ["obs", "pixel"]})
+    table = summary(ll)
+    assert list(table.index) == ["x[obs: 0]", "x[obs: 1]", "x[obs: 2]"]
+    np.testing.assert_allclose(table["log_lik_nats"].values, ll.log_likelihood["x"].values[0, 0].sum(-1), atol=1e-3)

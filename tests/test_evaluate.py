@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,21 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
     (note,) = incomparable(rows)
     assert "different numbers of test examples (n_test 20, 30)" in note
+    # the table itself marks both NLLs (and the bits/dim and ELBOs over the same test sets), the reason under it
+    for r in rows:
+        assert set(r["not_comparable"]) == {"test_nll_nats", "bits_per_dim", "elbo"}
+        assert r["not_comparable"]["test_nll_nats"] == [note.split(": ", 1)[1]]
     assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png")]) == 0
     captured = capsys.readouterr()
-    assert "n_test" in captured.out and "not comparable: test_nll_nats" in captured.err
+    lines = captured.out.splitlines()
+    assert "n_test" in lines[0].split()
+    for line, r in zip(lines[1:3], rows):
+        assert f"{r['test_nll_nats']:.4g} [1]" in line and f"{r['elbo']:.4g} [1]" in line
+    assert lines[3:5] == ["not comparable:", f"[1] {note}"]
+    assert main(["compare", str(a.path), str(b.path), "-o", str(tmp_path / "c.png"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["not_comparable"] for r in json.loads(captured.out)] == [r["not_comparable"] for r in rows]
+    assert "not comparable: test_nll_nats" in captured.err
 
 
 def test_compare_flags_numbers_made_by_different_estimators(tmp_path) -> None:

@@ -212,7 +212,7 @@ def test_the_predictive_summary_of_images_shows_the_values_that_vary() -> None:
     idata = arviz().from_dict(posterior_predictive={"x": rng.normal(size=(4, 5, 10, 6))},
                               observed_data={"x": obs}, dims={"x": ["obs", "value"]})
     table = summary(idata, max_vars=2)
-    assert [str(i) for i in table.index] == ["mean x[1]", "mean x[4]"]
+    assert [str(i) for i in table.index] == ["mean x[value: 1]", "mean x[value: 4]"]
 
 
 def test_the_point_estimate_figure_labels_every_panel_and_stays_small(tmp_path: Path,

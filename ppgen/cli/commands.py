@@ -172,10 +172,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_output_file(args.output, "-o", PICTURES)
     table, fig = compare(args.runs, args.output)
     if args.json:
+        # each row's not_comparable says which of its numbers are in doubt; the reasons also go to stderr
         print(json.dumps(table, indent=2))
+        for note in incomparable(table):
+            print(f"ppgen: not comparable: {note}", file=sys.stderr)
     else:
         print_table(table)
         print(f"figure: {fig}")
-    for note in incomparable(table):
-        print(f"ppgen: not comparable: {note}", file=sys.stderr)
     return 0

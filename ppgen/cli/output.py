@@ -43,14 +43,46 @@ def final_losses_by_layer(epochs: list[dict[str, Any]]) -> list[str]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print :func:`table_lines`."""
+    print("\n".join(table_lines(rows)))
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The table of ``ppgen compare`` as printed: a number that cannot be set beside the others of its
+    column (the row's ``not_comparable``) carries a mark ``[i]``, and note ``i`` under the table names the
+    columns and says why."""
+    notes: dict[str, list[str]] = {}  # reason -> its columns, in the order first met
+    shown = []
+    for r in rows:
+        doubts = r.get("not_comparable") or {}
+        cells: dict[str, Any] = {}
+        for key, value in r.items():
+            if key == "not_comparable":
+                continue
+            marks = ""
+            for reason in doubts.get(key, []):
+                columns = notes.setdefault(reason, [])
+                if key not in columns:
+                    columns.append(key)
+                marks += f"[{list(notes).index(reason) + 1}]"
+            cells[key] = f"{fmt(value)} {marks}" if marks else value
+        shown.append(cells)
+    lines = columns_lines(shown)
+    if notes:
+        lines.append("not comparable:")
+        lines += [f"[{i}] {', '.join(columns)}: {reason}" for i, (reason, columns) in enumerate(notes.items(), 1)]
+    return lines
+
+
+def columns_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows of dicts as left-aligned columns under a header (the keys of all rows, in the order first met)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
     cells = [[fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
-    for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+    return ["  ".join(k.ljust(w) for k, w in zip(keys, widths)).rstrip()] + [
+        "  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
 
 
 def fmt(v: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppgen.arviz_data import arviz, independent_draws, loss_trace, markov_chains
+from ppgen.arviz_data import arviz, independent_draws, labeller, loss_trace, markov_chains
 from ppgen.plots import families
 from ppgen.store.atomic import atomic_write
 
@@ -64,7 +64,8 @@ class SummaryTable(pd.DataFrame):
 
 def summary(idata: Any, max_vars: int | None = MAX_ROWS) -> SummaryTable:
     """``az.summary`` of the posterior group, cut to its first ``max_vars`` rows (a VAE's z has
-    obs x latent entries) so that it prints; ``None``: every row. The table's ``notes`` say when rows
+    obs x latent entries) so that it prints; ``None``: every row. Row labels name the dim of each index,
+    ``z[obs: 0, latent: 1]`` (:func:`ppgen.arviz_data.labeller`). The table's ``notes`` say when rows
     were cut, how many are shown of how many. A point estimate (a ``posterior`` of one draw whose
     attribute ``point_estimate`` says which: MAP, ML) gives its values in one column named after it;
     without a posterior, the Gibbs-chain statistics in ``sample_stats`` where there are several chains
@@ -86,7 +87,7 @@ def _tables(idata: Any, max_vars: int | None) -> tuple[SummaryTable, pd.DataFram
     if "posterior" in groups and idata.posterior.attrs.get("point_estimate"):
         # one value per entry, not draws: the values, without moments, R-hat or ESS
         est = str(idata.posterior.attrs["point_estimate"])
-        full = az.summary(idata, stat_funcs={est: _first}, extend=False)
+        full = az.summary(idata, stat_funcs={est: _first}, extend=False, labeller=labeller())
     elif "posterior" not in groups and not _several_chains(idata, "sample_stats") and "log_likelihood" in groups:
         full = _log_likelihood_table(idata)
     elif ("posterior" not in groups and not _several_chains(idata, "sample_stats")
@@ -106,7 +107,8 @@ def _tables(idata: Any, max_vars: int | None) -> tuple[SummaryTable, pd.DataFram
             # R-hat and ESS need several chains; with one chain ArviZ warns and still gives the moments.
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            full = az.summary(idata, group=group, kind="all" if markov_chains(idata, group) else "stats")
+            full = az.summary(idata, group=group, kind="all" if markov_chains(idata, group) else "stats",
+                              labeller=labeller())
         notes += _draws_note(idata, group)
     shown = full
     if max_vars is not None and len(full) > max_vars:
@@ -130,14 +132,13 @@ def _draws_note(idata: Any, group: str) -> list[str]:
 def _log_likelihood_table(idata: Any, var: str = "x") -> Any:
     """Per example of the ``log_likelihood`` group: log p(x) in nats (summed over the example's other
     dims, e.g. pixels; averaged over draws, where there are several) and its mean per value."""
-    import pandas as pd
-
     ll = idata.log_likelihood[var]
     other = [d for d in ll.dims if d not in ("chain", "draw", "obs")]
     per_value = int(np.prod([ll.sizes[d] for d in other])) if other else 1
     total = (ll.sum(other) if other else ll).mean(("chain", "draw")).values.reshape(-1)
-    return pd.DataFrame({"log_lik_nats": total, "nats_per_value": total / per_value},
-                        index=[f"{var}[{i}]" for i in range(total.size)]).round(3)
+    # labelled as az.summary labels them (ppgen.arviz_data.labeller): the dim of the index named
+    rows = [f"{var}[obs: {c}]" for c in ll["obs"].values] if "obs" in ll.dims else [f"{var}[{i}]" for i in range(total.size)]
+    return pd.DataFrame({"log_lik_nats": total, "nats_per_value": total / per_value}, index=rows).round(3)
 
 
 def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndarray]:
@@ -159,7 +160,7 @@ def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)
         data = az.from_dict(posterior_predictive={name: means}, dims={name: ["value"]},
                             coords={"value": np.arange(means.shape[-1])})
-        table = az.summary(data, group="posterior_predictive", kind=kind)
+        table = az.summary(data, group="posterior_predictive", kind=kind, labeller=labeller())
     table.insert(0, "observed", observed.mean(0).round(3))
     return table, varying
 

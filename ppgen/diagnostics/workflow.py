@@ -19,18 +19,19 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ppgen.arviz_data import arviz
+from ppgen.arviz_data import arviz, labeller
 from ppgen.store.folder import Run, open_run
 from ppgen.spec import SpecError
 
 
 def summary(idata: Any, var_names: Sequence[str] | None = None) -> Any:
     """``az.summary`` with R-hat (rank-normalized, split) and bulk/tail ESS of the posterior group.
-    Entries that are constant across draws (none in the families here) get NaN R-hat."""
+    Entries that are constant across draws (none in the families here) get NaN R-hat. Row labels name the
+    dim of each index, ``locs[component: 0, dim: 0]`` (:func:`ppgen.arviz_data.labeller`)."""
     az = arviz()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 for a constant entry
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind="all")
+        return az.summary(idata, var_names=list(var_names) if var_names else None, kind="all", labeller=labeller())
 
 
 def loo(idata: Any) -> Any:

@@ -2,13 +2,18 @@
 
 The table takes each run's spec, its last epoch record and its ``evaluation.json`` (run
 ``ppgen evaluate`` first for likelihoods and sample-quality numbers; a run without one shows dashes).
+Each row names what its training loss is (``loss_kind``, ``loss_label`` with the unit: minus the ELBO in
+nats, a discriminator's binary cross-entropy, ...), and each row says which of its numbers cannot be set
+beside the others of their column, and why (``not_comparable``: losses of other kinds, likelihoods over
+other test sets or by other estimators, sample-quality metrics from other sample counts).
 The figure puts draws from every run in a grid above their training losses, one panel per kind of loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -20,6 +25,11 @@ KEYS = ("test_nll_nats", "test_nll_stderr", "bits_per_dim", "elbo", "fid_classif
 
 
 def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One dict per run: its family, last epoch and training losses with what they are (``loss_kind``, a
+    key of :data:`ppgen.plots.metric_labels.LOSS_KINDS`, and ``loss_label``, the loss with its unit), the
+    evaluation's numbers (:data:`KEYS`) and how they were made (:data:`HOW`, ``estimator``), the data, and
+    ``not_comparable``: column -> the reasons why that number of the row cannot be set beside the others
+    of its column (:func:`findings`; empty where nothing is in doubt)."""
     rows = []
     for run in runs:
         epochs = [m for m in run.metrics if m.get("kind") == "epoch"]
@@ -31,6 +41,7 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
             "train_loss": last.get("loss"),
             "val_loss": last.get("val_loss"),
         }
+        row["loss_kind"], row["loss_label"] = _loss_of(run, last)
         ev = run.evaluation or {}
         row.update({k: ev.get(k) for k in KEYS if k in ev})
         row.update({k: ev.get(k) for k in HOW if k in ev})
@@ -38,7 +49,26 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
             row["estimator"] = estimator(ev)
         row["data"] = _data_label(run)
         rows.append(row)
-    return rows
+    return mark(rows)
+
+
+def _loss_of(run: Run, last: dict[str, Any]) -> tuple[str, str]:
+    """The kind (a key of ``LOSS_KINDS``) and label of the loss in ``last``, the run's last epoch record.
+    A net trained one layer at a time records the loss of the layer being trained: its own objective on
+    its own input (the reconstruction error of an upper layer that sees probabilities), not the model's."""
+    from ppgen.plots.metric_labels import LOSS_KINDS, METRIC_LABELS, loss_kind, metric_labels
+
+    found = loss_kind(run.recipe, run.spec)
+    kind = next((key for key, text in LOSS_KINDS.items() if text == found.kind), found.kind)
+    label = found.label
+    layer = last.get("layer")
+    if isinstance(layer, (int, float)) and not isinstance(layer, bool):  # a float in metrics.jsonl
+        layer = int(layer)
+        label = metric_labels(run.recipe, run.spec).get(f"loss@layer{layer}", label)
+        if label == METRIC_LABELS["recon_error"]:
+            kind = "reconstruction"
+        label = f"{label}, of layer {layer + 1} alone"
+    return kind, label
 
 
 #: What says how an evaluation's numbers were made: test examples, importance samples, how log Z was had.
@@ -66,28 +96,90 @@ def _data_label(run: Run) -> str:
     return " ".join(str(p) for p in parts)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """Numbers of the table that do not measure the same thing: ``cells``, the (row index, column) pairs
+    concerned, ``columns``, their columns in the table's order, and ``reason``, why and what to do."""
+
+    columns: tuple[str, ...]
+    cells: tuple[tuple[int, str], ...]
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.columns)}: {self.reason}"
+
+
+#: The columns that bear on the test set and estimator of a likelihood (the ELBO is over the same test set).
+NLL_COLUMNS = ("test_nll_nats", "bits_per_dim")
+QUALITY_COLUMNS = ("fid_classifier", "kid_classifier", "precision", "recall")
+LOSS_COLUMNS = ("train_loss", "val_loss")
+
+
+def _differ(rows: Sequence[dict[str, Any]], columns: Sequence[str], group: Callable[[dict[str, Any]], Any],
+            reason: Callable[[list[Any]], str]) -> list[Finding]:
+    """A finding where the rows with a number in one of ``columns`` fall into more than one ``group``:
+    every such number of those columns is marked; ``reason`` is given the groups of the rows of the first
+    marked column, in the rows' order."""
+    cells = []
+    for column in columns:
+        having = [i for i, r in enumerate(rows) if r.get(column) is not None]
+        if len({group(rows[i]) for i in having}) > 1:
+            cells += [(i, column) for i in having]
+    if not cells:
+        return []
+    marked = [c for c in columns if any(c == column for _, column in cells)]
+    groups = [group(rows[i]) for i, column in cells if column == marked[0]]
+    return [Finding(tuple(marked), tuple(cells), reason(groups))]
+
+
+def _sorted_set(groups: list[Any]) -> str:
+    return "; ".join(sorted({str(g) for g in groups}))
+
+
+def findings(rows: Sequence[dict[str, Any]]) -> list[Finding]:
+    """Why numbers in one column of the table do not measure the same thing: training losses of other
+    kinds (an exact NLL, a bound, a discriminator's loss, ...; by ``loss_kind`` and ``loss_label``) or on
+    other data, test NLLs (and bits/dim, ELBOs) over other data or other numbers of test examples, or made
+    by other estimators, or sample-quality metrics from other sample counts. A number is marked only where
+    its column holds another number that it cannot be set beside."""
+    def kind(r: dict[str, Any]) -> Any:
+        return (f"{r['loss_kind']}: {r.get('loss_label')}") if "loss_kind" in r else None
+
+    return [
+        *_differ(rows, LOSS_COLUMNS, kind, lambda g: "the runs' losses are of different kinds (" + _sorted_set(g)
+                 + "); compare them only between rows of one loss_kind and loss_label"),
+        *_differ(rows, LOSS_COLUMNS, lambda r: r.get("data"), lambda g: "the runs were trained on different data ("
+                 + _sorted_set(g) + "); their losses are not comparable"),
+        *_differ(rows, NLL_COLUMNS + ("elbo",), lambda r: r.get("data"),
+                 lambda g: "the runs were evaluated on different data (" + _sorted_set(g)
+                 + "); their likelihoods are not comparable"),
+        *_differ(rows, NLL_COLUMNS + ("elbo",), lambda r: r.get("n_test"),
+                 lambda g: "evaluated on different numbers of test examples (n_test " + ", ".join(map(str, g))
+                 + "); evaluate them with the same --limit"),
+        *_differ(rows, NLL_COLUMNS, lambda r: r.get("estimator"),
+                 lambda g: "made by different estimators (" + _sorted_set(g) + "): an exact likelihood is the "
+                 "number itself, importance sampling with k samples gives an upper bound on it in expectation, "
+                 "a plug-in density leaves out the parameters' uncertainty, an AIS estimate carries its own error"),
+        *_differ(rows, QUALITY_COLUMNS, lambda r: r.get("quality_samples"),
+                 lambda g: "from different sample counts (quality_samples " + ", ".join(map(str, g))
+                 + "); evaluate them with the same --quality-samples"),
+    ]
+
+
 def incomparable(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Why numbers in one column of the table do not measure the same thing: test NLLs over other data
-    or other numbers of test examples, or sample-quality metrics from other sample counts."""
-    notes = []
-    nll = [r for r in rows if r.get("test_nll_nats") is not None]
-    if len({r["data"] for r in nll}) > 1:
-        notes.append("test_nll_nats: the runs were evaluated on different data ("
-                     + "; ".join(sorted({r["data"] for r in nll})) + "); their likelihoods are not comparable")
-    if len({r.get("n_test") for r in nll}) > 1:
-        notes.append("test_nll_nats: evaluated on different numbers of test examples (n_test "
-                     + ", ".join(str(r.get("n_test")) for r in nll) + "); evaluate them with the same --limit")
-    made = {r.get("estimator") for r in nll}
-    if len(made) > 1:
-        notes.append("test_nll_nats: made by different estimators (" + "; ".join(sorted(str(m) for m in made))
-                     + "): a plug-in density leaves out the parameters' uncertainty, an importance-sampling or AIS "
-                       "estimate carries its own error")
-    fid = [r for r in rows if r.get("fid_classifier") is not None]
-    if len({r.get("quality_samples") for r in fid}) > 1:
-        notes.append("fid_classifier, kid_classifier, precision, recall: from different sample counts "
-                     "(quality_samples " + ", ".join(str(r.get("quality_samples")) for r in fid)
-                     + "); evaluate them with the same --quality-samples")
-    return notes
+    """:func:`findings` as lines, each naming its columns first."""
+    return [str(f) for f in findings(rows)]
+
+
+def mark(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row ``not_comparable``: column -> the reasons (:func:`findings`) why the row's number
+    there cannot be set beside others of its column; ``{}`` where none. Returns ``rows``."""
+    for row in rows:
+        row["not_comparable"] = {}
+    for finding in findings(rows):
+        for i, column in finding.cells:
+            rows[i]["not_comparable"].setdefault(column, []).append(finding.reason)
+    return rows
 
 
 def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: int = 16,
