@@ -24,7 +24,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def _fake_run(tmp_path: Path, metrics: list[dict], epochs: int = 5) -> SimpleNamespace:
-    return SimpleNamespace(path=tmp_path / "run", metrics=metrics, recipe=SimpleNamespace(epochs=epochs))
+    return SimpleNamespace(path=tmp_path / "run", metrics=metrics, recipe=SimpleNamespace(epochs=epochs), spec=None)
 
 
 def test_fit_splits_the_overrides_and_reports_the_last_epoch(tmp_path, monkeypatch, capsys):
