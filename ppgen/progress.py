@@ -83,7 +83,7 @@ class Phase:
         self.initial = self.done = initial
         self.estimate: float | None = None
         self.lines = 0
-        self._last_line, self._last_share = self.start, 0.0
+        self._last_line, self._last_share = self.start, (min(1.0, initial / total) if total else 0.0)
         self._postfix: dict[str, str] = {}
         self._bar: Any = None
         self._closed = False

@@ -235,9 +235,9 @@ def _epoch_steps(loop: _Loop, state: State, at: Position, bar: Phase) -> tuple[S
             at.loss_sum, at.loss_count, shown = at.loss_sum + loss, at.loss_count + 1, loss
         if state.step % loop.recipe.log_every == 0:
             loop.log.write({"kind": "train", "epoch": epoch + 1, "step": state.step, **info})
+        bar.update(at.batches_done)
         if loop.show and at.batches_done % 10 == 0 and shown is not None:
             bar.postfix(loss=f"{shown:.3f}")
-        bar.update(at.batches_done)
         if halt:
             bar.close()
             if not all_finite(loop.model):  # possible when this step's loss was not measured
