@@ -31,11 +31,11 @@ from typing import Any
 import torch
 
 from ppgen import registry
-from ppgen.progress import Phase, phase
 from ppgen.inference.base import Plan, Routine, State
 from ppgen.inference.capability import check_fit
 from ppgen.models.base import Family
 from ppgen.paths import check_output_folder
+from ppgen.progress import Phase, phase
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.store.folder import Run
 from ppgen.store.lock import InheritedLock, run_lock
