@@ -11,6 +11,11 @@ a log file) a plain line at most every :data:`LINE_EVERY` seconds, when another 
 or :data:`LINE_AT_LEAST` seconds have passed, so that a log shows the run is alive; and a last line with the
 time taken where any line was written. The estimate is said with or without ``show``.
 
+The training loop (:mod:`ppgen.training.loop`) opens a phase per epoch (``epoch 3/20``, its steps the work, the
+batches already done before a resume as ``initial``), announced on the first epoch only and without a closing
+line, since the loop writes its own line at each epoch's end; :meth:`Phase.postfix` puts the latest loss on
+the bar and on the plain lines.
+
 A loop deep inside a family (the AIS temperatures of an energy model's log Z) does not know the phase it
 runs in: it calls :func:`tick`, which reports to the innermost phase opened without a total of its own, and
 does nothing outside one.
@@ -62,22 +67,28 @@ class Phase:
     ``what`` names the work (``"test log-likelihood"``), ``total`` counts it in ``unit`` (``"test
     examples"``; None until the first :meth:`update` that gives it), ``prefix`` starts every line
     (``"ppgen evaluate: "``). ``stream`` and ``clock`` are stderr and :func:`time.monotonic` unless given.
+    ``initial`` units were done before the phase opened (a resumed epoch): the estimates are made from the
+    rate of the work done since. ``announce=False`` keeps the estimate to the bar and the lines (nothing is
+    said without ``show``), ``closing=False`` leaves out the last line with the time taken.
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "", *, show: bool = False,
-                 prefix: str = "", stream: TextIO | None = None, clock: Callable[[], float] | None = None) -> None:
+                 prefix: str = "", stream: TextIO | None = None, clock: Callable[[], float] | None = None,
+                 initial: int = 0, announce: bool = True, closing: bool = True) -> None:
         self.what, self.total, self.unit, self.show, self.prefix = what, total, unit, show, prefix
+        self.announce, self.closing = announce, closing
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock or monotonic
         self.start = self.clock()
-        self.done = 0
+        self.initial = self.done = initial
         self.estimate: float | None = None
         self.lines = 0
-        self._last_line, self._last_share = self.start, 0.0
+        self._last_line, self._last_share = self.start, (min(1.0, initial / total) if total else 0.0)
+        self._postfix: dict[str, str] = {}
         self._bar: Any = None
         self._closed = False
         if show and total and is_terminal(self.stream):
-            self._draw_bar(0)  # the bar from the start, the estimate below it after the first chunk
+            self._draw_bar(initial)  # the bar from the start, the estimate below it after the first chunk
 
     # -- reporting ---------------------------------------------------------------------------------
     def advance(self, n: int = 1) -> None:
@@ -93,23 +104,34 @@ class Phase:
         now = self.clock()
         elapsed = now - self.start
         share = min(1.0, done / self.total)
-        if self.estimate is None and 0 < share < 1 and (elapsed >= TIME_FIRST or share >= SHARE_FIRST):
-            self.estimate = elapsed / share
-            if self.estimate >= ESTIMATE_FROM:
+        # the share of the work left when the phase opened that is done now: what the estimates go by
+        ran = min(1.0, (done - self.initial) / (self.total - self.initial)) if self.total > self.initial else 1.0
+        if self.estimate is None and 0 < ran < 1 and (elapsed >= TIME_FIRST or ran >= SHARE_FIRST):
+            self.estimate = elapsed / ran
+            if self.estimate >= ESTIMATE_FROM and self.announce:
                 self._write(f"{self.what}: about {duration(self.estimate)} ({duration(elapsed)} for the first "
-                            f"{done:,} of {self.total:,}{' ' + self.unit if self.unit else ''})")
+                            f"{done - self.initial:,} of {self.total - self.initial:,}"
+                            f"{' ' + self.unit if self.unit else ''})")
         if not self.show:
             return
         if is_terminal(self.stream):
             self._draw_bar(done)
         elif share < 1 and now - self._last_line >= LINE_EVERY and (
                 share - self._last_share >= LINE_SHARE or now - self._last_line >= LINE_AT_LEAST):
-            left = elapsed / share * (1 - share) if share > 0 else None
+            left = elapsed / ran * (1 - ran) if ran > 0 else None
             self._write(f"{self.what}: {done:,} of {self.total:,}{' ' + self.unit if self.unit else ''} "
                         f"({100 * share:.0f}%), {duration(elapsed)} so far"
-                        + (f", about {duration(left)} left" if left is not None else ""))
+                        + (f", about {duration(left)} left" if left is not None else "")
+                        + "".join(f", {k} {v}" for k, v in self._postfix.items()))
             self.lines += 1
             self._last_line, self._last_share = now, share
+
+    def postfix(self, **values: str) -> None:
+        """Numbers to show with the progress (``loss="1.234"``): after the bar on a terminal, at the end of
+        the next plain line elsewhere."""
+        self._postfix = dict(values)
+        if self._bar is not None:
+            self._bar.set_postfix(values)
 
     def close(self) -> None:
         if self._closed:
@@ -117,7 +139,9 @@ class Phase:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        if self.lines or (self.estimate is not None and self.estimate >= ESTIMATE_FROM):
+        if not self.closing:
+            return
+        if self.lines or (self.announce and self.estimate is not None and self.estimate >= ESTIMATE_FROM):
             self._write(f"{self.what}: done in {duration(self.clock() - self.start)}")
 
     # -- output ------------------------------------------------------------------------------------
@@ -126,7 +150,7 @@ class Phase:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, desc=self.what, unit=f" {self.unit}" if self.unit else "it",
-                             leave=False, dynamic_ncols=True, file=self.stream)
+                             initial=self.initial, leave=False, dynamic_ncols=True, file=self.stream)
         self._bar.update(done - self._bar.n)
 
     def _write(self, text: str) -> None:
@@ -139,10 +163,12 @@ class Phase:
 
 @contextmanager
 def phase(what: str, total: int | None = None, unit: str = "", *, show: bool = False, prefix: str = "",
-          stream: TextIO | None = None, clock: Callable[[], float] | None = None) -> Iterator[Phase]:
+          stream: TextIO | None = None, clock: Callable[[], float] | None = None, initial: int = 0,
+          announce: bool = True, closing: bool = True) -> Iterator[Phase]:
     """A :class:`Phase` for the ``with`` block, closed at its end. Opened without a ``total``, it takes the
     :func:`tick` calls of the loops run inside it; with one, it hides the enclosing phase from them."""
-    p = Phase(what, total, unit, show=show, prefix=prefix, stream=stream, clock=clock)
+    p = Phase(what, total, unit, show=show, prefix=prefix, stream=stream, clock=clock, initial=initial,
+              announce=announce, closing=closing)
     token = _OPEN.set(p if total is None else None)
     try:
         yield p

@@ -24,7 +24,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def _fake_run(tmp_path: Path, metrics: list[dict], epochs: int = 5) -> SimpleNamespace:
-    return SimpleNamespace(path=tmp_path / "run", metrics=metrics, recipe=SimpleNamespace(epochs=epochs))
+    return SimpleNamespace(path=tmp_path / "run", metrics=metrics, recipe=SimpleNamespace(epochs=epochs), spec=None)
 
 
 def test_fit_splits_the_overrides_and_reports_the_last_epoch(tmp_path, monkeypatch, capsys):
@@ -107,3 +107,52 @@ def test_compare_refuses_too_many_runs_and_a_figure_of_another_kind(tmp_path):
         commands.cmd_compare(_args("compare", *runs))
     with pytest.raises(SpecError, match=r"-o .*table\.csv: expected a file ending in \.png"):
         commands.cmd_compare(_args("compare", "a", "-o", str(tmp_path / "table.csv")))
+
+
+def _zoo_run(tmp_path: Path, spec: str, recipe: str | None, metrics: list[dict]) -> SimpleNamespace:
+    from ppgen import registry
+
+    model_spec = registry.load_spec(spec)
+    return SimpleNamespace(path=tmp_path / "run", metrics=metrics, spec=model_spec,
+                           recipe=registry.load_recipe(recipe, default=registry.family(model_spec.family).default_routine))
+
+
+@pytest.mark.parametrize("spec, recipe, line", [
+    ("gan", None, "epoch 3: discriminator loss 1.2346 (nats, binary cross-entropy; not a likelihood), 1.5000 on the "
+                  "validation data"),
+    ("vae", "svi", "epoch 3: minus the ELBO 1.2346 nats per example, 1.5000 on the validation data"),
+    ("vae", "iwae", "epoch 3: minus the IWAE bound 1.2346 nats per example, 1.5000 on the validation data"),
+    ("pixelcnn", None, "epoch 3: NLL 1.2346 nats per example (exact), 1.5000 on the validation data"),
+    ("gmm", None, "epoch 3: MAP objective 1.2346 nats per example (minus log posterior density), held-out NLL "
+                  "1.5000 nats per example"),
+])
+def test_fit_names_the_last_epochs_loss_by_its_kind(spec, recipe, line, tmp_path, monkeypatch, capsys):
+    """The loss is what the training curves say it is (ppgen.plots.metric_labels.loss_kind): a GAN's is its
+    discriminator's, not a likelihood; an SVI fit's minus its bound; a family without latents its exact NLL."""
+    metrics = [{"kind": "epoch", "epoch": 3, "loss": 1.23456, "val_loss": 1.5}]
+    monkeypatch.setattr(ppgen, "fit", lambda *a, **k: _zoo_run(tmp_path, spec, recipe, metrics))
+    assert commands.cmd_fit(_args("fit", spec, "--no-figures")) == 0
+    assert capsys.readouterr().out.splitlines()[1] == line
+
+
+def test_a_deep_belief_nets_layers_are_named_by_their_own_objective(tmp_path, monkeypatch, capsys):
+    """The bottom RBM of a DBN sees binary data (minus a pseudo-log-likelihood); the layers above see the
+    probabilities below them, scored by their reconstruction error."""
+    metrics = [{"kind": "epoch", "epoch": 1, "loss": 5.0, "layer": 0}, {"kind": "epoch", "epoch": 2, "loss": 0.25, "layer": 1}]
+    monkeypatch.setattr(ppgen, "fit", lambda *a, **k: _zoo_run(tmp_path, "dbn", None, metrics))
+    assert commands.cmd_fit(_args("fit", "dbn", "--no-figures")) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "  layer 1 (bottom): minus pseudo-log-likelihood 5.0000 nats per example (epoch 1)",
+        "  layer 2 (top): squared reconstruction error 0.2500 per example (epoch 2)"]
+
+
+def test_naming_the_loss_draws_in_no_plotting_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ppgen.cli.output import final_losses; from ppgen import registry; "
+            "print(final_losses({'loss': 2.0}, registry.load_recipe('svi'), registry.load_spec('vae'))); "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.splitlines() == ["minus the ELBO 2.0000 nats per example", "False"]

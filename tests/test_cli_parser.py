@@ -35,7 +35,7 @@ def test_fit_arguments_and_defaults():
     assert a.resume and a.no_figures and a.progress is False
     d = _parse("fit", "vae")
     assert (d.inference, d.overrides, d.epochs, d.seed, d.resume, d.device, d.devices, d.progress) == (
-        None, [], None, None, False, "auto", 1, None)
+        None, [], None, None, False, "auto", 1, True)
 
 
 def test_sample_evaluate_compare_defaults():

@@ -286,6 +286,10 @@ def test_fit_reports_each_layers_final_loss_not_the_top_layers_as_the_runs(tmp_p
     assert [m["layer"] for m in epochs] == [0.0, 0.0, 1.0, 2.0]
     assert "epoch 4: training loss" not in out
     assert "final losses by layer" in out
+    # each named by its kind: the bottom RBM sees binary data, those above it the probabilities below them
+    kinds = {1: ("minus pseudo-log-likelihood", " nats per example"), 2: ("squared reconstruction error", " per example"),
+             3: ("squared reconstruction error", " per example")}
     for layer, rec, where in ((1, epochs[1], " (bottom)"), (2, epochs[2], ""), (3, epochs[3], " (top)")):
-        assert (f"layer {layer}{where}: training loss {rec['loss']:.4f}, validation loss {rec['val_loss']:.4f} "
+        name, unit = kinds[layer]
+        assert (f"layer {layer}{where}: {name} {rec['loss']:.4f}{unit}, {rec['val_loss']:.4f} on the validation data "
                 f"(epoch {rec['epoch']})") in out

@@ -11,7 +11,7 @@ import pytest
 
 from ppgen.spec import SpecError
 from ppgen.store.records import read_metrics
-from ppgen.training.metrics_log import MetricsLog, progress_bar, truncate_metrics
+from ppgen.training.metrics_log import MetricsLog, truncate_metrics
 
 
 def test_records_round_trip_a_line_each_and_are_on_disk_before_the_log_closes(tmp_path: Path) -> None:
@@ -99,18 +99,3 @@ def test_truncation_refuses_a_bad_line_in_the_middle(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="metrics.jsonl: line 2 is not a JSON record"):
         truncate_metrics(path, step=10, epoch=10)
     assert path.read_text() == text  # left as it was
-
-
-def test_no_bar_takes_the_calls_and_a_bar_starts_where_the_run_stands(capsys: pytest.CaptureFixture) -> None:
-    quiet = progress_bar(False, 10, "fit")
-    quiet.update(3)
-    quiet.set_postfix(loss=1.0)
-    quiet.close()
-    assert capsys.readouterr() == ("", "")
-    bar = progress_bar(True, 10, "epoch 2", initial=4)
-    assert (bar.total, bar.n, bar.desc) == (10, 4, "epoch 2")
-    bar.update(2)
-    assert bar.n == 6
-    bar.close()
-    out, err = capsys.readouterr()
-    assert out == "" and "epoch 2" in err

@@ -5,7 +5,7 @@
     ppgen list                                   families, zoo specs, recipes, datasets
     ppgen data fetch NAME                        into the cache (~/.cache/ppgen or $PPGEN_DATA)
     ppgen fit SPEC [--inference RECIPE] [--set KEY=VALUE]... [--epochs N] [--out RUN] [--seed S]
-                   [--resume] [--device D] [--devices N]
+                   [--resume] [--device D] [--devices N] [--no-figures] [--no-progress]
     ppgen sample RUN [-n N] [-o FILE.png|FILE.npz] [--given SITE=VALUE]...
     ppgen evaluate RUN [--json] [--k K] [--ais-runs R] [--ais-steps S] [--limit N] [--bayes-k K]
                    [--quality-samples N | --no-quality] [--no-progress]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ppgen.cli.output import final_losses_by_layer, print_table
+from ppgen.cli.output import final_losses, final_losses_by_layer, print_table
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -54,15 +54,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     last = [m for m in run.metrics if m.get("kind") == "epoch"]
     if last:
         rec = last[-1]
-        extra = f", validation loss {rec['val_loss']:.4f}" if "val_loss" in rec else ""
-        by_layer = final_losses_by_layer(last)
+        by_layer = final_losses_by_layer(last, run.recipe, run.spec)
         if by_layer:
             print(f"epoch {rec['epoch']}: final losses by layer (each layer's own objective on its own input, "
                   "not a loss of the whole model):")
             for line in by_layer:
                 print(f"  {line}")
         else:
-            print(f"epoch {rec['epoch']}: training loss {rec['loss']:.4f}{extra}")
+            print(f"epoch {rec['epoch']}: {final_losses(rec, run.recipe, run.spec)}")
         ended = [m for m in run.metrics if m.get("kind") == "train" and m.get("epoch") == rec["epoch"] and m.get("converged")]
         if ended and rec["epoch"] < run.recipe.epochs:
             print(f"converged at epoch {rec['epoch']} of the {run.recipe.epochs} asked: further iterations would "

@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     s.add_argument("--devices", type=int, default=1, help="data-parallel processes (default 1)")
     s.add_argument("--no-figures", action="store_true", help="skip the figures after fitting (RUN/figures/)")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: on a terminal)")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress on stderr: a bar on a terminal, elsewhere (a notebook, a log file) a line every "
+                        "10 to 30 s within an epoch; and a line at the end of each epoch (default on)")
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("sample", help="draw samples from a fitted run")

@@ -35,6 +35,7 @@ from ppgen.inference.base import Plan, Routine, State
 from ppgen.inference.capability import check_fit
 from ppgen.models.base import Family
 from ppgen.paths import check_output_folder
+from ppgen.progress import Phase, phase
 from ppgen.registry import build, load_recipe, load_spec
 from ppgen.store.folder import Run
 from ppgen.store.lock import InheritedLock, run_lock
@@ -44,7 +45,7 @@ from ppgen.training.distributed import (FabricRuntime, any_rank, choose_accelera
                                         mean_across, param_digest)
 from ppgen.training.errors import Interrupted, TrainingError
 from ppgen.training.guard import UpdateGuard, all_finite
-from ppgen.training.metrics_log import MetricsLog, progress_bar
+from ppgen.training.metrics_log import MetricsLog
 from ppgen.training.plan import (FitPlan, Job, check_new_folder, default_out, interrupted_unsaved, resume_folder,
                                  resume_plan, write_folder)
 from ppgen.training.rng import seed_all
@@ -77,8 +78,9 @@ def fit(
     ``out`` continues from its last checkpoint up to ``epochs``, with the spec and recipe its checkpoint
     records (``spec`` may then be the run folder itself, and ``recipe=None`` means the run's own); only
     the keys in :data:`~ppgen.training.plan.RESUMABLE` may change, and ``epochs`` may not fall below the epochs already done.
-    ``seed`` defaults to 0 for a new run and to the run's own when resuming. ``progress=None`` shows a
-    progress bar only on a terminal.
+    ``seed`` defaults to 0 for a new run and to the run's own when resuming. ``progress`` shows on stderr a
+    bar on a terminal and elsewhere (a notebook, a log file) a plain line every 10 to 30 s within an epoch
+    (:mod:`ppgen.progress`), with a line at the end of each epoch; ``None`` shows them on a terminal only.
     """
     try:
         return _fit(spec, recipe, out=out, epochs=epochs, seed=seed, resume=resume, overrides=overrides,
@@ -168,7 +170,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         state, at = restore(fabric, job, spec, recipe, model, routine, state, plan.steps_per_epoch)
     else:
         at = begin(fabric, job, model, dataset)
-    rank = fabric.global_rank
+    rank, at_start = fabric.global_rank, at.epoch
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and rank == 0
     val_x, val_y = dataset.split("val")
     val = (val_x.to(fabric.device), val_y.to(fabric.device) if val_y is not None else None)
@@ -182,7 +184,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
         for epoch in range(at.epoch, job.epochs):
             t0 = time.perf_counter()
             loop.guard.start(state.step)
-            state, at = _run_epoch(loop, state, at)
+            state, at = _run_epoch(loop, state, at, announce=epoch == at_start)
             _end_epoch(loop, state, at, t0)
             if routine.finished(state):
                 break
@@ -202,19 +204,25 @@ class _Loop:
     batch_size: int
     steps: int  # batches per epoch on this rank
     val: tuple[torch.Tensor, torch.Tensor | None]
-    show: bool  # a progress bar and a line per epoch on stderr
+    show: bool  # progress (a bar on a terminal, plain lines elsewhere) and a line per epoch on stderr
     checkpoints: Checkpointer
     guard: UpdateGuard
     log: MetricsLog
     stop: StopFlag
 
 
-def _run_epoch(loop: _Loop, state: State, at: Position) -> tuple[State, Position]:
+def _run_epoch(loop: _Loop, state: State, at: Position, announce: bool = False) -> tuple[State, Position]:
     """The batches of epoch ``at.epoch + 1`` from ``at.batches_done`` on; returns the state and where
     the epoch ends, with its losses. Ctrl-C saves after the step it arrives in and raises
-    :class:`Interrupted`."""
+    :class:`Interrupted`. With ``announce`` (the first epoch this process trains) a long epoch's estimated
+    length is said after its first steps."""
+    with phase(f"epoch {at.epoch + 1}/{loop.job.epochs}", loop.steps, "steps", show=loop.show,
+               initial=at.batches_done, announce=announce and loop.show, closing=False) as bar:
+        return _epoch_steps(loop, state, at, bar)
+
+
+def _epoch_steps(loop: _Loop, state: State, at: Position, bar: Phase) -> tuple[State, Position]:
     fabric, job, epoch = loop.fabric, loop.job, at.epoch
-    bar = progress_bar(loop.show, loop.steps, f"epoch {epoch + 1}/{job.epochs}", initial=at.batches_done)
     at, shown = replace(at), None
     for batch in loop.dataset.batches(epoch, loop.batch_size, job.seed, rank=fabric.global_rank,
                                       world_size=fabric.world_size, skip=at.batches_done):
@@ -227,20 +235,19 @@ def _run_epoch(loop: _Loop, state: State, at: Position) -> tuple[State, Position
             at.loss_sum, at.loss_count, shown = at.loss_sum + loss, at.loss_count + 1, loss
         if state.step % loop.recipe.log_every == 0:
             loop.log.write({"kind": "train", "epoch": epoch + 1, "step": state.step, **info})
-        bar.update(1)
+        bar.update(at.batches_done)
         if loop.show and at.batches_done % 10 == 0 and shown is not None:
-            bar.set_postfix(loss=f"{shown:.3f}")
+            bar.postfix(loss=f"{shown:.3f}")
         if halt:
             bar.close()
             if not all_finite(loop.model):  # possible when this step's loss was not measured
                 raise loop.checkpoints.failure(f"the parameters are not finite at epoch {epoch + 1}, batch "
                                                f"{at.batches_done} (step {state.step})")
             raise Interrupted(loop.checkpoints.save(state, epoch, at.batches_done, at.loss_sum, at.loss_count))
-    bar.close()
     return state, at
 
 
-def _check_step(loop: _Loop, state: State, loss: float | None, at: Position, bar: Any) -> bool:
+def _check_step(loop: _Loop, state: State, loss: float | None, at: Position, bar: Phase) -> bool:
     """Stop the fit on a loss that is not finite, and on a first step that changed nothing; returns
     whether Ctrl-C asks to stop. Every rank takes the same branch."""
     bad, halt = loss is not None and not math.isfinite(loss), loop.stop.requested

@@ -1,11 +1,10 @@
-"""What a training process reports: ``metrics.jsonl`` (a record a line, cut back to the checkpoint on
-resume) and the progress bar on a terminal."""
+"""What a training process records: ``metrics.jsonl``, a record a line, cut back to the checkpoint on
+resume. Its progress on stderr is a :class:`ppgen.progress.Phase` per epoch."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +31,6 @@ class MetricsLog:
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
             self._f.write(json.dumps(clean) + "\n")
             self._f.flush()
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-
-    def set_postfix(self, **kw: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def progress_bar(show: bool, total: int, desc: str, initial: int = 0) -> Any:
-    if not show:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:

@@ -1,0 +1,136 @@
+"""``ppgen fit``'s progress: an epoch is a :class:`ppgen.progress.Phase` of its steps, a bar on a terminal and,
+elsewhere (a notebook cell, a CI log, a file), a plain line every 10 to 30 s within the epoch and a line at
+its end; ``--no-progress`` keeps stderr quiet. The phase of a resumed epoch starts at the batches done."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppgen import progress
+from ppgen.cli import main
+
+
+class Clock:
+    """A clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+# 200 digits for training in batches of 10: 20 steps an epoch
+SPEC = """\
+family: vae
+data: {name: digits, limit: 200, batch_size: 10}
+latent: {dim: 2}
+encoder: {hidden: [8]}
+decoder: {hidden: [8]}
+"""
+
+
+def _fit(tmp_path: Path, *flags: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    assert main(["fit", str(spec), "--epochs", "2", "--out", str(tmp_path / "run"), "--no-figures", *flags]) == 0
+
+
+def test_fit_off_a_terminal_writes_plain_progress_lines_and_an_epoch_line(tmp_path, monkeypatch, capsys) -> None:
+    """A clock that moves 3 s at each reading: an epoch of 20 steps takes 60 s, so a line comes every 4
+    steps (12 s, a fifth of the epoch) with the time left in the epoch; the first epoch's length is said
+    after its first step."""
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    _fit(tmp_path)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == "epoch 1/2: about 1.0 min (3 s for the first 1 of 20 steps)"
+    loss = lines[3].rsplit(", loss ", 1)[-1]
+    assert float(loss) > 0  # the loss of step 10, the latest shown
+    assert lines[1:5] == ["epoch 1/2: 4 of 20 steps (20%), 12 s so far, about 48 s left",
+                          "epoch 1/2: 8 of 20 steps (40%), 24 s so far, about 36 s left",
+                          f"epoch 1/2: 12 of 20 steps (60%), 36 s so far, about 24 s left, loss {loss}",
+                          f"epoch 1/2: 16 of 20 steps (80%), 48 s so far, about 12 s left, loss {loss}"]
+    assert lines[5].startswith("epoch 1: loss ") and lines[10].startswith("epoch 2: loss ")
+    assert [line.split(":")[0] for line in lines[6:10]] == ["epoch 2/2"] * 4  # announced once only
+    assert len(lines) == 11
+    assert "\r" not in err and "so far" not in out  # no bar; stdout is the run's summary alone
+    assert out.splitlines()[-1].startswith("epoch 2: minus the ELBO ")
+
+
+def test_no_progress_keeps_stderr_quiet(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    _fit(tmp_path, "--no-progress")
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines()[0] == f"run: {tmp_path / 'run'}" and "epoch 2: minus the ELBO" in out
+
+
+def test_fit_on_a_terminal_draws_the_bar(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _fit(tmp_path)
+    err = terminal.getvalue()
+    assert "\repoch 1/2:" in err and "10/20" in err and "loss=" in err  # drawn with the loss every 10 steps
+    assert "so far" not in err  # the bar, not the lines
+    assert "epoch 1: loss " in err and "epoch 2: loss " in err
+
+
+def test_a_resumed_phase_starts_at_the_work_done_and_estimates_from_what_it_does() -> None:
+    """Opened at 40 of 100 steps (a resumed epoch), 6 s a step: the estimate is of the 60 steps left, and
+    the lines say where the epoch stands."""
+    stream = io.StringIO()
+    now = [0.0]
+    with progress.phase("epoch 3/5", 100, "steps", show=True, stream=stream, clock=lambda: now[0], initial=40,
+                        closing=False) as bar:
+        for done in range(41, 101):
+            now[0] += 6.0
+            bar.postfix(loss=f"{done / 10:.3f}")
+            bar.update(done)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "epoch 3/5: about 6.0 min (6 s for the first 1 of 60 steps)"
+    # the first line after 30 s: a tenth of the epoch is not yet done since it was resumed
+    assert lines[1] == "epoch 3/5: 45 of 100 steps (45%), 30 s so far, about 5.5 min left, loss 4.500"
+    assert not lines[-1].startswith("epoch 3/5: done")  # closing=False: the loop writes its own epoch line
+    stream = io.StringIO()
+    with progress.phase("epoch 3/5", 100, "steps", show=True, stream=stream, clock=Clock(6.0), initial=40,
+                        announce=False) as bar:
+        bar.update(41)
+    assert stream.getvalue() == ""  # neither announced nor, without a progress line, closed
+
+
+def test_a_resumed_bar_starts_where_the_epoch_stands() -> None:
+    terminal = Terminal()
+    with progress.phase("epoch 2", 10, "steps", show=True, stream=terminal, clock=Clock(0.1), initial=4) as bar:
+        assert (bar._bar.total, bar._bar.n) == (10, 4)
+        bar.postfix(loss="1.000")
+        bar.update(6)
+        assert bar._bar.n == 6
+    assert "epoch 2" in terminal.getvalue() and "loss=1.000" in terminal.getvalue()
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-progress"]])
+def test_fit_passes_progress_on_by_default(flag, tmp_path, monkeypatch) -> None:
+    import ppgen
+
+    seen = {}
+
+    def fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ppgen, "fit", fit)
+    with pytest.raises(SystemExit):
+        main(["fit", "vae", "--no-figures", *flag])
+    assert seen["progress"] is (not flag)
