@@ -111,7 +111,8 @@ def point_inference_data(model: Any, x: torch.Tensor, *, seed: int = 0) -> Any:
       or per sequence for an HMM);
     - ``posterior_predictive``: ``x``, replicated data sets from the plug-in predictive p(x | theta_hat),
       independent, laid out as :data:`POINT_PREDICTIVE` chains x draws (fewer draws if the data are
-      large, and then no more chains than draws); its attribute ``predictive`` says that they do not carry the parameters' uncertainty;
+      large, and then no more chains than draws); its attribute ``predictive`` says that they do not
+      carry the parameters' uncertainty;
     - ``observed_data``: ``x``; ``sample_stats``: ``lp``, the log joint at theta_hat (1, 1).
     """
     az = arviz()
