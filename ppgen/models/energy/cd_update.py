@@ -2,8 +2,9 @@
 SGD update that applies it: :func:`cd_gradient` is minus the CD estimate of the log-likelihood gradient
 (what :meth:`~ppgen.models.energy.rbm_core.RBMCore.set_gradients` puts in ``.grad`` for any optimizer),
 written into a tensor of its own (:func:`cd_work`), never accumulated into the weights, so that no BLAS's
-order of summation can lose the update; :func:`sgd_update` applies it with the arithmetic of ``torch.optim.SGD.step()``, the path training
-takes where it applies (:meth:`~ppgen.models.energy.rbm_core.RBMCore.sgd_update`).
+order of summation can lose the update; :func:`sgd_update` applies it with the arithmetic of
+``torch.optim.SGD.step()``, the path training takes where it applies
+(:meth:`~ppgen.models.energy.rbm_core.RBMCore.sgd_update`).
 
 References:
     Hinton (2002), Training Products of Experts by Minimizing Contrastive Divergence, Neural Comp. 14.
