@@ -14,17 +14,30 @@ References:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from ppgen.models.energy.core import no_grad
 
-if TYPE_CHECKING:
-    from ppgen.models.energy.rbm_core import RBMCore
+
+class RBMParameters(Protocol):
+    """What the CD statistic and its update read of an RBM (:class:`~ppgen.models.energy.rbm_core.RBMCore`)."""
+
+    W: torch.Tensor
+    b: torch.Tensor
+    c: torch.Tensor
+    n_visible: int
+    n_hidden: int
+    gaussian: bool
+    learn_sigma: bool
+    weight_decay: float
+
+    @property
+    def sigma(self) -> torch.Tensor: ...
 
 
-def cd_work(core: RBMCore, bn: int, bp: int, reuse: bool) -> dict[str, Any]:
+def cd_work(core: RBMParameters, bn: int, bp: int, reuse: bool) -> dict[str, Any]:
     """The tensors :func:`cd_gradient` writes into, with the row weights a (1/bn for the bn chain rows,
     then -1/bp for the bp data rows) and the views it takes of them. With ``reuse`` they are kept for
     the next call with the same shapes (a plain attribute: never checkpointed); else fresh."""
@@ -48,7 +61,7 @@ def cd_work(core: RBMCore, bn: int, bp: int, reuse: bool) -> dict[str, Any]:
 
 
 @no_grad
-def cd_gradient(core: RBMCore, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], reuse: bool = False
+def cd_gradient(core: RBMParameters, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], reuse: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Minus the CD estimate of the log-likelihood gradient per example, plus the prior's weight decay,
     for W, b and c: <v h>_model - <v h>_data + lambda W, (<v>_model - <v>_data) / sigma^2 (sigma = 1
@@ -85,7 +98,7 @@ def cd_gradient(core: RBMCore, pos: dict[str, torch.Tensor], neg: dict[str, torc
 
 
 @no_grad
-def sgd_update(core: RBMCore, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> bool:
+def sgd_update(core: RBMParameters, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> bool:
     """The CD update: :func:`cd_gradient` applied with the arithmetic of ``torch.optim.SGD.step()``
     (momentum without dampening or Nesterov; lr and momentum read from the optimizer's param group),
     with the statistic in work buffers reused between updates and without ``.grad`` or the
