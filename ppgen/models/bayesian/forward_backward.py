@@ -1,13 +1,16 @@
-"""The forward algorithm and forward-backward for hidden Markov models, over a leading batch of S parameter
-values: log p(x_1..T) by the sequential recursion in log space or by a parallel scan, and the E-step
-(state marginals and expected transition counts) by normalised recursions in probability space, or as
-the gradient of the forward algorithm (Eisner 2016), chosen by size and device as measured
-(``benchmarks/hmm_forward_backward.py``). :class:`~ppgen.models.bayesian.hmm.HMM` computes its likelihood
-and its EM statistics with them.
+"""The forward algorithm, forward-backward and Viterbi decoding for hidden Markov models, over a leading batch
+of S parameter values: log p(x_1..T) by the sequential recursion in log space or by a parallel scan, the
+forward variables and state marginals in log space, the most probable path by max-product, and the
+E-step (state marginals and expected transition counts) by normalised recursions in probability space,
+or as the gradient of the forward algorithm (Eisner 2016), chosen by size and device as measured
+(``benchmarks/hmm_forward_backward.py``). :class:`~ppgen.models.bayesian.hmm.HMM` computes its likelihood,
+its state marginals, its decoding and its EM statistics with them.
 
 References:
     Rabiner (1989), A tutorial on hidden Markov models and selected applications in speech recognition,
     Proc. IEEE 77, 257-286.
+    Viterbi (1967), Error bounds for convolutional codes and an asymptotically optimum decoding
+    algorithm, IEEE Trans. Information Theory 13, 260-269.
     Eisner (2016), Inside-outside and forward-backward algorithms are just backprop, EMNLP workshop on
     structured prediction.
 """
@@ -46,6 +49,46 @@ def forward_log(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torc
     for t in range(1, e.shape[2]):
         alpha = torch.logsumexp(alpha[..., :, None] + log_a, -2) + e[:, :, t]
     return torch.logsumexp(alpha, -1)
+
+
+def forward_variables(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """The log forward variables log p(x_1..t, z_t = k) (S, N, T, K) of the sequential recursion in log
+    space, from log emission densities ``e`` (S, N, T, K), log initial probabilities (S, K) and log
+    transition matrices (S, K, K)."""
+    log_a = log_transition[:, None]  # (S, 1, K, K)
+    alpha = [log_initial[:, None] + e[:, :, 0]]
+    for t in range(1, e.shape[2]):
+        alpha.append(torch.logsumexp(alpha[-1][..., :, None] + log_a, -2) + e[:, :, t])
+    return torch.stack(alpha, 2)
+
+
+def smoothed_marginals(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """The state marginals p(z_t = k | x_1..T) (S, N, T, K) by the forward and backward recursions in log
+    space (Rabiner 1989), from the same arguments as :func:`forward_variables`."""
+    log_alpha = forward_variables(e, log_initial, log_transition)
+    log_a = log_transition[:, None]
+    beta = [torch.zeros_like(log_alpha[:, :, 0])]
+    for t in range(e.shape[2] - 1, 0, -1):
+        beta.append(torch.logsumexp(log_a + (e[:, :, t] + beta[-1])[..., None, :], -1))
+    log_beta = torch.stack(beta[::-1], 2)
+    return torch.softmax(log_alpha + log_beta, -1)
+
+
+def viterbi_path(e: torch.Tensor, log_initial: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """The most probable state path of each sequence (N, T) by max-product dynamic programming (Viterbi
+    1967; Rabiner 1989), for one parameter value: log emission densities ``e`` (N, T, K), log
+    initial probabilities (K,) and the log transition matrix (K, K)."""
+    delta = log_initial + e[:, 0]
+    back = []
+    for t in range(1, e.shape[1]):
+        scores = delta[:, :, None] + log_transition  # (N, K_from, K_to)
+        delta, arg = scores.max(1)
+        delta = delta + e[:, t]
+        back.append(arg)
+    path = [delta.argmax(-1)]
+    for arg in reversed(back):
+        path.append(arg.gather(1, path[-1][:, None])[:, 0])
+    return torch.stack(path[::-1], 1)
 
 
 #: The scaled recursion is exact to rounding while every transition probability is at least this (see

@@ -50,7 +50,7 @@ from torch.distributions import constraints
 from ppgen.models.bayesian.base import BayesFamily, tensor_options
 from ppgen.contracts import ChunkedEStep, ForwardBackward
 from ppgen.data.core import DataInfo
-from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan
+from ppgen.models.bayesian.forward_backward import forward_backward, forward_scan, smoothed_marginals, viterbi_path
 from ppgen.models.bayesian.hmm_spec import HMMSpec
 from ppgen.models.bayesian.kmeans import kmeans
 from ppgen.models.bayesian.mstep import diag_gaussian_step, dirichlet_mode
@@ -138,7 +138,7 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         """Examples in the data's layout (..., *event_shape) viewed as (..., T, D)."""
         return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], self.t, self.d)
 
-    # -- densities: emissions, forward, backward, Viterbi --------------------------------------------------
+    # -- densities: emissions, the forward algorithm, state marginals, Viterbi -----------------------------
     def emission_log_prob(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
         """log p(x_nt | z_t = k, theta_s): shape (S, N, T, K)."""
         x = self._seq(x)
@@ -155,15 +155,6 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         logp = torch.log(theta["emission_probs"])  # (S, K, V)
         return logp[:, :, symbols].permute(0, 2, 3, 1)  # (S, N, T, K)
 
-    def forward(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
-        """Log forward variables log p(x_1..t, z_t = k): shape (S, N, T, K)."""
-        e = self.emission_log_prob(x, theta)
-        log_a = torch.log(theta["transition"])[:, None]  # (S, 1, K, K)
-        alpha = [torch.log(theta["initial"])[:, None] + e[:, :, 0]]
-        for t in range(1, self.t):
-            alpha.append(torch.logsumexp(alpha[-1][..., :, None] + log_a, -2) + e[:, :, t])
-        return torch.stack(alpha, 2)
-
     def log_lik(self, x: torch.Tensor, theta: Theta) -> torch.Tensor:
         """log p(x_1..T | theta_s) per sequence by the forward algorithm: (S, N).
 
@@ -178,34 +169,19 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         return 2 * self.k**3
 
     def state_marginals(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
-        """p(z_t = k | x_1..T, theta_s) by forward-backward: shape (S, N, T, K)."""
+        """p(z_t = k | x_1..T, theta_s) by forward-backward in log space (:func:`smoothed_marginals`): shape
+        (S, N, T, K)."""
         theta = self.theta() if theta is None else theta
         e = self.emission_log_prob(x, theta)
-        log_alpha = self.forward(x, theta)
-        log_a = torch.log(theta["transition"])[:, None]
-        beta = [torch.zeros_like(log_alpha[:, :, 0])]
-        for t in range(self.t - 1, 0, -1):
-            beta.append(torch.logsumexp(log_a + (e[:, :, t] + beta[-1])[..., None, :], -1))
-        log_beta = torch.stack(beta[::-1], 2)
-        return torch.softmax(log_alpha + log_beta, -1)
+        return smoothed_marginals(e, torch.log(theta["initial"]), torch.log(theta["transition"]))
 
     def viterbi_dp(self, x: torch.Tensor, theta: Theta | None = None) -> torch.Tensor:
-        """The most probable path of each sequence by max-product dynamic programming, for one parameter
-        value (default: the point estimate): (N, T). :meth:`viterbi` reaches it through Pyro."""
+        """The most probable path of each sequence by max-product dynamic programming (:func:`viterbi_path`),
+        for one parameter value (default: the point estimate): (N, T). :meth:`viterbi` reaches it through
+        Pyro."""
         theta = {k: v[:1] for k, v in (self.theta() if theta is None else theta).items()}
         e = self.emission_log_prob(x, theta)[0]
-        log_a = torch.log(theta["transition"][0])
-        delta = torch.log(theta["initial"][0]) + e[:, 0]
-        back = []
-        for t in range(1, self.t):
-            scores = delta[:, :, None] + log_a  # (N, K_from, K_to)
-            delta, arg = scores.max(1)
-            delta = delta + e[:, t]
-            back.append(arg)
-        path = [delta.argmax(-1)]
-        for arg in reversed(back):
-            path.append(arg.gather(1, path[-1][:, None])[:, 0])
-        return torch.stack(path[::-1], 1)
+        return viterbi_path(e, torch.log(theta["initial"][0]), torch.log(theta["transition"][0]))
 
     # -- Pyro models ------------------------------------------------------------------------------------------
     def _emission(self, theta: Theta, z: torch.Tensor) -> dist.Distribution:

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -78,11 +79,19 @@ def inference_data(model: Any, x: torch.Tensor, *, draws: Mapping[str, torch.Ten
         attrs={"inference": inference, "relabelled": int(relabel_draws), "family": model.family_name,
                "unit": model.unit},
     )
-    pp = az.from_dict(posterior_predictive={"x": x_rep.double().numpy()}, coords={"obs": np.arange(x.shape[0])},
-                      dims={"x": obs_dims})
-    idata.extend(pp)
+    idata.extend(_predictive(az, x_rep, x, obs_dims))
     idata.posterior_predictive.attrs["thinned_by"] = stride
     return idata
+
+
+def _predictive(az: Any, x_rep: torch.Tensor, x: torch.Tensor, obs_dims: list[str]) -> Any:
+    """The ``posterior_predictive`` group of replicated data ``x_rep`` (chain, draw, *x.shape). Draws
+    thinned for large data may be fewer than the sampler's chains; ArviZ then guesses that the two axes
+    are swapped and warns, but the layout is (chain, draw) by construction, so that guess is not passed on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"More chains \(\d+\) than draws", category=UserWarning)
+        return az.from_dict(posterior_predictive={"x": x_rep.double().numpy()}, coords={"obs": np.arange(x.shape[0])},
+                            dims={"x": obs_dims})
 
 
 #: Replicated data sets drawn from the plug-in predictive of a point estimate: chains x draws.
@@ -102,7 +111,8 @@ def point_inference_data(model: Any, x: torch.Tensor, *, seed: int = 0) -> Any:
       or per sequence for an HMM);
     - ``posterior_predictive``: ``x``, replicated data sets from the plug-in predictive p(x | theta_hat),
       independent, laid out as :data:`POINT_PREDICTIVE` chains x draws (fewer draws if the data are
-      large); its attribute ``predictive`` says that they do not carry the parameters' uncertainty;
+      large, and then no more chains than draws); its attribute ``predictive`` says that they do not
+      carry the parameters' uncertainty;
     - ``observed_data``: ``x``; ``sample_stats``: ``lp``, the log joint at theta_hat (1, 1).
     """
     az = arviz()
@@ -114,6 +124,7 @@ def point_inference_data(model: Any, x: torch.Tensor, *, seed: int = 0) -> Any:
     obs_dims = ["obs"] + [f"event_{i}" for i in range(x.dim() - 1)]
     chains, per = POINT_PREDICTIVE
     per = max(2, min(per, MAX_PREDICTIVE_VALUES // max(1, chains * x.numel())))
+    chains = min(chains, per)  # the draws are independent: with few of them, fewer chains
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -130,9 +141,7 @@ def point_inference_data(model: Any, x: torch.Tensor, *, seed: int = 0) -> Any:
         dims={**dims, "x": obs_dims},
         attrs={"inference": "point estimate", "family": model.family_name, "unit": model.unit},
     )
-    pp = az.from_dict(posterior_predictive={"x": x_rep.reshape(chains, per, *x.shape).double().numpy()},
-                      coords=coords, dims={"x": obs_dims})
-    idata.extend(pp)
+    idata.extend(_predictive(az, x_rep.reshape(chains, per, *x.shape), x, obs_dims))
     idata.posterior.attrs["point_estimate"] = "MAP"
     idata.posterior_predictive.attrs["predictive"] = "plug-in p(x | theta_hat) at the point estimate"
     return declare_independent(idata, "posterior_predictive")
