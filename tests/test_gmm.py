@@ -172,7 +172,7 @@ def test_fit_evaluate_sample_and_figures(tmp_path) -> None:
     # asking for draws says what to do.
     idata = model.inference_data(run.data, run.metrics)
     assert idata.posterior.attrs["point_estimate"] == "MAP" and idata.posterior.sizes["draw"] == 1
-    with pytest.raises(SpecError, match="inference/nuts.yaml"):
+    with pytest.raises(SpecError, match="--inference nuts"):
         model.theta("posterior")
 
 

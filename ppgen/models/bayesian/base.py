@@ -148,7 +148,7 @@ class BayesFamily(Family, Posterior, JointDensity, Relabeling, MarginalModel):
             which = "posterior" if self.has_posterior else "point"
         if which == "posterior":
             if not self.has_posterior:
-                raise SpecError("this model holds no posterior draws; fit it with inference/nuts.yaml")
+                raise SpecError("this model holds no posterior draws; fit it with --inference nuts (the zoo's NUTS recipe)")
             return flatten_draws(self.posterior.draws())
         return {k: v.detach().unsqueeze(0) for k, v in self.point.values().items()}
 

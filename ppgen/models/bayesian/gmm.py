@@ -307,13 +307,13 @@ class GMM(BayesFamily, ChunkedEStep):
             raise SpecError(
                 f"routine em: prior.weights_concentration is {self.p.weights_concentration:g}; below 1 the posterior "
                 "density grows without bound as a weight goes to 0, so there is no posterior mode for EM to reach. "
-                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+                "Set it to 1 or more, or sample the posterior with --inference nuts"
             )
         if self.cov == "full" and self.p.lkj_concentration < 1:
             raise SpecError(
                 f"routine em: prior.lkj_concentration is {self.p.lkj_concentration:g}; below 1 the LKJ density grows "
                 "without bound as a correlation approaches +-1, so a component with little data has no mode. "
-                "Set it to 1 or more, or sample the posterior with inference/nuts.yaml"
+                "Set it to 1 or more, or sample the posterior with --inference nuts"
             )
 
     def em_chunk(self, s: int) -> int:

@@ -308,7 +308,7 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
                 raise SpecError(
                     f"routine em: prior.{key} is {value:g}; below 1 the posterior density grows without bound as a "
                     "probability goes to 0, so there is no posterior mode for EM to reach. Set it to 1 or more, or "
-                    "sample the posterior with inference/nuts.yaml"
+                    "sample the posterior with --inference nuts"
                 )
 
     def forward_backward(self, x: torch.Tensor, theta: Theta, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
