@@ -110,8 +110,8 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         e = [m for m in epochs if layer is None or m.get("layer") == layer]
         _series(ax, [(m["step"], m[key]) for m in t if key in m], None, "train (logged steps)", lw=0.8, alpha=0.6)
         _series(ax, [(m["step"], m[key]) for m in e if key in m], "o",
-                "validation" if key.startswith("val_") else "train (epoch mean)", ms=3)
-        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s", "validation", ms=3)
+                "validation" if key.startswith("val_") else "train (epoch mean)", markersize=3)
+        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s", "validation", markersize=3)
         step_axis(ax, [m["step"] for m in t + e if key in m or f"val_{key}" in m])
         base = key[4:] if key.startswith("val_") else key
         name = names.get(f"{base}@layer{layer}") or names.get(base, base)

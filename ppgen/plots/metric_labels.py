@@ -33,6 +33,7 @@ METRIC_LABELS: dict[str, str] = {
     "d_real": "mean D(x) on data (probability or critic score)",
     "d_fake": "mean D(G(z)) on samples (probability or critic score)",
     "gp": "gradient penalty (squared gradient norm of D, before its weight)",
+    "ks": "KS distance of samples to held-out data (two-sample, 0 to 1)",
 }
 
 
