@@ -39,7 +39,7 @@ def test_training_curves_of_one_logged_step_read_whole_steps(tmp_path: Path, sav
     curves.training_curves(metrics, tmp_path / "training_curves.png")
     (fig,) = saved
     panels = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_label() for ax in panels] == ["grad_norm", "loss"]
+    assert len(panels) == 2  # grad_norm, loss
     for ax in panels:
         assert ax.get_lines() and all(_marked(ln) and list(ln.get_xdata()) == [10] for ln in ax.get_lines())
         assert _whole_step_axis(ax), (ax.get_xlim(), ax.get_xticks())
@@ -52,12 +52,12 @@ def test_training_curves_mark_each_of_few_logged_steps(tmp_path: Path, saved: li
     metrics += [{"kind": "train", "step": s, "lr": 1.0 / s} for s in range(1, 101)]
     curves.training_curves(metrics, tmp_path / "training_curves.png")
     (fig,) = saved
-    axes = {ax.get_label(): ax for ax in fig.axes if ax.axison}
-    (few,) = axes["loss"].get_lines()
-    assert len(few.get_xdata()) == 3 and _marked(few)
-    (many,) = axes["lr"].get_lines()
-    assert len(many.get_xdata()) == 100 and not _marked(many)  # a line alone where points are many
-    assert all(_whole_step_axis(ax) for ax in axes.values())
+    axes = [ax for ax in fig.axes if ax.axison]
+    (few,) = [ln for ax in axes for ln in ax.get_lines() if len(ln.get_xdata()) == 3]  # loss
+    assert _marked(few)
+    (many,) = [ln for ax in axes for ln in ax.get_lines() if len(ln.get_xdata()) == 100]  # lr
+    assert not _marked(many)  # a line alone where points are many
+    assert all(_whole_step_axis(ax) for ax in axes)
 
 
 def test_a_loss_trace_reads_whole_steps(tmp_path: Path, saved: list) -> None:
