@@ -24,11 +24,11 @@ _NOT_CURVES = {"kind", "epoch", "step", "time_s", "train_time_s", "layer", "best
 
 
 def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[str]:
-    """Numeric keys of the records (flags aside), validation numbers after their training quantity's panel
-    or in one of their own (``val_ks``)."""
+    """Numeric keys of the records (flags aside), the training loss first, validation numbers after their
+    training quantity's panel or in one of their own (``val_ks``)."""
     keys = sorted({k for m in train + epochs for k, v in m.items()
                    if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    base = [k for k in keys if not k.startswith("val_")]
+    base = sorted((k for k in keys if not k.startswith("val_")), key=lambda k: k != "loss")  # the loss first
     return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
 
 
