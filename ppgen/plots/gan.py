@@ -84,8 +84,10 @@ def losses_figure(stats: Any, path: Path, labels: dict[str, str] | None = None) 
     if not keys:
         return None
     names = {**METRIC_LABELS, **adversarial_labels(None), **(labels or {})}
-    fig, axes = subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    # one row of up to three panels, else two rows: four or five in a row would be too wide to read
+    cols = len(keys) if len(keys) <= 3 else -(-len(keys) // 2)
+    fig, axes = plots.grid_axes(len(keys), panel=(3.6, 3.0), max_cols=cols)
+    for ax, key in zip(axes, keys):
         v = stats[key].values[0]
         step = stats["step"].values[0] if "step" in stats else range(1, len(v) + 1)
         plot_series(ax, step, v, lw=0.8)

@@ -85,7 +85,8 @@ def loss_kind(recipe: Any, spec: Any = None) -> LossKind:
     if routine == "nuts":
         return LossKind(LOSS_KINDS["log_joint"], "minus log joint density (nats per example)")
     if routine == "adversarial":
-        return LossKind(LOSS_KINDS["adversarial"], adversarial_labels(getattr(recipe, "loss", "nonsaturating"))["loss"])
+        label = adversarial_labels(getattr(recipe, "loss", "nonsaturating"))["loss"]
+        return LossKind(LOSS_KINDS["adversarial"], label)
     if routine in ("cd", "pcd", "layerwise"):
         real = spec is not None and (getattr(spec, "family", None) == "gbrbm" or getattr(spec, "visible", None) == "gaussian")
         if real:
