@@ -327,13 +327,15 @@ def test_states_are_whole_numbers(figures: dict[str, Any]) -> None:
 
 
 def test_training_curves_say_what_they_show(figures: dict[str, Any]) -> None:
-    """The GAN's curves name the discriminator's loss (and the generator's, where it is recorded); the
-    DBN's do not plot the layer being trained as a quantity."""
+    """The GAN's curves name the discriminator's loss (and the generator's, where it is recorded), and
+    title every panel by what it shows, not by the recorded key; the DBN's do not plot the layer being
+    trained as a quantity."""
     gan = _one(figures, "gan", "training_curves.png").figure
     for ax in gan.axes:
-        key = ax.get_title().removeprefix("val_")
+        key = ax.get_label().removeprefix("val_")  # the recorded quantity the panel shows
         want = {"loss": "discriminator loss", "g_loss": "generator loss"}.get(key)
         assert want is None or want in ax.get_ylabel().replace("\n", " "), (ax.get_title(), ax.get_ylabel())
+        assert not ax.axison or (ax.get_title() and ax.get_title() != ax.get_label()), (ax.get_label(), ax.get_title())
     assert "discriminator loss" in _texts(gan), _texts(gan)
     dbn = _one(figures, "dbn", "training_curves.png").figure
     assert all(ax.get_title() != "layer" for ax in dbn.axes)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ppgen.arviz_data import arviz, independent_draws, labeller, loss_trace, markov_chains
 from ppgen.plots import families
+from ppgen.plots.metric_labels import metric_labels
 from ppgen.store.atomic import atomic_write
 
 
@@ -191,7 +192,7 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
         table.notes.insert(1, f"the full table ({len(full)} rows): {csv}")
     figures: dict[str, Path] = {}
     folder = Path(run.path) / "figures"
-    own = families.diagnostic_figures(run.model, idata, folder)
+    own = families.diagnostic_figures(run.model, idata, folder, labels=metric_labels(run.recipe, run.spec))
     if own is not None:
         figures.update(own)
     elif "posterior" in idata.groups():

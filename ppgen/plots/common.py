@@ -190,9 +190,10 @@ def label_trace_axes(axes: Any) -> None:
 def posterior_figure(idata: Any, path: str | Path, var: str, n_obs: int = 4, n_dims: int = 4,
                      title: str | None = None, probability: str = "posterior probability") -> Path:
     """Posterior draws of ``var`` for the first ``n_obs`` examples: for a continuous variable, one panel per
-    example and coordinate (rows: examples, columns: coordinates), titled "example i, var[j]": a
-    histogram of the draws and the normal density with their mean and standard deviation (the exact shape
-    of a Gaussian q(z|x), with none of a kernel density's bumps); for a discrete one (a class), one bar
+    example and coordinate (rows: examples, columns: coordinates), titled "example i, var[j]" over the
+    draws' mean and sd: a histogram of the draws and the normal density with that mean and standard
+    deviation (the exact shape of a Gaussian q(z|x), with none of a kernel density's bumps), named once
+    in a legend below the panels, where it covers no histogram; for a discrete one (a class), one bar
     chart per example of the share of draws in each class (``probability`` names its axis), the true label
     marked."""
     post = idata.posterior[var]
@@ -232,21 +233,25 @@ def posterior_figure(idata: Any, path: str | Path, var: str, n_obs: int = 4, n_d
         fig.tight_layout()
         return save_figure(fig, path)
     n_dims = min(n_dims, flat.shape[2])
-    fig, axes = subplots(n_obs, n_dims, figsize=(2.6 * n_dims, 2.1 * n_obs), squeeze=False)
+    # constrained layout makes room for the figure legend below the panels, clear of every histogram
+    fig = figure((2.6 * n_dims, 2.3 * n_obs + 0.4), layout="constrained")
+    axes = fig.subplots(n_obs, n_dims, squeeze=False)
     for i in range(n_obs):
         for j in range(n_dims):
             ax, v = axes[i, j], flat[:, i, j].astype(float)
             mu, sd = float(v.mean()), float(v.std())
-            ax.hist(v, bins=min(30, max(8, len(v) // 10)), density=True, color="C0", alpha=0.45, label="draws")
+            ax.hist(v, bins=min(30, max(8, len(v) // 10)), density=True, color="C0", alpha=0.45,
+                    label="draws (histogram)")
             grid = np.linspace(mu - 4 * sd, mu + 4 * sd, 200) if sd > 0 else np.array([mu, mu])
             dens = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)) if sd > 0 else [0, 1]
-            ax.plot(grid, dens, color="C1", lw=1.5, label=f"normal({mu:.2g}, {sd:.2g}\u00b2)")
-            ax.set_title(f"example {i}, {var}[{j}]" if local else f"{var}[{j}]", fontsize=9)
+            ax.plot(grid, dens, color="C1", lw=1.5, label="normal density with the draws' mean and sd")
+            name = f"example {i}, {var}[{j}]" if local else f"{var}[{j}]"
+            ax.set_title(f"{name}\nmean {mu:.2g}, sd {sd:.2g}", fontsize=8)
             ax.set_xlabel(f"{var}[{j}]", fontsize=8)
             ax.set_ylabel("density", fontsize=8)
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=6, loc="upper right")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle(title or f"draws of {var} for the first test examples ({flat.shape[0]} each) and the normal "
                  "density with their mean and sd", fontsize=10)
-    fig.tight_layout()
     return save_figure(fig, path)

@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ppgen.plots.common import save_figure, subplots
-from ppgen.plots.metric_labels import METRIC_LABELS
+from ppgen.plots.metric_labels import METRIC_LABELS, metric_title
+
+#: A series of at most this many points gets a marker at each: a line alone hides how few they are, and
+#: a line of one point draws nothing.
+FEW_POINTS = 30
 
 
 #: Records that are not quantities over training.
@@ -19,29 +24,56 @@ _NOT_CURVES = {"kind", "epoch", "step", "time_s", "train_time_s", "layer", "best
 
 
 def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[str]:
-    """Numeric keys of the records (flags aside), validation numbers after their training quantity's panel
-    or in one of their own (``val_ks``)."""
+    """Numeric keys of the records (flags aside), the training loss first, validation numbers after their
+    training quantity's panel or in one of their own (``val_ks``)."""
     keys = sorted({k for m in train + epochs for k, v in m.items()
                    if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    base = [k for k in keys if not k.startswith("val_")]
+    base = sorted((k for k in keys if not k.startswith("val_")), key=lambda k: k != "loss")  # the loss first
     return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
 
 
-def _series(ax: Any, pts: list[tuple[float, float]], style: str, label: str, **kwargs: Any) -> None:
-    """A line through ``pts``; a single point as a marker (a line of one point draws nothing)."""
+def plot_series(ax: Any, x: Any, y: Any, **kwargs: Any) -> list[Any]:
+    """``y`` against ``x``, leaving out non-finite values (a number recorded on some records only): a
+    line between the points and, for at most :data:`FEW_POINTS` of them, a marker at each (``marker``
+    given in ``kwargs`` wins). Returns the lines drawn (none for no finite point)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if not keep.any():
+        return []
+    if keep.sum() <= FEW_POINTS:
+        kwargs.setdefault("marker", "o")
+        kwargs.setdefault("markersize", 3)
+    return ax.plot(x[keep], y[keep], **kwargs)
+
+
+def step_axis(ax: Any, steps: Any) -> None:
+    """An x axis of training steps: whole-number ticks only and, where the steps span less than two
+    (a single logged step), one step either side of them rather than a fraction of one."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    s = np.asarray(steps, dtype=float)
+    s = s[np.isfinite(s)]
+    if len(s) and s.max() - s.min() < 2:
+        ax.set_xlim(s.min() - 1, s.max() + 1)
+
+
+def _series(ax: Any, pts: list[tuple[float, float]], marker: str | None, label: str, **kwargs: Any) -> None:
+    """:func:`plot_series` through ``pts``, with ``marker`` at every point (None: where they are few)."""
     if not pts:
         return
     s, v = zip(*pts)
-    ax.plot(s, v, style if len(pts) > 1 or any(c in style for c in "os.^") else "o", label=label, **kwargs)
+    plot_series(ax, s, v, label=label, **({"marker": marker} if marker else {}), **kwargs)
 
 
 def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None,
                     labels: dict[str, str] | None = None) -> Path | None:
     """Every numeric quantity of the train records against step, with epoch means (and validation
-    numbers) on top; one panel per quantity, its y axis named by ``labels`` (see :func:`metric_labels`).
+    numbers) on top; one panel per quantity, its y axis named by ``labels`` (see :func:`metric_labels`) and
+    its title that label without the unit (:func:`~ppgen.plots.metric_labels.metric_title`; the panel's
+    ``get_label()`` is the recorded key).
     Records of a model trained layer by layer (a ``layer`` number) get one row of panels per layer,
     since each layer's numbers have their own scale. A quantity that never changes is named in the
-    title instead of drawn; a quantity with a single record is drawn as a marker."""
+    title instead of drawn; a series of few records is drawn with markers (a single record as a marker),
+    on an axis of whole steps (:func:`step_axis`)."""
     train = [m for m in metrics if m.get("kind") == "train"]
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     if not train and not epochs:
@@ -76,15 +108,18 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         layer, key = cell
         t = [m for m in train if layer is None or m.get("layer") == layer]
         e = [m for m in epochs if layer is None or m.get("layer") == layer]
-        _series(ax, [(m["step"], m[key]) for m in t if key in m], "-", "train (logged steps)", lw=0.8, alpha=0.6)
-        _series(ax, [(m["step"], m[key]) for m in e if key in m], "o-",
-                "validation" if key.startswith("val_") else "train (epoch mean)", ms=3)
-        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s-", "validation", ms=3)
+        _series(ax, [(m["step"], m[key]) for m in t if key in m], None, "train (logged steps)", lw=0.8, alpha=0.6)
+        _series(ax, [(m["step"], m[key]) for m in e if key in m], "o",
+                "validation" if key.startswith("val_") else "train (epoch mean)", markersize=3)
+        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s", "validation", markersize=3)
+        step_axis(ax, [m["step"] for m in t + e if key in m or f"val_{key}" in m])
         base = key[4:] if key.startswith("val_") else key
         name = names.get(f"{base}@layer{layer}") or names.get(base, base)
         ax.set_xlabel(names.get("step", "training step"), fontsize=8)
-        ax.set_ylabel(_wrap(name), fontsize=8)
-        ax.set_title(key if layer is None else f"layer {layer + 1}: {key}", fontsize=9)
+        ax.set_ylabel(wrap_label(name), fontsize=8)
+        panel = metric_title(name) + (" (validation)" if key.startswith("val_") else "")
+        ax.set_title(panel if layer is None else f"layer {layer + 1}: {panel}", fontsize=9)
+        ax.set_label(key)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
@@ -97,7 +132,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     return save_figure(fig, path)
 
 
-def _wrap(text: str, width: int = 30) -> str:
+def wrap_label(text: str, width: int = 30) -> str:
     """An axis label on at most two lines (before the unit in brackets, if it is long)."""
     if len(text) <= width or " (" not in text:
         return text
@@ -114,7 +149,8 @@ def loss_trace_figure(idata: Any, path: Path) -> Path | None:
     loss = idata.sample_stats["loss"].values[0]
     step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
     # a run that logged a single step still shows it: as a marker, not a line of one point
-    ax.plot(step, loss, lw=0.8, marker="o" if len(loss) < 2 else None, markersize=4)
+    plot_series(ax, step, loss, lw=0.8)
+    step_axis(ax, step)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per example)")
     ax.grid(alpha=0.3)

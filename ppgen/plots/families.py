@@ -28,15 +28,17 @@ from ppgen.plots import bayesian, energy, gan, pixel, vae
 
 
 class FamilyFigures(NamedTuple):
-    """A family's figure functions; None where it has none of that kind."""
+    """A family's figure functions; None where it has none of that kind. ``labelled``: ``diagnostic``
+    takes the labels of the recorded numbers (``labels=``, :func:`~ppgen.plots.metric_labels.metric_labels`)."""
 
     figures: Callable[[Any, Path, Dataset], dict[str, Path]] | None = None
-    diagnostic: Callable[[Any, Any, Path], dict[str, Path]] | None = None
+    diagnostic: Callable[..., dict[str, Path]] | None = None
+    labelled: bool = False
 
 
 TABLE: dict[type[Family], FamilyFigures] = {
     VAE: FamilyFigures(vae.figures),
-    GAN: FamilyFigures(gan.figures, gan.diagnostic_figures),
+    GAN: FamilyFigures(gan.figures, gan.diagnostic_figures, labelled=True),
     EnergyFamily: FamilyFigures(energy.figures, energy.diagnostic_figures),
     PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures),
     BayesFamily: FamilyFigures(None, bayesian.diagnostic_figures),
@@ -59,12 +61,14 @@ def figures(model: Family, folder: Path, data: Dataset) -> dict[str, Path]:
     return dict(found.figures(model, Path(folder), data)) if found.figures is not None else {}
 
 
-def diagnostic_figures(model: Family, idata: Any, folder: Path) -> dict[str, Path] | None:
+def diagnostic_figures(model: Family, idata: Any, folder: Path,
+                       labels: dict[str, str] | None = None) -> dict[str, Path] | None:
     """The family's own ``ppgen diagnose`` figures, or None where it has none (the generic ones are
-    drawn then)."""
+    drawn then); ``labels`` name the numbers the run recorded, for the families whose figures show them."""
     found = entry(type(model))
     if found is not None and found.diagnostic is not None:
-        return dict(found.diagnostic(model, idata, Path(folder)))
+        extra = {"labels": labels} if found.labelled else {}
+        return dict(found.diagnostic(model, idata, Path(folder), **extra))
     if found is None and isinstance(model, DiagnosticFigures):
         return dict(model.diagnostic_figures(idata, Path(folder)))
     return None

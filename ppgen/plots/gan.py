@@ -18,6 +18,8 @@ from ppgen.evaluation import toy_checks
 from ppgen.models.gan import GAN, _eval_mode
 from ppgen.plots import common as plots
 from ppgen.plots.common import save_figure, subplots
+from ppgen.plots.curves import plot_series, step_axis, wrap_label
+from ppgen.plots.metric_labels import METRIC_LABELS, adversarial_labels, metric_title
 from ppgen.plots.predictive import pixel_means_figure, predictive_draws_figure
 
 
@@ -42,13 +44,14 @@ def figures(model: GAN, folder: Path, data: Dataset) -> dict[str, Path]:
         return out
 
 
-def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
+def diagnostic_figures(model: GAN, idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
     """A GAN has no posterior; what applies: ``predictive.png``, replicated data sets G(z), z ~ p(z), against
     the observed test data (:func:`~ppgen.plots.predictive.predictive_draws_figure`); for images
     ``pixel_means.png``, each pixel's mean over the draws against its mean over the test images
     (:func:`~ppgen.plots.predictive.pixel_means_figure`); ``losses.png``, both players' training losses,
-    where training steps were logged; for 1-D data ``ppc.png``, ArviZ's check of the generated data sets
-    against the observed one."""
+    where training steps were logged (:func:`losses_figure`); for 1-D data ``ppc.png``, ArviZ's check of
+    the generated data sets against the observed one. ``labels`` name the recorded numbers
+    (:func:`~ppgen.plots.metric_labels.metric_labels` of the run's recipe)."""
     folder = Path(folder)
     out: dict[str, Path] = {}
     if "posterior_predictive" in idata.groups() and "observed_data" in idata.groups():
@@ -58,21 +61,9 @@ def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
         if shape is not None:
             out["pixel_means"] = pixel_means_figure(idata, folder / "pixel_means.png", shape, drawn=drawn)
     if "sample_stats" in idata.groups():
-        st = idata.sample_stats
-        keys = [k for k in ("loss", "g_loss", "d_real", "d_fake", "gp") if k in st]
-        step = st["step"].values[0] if "step" in st else None
-        fig, axes = subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
-        for ax, key in zip(axes[0], keys):
-            v = st[key].values[0]
-            ax.plot(step if step is not None else range(len(v)), v, lw=0.8)
-            name = {"loss": "discriminator loss", "g_loss": "generator loss", "d_real": "mean D(x) on data",
-                    "d_fake": "mean D(G(z)) on samples", "gp": "gradient penalty"}.get(key, key)
-            ax.set_title(name, fontsize=9)
-            ax.set_ylabel(name, fontsize=8)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        out["losses"] = save_figure(fig, folder / "losses.png")
+        losses = losses_figure(idata.sample_stats, folder / "losses.png", labels)
+        if losses is not None:
+            out["losses"] = losses
     if model.event_shape == (1,):
         az = arviz()
         fig, ax = subplots(figsize=(6, 4))
@@ -81,6 +72,34 @@ def diagnostic_figures(model: GAN, idata: Any, folder: Path) -> dict[str, Path]:
             az.plot_ppc(idata, group="posterior", num_pp_samples=20, ax=ax)
         out["ppc"] = save_figure(fig, folder / "ppc.png")
     return out
+
+
+def losses_figure(stats: Any, path: Path, labels: dict[str, str] | None = None) -> Path | None:
+    """One panel per number adversarial training recorded in ``stats`` (``sample_stats``: ``loss``,
+    ``g_loss``, ``d_real``, ``d_fake``, ``gp``) against the training step, titled and labelled from
+    ``labels`` over :func:`~ppgen.plots.metric_labels.adversarial_labels` (the loss not known); a number
+    recorded on some steps only (``g_loss`` with ``n_critic`` > 1) is drawn at those steps. None when
+    none is recorded."""
+    keys = [k for k in ("loss", "g_loss", "d_real", "d_fake", "gp") if k in stats]
+    if not keys:
+        return None
+    names = {**METRIC_LABELS, **adversarial_labels(None), **(labels or {})}
+    # one row of up to three panels, else two rows: four or five in a row would be too wide to read
+    cols = len(keys) if len(keys) <= 3 else -(-len(keys) // 2)
+    fig, axes = plots.grid_axes(len(keys), panel=(3.6, 3.0), max_cols=cols)
+    for ax, key in zip(axes, keys):
+        v = stats[key].values[0]
+        step = stats["step"].values[0] if "step" in stats else range(1, len(v) + 1)
+        plot_series(ax, step, v, lw=0.8)
+        step_axis(ax, step)
+        ax.set_title(metric_title(names[key]), fontsize=9)
+        ax.set_ylabel(wrap_label(names[key]), fontsize=8)
+        ax.set_xlabel(names.get("step", "training step"), fontsize=8)
+        ax.set_label(key)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def _toy1d_target(model: GAN) -> Any:

@@ -1,7 +1,9 @@
 """What the numbers a routine records during training are: each quantity's axis label with its unit, and
 the kind and label of the training ``loss`` (an exact negative log-likelihood, a bound, a MAP objective, a
 discriminator's loss, ...) from what the routine and the family declare. The training curves
-(:mod:`ppgen.plots.curves`) and ``ppgen compare`` (:mod:`ppgen.evaluation.compare`) label their axes with them.
+(:mod:`ppgen.plots.curves`), the GAN's ``losses.png`` (:mod:`ppgen.plots.gan`) and ``ppgen compare``
+(:mod:`ppgen.evaluation.compare`) label their axes with them; a panel's title is its label without the
+unit (:func:`metric_title`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,19 @@ METRIC_LABELS: dict[str, str] = {
     "rhat_max": "largest split R-hat",
     "log_lik": "log-likelihood (nats per example)",
     "iterations": "iterations",
+    # adversarial training; the units depend on the loss (:func:`adversarial_labels`)
+    "g_loss": "generator loss (nats or critic units)",
+    "d_real": "mean D(x) on data (probability or critic score)",
+    "d_fake": "mean D(G(z)) on samples (probability or critic score)",
+    "gp": "gradient penalty (squared gradient norm of D, before its weight)",
+    "ks": "KS distance of samples to held-out data (two-sample, 0 to 1)",
 }
+
+
+def metric_title(label: str) -> str:
+    """A panel's title: the quantity's label without its unit in brackets (``"generator loss"`` for
+    ``"generator loss (nats, binary cross-entropy)"``); the unit stays on the axis."""
+    return label.split(" (", 1)[0]
 
 
 class LossKind(NamedTuple):
@@ -71,9 +85,8 @@ def loss_kind(recipe: Any, spec: Any = None) -> LossKind:
     if routine == "nuts":
         return LossKind(LOSS_KINDS["log_joint"], "minus log joint density (nats per example)")
     if routine == "adversarial":
-        name = getattr(recipe, "loss", "nonsaturating")
-        unit = "nats, binary cross-entropy" if name in ("minimax", "nonsaturating") else f"{name} loss, critic units"
-        return LossKind(LOSS_KINDS["adversarial"], f"discriminator loss ({unit})")
+        label = adversarial_labels(getattr(recipe, "loss", "nonsaturating"))["loss"]
+        return LossKind(LOSS_KINDS["adversarial"], label)
     if routine in ("cd", "pcd", "layerwise"):
         real = spec is not None and (getattr(spec, "family", None) == "gbrbm" or getattr(spec, "visible", None) == "gaussian")
         if real:
@@ -101,13 +114,7 @@ def metric_labels(recipe: Any, spec: Any = None) -> dict[str, str]:
     routine = getattr(recipe, "routine", None)
     out: dict[str, str] = {"loss": loss_kind(recipe, spec).label} if routine is not None else {}
     if routine == "adversarial":
-        name = getattr(recipe, "loss", "nonsaturating")
-        unit = "nats, binary cross-entropy" if name in ("minimax", "nonsaturating") else f"{name} loss, critic units"
-        prob = name in ("minimax", "nonsaturating")
-        out.update(g_loss=f"generator loss ({unit})",
-                   d_real="mean D(x) on data" + (" (probability)" if prob else " (critic score)"),
-                   d_fake="mean D(G(z)) on samples" + (" (probability)" if prob else " (critic score)"),
-                   gp="gradient penalty")
+        out.update(adversarial_labels(getattr(recipe, "loss", "nonsaturating")))
     elif routine == "layerwise" and getattr(recipe, "propagate", "mean") == "mean":
         # the layers above the first see probabilities, scored by their reconstruction error
         for i in range(1, len(getattr(spec, "hidden", []) or [])):
@@ -115,3 +122,18 @@ def metric_labels(recipe: Any, spec: Any = None) -> dict[str, str]:
     elif routine == "nuts":
         out["step"] = "step (one block of draws)"
     return out
+
+
+def adversarial_labels(loss: str | None) -> dict[str, str]:
+    """The numbers adversarial training records (:mod:`ppgen.inference.adversarial`), labelled for its
+    ``loss``: for the minimax and non-saturating losses both players' losses are binary cross-entropies in
+    nats and D(x) is a probability; for the others they are in the critic's units and D(x) is a score.
+    With ``loss`` None (not known) the units are those of :data:`METRIC_LABELS`."""
+    if loss is None:
+        return {"loss": LOSS_KINDS["adversarial"],
+                **{k: METRIC_LABELS[k] for k in ("g_loss", "d_real", "d_fake", "gp")}}
+    unit = "nats, binary cross-entropy" if loss in ("minimax", "nonsaturating") else f"{loss} loss, critic units"
+    score = "probability" if loss in ("minimax", "nonsaturating") else "critic score"
+    return {"loss": f"discriminator loss ({unit})", "g_loss": f"generator loss ({unit})",
+            "d_real": f"mean D(x) on data ({score})", "d_fake": f"mean D(G(z)) on samples ({score})",
+            "gp": METRIC_LABELS["gp"]}
