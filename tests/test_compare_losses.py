@@ -71,6 +71,9 @@ def test_compare_never_puts_an_exact_nll_and_a_bound_on_one_axis(tmp_path: Path,
     assert "ELBO" in bound.get_ylabel()
     assert [t.get_text() for t in exact.get_legend().get_texts()] == [f"pixelcnn ({pixel.path.name})"]
     assert len(bound.get_legend().get_texts()) == 2
+    for ax in curves:  # whole epochs on the axis, also for a run of one epoch (not 0.95 ... 1.05)
+        lo, hi = ax.get_xlim()
+        assert hi - lo >= 2 and all(float(t).is_integer() for t in ax.get_xticks()), (ax.get_xlim(), ax.get_xticks())
 
 
 PROGRAM_DATA = {"name": "toy2d", "distribution": "moons", "n": 64, "batch_size": 32}

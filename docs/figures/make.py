@@ -73,6 +73,7 @@ def runs(work: Path) -> dict[str, Path]:
         "gan_training_curves": gan / "figures" / "training_curves.png",
         "gan_predictive": gan / "figures" / "predictive.png",
         "gan_pixel_means": gan / "figures" / "pixel_means.png",
+        "gan_losses": gan / "figures" / "losses.png",
     }
 
 

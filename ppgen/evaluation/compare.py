@@ -188,6 +188,7 @@ def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: 
     draws from each run (draws, not pixel means, so that binary data look alike across families) in rows
     of at most ``max_cols`` panels, above the training losses by epoch (:func:`loss_panels`)."""
     from ppgen.plots.common import draw_samples, figure, save_figure
+    from ppgen.plots.curves import step_axis
 
     runs = [open_run(p) for p in paths]
     rows = table(runs)
@@ -211,6 +212,7 @@ def compare(paths: Sequence[str | Path], output: str | Path = "compare.png", n: 
         ax = fig.add_subplot(grid[sample_rows + r, c * cols : (c + 1) * cols])
         for name, epochs in curves:
             ax.plot([m["epoch"] for m in epochs], [m["loss"] for m in epochs], "o-", ms=3, label=name)
+        step_axis(ax, [m["epoch"] for _, epochs in curves for m in epochs])
         ax.set_title(kind, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label if len(label) <= 34 or " (" not in label else label.replace(" (", "\n(", 1), fontsize=8)
