@@ -111,7 +111,7 @@ def test_the_message_names_routine_family_missing_and_fitting_recipes() -> None:
     msg = str(err.value)
     assert msg.startswith("routine 'svi' cannot fit the 'rbm' family:")
     assert "variational posterior" in msg and "variational_guide = True" in msg
-    assert "inference/cd.yaml, inference/pcd.yaml" in msg and "default routine is 'cd'" in msg
+    assert "zoo recipes that fit rbm (--inference NAME): cd, pcd" in msg and "default routine is 'cd'" in msg
 
 
 def test_a_recipe_option_can_add_a_requirement() -> None:
@@ -146,3 +146,26 @@ def _info() -> Any:
     from ppgen.data.core import DataInfo
 
     return DataInfo((1, 8, 8), "binary", 10)
+
+
+@pytest.mark.parametrize("family", sorted(FITS))
+def test_every_refusal_names_the_recipes_that_fit_by_zoo_name(family: str) -> None:
+    """An installed ppgen has no ``inference/`` folder: a refusal names the recipes that fit as
+    ``--inference`` takes them, by zoo name, and never by a checkout's path."""
+    from ppgen import zoo
+
+    cls = registry.family(family)
+    refused = 0
+    for name in zoo.names("inference"):
+        try:
+            config = load_recipe(name)
+            check_fit(cls, config)
+        except SpecError as err:
+            msg = str(err)
+            refused += 1
+            assert "inference/" not in msg and ".yaml" not in msg, msg
+            line = next(x for x in msg.splitlines() if "that fit" in x)
+            assert line.strip().startswith(f"zoo recipes that fit {family} (--inference NAME): "), msg
+            named = line.split(": ", 1)[1].split(", ")
+            assert set(named) == FITS[family] and all(zoo.path("inference", n) is not None for n in named), msg
+    assert refused == len(zoo.names("inference")) - len(FITS[family])

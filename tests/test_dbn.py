@@ -158,7 +158,7 @@ def test_layerwise_trains_one_layer_at_a_time(tmp_path: object) -> None:
     assert torch.equal(W(snaps[1], 2), W(init, 2)) and not torch.equal(W(snaps[2], 2), W(init, 2))
     # layer 1's visible biases were set from the base rate of the data passed up to it
     assert not torch.equal(snaps[1].layers[1].b, init.layers[1].b)
-    with pytest.raises(SpecError, match="cd.yaml"):
+    with pytest.raises(SpecError, match=r"that fit rbm \(--inference NAME\): cd, pcd"):
         ppgen.fit({"family": "rbm", "hidden": 4, "data": {"name": "digits", "limit": 40}}, recipe, epochs=1,
                   out=tmp_path / "x", progress=False)
 

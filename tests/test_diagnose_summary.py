@@ -211,7 +211,7 @@ PROGRAM = {"family": "program", "data": DIGITS,
     (GMM, {"weights": ("component",), "locs": ("component", "dim"), "scales": ("component", "dim")}),
     (HMM, {"initial": ("state",), "transition": ("state", "state_to"), "locs": ("state", "dim"),
            "scales": ("state", "dim")}),
-    (PROGRAM, {"z": ("obs", "z_dim_0")}),
+    (PROGRAM, {"z": ("obs", "z_dim")}),
 ], ids=["vae", "gmm", "hmm", "program"])
 def test_summary_rows_name_the_dim_of_each_index(spec: dict[str, Any], dims: dict[str, tuple[str, ...]],
                                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

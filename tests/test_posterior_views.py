@@ -126,8 +126,9 @@ def test_a_point_estimate_is_shown_as_one_draw_with_its_log_likelihood(spec: dic
     fig = report["figures"]["point_estimate"]
     assert fig.exists() and max(_png_size(fig)) < 2000
     # a point estimate has no LOO: compare refuses it, saying why
-    with pytest.raises(SpecError, match="holds a point estimate"):
+    with pytest.raises(SpecError, match="holds a point estimate") as err:
         compare({"a": idata, "b": idata})
+    assert "fit it with --inference nuts" in str(err.value) and "inference/" not in str(err.value)
     assert torch.isfinite(exact).all()
 
 

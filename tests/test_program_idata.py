@@ -37,9 +37,10 @@ def test_groups_shapes_and_the_log_likelihood_at_each_draw():
                                    n_obs=3, draws=16)
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data"} <= set(idata.groups())
     post = idata.posterior
-    assert post["z"].dims == ("chain", "draw", "obs", "z_dim_0") and post["z"].shape == (4, 4, 3, 2)
-    assert post["m"].dims == ("chain", "draw", "m_dim_0") and post["m"].shape == (4, 4, 2)
+    assert post["z"].dims == ("chain", "draw", "obs", "z_dim") and post["z"].shape == (4, 4, 3, 2)
+    assert post["m"].dims == ("chain", "draw", "m_dim") and post["m"].shape == (4, 4, 2)
     assert idata.posterior_predictive["x"].dims == ("chain", "draw", "obs", "pixel")
+    assert idata.observed_data["x"].dims == ("obs", "pixel")
     x = data.test_x[:3]
     torch.testing.assert_close(torch.from_numpy(idata.observed_data["x"].values), x)
     z = torch.from_numpy(post["z"].values)
@@ -47,6 +48,26 @@ def test_groups_shapes_and_the_log_likelihood_at_each_draw():
     torch.testing.assert_close(torch.from_numpy(idata.log_likelihood["x"].values), expect, atol=1e-5, rtol=1e-5)
     assert "prior_predictive" not in idata.groups()
     assert idata.sample_stats["loss"].values.tolist() == [[3.0, 2.0]]
+
+
+def test_event_dims_are_named_after_their_site_never_by_arviz_defaults():
+    """One event dim is SITE_dim, several are SITE_dim_0, SITE_dim_1, ...; a scalar site has none; a dim
+    whose name is another site's gets a trailing underscore, so that no dim is also a variable."""
+    spec = {"family": "program", "data": {"name": "toy2d"}, "num_data": 20,
+            "model": {"W": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [3, 2], "global": True},
+                      "s": {"dist": "LogNormal", "loc": 0.0, "scale": 1.0, "global": True},
+                      "z": {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [3]},
+                      "z_dim": {"dist": "Normal", "loc": 0.0, "scale": 1.0},
+                      "x": {"dist": "Normal", "loc": "z @ W + z_dim", "scale": "s", "observed": "x"}}}
+    data = _data()
+    idata = program_inference_data(_build(spec, data), data, [], n_obs=3, draws=16)
+    post = idata.posterior
+    assert post["W"].dims == ("chain", "draw", "W_dim_0", "W_dim_1") and post["W"].shape[2:] == (3, 2)
+    assert post["s"].dims == ("chain", "draw")
+    assert post["z"].dims == ("chain", "draw", "obs", "z_dim_") and post["z"].shape[2:] == (3, 3)
+    assert post["z_dim"].dims == ("chain", "draw", "obs")
+    assert set(post.dims) == {"chain", "draw", "obs", "W_dim_0", "W_dim_1", "z_dim_"}
+    assert idata.posterior_predictive["x"].dims == ("chain", "draw", "obs", "pixel")
 
 
 def test_the_draws_do_not_depend_on_the_callers_random_state_and_leave_it_alone():

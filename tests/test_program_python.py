@@ -115,6 +115,10 @@ def test_a_class_in_a_file_gets_every_service_from_the_command_line(user_file, t
     assert (run / "idata.nc").exists() and (run / "figures" / "samples.png").exists()
     opened = ppgen.open_run(run)
     assert opened.idata.posterior["z"].shape[:2] == (4, 50)  # 200 independent draws from q as 4 chains
+    # the data plate is the obs dim, the others are named after their site, and x is laid out as observed
+    assert opened.idata.posterior["z"].dims == ("chain", "draw", "obs", "z_dim")
+    assert opened.idata.posterior_predictive["x"].dims == ("chain", "draw", "obs", "pixel")
+    assert opened.idata.posterior_predictive["x"].shape[2:] == opened.idata.observed_data["x"].shape
 
 
 def test_observed_only_class_has_the_exact_likelihood(user_file, tmp_path) -> None:
@@ -198,6 +202,8 @@ def test_callables_with_an_autoguide(tmp_path) -> None:
     torch.testing.assert_close(loc.detach(), train.mean(0), atol=0.05, rtol=0)
     idata = run.model.inference_data(run.data, run.metrics)
     assert "mu" in idata.posterior
+    # a global site: its event dim named after it, without the padding Predictive adds for the data plate
+    assert idata.posterior["mu"].dims == ("chain", "draw", "mu_dim") and idata.posterior["mu"].shape[2:] == (2,)
     with pytest.raises(SpecError, match="not one of Pyro's autoguides"):
         ppgen.fit(model, "AutoMagic", data=x, out=tmp_path / "run2")
 

@@ -61,7 +61,7 @@ def compare(models: Mapping[str, Any], ic: str = "loo") -> Any:
             raise SpecError(f"compare: {name!r} has no log_likelihood group; build it with ppgen diagnose (NUTS runs)")
         if "posterior" in idata.groups() and idata.posterior.attrs.get("point_estimate"):
             raise SpecError(f"compare: {name!r} holds a point estimate ({idata.posterior.attrs['point_estimate']}), "
-                            "not posterior draws, so it has no LOO; fit it with --inference inference/nuts.yaml")
+                            "not posterior draws, so it has no LOO; fit it with --inference nuts (the zoo's nuts recipe)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return az.compare(data, ic=ic)

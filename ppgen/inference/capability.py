@@ -14,7 +14,7 @@ meets a protocol by providing every member it declares:
 
 :func:`missing` lists what a family lacks, as the protocol declares it; :func:`check_fit` turns that
 into the message of a :class:`~ppgen.spec.SpecError` naming the routine, the family, what is missing
-and the zoo recipes (``inference/*.yaml``) that do fit the family. The loop calls it before anything is
+and the zoo recipes that do fit the family, by the names ``--inference`` takes. The loop calls it before anything is
 written, and each routine's ``init`` checks the built model the same way.
 """
 
@@ -26,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Protocol
 
-from ppgen import registry
+from ppgen import registry, zoo
 from ppgen.inference.base import Routine
 from ppgen.registry import load_recipe
 from ppgen.spec import SpecError
@@ -173,7 +173,7 @@ def fitting_recipes(family: type, folder: Path | None) -> list[Path]:
 def check_fit(family: Any, config: Any, protocols: Iterable[type] | None = None, recipes: Path | None = None) -> None:
     """Raise a :class:`~ppgen.spec.SpecError` unless the routine of ``config`` can fit ``family`` (a
     family class, or a built model): the message names the routine, the family, what is missing, and
-    the recipes in ``recipes`` (the zoo's ``inference/`` folder by default) that fit it. ``protocols``
+    the recipes in ``recipes`` (the zoo's by default, by name) that fit it. ``protocols``
     are the routine's requirements when the caller has them at hand."""
     gaps = lacks(family, config, protocols)
     if not gaps:
@@ -188,15 +188,19 @@ def check_fit(family: Any, config: Any, protocols: Iterable[type] | None = None,
     fits = fitting_recipes(cls, folder)
     default = getattr(cls, "default_routine", None)
     if fits:
-        shown = ", ".join(_relative(p) for p in fits)
-        lines.append(f"  recipes that fit {name}: {shown}")
+        lines.append(f"  {_recipes_line(name, fits, folder)}")
     if default:
         lines.append(f"  {name}'s default routine is {default!r}: leave out --inference to use it")
     raise SpecError("\n".join(lines))
 
 
-def _relative(path: Path) -> str:
-    return f"inference/{path.name}" if path.parent.name == "inference" else str(path)
+def _recipes_line(name: str, fits: list[Path], folder: Path | None) -> str:
+    """The recipes that fit, named as ``--inference`` takes them: zoo recipes by name (an installed ppgen
+    has no ``inference/`` folder to point at), any other folder's by path."""
+    home = zoo.folder("inference")
+    if folder is not None and home is not None and folder.resolve() == home.resolve():
+        return f"zoo recipes that fit {name} (--inference NAME): {', '.join(p.stem for p in fits)}"
+    return f"recipes in {folder} that fit {name}: {', '.join(str(p) for p in fits)}"
 
 
 def require(routine: Routine, model: Any) -> None:

@@ -41,7 +41,7 @@ class BernoulliMixtureEM:
             if value < 1:
                 raise SpecError(f"routine em: {what} is {value:g}; below 1 the posterior density grows without bound "
                                 "at the edge of the simplex, so there is no posterior mode for EM to reach; set it to 1 "
-                                "or more, or fit the program with inference/svi.yaml")
+                                "or more, or fit the program with --inference svi (the zoo's svi recipe)")
 
     def em_chunk(self, s: int) -> int:
         return max(1, 2**17 // (s * self.k * max(1, self.d)))

@@ -2,9 +2,11 @@
 
 For a fixed subset of test examples (the first ``n_obs``):
 
-- ``posterior``: draws of every global latent from its guide (dims ``SITE_dim_i``) and of every local
-  latent from q(latent | x) (dims ``obs``, ``SITE_dim_i``); sites summed out in the model are drawn from
-  their exact conditional given x and the other draws;
+- ``posterior``: draws of every global latent from its guide (dims: its event dims) and of every local
+  latent from q(latent | x) (dims ``obs`` and its event dims); sites summed out in the model are drawn from
+  their exact conditional given x and the other draws. A site's event dims are named after it:
+  ``SITE_dim`` when it has one (``z[obs: 3, z_dim: 1]`` in a summary), ``SITE_dim_0``, ``SITE_dim_1``, ...
+  when it has several, never ArviZ's anonymous defaults;
 - ``posterior_predictive``: the observed sites drawn given each draw (x flattened: dims ``obs``, ``pixel``);
 - ``log_likelihood``: log p(x | latents) of each example at each draw;
 - ``observed_data`` (and ``constant_data``: the labels, where the data have them);
@@ -49,11 +51,12 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
         xd = observed[prog.x_site.name]
         loglik = xd.log_prob(x)
         prior_pred = None if values else model.sample(draws)
+    taken = {"chain", "draw", "obs", "pixel", "label", *prog.model_by_name}
     for name, v in values.items():
         site = prog.model_by_name[name]
         v = v.reshape(draws, *site.shape) if site.is_global else v.expand(draws, n_obs, *site.shape)
         arr = v.detach().float().cpu().numpy()
-        extra = [f"{name}_dim_{i}" for i in range(len(site.shape))]
+        extra = event_dims(name, len(site.shape), taken)
         dims[name] = extra if site.is_global else ["obs", *extra]
         posterior[name] = chains.arrange(arr)
     groups: dict[str, Any] = {}
@@ -87,6 +90,20 @@ def program_inference_data(model: Any, data: Any, metrics: list[dict[str, Any]],
         groups["prior_predictive_dims"] = None
     idata = _from_dict(az, groups, coords, dims, prog, prior_pred is not None)
     return declare_independent(idata, "posterior", "posterior_predictive", "log_likelihood", "prior_predictive")
+
+
+def event_dims(site: str, n: int, taken: set[str]) -> list[str]:
+    """Names for the ``n`` event dims of the site ``site``: ``SITE_dim`` for one, ``SITE_dim_0``,
+    ``SITE_dim_1``, ... for several. A name in ``taken`` (a variable's, or a dim already named) gets a
+    trailing ``_`` until it is free, so that no dim shares its name with a variable; the names given are
+    added to ``taken``."""
+    out = []
+    for name in [f"{site}_dim"] if n == 1 else [f"{site}_dim_{i}" for i in range(n)]:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def _from_dict(az: Any, groups: dict[str, Any], coords: dict, dims: dict, prog: Any, has_prior: bool) -> Any:

@@ -76,7 +76,8 @@ class NotConjugate(SpecError):
 
 
 def _other_recipes() -> str:
-    """The zoo recipes that fit every program (the svi routine's), or the routine's name without a zoo."""
+    """The zoo recipes that fit every program (the svi routine's), by the names ``--inference`` takes, or
+    the routine's name without a zoo."""
     from ppgen import zoo
     from ppgen.spec_yaml import read_yaml
 
@@ -85,10 +86,10 @@ def _other_recipes() -> str:
     for name in zoo.names("inference"):
         try:
             if read_yaml(folder / f"{name}.yaml").get("routine") == "svi":
-                fits.append(f"inference/{name}.yaml")
+                fits.append(name)
         except SpecError:
             continue
-    return ", ".join(fits) if fits else "routine: svi"
+    return f"one of the zoo recipes {', '.join(fits)} (--inference NAME)" if fits else "a recipe of routine: svi"
 
 
 def refuse(why: str) -> NotConjugate:

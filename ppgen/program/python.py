@@ -339,7 +339,9 @@ class PythonFamily(Family, OwnFigures):
         """Draws of every latent site from the guide and of the observed sites given them
         (``Predictive``), for the first ``n_obs`` test examples. The independent draws are laid out as
         several chains (:func:`ppgen.program.chains.arrange`) for ArviZ's plots and declared independent
-        (:func:`ppgen.arviz_data.declare_independent`)."""
+        (:func:`ppgen.arviz_data.declare_independent`). The data plate is the dim ``obs``, a site's other
+        dims are named after it as a program's are (``z_dim``; ``W_dim_0``, ``W_dim_1``), and the drawn x
+        is laid out as ``observed_data`` holds it (dims ``obs``, ``pixel``)."""
         from ppgen.arviz_data import arviz, declare_independent, loss_trace
         from ppgen.program.chains import arrange
 
@@ -351,8 +353,21 @@ class PythonFamily(Family, OwnFigures):
             torch.manual_seed(0)
             samples = pyro.infer.Predictive(self.model, guide=self.guide, num_samples=draws)(x, y)
             gtr = poutine.trace(self._raw_guide).get_trace(x, y)
+            mtr = poutine.trace(poutine.replay(self._raw_model, trace=gtr)).get_trace(x, y)
         latent = {k: v for k, v in samples.items() if k in gtr.nodes and not k.startswith("__")}
         observed = {k: v for k, v in samples.items() if k not in latent and not k.startswith("__")}
+        nodes = {k: mtr.nodes.get(k) or gtr.nodes.get(k) for k in samples}
+        for part in (latent, observed):  # Predictive pads each draw with size-1 dims up to the plate nesting
+            for k, v in part.items():
+                pad = v.dim() - 1 - nodes[k]["value"].dim() if nodes[k] is not None else 0
+                if pad > 0 and all(n == 1 for n in v.shape[1:1 + pad]):
+                    part[k] = v.reshape(draws, *v.shape[1 + pad:])
+        taken = {"chain", "draw", "obs", "pixel", *samples}
+        dims = {k: _site_dims(k, v.shape[1:], nodes[k], len(x), taken)
+                for k, v in {**latent, **observed}.items()}
+        if "x" in observed and dims["x"][:1] == ["obs"]:  # the data, flattened as observed_data holds them
+            observed["x"] = observed["x"].reshape(draws, len(x), -1)
+            dims["x"] = ["obs", "pixel"]
         groups: dict[str, Any] = {}
         if latent:
             groups["posterior"] = {k: arrange(v.reshape(draws, *v.shape[1:]).cpu().numpy()) for k, v in latent.items()}
@@ -362,4 +377,21 @@ class PythonFamily(Family, OwnFigures):
         if stats:
             groups["sample_stats"] = stats
         groups["observed_data"] = {"x": x.reshape(len(x), -1).cpu().numpy()}
-        return declare_independent(az.from_dict(**groups), "posterior", "posterior_predictive")
+        dims.setdefault("x", ["obs", "pixel"])
+        dims = {k: v for k, v in dims.items() if v}
+        return declare_independent(az.from_dict(**groups, dims=dims), "posterior", "posterior_predictive")
+
+
+def _site_dims(name: str, shape: tuple[int, ...], node: dict[str, Any] | None, batch: int,
+               taken: set[str]) -> list[str]:
+    """The dims of one draw of the site ``name`` (of shape ``shape``; ``node`` is its trace entry): ``obs``
+    for the data plate (batch dimension -1, of the size of the batch), the others named after the site
+    (:func:`ppgen.program.idata.event_dims`)."""
+    from ppgen.program.idata import event_dims
+
+    local = node is not None and any(f.dim == -1 and f.size == batch for f in node["cond_indep_stack"])
+    at = len(shape) - len(node["fn"].event_shape) - 1 if node is not None else -1
+    if local and at >= 0 and shape[at] == batch:
+        rest = event_dims(name, len(shape) - 1, taken)
+        return [*rest[:at], "obs", *rest[at:]]
+    return event_dims(name, len(shape), taken)
