@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data_fetch)
 
     s = sub.add_parser("fit", help="fit a model spec with an inference recipe")
-    s.add_argument("spec", help="model spec: a YAML file (models/vae.yaml) or a zoo name (vae; see ppgen list)")
+    s.add_argument("spec", help="model spec: a zoo name (vae; see ppgen list) or a YAML file (my_vae.yaml)")
     s.add_argument("--inference", "-i", metavar="RECIPE",
                    help="inference recipe: a YAML file or a zoo name (pcd); default: the family's routine")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
