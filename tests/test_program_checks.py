@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ppgen.program.checks import _check_guide, _check_model, _check_networks
+from ppgen.program.checks import check_guide, check_model, check_networks
 from ppgen.program.decls import NetworkDecl, ParamDecl, SiteDecl
-from ppgen.program.parse import Structure, _site
+from ppgen.program.parse import Structure, parse_site
 from ppgen.spec import SpecError
 
 Z = {"dist": "Normal", "loc": 0.0, "scale": 1.0, "shape": [2]}
@@ -18,16 +18,16 @@ NETS = {"dec": {"inputs": ["z"]}}
 def _structure(model: dict, guide: dict | None = None, networks: dict | None = None, params: dict | None = None):
     consts: dict = {}
     ps = {k: ParamDecl.model_validate(v) for k, v in (params or {}).items()}
-    m = {k: _site(k, "model", SiteDecl.model_validate(v), consts, ps) for k, v in model.items()}
-    g = None if guide is None else {k: _site(k, "guide", SiteDecl.model_validate(v), consts, ps) for k, v in guide.items()}
+    m = {k: parse_site(k, "model", SiteDecl.model_validate(v), consts, ps) for k, v in model.items()}
+    g = None if guide is None else {k: parse_site(k, "guide", SiteDecl.model_validate(v), consts, ps) for k, v in guide.items()}
     nets = {k: NetworkDecl.model_validate(v) for k, v in (NETS if networks is None else networks).items()}
     return Structure(m, g, "declared" if g is not None else "auto", nets, ps, consts)
 
 
 def _all(st: Structure) -> None:
-    _check_model(st)
-    _check_guide(st, None)
-    _check_networks(st)
+    check_model(st)
+    check_guide(st, None)
+    check_networks(st)
 
 
 def test_a_good_structure_passes_and_the_guide_site_takes_the_models_global_flag():
@@ -50,7 +50,7 @@ def test_a_good_structure_passes_and_the_guide_site_takes_the_models_global_flag
 ])
 def test_model_checks(model, pattern):
     with pytest.raises(SpecError, match=pattern):
-        _check_model(_structure(model, params={"p": {"shape": [2]}}))
+        check_model(_structure(model, params={"p": {"shape": [2]}}))
 
 
 @pytest.mark.parametrize("model,guide,pattern", [
@@ -71,25 +71,25 @@ def test_model_checks(model, pattern):
 ])
 def test_guide_checks(model, guide, pattern):
     st = _structure(model, guide)
-    _check_model(st)
+    check_model(st)
     with pytest.raises(SpecError, match=pattern):
-        _check_guide(st, None)
+        check_guide(st, None)
 
 
 def test_a_global_latent_may_be_left_to_the_automatic_guide_of_the_globals():
     st = _structure({"w": {**Z, "global": True}, "z": Z, "x": X}, guide={"z": Z})
-    _check_model(st)
-    _check_guide(st, None)
+    check_model(st)
+    check_guide(st, None)
 
 
 def test_network_checks():
     st = _structure({"z": Z, "x": X}, networks={"dec": {"inputs": ["z"], "outputs": {"h": [0]}}})
     with pytest.raises(SpecError, match=r"networks\.dec\.outputs\.h: sizes must be at least 1, got \[0\]"):
-        _check_networks(st)
+        check_networks(st)
     st = _structure({"z": {**Z, "loc": "dec"}, "x": X}, networks={"dec": {"inputs": ["x"]}})
     with pytest.raises(SpecError, match=r"model\.z\.loc: the network dec reads 'x', which is defined after it"):
-        _check_networks(st)
+        check_networks(st)
     st = _structure({"z": Z, "x": X}, guide={"z": {"dist": "Normal", "loc": "enc", "scale": 1.0}},
                     networks={"dec": {"inputs": ["z"]}, "enc": {"inputs": ["z"]}})
     with pytest.raises(SpecError, match=r"guide\.z\.loc: the network enc reads z itself"):
-        _check_networks(st)
+        check_networks(st)

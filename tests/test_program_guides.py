@@ -9,7 +9,7 @@ from torch.distributions import constraints
 from ppgen.program import expr
 from ppgen.program.compiled import Site
 from ppgen.program.dists import TABLE
-from ppgen.program.guides import _auto_global, _auto_local, _support
+from ppgen.program.guides import auto_global_guide, auto_local_guide, _support
 from ppgen.program.schema import ProgramSpec
 
 SPEC = ProgramSpec.model_validate({
@@ -37,7 +37,7 @@ def test_supports():
 def test_the_local_normal_guide_reads_x_through_one_encoder_with_unconstrained_heads():
     nets: dict = {}
     z, w = _site("z", "Normal", (4,)), _site("w", "Dirichlet", (3,))
-    out = _auto_local(SPEC, [X, z, w], [z, w], "normal", nets)
+    out = auto_local_guide(SPEC, [X, z, w], [z, w], "normal", nets)
     enc = nets["auto__encoder"]
     assert enc.inputs == ["x"] and enc.hidden == [7] and enc.activation == "tanh"
     # a simplex of 3 values has 2 unconstrained coordinates
@@ -51,19 +51,19 @@ def test_the_local_normal_guide_reads_x_through_one_encoder_with_unconstrained_h
 def test_the_local_delta_guide_is_one_value_per_latent():
     nets: dict = {}
     s = _site("s", "HalfNormal", (2,))
-    (g,) = _auto_local(SPEC, [X, s], [s], "delta", nets)
+    (g,) = auto_local_guide(SPEC, [X, s], [s], "delta", nets)
     assert g.entry.name == "ConstrainedDelta" and g.options["support"] is constraints.positive
     assert nets["auto__encoder"].outputs == {"s__value": [2]}
 
 
 def test_the_global_guides_have_free_parameters_starting_at_zero_and_0_1():
     params: dict = {}
-    g = _auto_global(_site("m", "Normal", (2,), is_global=True), "normal", params)
+    g = auto_global_guide(_site("m", "Normal", (2,), is_global=True), "normal", params)
     assert g.entry.name == "Normal" and g.is_global and g.fast == "normal"
     torch.testing.assert_close(params["auto__m__loc"][0], torch.zeros(2))
     torch.testing.assert_close(params["auto__m__scale"][0], torch.full((2,), 0.1))
     assert params["auto__m__scale"][1] is constraints.positive
-    g = _auto_global(_site("p", "Dirichlet", (4,), is_global=True), "delta", params)
+    g = auto_global_guide(_site("p", "Dirichlet", (4,), is_global=True), "delta", params)
     assert g.entry.name == "ConstrainedDelta" and params["auto__p__value"][0].shape == (3,)
-    g = _auto_global(_site("r", "Gamma", (), is_global=True), "normal", params)
+    g = auto_global_guide(_site("r", "Gamma", (), is_global=True), "normal", params)
     assert g.entry.name == "ConstrainedNormal" and params["auto__r__loc"][0].shape == ()

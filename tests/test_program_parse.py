@@ -8,14 +8,14 @@ import torch
 
 from ppgen.program import expr
 from ppgen.program.decls import SiteDecl
-from ppgen.program.parse import _check_name, _site
+from ppgen.program.parse import check_name, parse_site
 from ppgen.spec import SpecError
 
 
 def _read(value: dict, part: str = "model"):
     consts: dict = {}
     params: dict = {}
-    info = _site("z", part, SiteDecl.model_validate(value), consts, params)
+    info = parse_site("z", part, SiteDecl.model_validate(value), consts, params)
     return info, consts, params
 
 
@@ -104,5 +104,5 @@ def test_a_guide_site_cannot_be_observed_or_global():
                                           ("a__b", "contains '__'")])
 def test_names(name, pattern):
     with pytest.raises(SpecError, match=f"model.{name}: .*{pattern}"):
-        _check_name(name, f"model.{name}")
-    _check_name("z_1", "model.z_1")
+        check_name(name, f"model.{name}")
+    check_name("z_1", "model.z_1")

@@ -172,7 +172,7 @@ class GAN(Family):
         """``n`` draws G(z), z ~ p(z), shape (n, *event_shape), computed in eval mode (batch norm uses its
         running statistics, so a sample never depends on the other samples of its batch)."""
         gen = self._generator(ema)
-        with _eval_mode(gen):
+        with eval_mode(gen):
             return gen(self.prior((n,)).sample())
 
     def log_likelihood(self, x: torch.Tensor, k: int = 1000,
@@ -188,7 +188,7 @@ class GAN(Family):
         for the Wasserstein critic the gap estimates W1 (up to the critic's Lipschitz constant); a large
         gap under the other losses means the discriminator still tells the two apart."""
         real, fake = [], []
-        with _eval_mode(self):
+        with eval_mode(self):
             for start in range(0, x.shape[0], 1000):
                 xb = x[start : start + 1000]
                 real.append(self.score(xb))
@@ -220,7 +220,7 @@ class GAN(Family):
         x_obs = data.split("test")[0]
         n_obs = min(len(x_obs), 16 if len(self.event_shape) == 3 else 500)
         x_obs = x_obs[:n_obs].reshape(n_obs, -1)
-        with _eval_mode(self), torch.random.fork_rng(devices=[]):
+        with eval_mode(self), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             z = self.prior((draws, n_obs)).sample()
             x_gen = self._generator(None)(z.reshape(-1, self.z_dim)).reshape(draws, n_obs, -1)
@@ -237,7 +237,7 @@ class GAN(Family):
         return declare_independent(idata, "prior", "posterior_predictive")
 
 
-class _eval_mode:
+class eval_mode:
     """Put a module in eval mode for a block and restore each submodule's mode afterwards."""
 
     def __init__(self, module: nn.Module) -> None:

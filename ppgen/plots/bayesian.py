@@ -16,7 +16,7 @@ from ppgen.data.core import Dataset
 from ppgen.diagnostics.workflow import loo, loo_pit_data, predictive_pvalue
 from ppgen.models.bayesian.base import BayesFamily
 from ppgen.models.bayesian.gmm import GMM
-from ppgen.models.bayesian.hmm import HMM, _centre
+from ppgen.models.bayesian.hmm import HMM, centre_theta
 from ppgen.models.bayesian.stores import Theta
 from ppgen.plots.common import label_trace_axes, panel_count, save_figure, subplots
 from ppgen.plots.predictive import point_estimate_figure
@@ -219,7 +219,7 @@ def hmm_figures(model: HMM, data: Dataset, folder: Path, n_show: int = 3) -> dic
     posterior state marginals p(z_t | x); transition.png: the transition matrix."""
     x, _ = data.split("test")
     x = model._seq(x[:n_show])
-    centre = _centre(model)
+    centre = centre_theta(model)
     one = {k: v[0] for k, v in centre.items()}
     path = model.viterbi(x, one)
     marg = model.state_marginals(x, model.relabelled_theta()).mean(0)

@@ -15,7 +15,7 @@ from ppgen.arviz_data import arviz
 from ppgen.data.core import Dataset
 from ppgen.data.toy import toy1d
 from ppgen.evaluation import toy_checks
-from ppgen.models.gan import GAN, _eval_mode
+from ppgen.models.gan import GAN, eval_mode
 from ppgen.plots import common as plots
 from ppgen.plots.common import save_figure, subplots
 from ppgen.plots.curves import plot_series, step_axis, wrap_label
@@ -28,7 +28,7 @@ def figures(model: GAN, folder: Path, data: Dataset) -> dict[str, Path]:
     for 1-D data ``generator.png``, the learned map z -> G(z) against the exact inverse CDF of a
     ``toy1d`` target; for 2-D data ``discriminator.png``, samples over the discriminator's scores."""
     folder = Path(folder)
-    with _eval_mode(model), torch.random.fork_rng(devices=[]):
+    with eval_mode(model), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x_test = data.split("test")[0]
         out: dict[str, Path] = {}
@@ -127,7 +127,7 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
     prior F^-1(z) itself); a GAN may as well learn the decreasing solution F^-1(1 - F_z(z)), drawn
     dashed. Returns the Kolmogorov-Smirnov distance of the samples to the target (None without one)."""
     target = _toy1d_target(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         x = model.sample(n).reshape(-1).double()
     ax = axes[0]
     lo, hi = torch.quantile(x, 0.001).item(), torch.quantile(x, 0.999).item()
@@ -150,7 +150,7 @@ def plot_generator(model: GAN, axes: list[Any], reference: torch.Tensor | None =
             z = lo_z + (hi_z - lo_z) * u
         else:
             z = torch.special.ndtri(u)
-        with _eval_mode(model):
+        with eval_mode(model):
             g = model.generate(z.float().unsqueeze(1)).reshape(-1).double()
         ax.plot(z, g, color="C0", lw=2, label="G(z)")
         if target is not None:
@@ -178,12 +178,12 @@ def plot_discriminator(model: GAN, ax: Any, reference: torch.Tensor | None = Non
     """2-D data: the discriminator's score as a colour map, data in grey, ``n`` samples in blue and, for
     the ``ring8``/``grid25`` toys, the mode centres with their 3-sigma circles; returns the
     :func:`ppgen.evaluation.toy_checks.mode_coverage` of the samples for those toys (None otherwise)."""
-    with _eval_mode(model):
+    with eval_mode(model):
         x = model.sample(n).double()
     pts = x if reference is None else torch.cat([x, reference.double()])
     lo, hi = pts.min(0).values - 0.5, pts.max(0).values + 0.5
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 160), torch.linspace(lo[1], hi[1], 160), indexing="xy")
-    with _eval_mode(model):
+    with eval_mode(model):
         s = model.score(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).float()).reshape(gx.shape)
     im = ax.pcolormesh(gx, gy, s, shading="auto", cmap="RdBu_r", alpha=0.6)
     if colorbar:

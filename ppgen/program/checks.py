@@ -41,7 +41,7 @@ def _check_refs(st: Structure, s: SiteInfo, visible: set[str], later: set[str], 
             raise SpecError(f"{at}: {name!r} is not a site, parameter or network of this program")
 
 
-def _check_model(st: Structure) -> None:
+def check_model(st: Structure) -> None:
     order = list(st.model)
     fields: dict[str, str] = {}
     for i, name in enumerate(order):
@@ -72,7 +72,7 @@ def _check_model(st: Structure) -> None:
         raise SpecError("model: no site is observed: x; bind the data with observed: x on the likelihood's site")
 
 
-def _check_guide(st: Structure, spec: ModelSpec) -> None:
+def check_guide(st: Structure, spec: ModelSpec) -> None:
     guide = st.guide
     for name, s in st.model.items():
         latent = not s.observed and s.entry.name != "Delta"
@@ -123,7 +123,7 @@ def _check_guide(st: Structure, spec: ModelSpec) -> None:
             raise SpecError(f"{g.where}: {name} is observed")
 
 
-def _check_networks(st: Structure) -> None:
+def check_networks(st: Structure) -> None:
     used: dict[str, set[str]] = {n: set() for n in st.networks}
     whole: dict[str, list[str]] = {n: [] for n in st.networks}
     parts = [("model", st.model)] + ([("guide", st.guide)] if st.guide else [])

@@ -20,7 +20,7 @@ from ppgen.program import dequantize, expr, flows
 from ppgen.program.compiled import WHOLE, Program, Site
 from ppgen.program.decls import NetworkDecl, ParamDecl
 from ppgen.program.dists import param_event_shape
-from ppgen.program.guides import _auto_global, _auto_local
+from ppgen.program.guides import auto_global_guide, auto_local_guide
 from ppgen.program.networks import InputSpec
 from ppgen.program.parse import SiteInfo, Structure
 from ppgen.program.schema import ProgramSpec, structure
@@ -69,12 +69,12 @@ def compile_program(spec: ProgramSpec, info: DataInfo) -> Program:
     auto_global = [s for s in model if s.latent and s.is_global and s.name not in covered]
     if auto_local:
         kind = "delta" if st.guide_kind == "delta" else "normal"
-        guide += _auto_local(spec, model, auto_local, kind, networks_decl)
+        guide += auto_local_guide(spec, model, auto_local, kind, networks_decl)
     if auto_global:
         kind = "delta" if st.guide_kind == "delta" else spec.guide_globals
         auto = []
         for s in auto_global:
-            auto.append(_auto_global(s, kind, params))
+            auto.append(auto_global_guide(s, kind, params))
             auto_globals[s.name] = kind
         guide = auto + guide
     # the guide's global sites in the model's order (Pyro's mean-field check compares the orders)

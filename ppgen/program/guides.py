@@ -33,7 +33,7 @@ def _support(s: Site) -> Any:
     return _SUPPORT.get(s.entry.name, constraints.real)
 
 
-def _auto_local(spec: ProgramSpec, model: list[Site], sites: list[Site], kind: str,
+def auto_local_guide(spec: ProgramSpec, model: list[Site], sites: list[Site], kind: str,
                 networks: dict[str, NetworkDecl]) -> list[Site]:
     """An amortized guide for the local continuous latents: one encoder reads x and gives, for each
     latent, a location and a scale (``normal``: q(z|x) = Normal(loc, softplus(scale) + 1e-4), pushed
@@ -69,7 +69,7 @@ def _auto_local(spec: ProgramSpec, model: list[Site], sites: list[Site], kind: s
     return out
 
 
-def _auto_global(s: Site, kind: str, params: dict) -> Site:
+def auto_global_guide(s: Site, kind: str, params: dict) -> Site:
     """A guide for a global latent with free parameters: Normal (in the unconstrained space, pushed into
     the support: Pyro's AutoNormal) or Delta (a point estimate: AutoDelta). The locations start at the
     prior's median (set by the family once its modules exist)."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ppgen.program.compiled import Program
-from ppgen.program.passes import Terms, _sum_terms, _value, run
+from ppgen.program.passes import Terms, sum_terms, term_value, run
 from ppgen.program.sites import Labels, Layout, ProgramError, labels
 
 
@@ -19,12 +19,12 @@ def _contract(terms: Terms, layout: Layout, stratified: bool) -> torch.Tensor:
     """The bound per example (shape of the local plate): model-enumerated sites summed out by
     log-sum-exp; guide-enumerated ones by their q-weighted sum (``stratified`` False: the ELBO) or by
     a plain sum of importance weights (True: an unbiased estimate of p(x), for IWAE and log p(x))."""
-    total = _sum_terms(terms.model_local)
+    total = sum_terms(terms.model_local)
     for d in terms.model_enum_dims:
         total = torch.logsumexp(total, dim=d, keepdim=True)
-    inner = total - _sum_terms(terms.guide_local) - _sum_terms(terms.kl_local)
+    inner = total - sum_terms(terms.guide_local) - sum_terms(terms.kl_local)
     if terms.guide_enum_dims:
-        logq = _sum_terms(terms.guide_enum)
+        logq = sum_terms(terms.guide_enum)
         if stratified:
             for d in terms.guide_enum_dims:
                 inner = torch.logsumexp(inner, dim=d, keepdim=True)
@@ -44,7 +44,7 @@ def _to_shape(t: torch.Tensor | float, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def global_term(terms: Terms, layout: Layout) -> torch.Tensor:
-    g = _sum_terms(terms.model_global) - _sum_terms(terms.guide_global) - _sum_terms(terms.kl_global)
+    g = sum_terms(terms.model_global) - sum_terms(terms.guide_global) - sum_terms(terms.kl_global)
     return _to_shape(g, layout.global_shape)
 
 
@@ -61,12 +61,12 @@ def fused_loss(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, y:
     if not iwae and not _enumerates(prog, lab):
         # nothing to sum out: only the total counts, and the data's term is summed in one kernel
         terms, _, _ = run(prog, modules, x, lab, layout, meanfield=elbo == "meanfield", reduce=True)
-        local = _sum_terms(terms.model_local) - _sum_terms(terms.guide_local) - _sum_terms(terms.kl_local)
+        local = sum_terms(terms.model_local) - sum_terms(terms.guide_local) - sum_terms(terms.kl_local)
         if isinstance(local, torch.Tensor) and local.shape == layout.local_shape:
             total = local.sum()
         else:
             total = _to_shape(local, layout.local_shape).sum()
-        total = total + _sum_terms(terms.model_local_sums)
+        total = total + sum_terms(terms.model_local_sums)
         if prog.global_model:
             total = total + global_term(terms, layout).sum() * (batch / num_data)
         return -total / (layout.particles or 1)
@@ -102,6 +102,6 @@ def elbo_per_example(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tens
     terms, _, _ = run(prog, modules, x, lab, layout, meanfield=True)
     elbo = _contract(terms, layout, stratified=False)
     # KL(q || p) of the local latents: analytic where it was, log q - log p at the draw otherwise
-    kl = _sum_terms(terms.kl_local) + _sum_terms([_value(terms.guide_local[n]) - lp for n, lp in terms.latent_local.items()
+    kl = sum_terms(terms.kl_local) + sum_terms([term_value(terms.guide_local[n]) - lp for n, lp in terms.latent_local.items()
                                                   if n in terms.guide_local])
     return {"elbo": elbo, "kl": _to_shape(kl, layout.local_shape)}

@@ -66,7 +66,7 @@ class Structure:
         return self.model[name]
 
 
-def _check_name(name: str, where: str) -> None:
+def check_name(name: str, where: str) -> None:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise SpecError(f"{where}: {name!r} is not a valid name (a letter, then letters, digits or _)")
     if name in _RESERVED:
@@ -81,10 +81,10 @@ def _base_site(name: str, part: str, at: str, value: dict, consts: dict, params:
         decl = SiteDecl.model_validate(value)
     except Exception as exc:  # pydantic's error, reworded
         raise SpecError(f"{at}: {exc}") from None
-    return _site(name, part, decl, consts, params, nested=True)
+    return parse_site(name, part, decl, consts, params, nested=True)
 
 
-def _site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: dict, params: dict[str, ParamDecl],
+def parse_site(name: str, part: Literal["model", "guide"], decl: SiteDecl, consts: dict, params: dict[str, ParamDecl],
           nested: bool = False) -> SiteInfo:
     where = f"{part}.{name}"
     if decl.dist not in TABLE or TABLE[decl.dist].internal:
@@ -164,7 +164,7 @@ def _component(name: str, part: Literal["model", "guide"], value: Any, consts: d
         decl = SiteDecl.model_validate(value)
     except Exception as exc:  # pydantic's error, reworded
         raise SpecError(f"{where}: {exc}") from None
-    return _site(name, part, decl, consts, params, nested=True)
+    return parse_site(name, part, decl, consts, params, nested=True)
 
 
 def _option(at: str, key: str, value: Any) -> Any:

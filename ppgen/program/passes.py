@@ -21,7 +21,7 @@ from torch.distributions import kl_divergence
 from ppgen.program import flows
 from ppgen.program.compiled import Program, Site
 from ppgen.program.dists import build
-from ppgen.program.sites import Env, Labels, Layout, ProgramError, _label_factor, _pinned, site_args, site_dist
+from ppgen.program.sites import Env, Labels, Layout, ProgramError, label_factor, pin_labels, site_args, site_dist
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -84,7 +84,7 @@ class Terms:
     model_local_sums: list[torch.Tensor] = field(default_factory=list)  # log p summed over the whole local plate
 
 
-def _value(t: Any) -> Any:
+def term_value(t: Any) -> Any:
     """A term, computed if it was left for later (a guide's log q that -KL may replace)."""
     return t() if callable(t) else t
 
@@ -122,12 +122,12 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
         if g.enumerate and sample_guide_discrete:
             qd = site_dist(g, args, validate)
             if ysite is not None and g.name == ysite.name and lab.mode == "mixed":
-                qd = _pinned(qd, lab)
+                qd = pin_labels(qd, lab)
             value = qd.expand(torch.broadcast_shapes(qd.batch_shape, plate)).sample()
         elif g.enumerate:
             qd = site_dist(g, args, validate)
             if ysite is not None and g.name == ysite.name and lab.mode == "mixed":
-                qd = _pinned(qd, lab)
+                qd = pin_labels(qd, lab)
             value = _enum_value(qd, nxt[0])
             terms.guide_enum_dims.append(nxt[0])
             nxt[0] -= 1
@@ -197,7 +197,7 @@ def run(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tensor, lab: Labe
             menv.values[m.name] = value
             model_terms.append(d.log_prob(value))
             if y_latent and lab.mode == "mixed":
-                model_terms.append(_label_factor(value, lab, m.entry.name == "OneHotCategorical"))
+                model_terms.append(label_factor(value, lab, m.entry.name == "OneHotCategorical"))
             continue
         value = menv.values[m.name]
         gargs, qd = gparams[m.name]
@@ -295,6 +295,6 @@ def _check_support(m: Site, g: Site | None, d: dist.Distribution, value: torch.T
                            f"{ms}; choose a guide distribution with the same support")
 
 
-def _sum_terms(items: Any) -> torch.Tensor | float:
-    items = [_value(t) for t in (items.values() if isinstance(items, dict) else items)]
+def sum_terms(items: Any) -> torch.Tensor | float:
+    items = [term_value(t) for t in (items.values() if isinstance(items, dict) else items)]
     return functools.reduce(torch.add, items) if items else 0.0

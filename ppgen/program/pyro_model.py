@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 from ppgen.program.compiled import Program, Site
-from ppgen.program.sites import Env, Labels, ProgramError, _label_factor, _pinned, labels, site_args, site_dist
+from ppgen.program.sites import Env, Labels, ProgramError, label_factor, pin_labels, labels, site_args, site_dist
 
 
 def _enumeration_allowed() -> bool:
@@ -61,7 +61,7 @@ def _pyro_model_site(prog: Program, m: Site, env: Env, x: torch.Tensor, lab: Lab
                     "sampled from its prior instead")
             v = pyro.sample(m.name, d, infer=enum)
             if y_latent and lab.mode == "mixed":
-                pyro.factor(f"{m.name}__labels", _label_factor(v, lab, m.entry.name == "OneHotCategorical"))
+                pyro.factor(f"{m.name}__labels", label_factor(v, lab, m.entry.name == "OneHotCategorical"))
         else:
             v = pyro.sample(m.name, d)
     env.values[m.name] = v
@@ -90,7 +90,7 @@ def _pyro_guide_site(prog: Program, g: Site, env: Env, lab: Labels) -> None:
     d = site_dist(g, site_args(g, env), None)
     if g.enumerate:
         if prog.y_site is not None and g.name == prog.y_site.name and lab.mode == "mixed":
-            d = _pinned(d, lab)
+            d = pin_labels(d, lab)
         v = pyro.sample(g.name, d, infer={"enumerate": "parallel"})
     else:
         v = pyro.sample(g.name, d)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ppgen.program import flows
 from ppgen.program.compiled import Program, Site
-from ppgen.program.passes import _sum_terms, run
+from ppgen.program.passes import sum_terms, run
 from ppgen.program.sites import Env, Labels, Layout, ProgramError, labels, site_args, site_dist
 
 
@@ -106,7 +106,7 @@ def posterior_draws(prog: Program, modules: tuple[Any, Any, Any], x: torch.Tenso
     enum_sites = [m for m in prog.model if (m.enumerate or (m.observed == "y" and lab.mode != "all"))
                   and m.name not in prog.guide_by_name]
     if enum_sites:
-        total = _sum_terms(terms.model_local)
+        total = sum_terms(terms.model_local)
         total = total.expand(*total.shape[:-2], *layout.local_shape)
         dims = terms.model_enum_dims
         lead = [total.shape[d] for d in dims]

@@ -33,9 +33,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from ppgen.program.checks import _check_guide, _check_model, _check_networks
+from ppgen.program.checks import check_guide, check_model, check_networks
 from ppgen.program.decls import AutoNetworkDecl, NetworkDecl, ParamDecl, SiteDecl
-from ppgen.program.parse import SiteInfo, Structure, _check_name, _site
+from ppgen.program.parse import SiteInfo, Structure, check_name, parse_site
 from ppgen.spec import ModelSpec, SpecError
 
 
@@ -77,25 +77,25 @@ def structure(spec: ProgramSpec) -> Structure:
     names: dict[str, str] = {}
     for group, keys in (("networks", spec.networks), ("params", spec.params), ("model", spec.model)):
         for key in keys:
-            _check_name(key, f"{group}.{key}")
+            check_name(key, f"{group}.{key}")
             if key in names:
                 raise SpecError(f"{group}.{key}: the name {key!r} is already used in {names[key]}")
             names[key] = group
     model: dict[str, SiteInfo] = {}
     for name, decl in spec.model.items():
-        model[name] = _site(name, "model", decl, consts, params)
+        model[name] = parse_site(name, "model", decl, consts, params)
     guide: dict[str, SiteInfo] | None = None
     if isinstance(spec.guide, dict):
         guide = {}
         for name, decl in spec.guide.items():
             where = f"guide.{name}"
-            _check_name(name, where)
+            check_name(name, where)
             if name not in model:
                 raise SpecError(f"{where}: the model has no site {name!r}; a guide's sites are latent sites of the model")
-            guide[name] = _site(name, "guide", decl, consts, params)
+            guide[name] = parse_site(name, "guide", decl, consts, params)
     kind = "declared" if guide is not None else spec.guide
     st = Structure(model, guide, kind, dict(spec.networks), params, consts)
-    _check_model(st)
-    _check_guide(st, spec)
-    _check_networks(st)
+    check_model(st)
+    check_guide(st, spec)
+    check_networks(st)
     return st

@@ -175,7 +175,7 @@ def site_dist(site: Site, args: dict[str, torch.Tensor], validate: bool | None) 
         raise ProgramError(f"{site.where}: {site.entry.name}({', '.join(args)}) cannot be built: {exc}") from None
 
 
-def _pinned(d: dist.Distribution, lab: Labels) -> dist.Distribution:
+def pin_labels(d: dist.Distribution, lab: Labels) -> dist.Distribution:
     """q(y | x) with the labelled examples' rows replaced by a point mass on their label."""
     logits = d.logits
     k = logits.shape[-1]
@@ -185,7 +185,7 @@ def _pinned(d: dist.Distribution, lab: Labels) -> dist.Distribution:
     return cls(logits=new, validate_args=False)
 
 
-def _label_factor(value: torch.Tensor, lab: Labels, onehot: bool) -> torch.Tensor:
+def label_factor(value: torch.Tensor, lab: Labels, onehot: bool) -> torch.Tensor:
     """0 where an example's label is hidden or equals the enumerated value, -1e30 elsewhere."""
     cls = value.argmax(-1) if onehot else value
     same = cls == lab.y

@@ -404,7 +404,7 @@ class HMM(BayesFamily, ChunkedEStep, ForwardBackward):
         ll, _ = self.log_likelihood(x)
         out = {"test_nll_per_step": float(-ll.mean() / self.t)}
         if y is not None and tuple(y.shape) == (x.shape[0], self.t):
-            path = self.viterbi_dp(x, _centre(self))
+            path = self.viterbi_dp(x, centre_theta(self))
             out["viterbi_accuracy"] = matched_accuracy(path.reshape(-1), y.reshape(-1))
         return out
 
@@ -415,7 +415,7 @@ def _sticky(k: int, stay: float) -> torch.Tensor:
     return torch.full((k, k), (1 - stay) / (k - 1)) + (stay - (1 - stay) / (k - 1)) * torch.eye(k)
 
 
-def _centre(model: HMM) -> Theta:
+def centre_theta(model: HMM) -> Theta:
     """One parameter value: the point estimate, or the mean of the relabelled posterior draws (rows of a
     mean of stochastic matrices are still distributions)."""
     return {k: v.mean(0, keepdim=True) for k, v in model.relabelled_theta().items()}
