@@ -153,3 +153,25 @@ def test_every_module_imports_in_a_fresh_interpreter_in_any_order(order: str) ->
         random.Random(int(order.split("-")[1])).shuffle(names)
     done = _import_in_order(names)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def private_imports(source: str) -> list[str]:
+    """The underscore names a module's source imports from ppgen modules (``from ppgen.x import _y``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ppgen":
+            found += [f"{node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_the_private_import_finder_finds_one() -> None:
+    assert private_imports("from ppgen.models.gan import GAN, _hidden\nfrom os import _exit\n") == \
+        ["ppgen.models.gan._hidden"]
+
+
+def test_no_module_imports_another_modules_underscore_name() -> None:
+    """What one module uses of another is that module's public surface: a name starting with ``_`` is
+    private to its module, so importing it elsewhere couples the two behind the reader's back."""
+    found = {m: private_imports(p.read_text()) for m, p in MODULES.items()}
+    assert not {m: v for m, v in found.items() if v}
