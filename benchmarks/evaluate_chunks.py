@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import time
 from pathlib import Path
 
@@ -24,15 +23,7 @@ from ppgen.models.base import importance_chunk
 from ppgen.registry import build
 from ppgen.zoo import path as zoo_path
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model  # benchmarks/ is sys.path[0] when run as a script
 
 
 def main() -> None:

@@ -31,9 +31,7 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 import ppgen  # noqa: E402
 from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
+from machine import cpu_model, load_average  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 VAE_DIGITS = {
     "family": "program", "name": "vae_digits_levels",
@@ -58,17 +58,6 @@ VAE_DIGITS = {
 }
 PIXELCNN = ["data.name=digits", "data.binarize=none", "data.batch_size=64", "net.channels=32", "net.blocks=4",
             "net.head=32"]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def record(row: dict) -> None:
@@ -142,7 +131,7 @@ def mnist(args: argparse.Namespace) -> None:
 def meta(args: argparse.Namespace) -> dict:
     return {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
-            "torch": torch.__version__, "load": os.getloadavg()[0], "command": " ".join(["python", *sys.argv])}
+            "torch": torch.__version__, "load": load_average()[0], "command": " ".join(["python", *sys.argv])}
 
 
 def _mean_sd(xs: list[float]) -> str:

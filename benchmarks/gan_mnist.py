@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -31,6 +29,8 @@ import torch
 import ppgen
 from ppgen.evaluation import feature_classifier, quality
 from ppgen.plots.common import save_figure, show_grid, subplots
+
+from machine import cpu_model, logical_cpus  # benchmarks/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "# GAN designs on MNIST at a fixed budget",
         "",
         f"Command: `python benchmarks/gan_mnist.py{' --quick' if args.quick else ''}`",
-        f"Date: {datetime.date.today().isoformat()}; shared 2-core CPU ({platform.machine()}, {os.cpu_count()} logical "
+        f"Date: {datetime.date.today().isoformat()}; shared CPU ({cpu_model()}, {logical_cpus()} logical "
         f"CPUs, other jobs running, so the times are indicative), {args.threads} torch thread(s); torch {torch.__version__}. "
         f"Whole run: {total / 60:.1f} min.",
         f"Each row: {epochs} epoch(s) over the first {limit} training images (batch 64); {args.samples} samples against "

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import multiprocessing
-import os
-import platform
 import shutil
 import sys
 import time
@@ -46,6 +44,8 @@ from ppgen.evaluation import toy_checks
 from ppgen.data.toy import TOY1D
 from ppgen.plots.gan import plot_discriminator, plot_generator
 from ppgen.plots.common import save_figure, subplots
+
+from machine import cpu_model, logical_cpus  # benchmarks/ is sys.path[0] when run as a script
 from ppgen.store.checkpoint import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "# GAN toys: inverse transform sampling in 1-D and the ring of 8 Gaussians",
         "",
         f"Command: `{' '.join(['python benchmarks/gan_toys.py', *args.argv])}`",
-        f"Date: {datetime.date.today().isoformat()}; shared 2-core CPU ({platform.machine()}, {os.cpu_count()} logical "
+        f"Date: {datetime.date.today().isoformat()}; shared CPU ({cpu_model()}, {logical_cpus()} logical "
         f"CPUs, other jobs running, so the times are indicative), {args.jobs} fit(s) at a time with "
         f"{args.threads} torch thread(s) each; "
         f"torch {torch.__version__}. Whole run: {total / 60:.1f} min"

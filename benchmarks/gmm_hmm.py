@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -62,6 +61,8 @@ import ppgen  # noqa: E402
 from ppgen.data.core import DataInfo  # noqa: E402
 from ppgen.data.sequences import TOYSEQ  # noqa: E402
 from ppgen.inference.em_algorithm import em_iterate, em_start, stack_starts  # noqa: E402
+
+from machine import cpu_model, format_load, load_average, logical_cpus  # noqa: E402
 
 #: Equal log-likelihood: within this many nats per observed value (data point, sequence step).
 TOL = 1e-3
@@ -292,25 +293,16 @@ def run_case(case: Case, repeats: int, timings: int) -> dict[str, Any]:
     return row
 
 
-def machine() -> tuple[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
-    except (OSError, subprocess.CalledProcessError):
-        cpu = platform.processor() or "unknown"
-    return cpu, " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one repeat, the small cases only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     repeats = 1 if args.quick else 3
-    cpu, load_before = machine()
+    cpu, load_before = cpu_model(), format_load(load_average())
     rows = [run_case(c, repeats, timings=1 if (args.quick or c.large) else 5) for c in cases()
             if not (args.quick and c.large)]
-    _, load_after = machine()
+    load_after = format_load(load_average())
     write(rows, args.quick, repeats, cpu, load_before, load_after)
 
 
@@ -330,8 +322,9 @@ def write(rows: list[dict], quick: bool, repeats: int, cpu: str, load_before: st
     lines = [
         "# Time to EM's log-likelihood: ppgen's EM against scikit-learn and hmmlearn",
         "",
-        f"`{cmd}` on {dt.date.today().isoformat()}; CPU: {cpu} (`lscpu`), a shared 2-core machine; one thread "
-        f"per fit (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, torch threads {torch.get_num_threads()}); "
+        f"`{cmd}` on {dt.date.today().isoformat()}; CPU: {cpu}, a shared machine with {logical_cpus()} logical "
+        f"CPUs; one thread per fit "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, torch threads {torch.get_num_threads()}); "
         f"load average (1/5/15 min) {load_before} before, {load_after} after. Python {platform.python_version()}, "
         f"torch {torch.__version__}.",
         "",

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from ppgen.models.bayesian.forward_backward import choose_method, forward_backward  # noqa: E402
 
+from machine import cpu_model, format_load, load_average  # noqa: E402
+
 SIZES = [  # (S, N, T, K)
     (1, 21, 8, 2), (1, 320, 50, 3), (10, 320, 50, 3), (1, 320, 60, 2), (10, 320, 60, 2),
     (1, 2000, 200, 3), (10, 2000, 200, 3), (1, 1, 1000, 3), (1, 10, 1000, 3), (1, 100, 1000, 3),
@@ -94,20 +96,12 @@ def T_(t: int) -> str:
 def write(rows: list, device: str) -> None:
     suffix = "" if device == "cpu" else f"_{device}"
     out = ROOT / "benchmarks" / "results" / f"hmm_forward_backward{suffix}.md"
-    cpu = "unknown"
-    try:
-        import subprocess
-
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Model name")), cpu)
-    except (OSError, Exception):
-        pass
-    where = cpu if device == "cpu" else torch.cuda.get_device_name()
+    where = cpu_model() if device == "cpu" else torch.cuda.get_device_name()
     lines = [
         "# HMM forward-backward: scaled recursion, log-space recursion, parallel scan",
         "",
         f"`python benchmarks/hmm_forward_backward.py{'' if device == 'cpu' else ' --device ' + device}` on "
-        f"{dt.date.today().isoformat()}; {where}; one thread; load average {' / '.join(f'{v:.2f}' for v in os.getloadavg())} "
+        f"{dt.date.today().isoformat()}; {where}; one thread; load average {format_load(load_average())} "
         f"after. Python {platform.python_version()}, torch {torch.__version__}. float64.",
         "",
         "The E-step (log-likelihood, state marginals, expected transition counts) of S parameter values on N "

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,17 +35,9 @@ from ppgen.data.core import DataInfo  # noqa: E402
 from ppgen.inference.svi import SVIConfig, pyro_elbo, pyro_loss  # noqa: E402
 from ppgen.models.vae import VAE  # noqa: E402
 
+from machine import cpu_model, load_average, logical_cpus  # noqa: E402
+
 BATCH, STEPS_PER_EPOCH = 128, 50_000 // 128
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class Hidden:
@@ -63,7 +53,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "interop_overhead.md"))
     args = ap.parse_args()
-    load_start = os.getloadavg()[0]
+    load_start = load_average()[0]
     torch.manual_seed(0)
     model = ppgen.build(ROOT / "models" / "vae.yaml", DataInfo((1, 28, 28), "binary"))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -108,7 +98,7 @@ def main() -> None:
         "# Pyro interop and the loop's guard: what they cost",
         "",
         f"Measured {dt.date.today().isoformat()} with `python benchmarks/interop_overhead.py --reps {args.reps}` on "
-        f"{cpu_model()} with {torch.get_num_threads()} torch threads ({os.cpu_count()} logical CPUs, load average "
+        f"{cpu_model()} with {torch.get_num_threads()} torch threads ({logical_cpus()} logical CPUs, load average "
         f"{load_start:.1f} at the start), torch {torch.__version__}. The zoo's VAE, batch {BATCH}; median of "
         f"{args.reps} interleaved repetitions.",
         "",

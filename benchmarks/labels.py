@@ -51,18 +51,14 @@ sys.path.insert(0, str(ROOT))
 import ppgen  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
 
+from machine import cpu_model, load_average, logical_cpus, torch_description  # noqa: E402
+
 MODELS, RECIPES = ROOT / "models", ROOT / "inference"
 
 
 def machine() -> dict[str, Any]:
-    out: dict[str, Any] = {"platform": platform.platform(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        out["cpu"] = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        out["cpu"] = platform.processor()
-    out["cpus"] = os.cpu_count()
+    out: dict[str, Any] = {"platform": platform.platform(), **torch_description(), "cpu": cpu_model(),
+                           "cpus": logical_cpus()}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -70,7 +66,7 @@ def machine() -> dict[str, Any]:
                                            cwd=ROOT, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
-    out["load_average"] = list(os.getloadavg())
+    out["load_average"] = list(load_average())
     return out
 
 

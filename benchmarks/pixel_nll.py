@@ -34,6 +34,8 @@ import ppgen  # noqa: E402
 from ppgen.data.mnist_cache import cache_path  # noqa: E402
 from ppgen.evaluation.evaluate import evaluate  # noqa: E402
 
+from machine import cpu_model, logical_cpus  # noqa: E402
+
 MODELS = [
     ("pixelcnn", ["net.channels=32", "net.blocks=4", "net.head=32"], "PixelCNN, 2h=32, 4 residual blocks"),
     ("gated_pixelcnn", ["net.channels=16", "net.layers=5", "net.head=32"], "Gated PixelCNN, p=16, 5 layers"),
@@ -85,7 +87,8 @@ def write(rows: list[tuple], args: argparse.Namespace, dataset: str, limit: int,
     lines = [
         f"# Exact test NLL of the autoregressive families on dynamically binarized {dataset.upper()}, CPU budget",
         "",
-        f"Command: `{cmd}` on {dt.date.today().isoformat()}, on a shared 2-core CPU (other jobs running; "
+        f"Command: `{cmd}` on {dt.date.today().isoformat()}, on a shared CPU "
+        f"({cpu_model()}, {logical_cpus()} logical CPUs; other jobs running; "
         f"torch threads: {args.threads}), torch {torch.__version__}, Python {platform.python_version()}.",
         f"Training: the first {limit:,} training images, {epochs} epoch(s), batch 64, Adam at 1e-3 "
         f"(`inference/mle.yaml`: SVI with the empty guide = maximum likelihood). Test: {n_test:,} test images "

@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 import ppgen  # noqa: E402
 from ppgen.data.core import DataInfo  # noqa: E402
 
+from machine import cpu_model, logical_cpus  # noqa: E402
+
 CPU_NETS = {
     "pixelcnn": {"channels": 32, "first_kernel": 7, "kernel": 3, "blocks": 4, "head": 32},
     "gated_pixelcnn": {"channels": 16, "first_kernel": 7, "kernel": 3, "layers": 5, "head": 32},
@@ -97,7 +99,8 @@ def write(rows: list[tuple], args: argparse.Namespace, side: int, rounds: int) -
     lines = [
         f"# Pixel-by-pixel sampling: cached (fast) against plain, {side}x{side} binary images",
         "",
-        f"Command: `{cmd}` on {dt.date.today().isoformat()}, on a shared 2-core CPU (other jobs running; "
+        f"Command: `{cmd}` on {dt.date.today().isoformat()}, on a shared CPU "
+        f"({cpu_model()}, {logical_cpus()} logical CPUs; other jobs running; "
         f"{args.threads} torch thread), torch {torch.__version__}, Python {platform.python_version()}. "
         f"Batches of {args.n} images, median of {rounds} round(s) alternating the two paths; random weights.",
         "",

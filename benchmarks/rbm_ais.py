@@ -17,7 +17,6 @@ test NLL in nats. For comparison, S&M 2008 report -125.53 (CD-1, 500 hidden),
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_model, load_average, logical_cpus  # noqa: E402
 
 
 def main() -> None:
@@ -45,10 +46,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import ppgen
-    from benchmarks.rbm_sklearn import cpu_model
     from ppgen.evaluation.evaluate import evaluate
 
-    load0 = os.getloadavg()
+    load0 = load_average()
     rows = []
     for label, recipe in (("CD-1", "inference/cd.yaml"), ("PCD-1", "inference/pcd.yaml")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -69,14 +69,15 @@ def main() -> None:
             rows.append((label, recipe, fit_s, eval_s, last, res))
             print(label, {k: res[k] for k in ("test_nll_nats", "log_z", "log_z_stderr")}, f"fit {fit_s:.0f}s eval {eval_s:.0f}s",
                   file=sys.stderr)
-    load1 = os.getloadavg()
+    load1 = load_average()
 
     lines = [
         "# RBM (784-500) on MNIST: test NLL by AIS",
         "",
         f"Command: `python benchmarks/rbm_ais.py{' --quick' if args.quick else ''}"
         f"{'' if args.quality_samples == 1000 else f' --quality-samples {args.quality_samples}'}`, {time.strftime('%Y-%m-%d')}, on a shared "
-        f"{os.cpu_count()}-core CPU ({cpu_model()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end: "
+        f"{logical_cpus()}-core CPU ({cpu_model()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the "
+        "end: "
         f"other processes ran at the same time), {args.threads} torch thread(s), torch {torch.__version__}.",
         "",
         f"`models/rbm.yaml` (500 hidden units, dynamically binarized MNIST, batch 100, weight decay 2e-4) fitted for "

@@ -23,8 +23,6 @@ rate to a tenth of it) on the same budget.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,19 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (``lscpu``'s "Model name"), and its widest vector
-    unit, since BLAS kernels, and with them timings, differ between AVX2 and AVX-512 machines."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name}, {vec}"
+from machine import cpu_model, load_average, logical_cpus, torch_blas  # noqa: E402
 
 
 def main() -> None:
@@ -74,7 +60,7 @@ def main() -> None:
     from ppgen.models.energy.rbm_core import RBMCore
 
     torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()
+    load0 = load_average()
     spec = {
         "family": "rbm",
         "name": "rbm-vs-sklearn",
@@ -152,7 +138,7 @@ def main() -> None:
     def mean_sd(values: list[float]) -> str:
         return f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
 
-    load1 = os.getloadavg()
+    load1 = load_average()
 
     ours = float(np.mean([r[0] for r in found[names[0]]]))
     lines = [
@@ -161,8 +147,7 @@ def main() -> None:
         f"Command: `python benchmarks/rbm_sklearn.py{' --quick' if args.quick else ''}"
         + (f" --threads {args.threads}" if args.threads != 2 else "")
         + (f" --seeds {args.seeds}" if args.seeds != 3 else "") + "`, "
-        f"{time.strftime('%Y-%m-%d')}, on a {os.cpu_count()}-core CPU ({cpu_model()}, torch's BLAS: "
-        f"{'MKL' if torch.backends.mkl.is_available() else 'not MKL'}; "
+        f"{time.strftime('%Y-%m-%d')}, on a {logical_cpus()}-core CPU ({cpu_model()}, torch's BLAS: {torch_blas()}; "
         f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end; other processes slow both sides), "
         f"{args.threads} thread(s) for each library, torch {torch.__version__}, scikit-learn {__import__('sklearn').__version__}.",
         "",

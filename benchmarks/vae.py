@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 import ppgen  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
 from ppgen.evaluation.evaluate import evaluate  # noqa: E402
+
+from machine import cpu_model, load_average, logical_cpus  # noqa: E402
 
 SPEC = ROOT / "models" / "vae.yaml"
 RECIPE = ROOT / "inference" / "svi.yaml"
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vae.md"))
     args = ap.parse_args()
     rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
-    load_start = os.getloadavg()[0]
+    load_start = load_average()[0]
 
     dataset = ppdata.load(ppgen.load_spec(SPEC).data)
     train_x = dataset.train_x
@@ -156,7 +156,7 @@ def main() -> None:
         "# VAE on MNIST: ppgen against a hand-written PyTorch loop and plain Pyro SVI",
         "",
         f"Measured {dt.date.today().isoformat()} with `python benchmarks/vae.py{' --quick' if args.quick else ''}` "
-        f"on {platform.machine()} with {torch.get_num_threads()} torch threads ({os.cpu_count()} logical CPUs, load "
+        f"on {cpu_model()} with {torch.get_num_threads()} torch threads ({logical_cpus()} logical CPUs, load "
         f"average {load_start:.1f} at the start), torch "
         f"{torch.__version__}. Model: models/vae.yaml (z = 50, 400 hidden units, batch 128, Adam 1e-3, "
         "ELBO with analytic KL, dynamic binarization). Median training time of one epoch (50,000 images) over "

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import ppgen  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
+
+from machine import cpu_model, load_average, logical_cpus  # noqa: E402
 
 PROGRAM = ROOT / "models" / "vae_program.yaml"
 FAMILY = ROOT / "models" / "vae.yaml"
@@ -163,7 +163,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
     rounds = 0 if args.no_epochs else rounds
-    load_start = os.getloadavg()
+    load_start = load_average()
     started = time.perf_counter()
     train_x = ppdata.load(ppgen.load_spec(PROGRAM).data).train_x
     times: dict[str, list[float]] = {"program (models/vae_program.yaml)": [], "vae family (models/vae.yaml)": [],
@@ -207,15 +207,14 @@ def main() -> None:
                 "diff_se": float(diff.std() / math.sqrt(len(diff))),
                 "max_abs_diff": float(diff.abs().max()),
             }
-    load_end = os.getloadavg()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
+    load_end = load_average()
+    cpu = cpu_model()
     flags = " ".join(a for a in sys.argv[1:])
     lines = [
         "# The VAE as a program against the hand-written VAE family and a plain PyTorch loop (MNIST)",
         "",
         f"Measured {dt.date.today().isoformat()} with `python benchmarks/vae_program.py {flags}` on {cpu} "
-        f"({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), torch {torch.__version__}. "
+        f"({logical_cpus()} logical CPUs, {torch.get_num_threads()} torch threads), torch {torch.__version__}. "
         f"Load average (1, 5, 15 min) {load_start[0]:.1f}, {load_start[1]:.1f}, {load_start[2]:.1f} at the start and "
         f"{load_end[0]:.1f}, {load_end[1]:.1f}, {load_end[2]:.1f} at the end: other work shared the machine. "
         f"Total {(time.perf_counter() - started) / 60:.1f} min.",
