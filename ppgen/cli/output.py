@@ -10,10 +10,10 @@ from ppgen.plots.metric_labels import LOSS_KINDS, METRIC_LABELS, loss_kind, metr
 
 def first_sentence(doc: str | None) -> str:
     """The first sentence of a docstring's first paragraph, on one line."""
-    from ppgen.zoo import _sentence_end
+    from ppgen.zoo import sentence_end
 
     paragraph = " ".join((doc or "").strip().split("\n\n", 1)[0].split())
-    end = _sentence_end(paragraph)
+    end = sentence_end(paragraph)
     return paragraph[:end] if end is not None else paragraph
 
 

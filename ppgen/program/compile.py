@@ -26,7 +26,7 @@ from ppgen.program.parse import SiteInfo, Structure
 from ppgen.program.schema import ProgramSpec, structure
 from ppgen.spec import SpecError
 
-_CONSTRAINTS = {
+CONSTRAINTS = {
     "real": constraints.real,
     "positive": constraints.positive,
     "unit_interval": constraints.unit_interval,
@@ -293,7 +293,7 @@ def _param_init(name: str, d: ParamDecl) -> tuple[torch.Tensor, Any, float]:
         init = init.expand(shape).clone() if init.shape != shape else init.clone()
     except (RuntimeError, TypeError, ValueError):
         raise SpecError(f"{where}.init: {d.init!r} does not fit the shape {list(shape)}") from None
-    constraint = _CONSTRAINTS[d.constraint]
+    constraint = CONSTRAINTS[d.constraint]
     if d.constraint == "simplex" and not shape:
         raise SpecError(f"{where}: a simplex parameter needs a shape, e.g. shape: [3]")
     if d.constraint == "lower_cholesky" and len(shape) < 2:

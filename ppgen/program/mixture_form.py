@@ -241,9 +241,9 @@ def _block(prog: Any, role: str, name: str, k: int, d: int) -> Block:
         raise refuse(f"the {role} {name!r} have shape {list(shape)}; EM needs " + " or ".join(str(list(s)) for s in shapes))
     if name in prog.params:
         got = prog.params[name][1]
-        from ppgen.program.compile import _CONSTRAINTS
+        from ppgen.program.compile import CONSTRAINTS
 
-        if got is not _CONSTRAINTS[constraint]:
+        if got is not CONSTRAINTS[constraint]:
             raise refuse(f"the parameter {name!r} is not constrained {constraint}")
         return Block(role, name, "param")
     site = prog.model_by_name[name]

@@ -69,7 +69,7 @@ _ABBREVIATIONS = frozenset((
 ))
 
 
-def _sentence_end(text: str) -> int | None:
+def sentence_end(text: str) -> int | None:
     """The index just past the first full stop of ``text`` that ends a sentence, or None. A period does not
     end one after an abbreviation (:data:`_ABBREVIATIONS`, "sec. 3", "Fig. 2", "Smith et al. 2017") or an
     initial ("D. P. Kingma")."""
@@ -93,8 +93,8 @@ def describe(file: Path) -> str:
                 break
             continue
         words.append(text)
-        if _sentence_end(" ".join(words)) is not None:
+        if sentence_end(" ".join(words)) is not None:
             break
     joined = " ".join(words)
-    end = _sentence_end(joined)
+    end = sentence_end(joined)
     return joined[:end] if end is not None else joined
