@@ -159,22 +159,28 @@ def _legend_metric_lists() -> dict[str, list[dict[str, Any]]]:
 def test_no_legend_of_the_training_curves_covers_a_point(tmp_path: Path, saved: list) -> None:
     """The legend in the RBM's "minus pseudo-log-likelihood" panel covered the validation point: no legend
     (of a panel or of the figure) contains a plotted point or any part of its marker, as drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     for name, metrics in _legend_metric_lists().items():
         saved.clear()
         curves.training_curves(metrics, tmp_path / "training_curves.png",
                                labels=_rbm_labels() if name.startswith("rbm") else None)
         (fig,) = saved
-        fig.canvas.draw()
         legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
         assert legends, name  # the series are named somewhere
         names = {t.get_text() for lg in legends for t in lg.get_texts()}
         assert "validation" in names, (name, names)
-        for legend in legends:
-            for ax in fig.axes:
-                for line in ax.get_lines():
-                    # the box grown by the marker's radius: a point whose marker it touches is covered
-                    radius = line.get_markersize() / 2 * fig.dpi / 72 if _marked(line) else 0.0
-                    box = legend.get_window_extent().padded(radius)
-                    xy = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
-                    inside = [tuple(p) for p in xy if box.contains(*p)]
-                    assert not inside, f"{name}: a legend covers {ax.get_label()}'s points {inside}"
+        for dpi in (100, 110):  # on screen, and as save_figure writes it
+            fig.set_dpi(dpi)
+            canvas = FigureCanvasAgg(fig)  # a figure made outside pyplot has a canvas that draws nothing
+            canvas.draw()
+            renderer = canvas.get_renderer()
+            for legend in legends:
+                for ax in fig.axes:
+                    for line in ax.get_lines():
+                        # the box grown by the marker's radius: a point whose marker it touches is covered
+                        radius = line.get_markersize() / 2 * dpi / 72 if _marked(line) else 0.0
+                        box = legend.get_window_extent(renderer).padded(radius)
+                        xy = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
+                        inside = [tuple(p) for p in xy if box.contains(*p)]
+                        assert not inside, f"{name} at {dpi} dpi: a legend covers {ax.get_label()}'s points {inside}"
