@@ -248,3 +248,29 @@ def test_the_log_likelihood_and_predictive_tables_name_their_dims(tmp_path: Path
     table = summary(ll)
     assert list(table.index) == ["x[obs: 0]", "x[obs: 1]", "x[obs: 2]"]
     np.testing.assert_allclose(table["log_lik_nats"].values, ll.log_likelihood["x"].values[0, 0].sum(-1), atol=1e-3)
+
+
+# ------------------------------------------------------------------ the loss trace says which loss
+
+
+@pytest.mark.parametrize("spec,loss", [(VAE, "minus the ELBO"), (PIXELCNN, "minus the log-likelihood, exact"),
+                                       (PROGRAM, "minus the ELBO")], ids=["vae", "pixelcnn", "program"])
+def test_the_loss_trace_names_the_runs_loss(spec: dict[str, Any], loss: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """loss_trace.png called every family's loss "loss (nats per example)" and had no title: its axis and
+    title say what the run's loss is (the generic figures of a VAE, a PixelCNN's, a program's)."""
+    import ppgen.plots.curves as curves
+    from ppgen.plots.metric_labels import metric_labels
+
+    drawn: dict[str, Any] = {}
+    save = curves.save_figure
+    monkeypatch.setattr(curves, "save_figure", lambda fig, path: (drawn.setdefault(Path(path).name, fig),
+                                                                  save(fig, path))[1])
+    run = _fit(spec, tmp_path, {"routine": "svi", "log_every": 1})  # every step recorded
+    report = diagnose(run)
+    assert "loss_trace" in report["figures"]
+    (ax,) = drawn["loss_trace.png"].axes
+    ylabel = ax.get_ylabel().replace("\n", " ")
+    assert ylabel == metric_labels(run.recipe, run.spec)["loss"] and ylabel.startswith(loss), ylabel
+    assert "(nats per example)" in ylabel
+    assert ax.get_title() and loss in ax.get_title(), ax.get_title()

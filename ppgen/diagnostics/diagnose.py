@@ -192,40 +192,42 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
         table.notes.insert(1, f"the full table ({len(full)} rows): {csv}")
     figures: dict[str, Path] = {}
     folder = Path(run.path) / "figures"
-    own = families.diagnostic_figures(run.model, idata, folder, labels=metric_labels(run.recipe, run.spec))
+    labels = metric_labels(run.recipe, run.spec)
+    own = families.diagnostic_figures(run.model, idata, folder, labels=labels)
     if own is not None:
         figures.update(own)
     elif "posterior" in idata.groups():
-        figures.update(_default_figures(az, idata, folder))
+        figures.update(_default_figures(az, idata, folder, labels))
     else:
-        figures.update(_no_posterior_figures(idata, folder))
+        figures.update(_no_posterior_figures(idata, folder, labels))
     return {"idata": path, "summary": table, "summary_csv": csv, "figures": figures}
 
 
-def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
-    """Posterior draws of the first latent coordinates of the first examples and the loss trace."""
+def _default_figures(az: Any, idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
+    """Posterior draws of the first latent coordinates of the first examples and the loss trace (its axis
+    named by ``labels``, :func:`~ppgen.plots.metric_labels.metric_labels`)."""
     from ppgen.plots.common import posterior_figure
     from ppgen.plots.curves import loss_trace_figure
 
     out: dict[str, Path] = {}
     var = next(iter(idata.posterior.data_vars))
     out["posterior"] = posterior_figure(idata, folder / "posterior.png", var)
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out
 
 
-def _no_posterior_figures(idata: Any, folder: Path) -> dict[str, Path]:
+def _no_posterior_figures(idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
     """For a fit without a posterior: the mean per-pixel negative log-likelihood as an image (where the
-    ``log_likelihood`` group is per pixel) and the loss trace."""
+    ``log_likelihood`` group is per pixel) and the loss trace (its axis named by ``labels``)."""
     from ppgen.plots.curves import loss_trace_figure
     from ppgen.plots.predictive import pixel_nll_figure
 
     out: dict[str, Path] = {}
     if "log_likelihood" in idata.groups() and "pixel" in idata.log_likelihood["x"].dims:
         out["pixel_nll"] = pixel_nll_figure(idata, folder / "pixel_nll.png")
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out

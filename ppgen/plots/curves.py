@@ -180,18 +180,22 @@ def wrap_label(text: str, width: int = 30) -> str:
     return f"{head}\n({unit}"
 
 
-def loss_trace_figure(idata: Any, path: Path) -> Path | None:
+def loss_trace_figure(idata: Any, path: Path, labels: dict[str, str] | None = None) -> Path | None:
     """The training loss per step from an InferenceData's ``sample_stats`` (``loss``, ``step``), written to
-    ``path``; None when it records no loss."""
+    ``path``; None when it records no loss. ``labels`` (:func:`~ppgen.plots.metric_labels.metric_labels` of
+    the run's recipe and spec) say what the loss is: minus the ELBO, minus the exact log-likelihood, ...;
+    without them it is called the training loss, with no unit claimed."""
     if "sample_stats" not in idata.groups() or "loss" not in idata.sample_stats:
         return None
+    names = {**METRIC_LABELS, **(labels or {})}
     fig, ax = subplots(figsize=(6, 3))
     loss = idata.sample_stats["loss"].values[0]
     step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
     # a run that logged a single step still shows it: as a marker, not a line of one point
     plot_series(ax, step, loss, lw=0.8)
     step_axis(ax, step)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per example)")
+    ax.set_xlabel(names.get("step", "training step"))
+    ax.set_ylabel(wrap_label(names["loss"], 40))
+    ax.set_title(f"training loss at the logged steps: {metric_title(names['loss'])}", fontsize=10)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
