@@ -146,7 +146,8 @@ def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndar
     """The mean of each value over a replicated data set, summarised over the replicates (with R-hat and
     the ESS only where they are Markov chains), beside the observed data's mean; and the values' indices
     from the one that varies most in the observed data to the least (a corner pixel that is always 0 says
-    nothing: a cut table shows the first of them)."""
+    nothing: a cut table shows the first of them). Rows are named by the observed data's dim of the values
+    (``pixel`` for an image's pixels, flattened; ``value`` where it has none of its own)."""
     az = arviz()
     pp = idata.posterior_predictive[var]
     obs = idata.observed_data[var]
@@ -154,13 +155,14 @@ def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndar
     means = pp.mean(obs_dim).values.reshape(pp.sizes["chain"], pp.sizes["draw"], -1)
     observed = obs.values.reshape(obs.shape[0], -1)
     varying = np.argsort(-observed.var(0), kind="stable")
+    flat = obs.dims[1] if obs.ndim == 2 else "value"
     name = f"mean {var}"
     kind = "all" if markov_chains(idata, "posterior_predictive") else "stats"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        data = az.from_dict(posterior_predictive={name: means}, dims={name: ["value"]},
-                            coords={"value": np.arange(means.shape[-1])})
+        data = az.from_dict(posterior_predictive={name: means}, dims={name: [flat]},
+                            coords={flat: np.arange(means.shape[-1])})
         table = az.summary(data, group="posterior_predictive", kind=kind, labeller=labeller())
     table.insert(0, "observed", observed.mean(0).round(3))
     return table, varying
