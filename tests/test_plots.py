@@ -129,11 +129,16 @@ def test_training_curves_draw_a_number_and_its_negation_once(tmp_path: Path, sav
     assert panels["loss"].get_title() == "minus pseudo-log-likelihood"
     # the validation number is still drawn, in the loss's panel
     assert any(185.0 in ln.get_ydata() for ln in panels["loss"].get_lines())
+    # without the run's labels the loss's panel says which number it is
+    curves.training_curves(_rbm_metrics(), tmp_path / "unlabelled.png")
+    (loss,) = [ax for ax in saved[-1].axes if ax.get_label() == "loss"]
+    assert loss.get_title() == "training loss = minus pseudo-log-likelihood"
+    assert "pseudo_loglik" not in {ax.get_label() for ax in saved[-1].axes if ax.axison}
     # a number that is minus another on some records only is a quantity of its own: both panels stay
     differ = _rbm_metrics()
     differ[4]["pseudo_loglik"] += 1.0
     curves.training_curves(differ, tmp_path / "other.png", labels=_rbm_labels())
-    assert {"loss", "pseudo_loglik"} <= {ax.get_label() for ax in saved[1].axes if ax.axison}
+    assert {"loss", "pseudo_loglik"} <= {ax.get_label() for ax in saved[-1].axes if ax.axison}
 
 
 def _legend_metric_lists() -> dict[str, list[dict[str, Any]]]:

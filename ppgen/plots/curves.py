@@ -46,12 +46,16 @@ def _repeats(key: str, other: str, records: list[dict[str, Any]]) -> bool:
     return seen
 
 
-def _unrepeated(keys: list[str], records: list[dict[str, Any]]) -> list[str]:
-    """``keys`` without those that repeat an earlier one's number with the sign flipped (:func:`_repeats`)."""
+def _unrepeated(keys: list[str], records: list[dict[str, Any]], negated: dict[str, str]) -> list[str]:
+    """``keys`` without those that repeat an earlier one's number with the sign flipped (:func:`_repeats`);
+    ``negated`` gets, for each key kept, the key it stands for, negated."""
     out: list[str] = []
     for key in keys:
-        if not any(_repeats(key, kept, records) for kept in out if not kept.startswith("val_")):
+        kept = next((k for k in out if not k.startswith("val_") and _repeats(key, k, records)), None)
+        if kept is None:
             out.append(key)
+        else:
+            negated.setdefault(kept, key)
     return out
 
 
@@ -114,11 +118,12 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     layers = sorted({int(m["layer"]) for m in train + epochs if "layer" in m}) or [None]
     rows: list[tuple[int | None, list[str]]] = []
     constant: dict[str, Any] = {}
+    negated: dict[str, str] = {}  # a key drawn -> the key it stands for, with the sign flipped
     for layer in layers:
         t = [m for m in train if layer is None or m.get("layer") == layer]
         e = [m for m in epochs if layer is None or m.get("layer") == layer]
         keys = []
-        for key in _unrepeated(_quantities(t, e), t + e):
+        for key in _unrepeated(_quantities(t, e), t + e, negated):
             values = {m[key] for m in t + e if key in m}
             if len(values) == 1 and sum(key in m for m in train + epochs) > 1:
                 constant[key] = values.pop()  # drawn as text: a flat line says less than its value
@@ -152,6 +157,8 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         ax.set_xlabel(names.get("step", "training step"), fontsize=8)
         ax.set_ylabel(wrap_label(name), fontsize=8)
         panel = metric_title(name) + (" (validation)" if key.startswith("val_") else "")
+        if base in negated and base not in (labels or {}):  # its label does not say what the number is
+            panel += f" = minus {metric_title(names.get(negated[base], negated[base]))}"
         ax.set_title(panel if layer is None else f"layer {layer + 1}: {panel}", fontsize=9)
         ax.set_label(key)
         ax.tick_params(labelsize=7)
