@@ -248,3 +248,47 @@ def test_the_log_likelihood_and_predictive_tables_name_their_dims(tmp_path: Path
     table = summary(ll)
     assert list(table.index) == ["x[obs: 0]", "x[obs: 1]", "x[obs: 2]"]
     np.testing.assert_allclose(table["log_lik_nats"].values, ll.log_likelihood["x"].values[0, 0].sum(-1), atol=1e-3)
+
+
+# ------------------------------------------------------------------ the loss trace says which loss
+
+
+@pytest.mark.parametrize("spec,loss", [(VAE, "minus the ELBO"), (PIXELCNN, "minus the log-likelihood, exact"),
+                                       (PROGRAM, "minus the ELBO")], ids=["vae", "pixelcnn", "program"])
+def test_the_loss_trace_names_the_runs_loss(spec: dict[str, Any], loss: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """loss_trace.png called every family's loss "loss (nats per example)" and had no title: its axis and
+    title say what the run's loss is (the generic figures of a VAE, a PixelCNN's, a program's)."""
+    import ppgen.plots.curves as curves
+    from ppgen.plots.metric_labels import metric_labels
+
+    drawn: dict[str, Any] = {}
+    save = curves.save_figure
+    monkeypatch.setattr(curves, "save_figure", lambda fig, path: (drawn.setdefault(Path(path).name, fig),
+                                                                  save(fig, path))[1])
+    run = _fit(spec, tmp_path, {"routine": "svi", "log_every": 1})  # every step recorded
+    report = diagnose(run)
+    assert "loss_trace" in report["figures"]
+    (ax,) = drawn["loss_trace.png"].axes
+    ylabel = ax.get_ylabel().replace("\n", " ")
+    assert ylabel == metric_labels(run.recipe, run.spec)["loss"] and ylabel.startswith(loss), ylabel
+    assert "(nats per example)" in ylabel
+    assert ax.get_title() and loss in ax.get_title(), ax.get_title()
+
+
+def test_an_image_gans_values_are_pixels(tmp_path: Path) -> None:
+    """A GAN on images named its flattened pixels ``value`` (rows read "mean x[value: 155]"): they are
+    ``pixel``, as in the other families' InferenceData, in the data and in the summary's rows; a GAN on
+    points keeps ``value`` (test_the_log_likelihood_and_predictive_tables_name_their_dims)."""
+    report = diagnose(_fit(GAN_IMAGES, tmp_path))
+    idata = arviz().from_netcdf(report["idata"])
+    assert idata.observed_data["x"].dims == ("obs", "pixel")
+    assert idata.posterior_predictive["x"].dims == ("chain", "draw", "obs", "pixel")
+    assert "value" not in idata.posterior_predictive.dims and "value" not in idata.observed_data.dims
+    full = pd.read_csv(report["summary_csv"], index_col="variable")
+    assert len(full) == 64
+    assert all(_label_selection(label) == ("mean x", {"pixel": i}) for i, label in enumerate(full.index)), full.index
+    assert all(label.startswith("mean x[pixel: ") for label in report["summary"].index)
+    # each row is the mean of that pixel over a replicated data set, beside the observed images' mean of it
+    obs = idata.observed_data["x"].values
+    np.testing.assert_allclose(full["observed"].values, obs.mean(0), atol=1e-3)

@@ -94,3 +94,98 @@ def test_posterior_legend_covers_no_histogram(tmp_path: Path, saved: list) -> No
         assert not box.overlaps(tallest.get_window_extent()), ax.get_title()
     # what each panel's legend said of its normal curve is in its title
     assert panels[0].get_title().startswith("example 0, z[0]\nmean ")
+
+
+def _rbm_metrics(steps: int = 10) -> list[dict[str, Any]]:
+    """The records of a one-epoch RBM run on binary data: ``loss`` is minus the pseudo-log-likelihood on
+    every record, ``pseudo_loglik`` (with ``recon_error``, the free energies) on the logged steps; one epoch
+    record with the validation numbers above the training ones, at the last step."""
+    train = []
+    for s in range(1, steps + 1):
+        pl = -200.0 + 8.0 * s + (3.0 if s % 3 == 0 else 0.0)
+        train.append({"kind": "train", "epoch": 1, "step": s, "loss": -pl, "pseudo_loglik": pl,
+                      "recon_error": 40.0 - s, "free_energy": -50.0 - s, "free_energy_gap": 2.0 / s})
+    epoch = {"kind": "epoch", "epoch": 1, "step": steps, "loss": 150.0, "pseudo_loglik": -150.0,
+             "recon_error": 35.0, "free_energy": -55.0, "val_loss": 185.0, "val_pseudo_loglik": -185.0,
+             "val_recon_error": 38.0, "val_free_energy": -52.0, "time_s": 2.0}
+    return train + [epoch]
+
+
+def _rbm_labels() -> dict[str, str]:
+    from types import SimpleNamespace
+
+    from ppgen.plots.metric_labels import metric_labels
+    from ppgen.registry import load_recipe
+
+    return metric_labels(load_recipe({"routine": "cd"}), SimpleNamespace(family="rbm", visible="binary"))
+
+
+def test_training_curves_draw_a_number_and_its_negation_once(tmp_path: Path, saved: list) -> None:
+    """An RBM's curves had a "minus pseudo-log-likelihood" panel (``loss``) and a "pseudo-log-likelihood"
+    one (``pseudo_loglik``) showing the same number with opposite signs: the loss's panel alone stays."""
+    curves.training_curves(_rbm_metrics(), tmp_path / "training_curves.png", labels=_rbm_labels())
+    panels = {ax.get_label(): ax for ax in saved[0].axes if ax.axison}
+    assert set(panels) == {"loss", "recon_error", "free_energy", "free_energy_gap"}, set(panels)
+    assert panels["loss"].get_title() == "minus pseudo-log-likelihood"
+    # the validation number is still drawn, in the loss's panel
+    assert any(185.0 in ln.get_ydata() for ln in panels["loss"].get_lines())
+    # without the run's labels the loss's panel says which number it is
+    curves.training_curves(_rbm_metrics(), tmp_path / "unlabelled.png")
+    (loss,) = [ax for ax in saved[-1].axes if ax.get_label() == "loss"]
+    assert loss.get_title() == "training loss = minus pseudo-log-likelihood"
+    assert "pseudo_loglik" not in {ax.get_label() for ax in saved[-1].axes if ax.axison}
+    # a number that is minus another on some records only is a quantity of its own: both panels stay
+    differ = _rbm_metrics()
+    differ[4]["pseudo_loglik"] += 1.0
+    curves.training_curves(differ, tmp_path / "other.png", labels=_rbm_labels())
+    assert {"loss", "pseudo_loglik"} <= {ax.get_label() for ax in saved[-1].axes if ax.axison}
+
+
+def _legend_metric_lists() -> dict[str, list[dict[str, Any]]]:
+    from test_plots_gan import _gan_metrics
+
+    one = [{"kind": "train", "step": 10, "loss": 2.0, "grad_norm": 3.0},
+           {"kind": "epoch", "step": 10, "loss": 1.5, "grad_norm": 2.5, "val_loss": 1.8}]
+    rising = [{"kind": "train", "step": s, "loss": 1.0 + 0.1 * s, "lr": 0.01} for s in range(1, 41)]
+    rising += [{"kind": "epoch", "step": s, "loss": 1.0 + 0.1 * s, "val_loss": 1.2 + 0.1 * s} for s in (20, 40)]
+    layered = [{"kind": "train", "layer": layer, "step": s, "loss": 5.0 - s + layer} for layer in (0, 1)
+               for s in range(1, 6)]
+    layered += [{"kind": "epoch", "layer": layer, "step": 5, "loss": 1.0 + layer, "val_loss": 1.5 + layer}
+                for layer in (0, 1)]
+    # what `ppgen fit rbm --epochs 1 --set data.limit=1000` recorded: one logged step and its epoch
+    rbm_one = [{"kind": "train", "epoch": 1, "step": 10, "loss": 174.72, "recon_error": 67.67, "free_energy": -266.53,
+                "free_energy_gap": 0.5357, "pseudo_loglik": -174.72, "lr": 0.01},
+               {"kind": "epoch", "epoch": 1, "step": 10, "loss": 195.03, "val_recon_error": 67.33,
+                "val_free_energy": -270.03, "val_loss": 209.24, "val_pseudo_loglik": -209.24, "time_s": 0.35}]
+    return {"rbm": _rbm_metrics(), "rbm one epoch": rbm_one, "gan": _gan_metrics(), "one step": one,
+            "rising": rising, "layered": layered}
+
+
+def test_no_legend_of_the_training_curves_covers_a_point(tmp_path: Path, saved: list) -> None:
+    """The legend in the RBM's "minus pseudo-log-likelihood" panel covered the validation point: no legend
+    (of a panel or of the figure) contains a plotted point or any part of its marker, as drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for name, metrics in _legend_metric_lists().items():
+        saved.clear()
+        curves.training_curves(metrics, tmp_path / "training_curves.png",
+                               labels=_rbm_labels() if name.startswith("rbm") else None)
+        (fig,) = saved
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends, name  # the series are named somewhere
+        names = {t.get_text() for lg in legends for t in lg.get_texts()}
+        assert "validation" in names, (name, names)
+        for dpi in (100, 110):  # on screen, and as save_figure writes it
+            fig.set_dpi(dpi)
+            canvas = FigureCanvasAgg(fig)  # a figure made outside pyplot has a canvas that draws nothing
+            canvas.draw()
+            renderer = canvas.get_renderer()
+            for legend in legends:
+                for ax in fig.axes:
+                    for line in ax.get_lines():
+                        # the box grown by the marker's radius: a point whose marker it touches is covered
+                        radius = line.get_markersize() / 2 * dpi / 72 if _marked(line) else 0.0
+                        box = legend.get_window_extent(renderer).padded(radius)
+                        xy = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
+                        inside = [tuple(p) for p in xy if box.contains(*p)]
+                        assert not inside, f"{name} at {dpi} dpi: a legend covers {ax.get_label()}'s points {inside}"

@@ -48,7 +48,7 @@ def test_a_2d_image_vae_draws_every_figure(tmp_path, figures):
     assert set(out) == {"samples", "reconstructions", "traversals", "manifold", "latent"}
     assert all(p.is_file() and p.stat().st_size > 0 and p.parent == tmp_path for p in out.values())
     scatter = figures["latent.png"].axes[0]
-    assert (scatter.get_xlabel(), scatter.get_ylabel()) == ("z1 (posterior mean)", "z2 (posterior mean)")
+    assert (scatter.get_xlabel(), scatter.get_ylabel()) == ("z[0] (posterior mean)", "z[1] (posterior mean)")
     assert scatter.collections and scatter.get_title() == "posterior means of test examples"
 
 
@@ -71,7 +71,8 @@ def test_traversals_move_one_dimension_at_a_time(tmp_path, figures, monkeypatch)
     fig = figures["t.png"]
     np.testing.assert_allclose(fig.get_size_inches(), [0.8 * 5 + 0.6, 0.8 * 3 + 0.4])
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["z1", "z2", "z3"]
+    # counted from 0, as the posterior figure (example 0, z[0]) and the summary (latent: 0) count them
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z[0]", "z[1]", "z[2]"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["-2.0", "-1.0", "+0.0", "+1.0", "+2.0"]
     assert ax.images[0].get_array().shape[:2] == (3 * 9 + 1, 5 * 9 + 1)
 
@@ -88,6 +89,7 @@ def test_the_manifold_runs_z1_across_and_z2_up(tmp_path, figures, monkeypatch):
     torch.testing.assert_close(z[3, 3], torch.stack([hi, lo]))  # bottom right
     assert bool((z[:, 1:, 0] > z[:, :-1, 0]).all()) and bool((z[1:, :, 1] < z[:-1, :, 1]).all())
     np.testing.assert_allclose(figures["m.png"].get_size_inches(), [8, 8])
+    assert "(z[0] across, z[1] up)" in figures["m.png"].axes[0].get_title()  # dims counted from 0
 
 
 def test_reconstructions_show_data_above_their_decoded_posterior_means(tmp_path, figures):

@@ -146,7 +146,8 @@ def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndar
     """The mean of each value over a replicated data set, summarised over the replicates (with R-hat and
     the ESS only where they are Markov chains), beside the observed data's mean; and the values' indices
     from the one that varies most in the observed data to the least (a corner pixel that is always 0 says
-    nothing: a cut table shows the first of them)."""
+    nothing: a cut table shows the first of them). Rows are named by the observed data's dim of the values
+    (``pixel`` for an image's pixels, flattened; ``value`` where it has none of its own)."""
     az = arviz()
     pp = idata.posterior_predictive[var]
     obs = idata.observed_data[var]
@@ -154,13 +155,14 @@ def _predictive_table(idata: Any, var: str = "x") -> tuple[pd.DataFrame, np.ndar
     means = pp.mean(obs_dim).values.reshape(pp.sizes["chain"], pp.sizes["draw"], -1)
     observed = obs.values.reshape(obs.shape[0], -1)
     varying = np.argsort(-observed.var(0), kind="stable")
+    flat = obs.dims[1] if obs.ndim == 2 else "value"
     name = f"mean {var}"
     kind = "all" if markov_chains(idata, "posterior_predictive") else "stats"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        data = az.from_dict(posterior_predictive={name: means}, dims={name: ["value"]},
-                            coords={"value": np.arange(means.shape[-1])})
+        data = az.from_dict(posterior_predictive={name: means}, dims={name: [flat]},
+                            coords={flat: np.arange(means.shape[-1])})
         table = az.summary(data, group="posterior_predictive", kind=kind, labeller=labeller())
     table.insert(0, "observed", observed.mean(0).round(3))
     return table, varying
@@ -192,40 +194,42 @@ def diagnose(run: Any, *, quiet: bool = False) -> dict[str, Any]:
         table.notes.insert(1, f"the full table ({len(full)} rows): {csv}")
     figures: dict[str, Path] = {}
     folder = Path(run.path) / "figures"
-    own = families.diagnostic_figures(run.model, idata, folder, labels=metric_labels(run.recipe, run.spec))
+    labels = metric_labels(run.recipe, run.spec)
+    own = families.diagnostic_figures(run.model, idata, folder, labels=labels)
     if own is not None:
         figures.update(own)
     elif "posterior" in idata.groups():
-        figures.update(_default_figures(az, idata, folder))
+        figures.update(_default_figures(az, idata, folder, labels))
     else:
-        figures.update(_no_posterior_figures(idata, folder))
+        figures.update(_no_posterior_figures(idata, folder, labels))
     return {"idata": path, "summary": table, "summary_csv": csv, "figures": figures}
 
 
-def _default_figures(az: Any, idata: Any, folder: Path) -> dict[str, Path]:
-    """Posterior draws of the first latent coordinates of the first examples and the loss trace."""
+def _default_figures(az: Any, idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
+    """Posterior draws of the first latent coordinates of the first examples and the loss trace (its axis
+    named by ``labels``, :func:`~ppgen.plots.metric_labels.metric_labels`)."""
     from ppgen.plots.common import posterior_figure
     from ppgen.plots.curves import loss_trace_figure
 
     out: dict[str, Path] = {}
     var = next(iter(idata.posterior.data_vars))
     out["posterior"] = posterior_figure(idata, folder / "posterior.png", var)
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out
 
 
-def _no_posterior_figures(idata: Any, folder: Path) -> dict[str, Path]:
+def _no_posterior_figures(idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
     """For a fit without a posterior: the mean per-pixel negative log-likelihood as an image (where the
-    ``log_likelihood`` group is per pixel) and the loss trace."""
+    ``log_likelihood`` group is per pixel) and the loss trace (its axis named by ``labels``)."""
     from ppgen.plots.curves import loss_trace_figure
     from ppgen.plots.predictive import pixel_nll_figure
 
     out: dict[str, Path] = {}
     if "log_likelihood" in idata.groups() and "pixel" in idata.log_likelihood["x"].dims:
         out["pixel_nll"] = pixel_nll_figure(idata, folder / "pixel_nll.png")
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out

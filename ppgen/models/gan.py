@@ -205,9 +205,10 @@ class GAN(Family):
 
         - ``prior``: ``z`` drawn from p(z), dims (chain, draw, obs, latent);
         - ``posterior_predictive``: ``x`` = G(z), the fitted model's predictive distribution, dims (chain,
-          draw, obs, value): ``draws`` replicate data sets, each as large as the observed one, which
-          ``az.plot_ppc(idata)`` sets against
-        - ``observed_data``: test examples (500, or 16 images), dims (obs, value);
+          draw, obs, pixel) for images (flattened, as the other families' InferenceData name them) and
+          (chain, draw, obs, value) for vectors: ``draws`` replicate data sets, each as large as the observed
+          one, which ``az.plot_ppc(idata)`` sets against
+        - ``observed_data``: test examples (500, or 16 images), dims (obs, pixel) or (obs, value);
         - ``sample_stats``: the training trace (discriminator and generator losses), dims (chain, draw=record).
 
         The replicates are independent draws, laid out as chains (:func:`ppgen.program.chains.arrange`) for
@@ -225,13 +226,14 @@ class GAN(Family):
             z = self.prior((draws, n_obs)).sample()
             x_gen = self._generator(None)(z.reshape(-1, self.z_dim)).reshape(draws, n_obs, -1)
         stats = loss_trace(metrics)
+        flat = "pixel" if len(self.event_shape) == 3 else "value"  # an image's pixels, flattened
         kwargs: dict[str, Any] = {"sample_stats": stats} if stats else {}
         idata = az.from_dict(
             prior={"z": arrange(z.cpu().numpy())},
             posterior_predictive={"x": arrange(x_gen.cpu().numpy())},
             observed_data={"x": x_obs.cpu().numpy()},
-            coords={"obs": list(range(n_obs)), "latent": list(range(self.z_dim)), "value": list(range(x_obs.shape[1]))},
-            dims={"z": ["obs", "latent"], "x": ["obs", "value"]},
+            coords={"obs": list(range(n_obs)), "latent": list(range(self.z_dim)), flat: list(range(x_obs.shape[1]))},
+            dims={"z": ["obs", "latent"], "x": ["obs", flat]},
             **kwargs,
         )
         return declare_independent(idata, "prior", "posterior_predictive")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ppgen.plots.common import save_figure, subplots
+from ppgen.plots.common import figure, save_figure, subplots
 from ppgen.plots.metric_labels import METRIC_LABELS, metric_title
 
 #: A series of at most this many points gets a marker at each: a line alone hides how few they are, and
@@ -30,6 +30,40 @@ def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> li
                    if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)})
     base = sorted((k for k in keys if not k.startswith("val_")), key=lambda k: k != "loss")  # the loss first
     return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
+
+
+def _repeats(key: str, other: str, records: list[dict[str, Any]]) -> bool:
+    """Whether ``key`` only repeats ``other`` with the sign flipped: on every record that has ``key`` (or
+    ``val_key``) ``other`` (or ``val_other``) is there too and is minus it (an RBM's ``pseudo_loglik``
+    beside its ``loss``, minus the pseudo-log-likelihood)."""
+    seen = False
+    for m in records:
+        for a, b in ((key, other), (f"val_{key}", f"val_{other}")):
+            if a in m:
+                if b not in m or not isinstance(m[b], (int, float)) or float(m[a]) != -float(m[b]):
+                    return False
+                seen = True
+    return seen
+
+
+def _unrepeated(keys: list[str], records: list[dict[str, Any]], negated: dict[str, str]) -> list[str]:
+    """``keys`` without those that repeat an earlier one's number with the sign flipped (:func:`_repeats`);
+    ``negated`` gets, for each key kept, the key it stands for, negated."""
+    out: list[str] = []
+    for key in keys:
+        kept = next((k for k in out if not k.startswith("val_") and _repeats(key, k, records)), None)
+        if kept is None:
+            out.append(key)
+        else:
+            negated.setdefault(kept, key)
+    return out
+
+
+#: The colour, marker and legend entry of each kind of series in :func:`training_curves`, alike in every
+#: panel so that one legend for the figure names them all.
+_TRAIN = {"color": "C0", "label": "train (logged steps)"}
+_EPOCH = {"color": "C1", "label": "train (epoch mean)"}
+_VALID = {"color": "C2", "label": "validation"}
 
 
 def plot_series(ax: Any, x: Any, y: Any, **kwargs: Any) -> list[Any]:
@@ -56,12 +90,12 @@ def step_axis(ax: Any, steps: Any) -> None:
         ax.set_xlim(s.min() - 1, s.max() + 1)
 
 
-def _series(ax: Any, pts: list[tuple[float, float]], marker: str | None, label: str, **kwargs: Any) -> None:
+def _series(ax: Any, pts: list[tuple[float, float]], marker: str | None, **kwargs: Any) -> None:
     """:func:`plot_series` through ``pts``, with ``marker`` at every point (None: where they are few)."""
     if not pts:
         return
     s, v = zip(*pts)
-    plot_series(ax, s, v, label=label, **({"marker": marker} if marker else {}), **kwargs)
+    plot_series(ax, s, v, **({"marker": marker} if marker else {}), **kwargs)
 
 
 def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str | None = None,
@@ -72,8 +106,10 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     ``get_label()`` is the recorded key).
     Records of a model trained layer by layer (a ``layer`` number) get one row of panels per layer,
     since each layer's numbers have their own scale. A quantity that never changes is named in the
-    title instead of drawn; a series of few records is drawn with markers (a single record as a marker),
-    on an axis of whole steps (:func:`step_axis`)."""
+    title instead of drawn, one that only repeats another's number with the sign flipped (an RBM's
+    ``pseudo_loglik`` beside its ``loss``) is left out; a series of few records is drawn with markers (a
+    single record as a marker), on an axis of whole steps (:func:`step_axis`). One legend, below the
+    panels, names the kinds of series (each of one colour in every panel): it covers no point."""
     train = [m for m in metrics if m.get("kind") == "train"]
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     if not train and not epochs:
@@ -82,11 +118,12 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
     layers = sorted({int(m["layer"]) for m in train + epochs if "layer" in m}) or [None]
     rows: list[tuple[int | None, list[str]]] = []
     constant: dict[str, Any] = {}
+    negated: dict[str, str] = {}  # a key drawn -> the key it stands for, with the sign flipped
     for layer in layers:
         t = [m for m in train if layer is None or m.get("layer") == layer]
         e = [m for m in epochs if layer is None or m.get("layer") == layer]
         keys = []
-        for key in _quantities(t, e):
+        for key in _unrepeated(_quantities(t, e), t + e, negated):
             values = {m[key] for m in t + e if key in m}
             if len(values) == 1 and sum(key in m for m in train + epochs) > 1:
                 constant[key] = values.pop()  # drawn as text: a flat line says less than its value
@@ -100,7 +137,9 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
             chunk = [(layer, k) for k in keys[i : i + cols]]
             cells += chunk + [None] * (cols - len(chunk))
     nrows = max(1, len(cells) // cols)
-    fig, axes = subplots(nrows, cols, figsize=((3.4 if layers[0] is None else 3.0) * cols, 2.7 * nrows), squeeze=False)
+    # constrained layout makes room for the figure's legend below the panels, clear of every point
+    fig = figure(((3.4 if layers[0] is None else 3.0) * cols, 2.7 * nrows + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, cell in zip(axes.flat, cells):
         if cell is None:
             ax.set_axis_off()
@@ -108,27 +147,35 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         layer, key = cell
         t = [m for m in train if layer is None or m.get("layer") == layer]
         e = [m for m in epochs if layer is None or m.get("layer") == layer]
-        _series(ax, [(m["step"], m[key]) for m in t if key in m], None, "train (logged steps)", lw=0.8, alpha=0.6)
-        _series(ax, [(m["step"], m[key]) for m in e if key in m], "o",
-                "validation" if key.startswith("val_") else "train (epoch mean)", markersize=3)
-        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s", "validation", markersize=3)
+        _series(ax, [(m["step"], m[key]) for m in t if key in m], None, **_TRAIN, lw=0.8, alpha=0.6)
+        _series(ax, [(m["step"], m[key]) for m in e if key in m], "s" if key.startswith("val_") else "o",
+                **(_VALID if key.startswith("val_") else _EPOCH), markersize=3)
+        _series(ax, [(m["step"], m[f"val_{key}"]) for m in e if f"val_{key}" in m], "s", **_VALID, markersize=3)
         step_axis(ax, [m["step"] for m in t + e if key in m or f"val_{key}" in m])
         base = key[4:] if key.startswith("val_") else key
         name = names.get(f"{base}@layer{layer}") or names.get(base, base)
         ax.set_xlabel(names.get("step", "training step"), fontsize=8)
         ax.set_ylabel(wrap_label(name), fontsize=8)
         panel = metric_title(name) + (" (validation)" if key.startswith("val_") else "")
+        if base in negated and base not in (labels or {}):  # its label does not say what the number is
+            panel += f" = minus {metric_title(names.get(negated[base], negated[base]))}"
         ax.set_title(panel if layer is None else f"layer {layer + 1}: {panel}", fontsize=9)
         ax.set_label(key)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for line in ax.get_lines():
+            handles.setdefault(line.get_label(), line)
+    order = [kind["label"] for kind in (_TRAIN, _EPOCH, _VALID) if kind["label"] in handles]
+    if order:
+        fig.legend([handles[k] for k in order], order, loc="outside lower center", ncols=len(order), fontsize=7,
+                   frameon=False)
     heading = [title] if title else []
     if constant:
         heading.append("constant: " + ", ".join(f"{names.get(k, k)} = {v:.4g}" for k, v in constant.items()))
     if heading:
         fig.suptitle("\n".join(heading), fontsize=10)
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -140,18 +187,22 @@ def wrap_label(text: str, width: int = 30) -> str:
     return f"{head}\n({unit}"
 
 
-def loss_trace_figure(idata: Any, path: Path) -> Path | None:
+def loss_trace_figure(idata: Any, path: Path, labels: dict[str, str] | None = None) -> Path | None:
     """The training loss per step from an InferenceData's ``sample_stats`` (``loss``, ``step``), written to
-    ``path``; None when it records no loss."""
+    ``path``; None when it records no loss. ``labels`` (:func:`~ppgen.plots.metric_labels.metric_labels` of
+    the run's recipe and spec) say what the loss is: minus the ELBO, minus the exact log-likelihood, ...;
+    without them it is called the training loss, with no unit claimed."""
     if "sample_stats" not in idata.groups() or "loss" not in idata.sample_stats:
         return None
+    names = {**METRIC_LABELS, **(labels or {})}
     fig, ax = subplots(figsize=(6, 3))
     loss = idata.sample_stats["loss"].values[0]
     step = idata.sample_stats["step"].values[0] if "step" in idata.sample_stats else np.arange(len(loss))
     # a run that logged a single step still shows it: as a marker, not a line of one point
     plot_series(ax, step, loss, lw=0.8)
     step_axis(ax, step)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per example)")
+    ax.set_xlabel(names.get("step", "training step"))
+    ax.set_ylabel(wrap_label(names["loss"], 40))
+    ax.set_title(f"training loss at the logged steps: {metric_title(names['loss'])}", fontsize=10)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -2,15 +2,18 @@
 
 :data:`TABLE` maps a family class to its figure functions: ``figures(model, folder, data)``, what
 ``ppgen fit`` draws after training, and ``diagnostic(model, idata, folder)``, what ``ppgen diagnose``
-draws in place of the generic posterior and loss-trace figures. A family takes the entry of the first
+draws in place of the generic posterior and loss-trace figures (with ``labels=``, the labels of the
+recorded numbers, where the entry is ``labelled``). A family takes the entry of the first
 class of its MRO that has one, so a subclass (GBRBM, the gated PixelCNN) shares its base's figures.
 A family outside the table (the model language's families, a family of an installed package) draws its
 own where it declares so: the :class:`~ppgen.contracts.OwnFigures` and
-:class:`~ppgen.contracts.DiagnosticFigures` capabilities.
+:class:`~ppgen.contracts.DiagnosticFigures` capabilities (its ``diagnostic_figures`` gets ``labels=`` where
+it has a ``labels`` parameter).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -40,7 +43,7 @@ TABLE: dict[type[Family], FamilyFigures] = {
     VAE: FamilyFigures(vae.figures),
     GAN: FamilyFigures(gan.figures, gan.diagnostic_figures, labelled=True),
     EnergyFamily: FamilyFigures(energy.figures, energy.diagnostic_figures),
-    PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures),
+    PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures, labelled=True),
     BayesFamily: FamilyFigures(None, bayesian.diagnostic_figures),
     GMM: FamilyFigures(bayesian.figures_of_gmm, bayesian.diagnostic_figures),
     HMM: FamilyFigures(bayesian.figures_of_hmm, bayesian.diagnostic_figures),
@@ -70,5 +73,8 @@ def diagnostic_figures(model: Family, idata: Any, folder: Path,
         extra = {"labels": labels} if found.labelled else {}
         return dict(found.diagnostic(model, idata, Path(folder), **extra))
     if found is None and isinstance(model, DiagnosticFigures):
-        return dict(model.diagnostic_figures(idata, Path(folder)))
+        # a family's own method takes the labels where it declares a ``labels`` parameter
+        takes = "labels" in inspect.signature(model.diagnostic_figures).parameters
+        extra = {"labels": labels} if takes else {}
+        return dict(model.diagnostic_figures(idata, Path(folder), **extra))
     return None

@@ -57,11 +57,13 @@ def completion_figure(model: PixelFamily, x: torch.Tensor, y: torch.Tensor | Non
     return plots.save_figure(fig, path)
 
 
-def diagnostic_figures(model: PixelFamily, idata: Any, folder: Path) -> dict[str, Path]:
+def diagnostic_figures(model: PixelFamily, idata: Any, folder: Path,
+                       labels: dict[str, str] | None = None) -> dict[str, Path]:
     """What ``ppgen diagnose`` draws for an autoregressive model: for a class-conditional one
     ``posterior.png``, p(y | x) over the classes for the first test images (its posterior over the label,
     by Bayes' rule); for an unconditional one ``pixel_nll.png``, the mean negative log-likelihood of each
-    pixel (:func:`~ppgen.plots.predictive.pixel_nll_figure`); and ``loss_trace.png``."""
+    pixel (:func:`~ppgen.plots.predictive.pixel_nll_figure`); and ``loss_trace.png``, its axis named by
+    ``labels`` (:func:`~ppgen.plots.metric_labels.metric_labels` of the run's recipe)."""
     folder = Path(folder)
     out: dict[str, Path] = {}
     if "posterior" in idata.groups():
@@ -72,7 +74,7 @@ def diagnostic_figures(model: PixelFamily, idata: Any, folder: Path) -> dict[str
             probability="p(y | x)")
     elif "log_likelihood" in idata.groups() and "pixel" in idata.log_likelihood["x"].dims:
         out["pixel_nll"] = pixel_nll_figure(idata, folder / "pixel_nll.png")
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out

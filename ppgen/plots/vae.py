@@ -55,7 +55,8 @@ def reconstructions(model: Any, x: torch.Tensor, path: str | Path) -> Path:
 @torch.no_grad()
 def traversals(model: Any, path: str | Path, dims: int = 8, steps: int = 9, span: float = 2.5) -> Path:
     """The lecture's "vary z1, vary z2": row i moves latent dimension i from -span to +span with the
-    others held at zero (the prior mean)."""
+    others held at zero (the prior mean). Rows are labelled ``z[0]``, ``z[1]``, ...: the dims counted from 0,
+    as the posterior figure and the summary count them."""
     dims = min(dims, model.z_dim)
     values = torch.linspace(-span, span, steps)
     z = torch.zeros(dims, steps, model.z_dim, device=model.device)
@@ -65,7 +66,7 @@ def traversals(model: Any, path: str | Path, dims: int = 8, steps: int = 9, span
     fig, ax = subplots(figsize=(0.8 * steps + 0.6, 0.8 * dims + 0.4))
     ax.imshow(image_grid(imgs, nrow=steps), cmap="gray", vmin=0, vmax=1)
     h = imgs.shape[-2] + 1
-    ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"z{i + 1}" for i in range(dims)])
+    ax.set_yticks([1 + h * (i + 0.5) for i in range(dims)], [f"z[{i}]" for i in range(dims)])
     w = imgs.shape[-1] + 1
     ax.set_xticks([1 + w * (j + 0.5) for j in range(steps)], [f"{v:+.1f}" for v in values.tolist()], fontsize=7)
     ax.set_title(f"traversals: one latent dimension from {-span} to {span}, the others at 0", fontsize=9)
@@ -75,14 +76,14 @@ def traversals(model: Any, path: str | Path, dims: int = 8, steps: int = 9, span
 @torch.no_grad()
 def manifold(model: Any, path: str | Path, steps: int = 20) -> Path:
     """The 2-D latent manifold: E[x|z] on a grid of z at the prior's quantiles 0.05..0.95 (Kingma &
-    Welling 2013, fig. 4), z1 left to right, z2 bottom to top."""
+    Welling 2013, fig. 4), z[0] left to right, z[1] bottom to top."""
     q = torch.linspace(0.05, 0.95, steps)
     vals = torch.distributions.Normal(0.0, 1.0).icdf(q)
     z1, z2 = torch.meshgrid(vals, vals.flip(0), indexing="xy")
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device)
     imgs = model.decode_mean(z).cpu()
     fig, ax = subplots(figsize=(8, 8))
-    show_grid(ax, imgs, nrow=steps, title="learned 2-D manifold: E[x|z] on a grid of prior quantiles (z1 across, z2 up)")
+    show_grid(ax, imgs, nrow=steps, title="learned 2-D manifold: E[x|z] on a grid of prior quantiles (z[0] across, z[1] up)")
     return save_figure(fig, path)
 
 
@@ -92,7 +93,7 @@ def latent_scatter(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: st
     z = model.posterior(x).mean.cpu()
     fig, ax = subplots(figsize=(6, 5.5))
     scatter_by_label(fig, ax, z.numpy(), None if y is None else y.cpu().numpy())
-    ax.set_xlabel("z1 (posterior mean)")
-    ax.set_ylabel("z2 (posterior mean)")
+    ax.set_xlabel("z[0] (posterior mean)")
+    ax.set_ylabel("z[1] (posterior mean)")
     ax.set_title("posterior means of test examples", fontsize=10)
     return save_figure(fig, path)

@@ -356,7 +356,7 @@ class ProgramFamily(ConjugateEM, Family, ConditionalSampling, DiagnosticFigures,
 
         return program_inference_data(self, data, metrics)
 
-    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
+    def diagnostic_figures(self, idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
         from ppgen.program.idata import program_diagnostic_figures
 
-        return program_diagnostic_figures(self, idata, folder)
+        return program_diagnostic_figures(self, idata, folder, labels=labels)

@@ -120,9 +120,11 @@ def _from_dict(az: Any, groups: dict[str, Any], coords: dict, dims: dict, prog: 
     return az.from_dict(coords=coords, dims=pred_dims, **kwargs)
 
 
-def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 2, cols: int = 4) -> dict[str, Any]:
+def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 2, cols: int = 4,
+                               labels: dict[str, str] | None = None) -> dict[str, Any]:
     """``posterior.png``: histograms of the draws of the first local latent's first coordinates for the
-    first examples (and of the first global latent's first coordinates); ``loss_trace.png``."""
+    first examples (and of the first global latent's first coordinates); ``loss_trace.png``, its axis named
+    by ``labels`` (:func:`~ppgen.plots.metric_labels.metric_labels` of the run's recipe and spec)."""
     from pathlib import Path
 
     from ppgen.plots.common import save_figure, subplots
@@ -161,7 +163,7 @@ def program_diagnostic_figures(model: Any, idata: Any, folder: Any, rows: int = 
                      fontsize=9)
         fig.subplots_adjust(hspace=0.6, wspace=0.35)
         out["posterior"] = save_figure(fig, folder / "posterior.png")
-    trace = loss_trace_figure(idata, folder / "loss_trace.png")
+    trace = loss_trace_figure(idata, folder / "loss_trace.png", labels)
     if trace is not None:
         out["loss_trace"] = trace
     return out
