@@ -48,19 +48,19 @@ def _fit(tmp_path: Path, *flags: str) -> None:
 
 def test_fit_off_a_terminal_writes_plain_progress_lines_and_an_epoch_line(tmp_path, monkeypatch, capsys) -> None:
     """A clock that moves 3 s at each reading: an epoch of 20 steps takes 60 s, so a line comes every 4
-    steps (12 s, a fifth of the epoch) with the time left in the epoch; the first epoch's length is said
-    after its first step."""
+    steps (12 s, a fifth of the epoch) with the time left in the epoch's steps (validation follows them);
+    the first epoch's steps' length is said after its first step."""
     monkeypatch.setattr(progress, "monotonic", Clock(3.0))
     _fit(tmp_path)
     out, err = capsys.readouterr()
     lines = err.splitlines()
-    assert lines[0] == "epoch 1/2: about 1.0 min (3 s for the first 1 of 20 steps)"
+    assert lines[0] == "epoch 1/2: about 1.0 min for the steps (3 s for the first 1 of 20 steps)"
     loss = lines[3].rsplit(", loss ", 1)[-1]
     assert float(loss) > 0  # the loss of step 10, the latest shown
-    assert lines[1:5] == ["epoch 1/2: 4 of 20 steps (20%), 12 s so far, about 48 s left",
-                          "epoch 1/2: 8 of 20 steps (40%), 24 s so far, about 36 s left",
-                          f"epoch 1/2: 12 of 20 steps (60%), 36 s so far, about 24 s left, loss {loss}",
-                          f"epoch 1/2: 16 of 20 steps (80%), 48 s so far, about 12 s left, loss {loss}"]
+    assert lines[1:5] == ["epoch 1/2: 4 of 20 steps (20%), 12 s so far, about 48 s left in the steps",
+                          "epoch 1/2: 8 of 20 steps (40%), 24 s so far, about 36 s left in the steps",
+                          f"epoch 1/2: 12 of 20 steps (60%), 36 s so far, about 24 s left in the steps, loss {loss}",
+                          f"epoch 1/2: 16 of 20 steps (80%), 48 s so far, about 12 s left in the steps, loss {loss}"]
     assert lines[5].startswith("epoch 1: loss ") and lines[10].startswith("epoch 2: loss ")
     assert [line.split(":")[0] for line in lines[6:10]] == ["epoch 2/2"] * 4  # announced once only
     assert len(lines) == 11
