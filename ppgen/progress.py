@@ -130,7 +130,8 @@ class Phase:
             left = elapsed / ran * (1 - ran) if ran > 0 else None
             self._write(f"{self.what}: {done:,} of {self.total:,}{' ' + self.unit if self.unit else ''} "
                         f"({100 * share:.0f}%), {duration(elapsed)} so far"
-                        + (f", about {duration(left)} left" if left is not None else "")
+                        + (f", about {duration(left)} left{' in ' + self.part if self.part else ''}"
+                           if left is not None else "")
                         + "".join(f", {k} {v}" for k, v in self._postfix.items()))
             self.lines += 1
             self._last_line, self._last_share = now, share
