@@ -249,3 +249,28 @@ def test_validation_batches_are_the_slices_in_order_and_tick_after_each() -> Non
     assert seen == [([0.0, 1.0, 2.0], [0, 1, 2], 0), ([3.0, 4.0, 5.0], [3, 4, 5], 1), ([6.0], [6], 2)]
     assert (p.done, p.total) == (3, 3)
     assert [xb.tolist() for xb, yb in validation_batches(x, None, 10) if yb is None] == [x.tolist()]
+
+
+def test_the_adversarial_validation_reports_its_batches_and_changes_no_number() -> None:
+    import torch
+
+    from ppgen import registry
+    from ppgen.inference.base import Plan
+    from ppgen.registry import build, load_recipe, load_spec
+
+    spec = load_spec({"family": "gan", "data": {"name": "digits", "limit": 200, "batch_size": 10, "binarize": "none"},
+                      "latent": {"dim": 2}, "generator": {"hidden": [8]}, "discriminator": {"hidden": [8]}})
+    dataset = registry.load_data(spec)
+    x = torch.cat([dataset.split("val")[0]] * 7)  # 1,260 examples: batches of 1,000 and 260
+    torch.manual_seed(0)
+    model = build(spec, dataset.info)
+    routine = registry.routine("adversarial")(load_recipe(None, default="adversarial"))
+    state = routine.init(model, Plan.of(dataset, 10, 1))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        plain = routine.validate(state, x, None)
+        torch.manual_seed(1)
+        with progress.phase("validation", None, "batches", stream=io.StringIO()) as p:
+            shown = routine.validate(state, x, None)
+    assert plain == shown and set(plain) >= {"val_loss", "val_d_real", "val_d_fake"}
+    assert (p.done, p.total) == (2, 2)
