@@ -14,7 +14,12 @@ time taken where any line was written. The estimate is said with or without ``sh
 The training loop (:mod:`ppgen.training.loop`) opens a phase per epoch (``epoch 3/20``, its steps the work, the
 batches already done before a resume as ``initial``), announced on the first epoch only and without a closing
 line, since the loop writes its own line at each epoch's end; :meth:`Phase.postfix` puts the latest loss on
-the bar and on the plain lines.
+the bar and on the plain lines. Its estimates are of ``the steps``: the routine's validation pass follows
+them, a phase of its own (``epoch 3/20 validation``) that the routine's batches report to through
+:func:`tick`, estimated from its first batch:
+
+    epoch 1/1: 6 of 7 steps (86%), 32 s so far, about 5.3 s left in the steps
+    epoch 1/1 validation: about 4.2 min (13 s for the first 1 of 20 batches)
 
 A loop deep inside a family (the AIS temperatures of an energy model's log Z) does not know the phase it
 runs in: it calls :func:`tick`, which reports to the innermost phase opened without a total of its own, and
@@ -69,14 +74,17 @@ class Phase:
     (``"ppgen evaluate: "``). ``stream`` and ``clock`` are stderr and :func:`time.monotonic` unless given.
     ``initial`` units were done before the phase opened (a resumed epoch): the estimates are made from the
     rate of the work done since. ``announce=False`` keeps the estimate to the bar and the lines (nothing is
-    said without ``show``), ``closing=False`` leaves out the last line with the time taken.
+    said without ``show``), ``closing=False`` leaves out the last line with the time taken. ``part`` names
+    the part of a larger piece of work that the phase is (``"the steps"`` of an epoch that validation
+    follows): the estimate and the time left are then said of it (``about 1.0 min for the steps``, ``about
+    48 s left in the steps``), not as if the whole were nearly done.
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "", *, show: bool = False,
                  prefix: str = "", stream: TextIO | None = None, clock: Callable[[], float] | None = None,
-                 initial: int = 0, announce: bool = True, closing: bool = True) -> None:
+                 initial: int = 0, announce: bool = True, closing: bool = True, part: str = "") -> None:
         self.what, self.total, self.unit, self.show, self.prefix = what, total, unit, show, prefix
-        self.announce, self.closing = announce, closing
+        self.announce, self.closing, self.part = announce, closing, part
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock or monotonic
         self.start = self.clock()
@@ -109,7 +117,8 @@ class Phase:
         if self.estimate is None and 0 < ran < 1 and (elapsed >= TIME_FIRST or ran >= SHARE_FIRST):
             self.estimate = elapsed / ran
             if self.estimate >= ESTIMATE_FROM and self.announce:
-                self._write(f"{self.what}: about {duration(self.estimate)} ({duration(elapsed)} for the first "
+                self._write(f"{self.what}: about {duration(self.estimate)}{' for ' + self.part if self.part else ''} "
+                            f"({duration(elapsed)} for the first "
                             f"{done - self.initial:,} of {self.total - self.initial:,}"
                             f"{' ' + self.unit if self.unit else ''})")
         if not self.show:
@@ -121,7 +130,8 @@ class Phase:
             left = elapsed / ran * (1 - ran) if ran > 0 else None
             self._write(f"{self.what}: {done:,} of {self.total:,}{' ' + self.unit if self.unit else ''} "
                         f"({100 * share:.0f}%), {duration(elapsed)} so far"
-                        + (f", about {duration(left)} left" if left is not None else "")
+                        + (f", about {duration(left)} left{' in ' + self.part if self.part else ''}"
+                           if left is not None else "")
                         + "".join(f", {k} {v}" for k, v in self._postfix.items()))
             self.lines += 1
             self._last_line, self._last_share = now, share
@@ -164,11 +174,11 @@ class Phase:
 @contextmanager
 def phase(what: str, total: int | None = None, unit: str = "", *, show: bool = False, prefix: str = "",
           stream: TextIO | None = None, clock: Callable[[], float] | None = None, initial: int = 0,
-          announce: bool = True, closing: bool = True) -> Iterator[Phase]:
+          announce: bool = True, closing: bool = True, part: str = "") -> Iterator[Phase]:
     """A :class:`Phase` for the ``with`` block, closed at its end. Opened without a ``total``, it takes the
     :func:`tick` calls of the loops run inside it; with one, it hides the enclosing phase from them."""
     p = Phase(what, total, unit, show=show, prefix=prefix, stream=stream, clock=clock, initial=initial,
-              announce=announce, closing=closing)
+              announce=announce, closing=closing, part=part)
     token = _OPEN.set(p if total is None else None)
     try:
         yield p

@@ -48,19 +48,19 @@ def _fit(tmp_path: Path, *flags: str) -> None:
 
 def test_fit_off_a_terminal_writes_plain_progress_lines_and_an_epoch_line(tmp_path, monkeypatch, capsys) -> None:
     """A clock that moves 3 s at each reading: an epoch of 20 steps takes 60 s, so a line comes every 4
-    steps (12 s, a fifth of the epoch) with the time left in the epoch; the first epoch's length is said
-    after its first step."""
+    steps (12 s, a fifth of the epoch) with the time left in the epoch's steps (validation follows them);
+    the first epoch's steps' length is said after its first step."""
     monkeypatch.setattr(progress, "monotonic", Clock(3.0))
     _fit(tmp_path)
     out, err = capsys.readouterr()
     lines = err.splitlines()
-    assert lines[0] == "epoch 1/2: about 1.0 min (3 s for the first 1 of 20 steps)"
+    assert lines[0] == "epoch 1/2: about 1.0 min for the steps (3 s for the first 1 of 20 steps)"
     loss = lines[3].rsplit(", loss ", 1)[-1]
     assert float(loss) > 0  # the loss of step 10, the latest shown
-    assert lines[1:5] == ["epoch 1/2: 4 of 20 steps (20%), 12 s so far, about 48 s left",
-                          "epoch 1/2: 8 of 20 steps (40%), 24 s so far, about 36 s left",
-                          f"epoch 1/2: 12 of 20 steps (60%), 36 s so far, about 24 s left, loss {loss}",
-                          f"epoch 1/2: 16 of 20 steps (80%), 48 s so far, about 12 s left, loss {loss}"]
+    assert lines[1:5] == ["epoch 1/2: 4 of 20 steps (20%), 12 s so far, about 48 s left in the steps",
+                          "epoch 1/2: 8 of 20 steps (40%), 24 s so far, about 36 s left in the steps",
+                          f"epoch 1/2: 12 of 20 steps (60%), 36 s so far, about 24 s left in the steps, loss {loss}",
+                          f"epoch 1/2: 16 of 20 steps (80%), 48 s so far, about 12 s left in the steps, loss {loss}"]
     assert lines[5].startswith("epoch 1: loss ") and lines[10].startswith("epoch 2: loss ")
     assert [line.split(":")[0] for line in lines[6:10]] == ["epoch 2/2"] * 4  # announced once only
     assert len(lines) == 11
@@ -134,3 +134,143 @@ def test_fit_passes_progress_on_by_default(flag, tmp_path, monkeypatch) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "vae", "--no-figures", *flag])
     assert seen["progress"] is (not flag)
+
+
+# The validation pass after each epoch's steps: 180 validation digits in batches of 20 are 9 batches.
+
+
+def _records(run: Path) -> list[dict]:
+    import json
+
+    timed = {"time_s", "train_time_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in timed}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_slow_validation_is_a_phase_of_its_own_off_a_terminal(tmp_path, monkeypatch, capsys) -> None:
+    """3 s a batch: the first epoch's validation is announced after its first batch and shows a line every
+    4 batches (12 s) with the time left in it; the second epoch's shows its lines unannounced. The epoch
+    line follows the validation."""
+    from ppgen.inference.svi import SVI
+
+    monkeypatch.setattr(SVI, "validation_batch", 20)
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    _fit(tmp_path)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[5:8] == ["epoch 1/2 validation: about 27 s (3 s for the first 1 of 9 batches)",
+                          "epoch 1/2 validation: 4 of 9 batches (44%), 12 s so far, about 15 s left",
+                          "epoch 1/2 validation: 8 of 9 batches (89%), 24 s so far, about 3 s left"]
+    assert lines[4].startswith("epoch 1/2: 16 of 20 steps") and lines[8].startswith("epoch 1: loss ")
+    assert ", val " in lines[8]
+    assert [line for line in lines[9:] if "validation" in line] == [
+        "epoch 1/2 validation: 4 of 9 batches (44%), 12 s so far, about 15 s left".replace("1/2", "2/2"),
+        "epoch 1/2 validation: 8 of 9 batches (89%), 24 s so far, about 3 s left".replace("1/2", "2/2")]
+    assert lines[-1].startswith("epoch 2: loss ") and len(lines) == 16
+
+
+def test_a_slow_validation_is_silent_with_no_progress_and_computes_the_same(tmp_path, monkeypatch, capsys) -> None:
+    """--no-progress: nothing on stderr; every record of metrics.jsonl (the validation losses included, to
+    the bit) is the one of the same fit with progress shown."""
+    from ppgen.inference.svi import SVI
+
+    monkeypatch.setattr(SVI, "validation_batch", 20)
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    (tmp_path / "quiet").mkdir(), (tmp_path / "shown").mkdir()
+    _fit(tmp_path / "quiet", "--no-progress")
+    assert capsys.readouterr().err == ""
+    _fit(tmp_path / "shown")
+    assert "epoch 2/2 validation: 8 of 9 batches" in capsys.readouterr().err
+    quiet, shown = _records(tmp_path / "quiet" / "run"), _records(tmp_path / "shown" / "run")
+    assert [r["val_loss"] for r in quiet if r["kind"] == "epoch"] == [r["val_loss"] for r in shown
+                                                                       if r["kind"] == "epoch"]
+    assert quiet == shown
+
+
+def test_a_slow_validation_draws_its_own_bar_on_a_terminal(tmp_path, monkeypatch) -> None:
+    from ppgen.inference.svi import SVI
+
+    monkeypatch.setattr(SVI, "validation_batch", 20)
+    monkeypatch.setattr(progress, "monotonic", Clock(3.0))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _fit(tmp_path)
+    err = terminal.getvalue()
+    assert "\repoch 1/2 validation:" in err and "| 0/9 [" in err and "\repoch 2/2 validation:" in err
+    assert "so far" not in err  # bars, not lines
+    assert err.index("epoch 1/2 validation") < err.index("epoch 1: loss ")
+
+
+def test_validation_batches_report_to_the_phase_and_change_no_number() -> None:
+    """The SVI routine's validation: the same numbers, to the bit, inside a phase and outside one, and the
+    same as the sum over the slices of range(0, n, 500) that it always took; inside the phase each batch
+    done is counted."""
+    import torch
+
+    from ppgen import registry
+    from ppgen.inference.base import Plan
+    from ppgen.registry import build, load_recipe, load_spec
+
+    spec = load_spec({"family": "vae", "data": {"name": "digits", "limit": 200, "batch_size": 10},
+                      "latent": {"dim": 2}, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]}})
+    dataset = registry.load_data(spec)
+    x, y = dataset.split("val")
+    x = torch.cat([x] * 7)  # 1,260 examples: batches of 500, 500 and 260
+    torch.manual_seed(0)
+    model = build(spec, dataset.info)
+    routine = registry.routine("svi")(load_recipe(None))
+    state = routine.init(model, Plan.of(dataset, 10, 1))
+    with torch.no_grad():  # the ELBO's draws: the same seed before each pass
+        torch.manual_seed(1)
+        plain = routine.validate(state, x, None)
+        stream = io.StringIO()
+        torch.manual_seed(1)
+        with progress.phase("validation", None, "batches", show=True, stream=stream, clock=Clock(20.0)) as p:
+            shown = routine.validate(state, x, None)
+        torch.manual_seed(1)
+        by_hand = sum(float(routine._loss(model, x[s : s + 500], None)) * x[s : s + 500].shape[0]
+                      for s in range(0, x.shape[0], 500)) / x.shape[0]
+    assert plain == shown == {"val_loss": by_hand}
+    assert (p.done, p.total) == (3, 3)
+    assert stream.getvalue().splitlines()[0] == "validation: about 1.0 min (20 s for the first 1 of 3 batches)"
+
+
+def test_validation_batches_are_the_slices_in_order_and_tick_after_each() -> None:
+    import torch
+
+    from ppgen.inference.base import validation_batches
+
+    x, y = torch.arange(7.0), torch.arange(7)
+    stream = io.StringIO()
+    seen = []
+    with progress.phase("v", None, stream=stream) as p:
+        for xb, yb in validation_batches(x, y, 3):
+            seen.append((xb.tolist(), yb.tolist(), p.done))
+    assert seen == [([0.0, 1.0, 2.0], [0, 1, 2], 0), ([3.0, 4.0, 5.0], [3, 4, 5], 1), ([6.0], [6], 2)]
+    assert (p.done, p.total) == (3, 3)
+    assert [xb.tolist() for xb, yb in validation_batches(x, None, 10) if yb is None] == [x.tolist()]
+
+
+def test_the_adversarial_validation_reports_its_batches_and_changes_no_number() -> None:
+    import torch
+
+    from ppgen import registry
+    from ppgen.inference.base import Plan
+    from ppgen.registry import build, load_recipe, load_spec
+
+    spec = load_spec({"family": "gan", "data": {"name": "digits", "limit": 200, "batch_size": 10, "binarize": "none"},
+                      "latent": {"dim": 2}, "generator": {"hidden": [8]}, "discriminator": {"hidden": [8]}})
+    dataset = registry.load_data(spec)
+    x = torch.cat([dataset.split("val")[0]] * 7)  # 1,260 examples: batches of 1,000 and 260
+    torch.manual_seed(0)
+    model = build(spec, dataset.info)
+    routine = registry.routine("adversarial")(load_recipe(None, default="adversarial"))
+    state = routine.init(model, Plan.of(dataset, 10, 1))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        plain = routine.validate(state, x, None)
+        torch.manual_seed(1)
+        with progress.phase("validation", None, "batches", stream=io.StringIO()) as p:
+            shown = routine.validate(state, x, None)
+    assert plain == shown and set(plain) >= {"val_loss", "val_d_real", "val_d_fake"}
+    assert (p.done, p.total) == (2, 2)

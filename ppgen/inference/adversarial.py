@@ -66,7 +66,8 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.functional import relu, softplus
 
-from ppgen.inference.base import Plan, Routine, State, clip_and_step, make_optimizer, parameter_names
+from ppgen.inference.base import (Plan, Routine, State, clip_and_step, make_optimizer, parameter_names,
+                                  validation_batches)
 from ppgen.inference.capability import require
 from ppgen.registry import register_routine
 from ppgen.spec import InferenceSpec, OptimizerSpec, SpecError
@@ -286,8 +287,7 @@ class Adversarial(Routine):
         try:
             total, real_sum, fake_sum = 0.0, 0.0, 0.0
             squash = torch.sigmoid if self.loss.probabilities else (lambda t: t)
-            for start in range(0, x.shape[0], 1000):
-                xb = x[start : start + 1000]
+            for xb, _ in validation_batches(x, None, 1000):
                 fake = model.generator(model.prior((xb.shape[0],)).sample())
                 rs, fs = model.score(xb), model.score(fake)
                 total += float(self.loss.discriminator(rs, fs)) * xb.shape[0]

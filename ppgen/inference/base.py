@@ -13,15 +13,20 @@ training split, its size, the batch size, steps per epoch, epochs, processes); n
 computes the schedule itself. The ``runtime`` given to the constructor is the routine's only view of the
 devices: ``backward`` for the loss and ``reduce_gradients`` to average gradients across data-parallel
 processes before an update.
+
+A routine's :meth:`Routine.validate` that goes over the validation split in batches takes them from
+:func:`validation_batches`, which reports each batch done to the loop's progress of the validation pass
+(:func:`ppgen.progress.tick`, nothing outside the loop), so that a long validation is not silent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Protocol
+from typing import Any, ClassVar, Iterable, Iterator, Protocol
 
 import torch
 
+from ppgen.progress import tick
 from ppgen.spec import InferenceSpec, OptimizerSpec
 
 
@@ -149,7 +154,8 @@ class Routine:
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         """Held-out numbers for the epoch record (e.g. ``val_loss``); the loop calls it without gradients
-        and with the RNG forked, so validating never changes the training stream."""
+        and with the RNG forked, so validating never changes the training stream. A validation in batches
+        takes them from :func:`validation_batches`, so that the loop can show its progress."""
         return {}
 
     def state_dict(self, state: State) -> dict[str, Any]:
@@ -165,6 +171,20 @@ class Routine:
             opt.load_state_dict(sd["optimizers"][k])
         state.extra = dict(sd.get("extra", {}))
         return state
+
+
+def validation_batches(x: torch.Tensor, y: torch.Tensor | None,
+                       size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``x`` and ``y`` in consecutive slices of ``size`` examples, in order: the batches of a validation
+    pass. When the caller asks for the next batch, the ones before it are done, and the count is reported
+    (:func:`ppgen.progress.tick`) to the loop's phase of the validation pass; outside one nothing is
+    reported. The slices are those of ``range(0, n, size)``, so the numbers computed from them do not depend
+    on whether progress is shown."""
+    n = x.shape[0]
+    total = -(-n // size)
+    for i, start in enumerate(range(0, n, size)):
+        yield x[start : start + size], (y[start : start + size] if y is not None else None)
+        tick(i + 1, total)
 
 
 def parameter_names(model: torch.nn.Module, params: Iterable[torch.Tensor]) -> list[str]:

@@ -35,7 +35,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.bounds import BOUNDS, as_bound
 from ppgen.contracts import Enumeration
-from ppgen.inference.base import Plan, Routine, State, make_optimizer
+from ppgen.inference.base import Plan, Routine, State, make_optimizer, validation_batches
 from ppgen.inference.capability import require
 from ppgen.models.base import fused_loss_applies, private_param_store
 from ppgen.registry import register_routine
@@ -231,6 +231,8 @@ def pyro_loss(model: Any, objective: Objective, x: torch.Tensor, y: torch.Tensor
 @register_routine("svi")
 class SVI(Routine):
     Config = SVIConfig
+    #: examples per batch of the validation pass
+    validation_batch: ClassVar[int] = 500
 
     def requirements(self) -> tuple[type, ...]:
         if self.config.classify_weight:
@@ -265,8 +267,6 @@ class SVI(Routine):
 
     def validate(self, state: State, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, float]:
         total, n = 0.0, x.shape[0]
-        for start in range(0, n, 500):
-            xb = x[start : start + 500]
-            yb = y[start : start + 500] if y is not None else None
+        for xb, yb in validation_batches(x, y, self.validation_batch):
             total += float(self._loss(state.model, xb, yb)) * xb.shape[0]
         return {"val_loss": total / n}

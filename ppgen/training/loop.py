@@ -185,7 +185,7 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
             t0 = time.perf_counter()
             loop.guard.start(state.step)
             state, at = _run_epoch(loop, state, at, announce=epoch == at_start)
-            _end_epoch(loop, state, at, t0)
+            _end_epoch(loop, state, at, t0, announce=epoch == at_start)
             if routine.finished(state):
                 break
             at = Position(epoch + 1)
@@ -215,9 +215,10 @@ def _run_epoch(loop: _Loop, state: State, at: Position, announce: bool = False) 
     """The batches of epoch ``at.epoch + 1`` from ``at.batches_done`` on; returns the state and where
     the epoch ends, with its losses. Ctrl-C saves after the step it arrives in and raises
     :class:`Interrupted`. With ``announce`` (the first epoch this process trains) a long epoch's estimated
-    length is said after its first steps."""
+    length is said after its first steps. The estimates are of the steps: validation follows them
+    (:func:`_validate`)."""
     with phase(f"epoch {at.epoch + 1}/{loop.job.epochs}", loop.steps, "steps", show=loop.show,
-               initial=at.batches_done, announce=announce and loop.show, closing=False) as bar:
+               initial=at.batches_done, announce=announce and loop.show, closing=False, part="the steps") as bar:
         return _epoch_steps(loop, state, at, bar)
 
 
@@ -262,7 +263,7 @@ def _check_step(loop: _Loop, state: State, loss: float | None, at: Position, bar
     return halt
 
 
-def _end_epoch(loop: _Loop, state: State, at: Position, t0: float) -> None:
+def _end_epoch(loop: _Loop, state: State, at: Position, t0: float, announce: bool = False) -> None:
     """Check that the epoch trained something, validate, write the epoch's record and checkpoint it; stop
     the fit if the parameters or the validation loss are not finite, or the ranks disagree."""
     fabric, model, epoch = loop.fabric, loop.model, at.epoch + 1
@@ -271,8 +272,7 @@ def _end_epoch(loop: _Loop, state: State, at: Position, t0: float) -> None:
     record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": state.step}
     record["loss"] = mean_across(fabric, at.loss_sum, at.loss_count)
     if fabric.global_rank == 0:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            record.update(loop.routine.validate(state, *loop.val))
+        record.update(_validate(loop, state, epoch, announce))
     finite = all_finite(model) and all(math.isfinite(v) for v in record.values() if isinstance(v, float))
     if fabric.world_size > 1:
         # Averaged gradients keep the ranks in step; say so in the record, and stop if they are not.
@@ -291,3 +291,15 @@ def _end_epoch(loop: _Loop, state: State, at: Position, t0: float) -> None:
         extra = f", val {record['val_loss']:.3f}" if "val_loss" in record else ""
         print(f"epoch {epoch}: loss {record['loss']:.3f}{extra} ({record['time_s']:.1f} s)", file=sys.stderr)
     loop.checkpoints.save(state, epoch, 0)
+
+
+def _validate(loop: _Loop, state: State, epoch: int, announce: bool) -> dict[str, Any]:
+    """The routine's numbers on the validation split, without gradients and with the RNG forked. The pass
+    is a progress phase of its own (``epoch 3/20 validation``: a bar on a terminal, plain lines elsewhere)
+    that the routine's batches report to (:func:`ppgen.inference.base.validation_batches`); with
+    ``announce`` a long one's estimated length is said after its first batch. Showing progress changes
+    nothing that is computed."""
+    with phase(f"epoch {epoch}/{loop.job.epochs} validation", None, "batches", show=loop.show,
+               announce=announce and loop.show, closing=False):
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            return loop.routine.validate(state, *loop.val)
