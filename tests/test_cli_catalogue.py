@@ -76,22 +76,28 @@ def listed(out: str) -> dict[str, dict[str, str]]:
 
 
 def test_list_gives_each_entry_of_a_section_its_own_description(capsys):
-    """cd and pcd are two routines of one module: each is described by its own class, not the module."""
+    """cd and pcd are two routines of one module: each is described by its own class, not the module. Every
+    description, of every section, is one whole sentence: a capital letter first, a full stop last."""
     assert cmd_list(argparse.Namespace()) == 0
     sections = listed(capsys.readouterr().out)
+    assert set(sections["families"]) == set(registry.family_names())
     assert set(sections["routines"]) == set(registry.routine_names())
     assert set(sections["zoo specs (ppgen fit NAME)"]) == set(zoo.names("models"))
     assert set(sections["inference recipes (--inference NAME)"]) == set(zoo.names("inference"))
+    assert set(sections["data sets"]) == set(SOURCES)
     for section, rows in sections.items():
         seen: dict[str, str] = {}
         for name, text in rows.items():
             assert text, (section, name)
             assert text not in seen, f"{section}: {seen.get(text)} and {name} share the description {text!r}"
             seen[text] = name
+            assert text[0].isupper() and text.endswith("."), f"{section}: {name}: not a whole sentence: {text!r}"
+            if section == "routines":
+                assert not text.startswith(f"The {name} routine"), f"routine {name}: {text!r} repeats its name"
     assert sections["routines"]["pcd"] == "Persistent CD: negative chains carry over between updates (Tieleman 2008)."
     assert sections["routines"]["cd"] == "CD-k: negative chains start at the data batch (Hinton 2002)."
     assert sections["routines"]["svi"].startswith("Stochastic variational inference")  # the module's, wanting a class's
-    assert sections["routines"]["em"].startswith("The em routine: expectation-maximization")  # no reST quotes
+    assert sections["routines"]["em"].startswith("Expectation-maximization to the posterior mode (MAP-EM)")
     assert not any("``" in text for rows in sections.values() for text in rows.values())
 
 

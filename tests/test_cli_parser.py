@@ -78,3 +78,42 @@ def test_the_seed_type():
         _seed("1e3")
     with pytest.raises(argparse.ArgumentTypeError, match="expected an integer, got 'xxxxxxxxxx"):
         _seed("x" * 100)
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """A parser and every sub-parser under it, at any depth."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _parsers(sub)
+    return found
+
+
+def test_no_parser_takes_an_abbreviated_option():
+    parsers = _parsers(build_parser())
+    assert len(parsers) == 10  # ppgen, its eight commands and data fetch
+    assert all(p.allow_abbrev is False for p in parsers)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["fit", "vae", "--epoch", "1"], "--epoch"),
+    (["evaluate", "r", "--ais-step", "10"], "--ais-step"),
+    (["evaluate", "r", "--quality", "50"], "--quality"),
+    (["fit", "vae", "--no-prog"], "--no-prog"),
+    (["sample", "r", "--out", "x.png"], "--out"),
+])
+def test_a_misspelled_option_is_refused_with_its_name(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(*argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: ppgen" in err and f"unrecognized arguments: {option}" in err
+
+
+def test_the_full_spellings_are_still_read():
+    assert _parse("fit", "vae", "--epochs", "1").epochs == 1
+    e = _parse("evaluate", "r", "--ais-steps", "10", "--ais-runs", "3", "--quality-samples", "50")
+    assert (e.ais_steps, e.ais_runs, e.quality_samples) == (10, 3, 50)
+    assert _parse("fit", "vae", "--no-progress").progress is False
+    assert _parse("sample", "r", "--output", "x.png").output == "x.png"

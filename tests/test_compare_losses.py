@@ -200,3 +200,55 @@ def test_a_net_trained_layer_by_layer_shows_its_top_layers_own_loss_as_such() ->
     rows = compare_module.table([dbn, rbm])
     assert rows[0]["loss_label"] == "minus pseudo-log-likelihood (nats per example), of layer 1 alone"
     assert all("train_loss" in r["not_comparable"] for r in rows)
+
+
+# ------------------------------------------------------------------ the data a run saw
+
+
+def test_runs_trained_on_different_data_limits_are_marked(tmp_path: Path) -> None:
+    """Two VAEs alike but for data.limit (their training sets 40 and 60 digits) show different data and their
+    losses are marked; the same data written with the source's defaults spelled out, or not, is one data."""
+    small = _fit(VAE, tmp_path / "small")
+    large = _fit({**VAE, "data": {**DIGITS, "limit": 60}}, tmp_path / "large")
+    rows = compare_module.table([ppgen.open_run(small.path), ppgen.open_run(large.path)])
+    assert [r["data"] for r in rows] == ["digits binarize=static limit=40", "digits binarize=static limit=60"]
+    for r in rows:
+        assert set(r["not_comparable"]) == {"train_loss", "val_loss"}
+        (why,) = r["not_comparable"]["train_loss"]
+        assert why.startswith("the runs were trained on different data (digits binarize=static limit=40; "
+                              "digits binarize=static limit=60)")
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ({"name": "digits"}, {"name": "digits", "binarize": "dynamic", "val_fraction": 0.1}, True),
+    ({"name": "digits"}, {"name": "digits", "batch_size": 7}, True),
+    ({"name": "digits"}, {"name": "digits", "binarize": "none"}, False),
+    ({"name": "mnist", "limit": 2000}, {"name": "mnist", "limit": 16000}, False),
+    ({"name": "digits"}, {"name": "digits", "test_fraction": 0.2}, False),
+    ({"name": "mnist", "labels": 100}, {"name": "mnist", "labels": 100, "labels_seed": 1}, False),
+    ({"name": "mnist"}, {"name": "mnist", "labels_seed": 1}, True),
+    ({"name": "mnist", "labels": 100}, {"name": "mnist", "labels": 100, "labelled_only": True}, False),
+    ({"name": "toyseq", "distribution": "casino"}, {"name": "toyseq", "distribution": "casino", "test_fraction": 0.2},
+     True),
+    ({"name": "toy2d", "distribution": "moons", "n": 200}, {"name": "toy2d", "distribution": "moons", "n": 300}, False),
+    ({"name": "npz", "path": "a.npz"}, {"name": "npz", "path": "b.npz"}, False),
+    ({"name": "images", "path": "f"}, {"name": "images", "path": "f", "image_size": 16}, False),
+])
+def test_the_data_label_changes_with_every_key_that_changes_the_examples(a: dict[str, Any], b: dict[str, Any],
+                                                                          same: bool) -> None:
+    from ppgen.spec import DataSpec
+
+    label_a, label_b = compare_module.data_label(DataSpec(**a)), compare_module.data_label(DataSpec(**b))
+    assert (label_a == label_b) is same, (label_a, label_b)
+    assert label_a.split()[0] == a["name"]
+
+
+def test_the_data_label_names_each_key_with_its_value() -> None:
+    from ppgen.spec import DataSpec
+
+    assert compare_module.data_label(DataSpec(name="mnist", limit=2000)) == "mnist binarize=dynamic limit=2000"
+    assert compare_module.data_label(DataSpec(name="toymix", distribution="blobs3", n=200)) == (
+        "toymix distribution=blobs3 n=200")
+    assert compare_module.data_label(DataSpec(name="toyseq", distribution="casino")) == "toyseq distribution=casino"
+    assert compare_module.data_label(DataSpec(name="mnist", labels=100, labels_seed=3)) == (
+        "mnist binarize=dynamic labels=100 labels_seed=3")

@@ -81,7 +81,7 @@ def test_compare_shows_how_each_number_was_made_and_flags_the_incomparable(tmp_p
     evaluate(a, k=3, limit=20)
     evaluate(b, k=3, limit=20)
     rows = table([ppgen.open_run(a.path), ppgen.open_run(b.path)])
-    assert [(r["n_test"], r["k"], r["data"]) for r in rows] == [(20, 3, "digits")] * 2
+    assert [(r["n_test"], r["k"], r["data"]) for r in rows] == [(20, 3, "digits binarize=dynamic limit=128")] * 2
     assert [r["estimator"] for r in rows] == ["importance sampling, k=3"] * 2
     assert incomparable(rows) == []
     evaluate(b, k=3, limit=30)

@@ -69,10 +69,12 @@ def test_polynomial_mmd_equals_brute_force() -> None:
     bb = sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
     ab = sum(k(a[i], b[j]) for i in range(7) for j in range(5)) / 35
     assert distances.polynomial_mmd2(a, b) == pytest.approx(aa + bb - 2 * ab, rel=1e-12)
-    # One subset holding all of two equal-sized sets is that number (the order does not matter).
+    # One subset holding all of two equal-sized sets is that number (the order does not matter), and it has
+    # no standard deviation, however many subsets are asked for.
     b7 = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    kid, std = distances.kernel_distance(a, b7, subsets=1, subset_size=100)
-    assert kid == pytest.approx(distances.polynomial_mmd2(a, b7), rel=1e-10) and std == 0.0
+    for subsets in (1, 100):
+        kid, std = distances.kernel_distance(a, b7, subsets=subsets, subset_size=100)
+        assert kid == pytest.approx(distances.polynomial_mmd2(a, b7), rel=1e-10) and std is None
     # A larger shift gives a larger distance.
     near, _ = distances.kernel_distance(a, a + 0.1, subsets=5, subset_size=5)
     far, _ = distances.kernel_distance(a, a + 3.0, subsets=5, subset_size=5)
@@ -90,6 +92,49 @@ def test_kernel_distance_subsets_are_averaged() -> None:
         vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
     assert kid == pytest.approx(np.mean(vals), rel=1e-12)
     assert std == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
+
+
+def test_kid_of_sets_that_fit_in_one_subset_has_no_standard_deviation() -> None:
+    """Two sets of 500 with subsets of 1,000 (``--quality-samples 500``): every subset is all of both sets, so
+    the spread over subsets is rounding (it was reported as a standard deviation of about 1e-14). KID is then
+    the MMD^2 of the whole sets and its standard deviation None, with a note saying why; with more examples
+    than a subset holds there is a spread, and it is the standard deviation of the subsets' values."""
+    gen = torch.Generator().manual_seed(2)
+    a, b = torch.randn(500, 4, generator=gen), torch.randn(500, 4, generator=gen) + 0.5
+    kid, std = distances.kernel_distance(a, b, subsets=10, subset_size=1000)
+    assert std is None and kid == distances.polynomial_mmd2(a, b)
+    kid, std = distances.kernel_distance(a, b, subsets=10, subset_size=400, seed=3)
+    sel = torch.Generator().manual_seed(3)
+    vals = []
+    for _ in range(10):
+        ia, ib = torch.randperm(500, generator=sel)[:400], torch.randperm(500, generator=sel)[:400]
+        vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
+    assert kid == pytest.approx(np.mean(vals), rel=1e-12) and std == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
+    assert std > 1e-3 * abs(kid)
+    labels = torch.zeros(500, dtype=torch.long)
+    out = quality.feature_metrics(a, b, labels, kid_subsets=10)
+    assert out["kid_classifier_std"] is None and out["kid_classifier"] == distances.polynomial_mmd2(a, b)
+    assert out["kid_note"] == ("no standard deviation of KID: both sets of 500 feature vectors fit in one subset of "
+                               "1000, so KID is computed once on all of them and has no spread over subsets (more "
+                               "than 1000 samples give one)")
+    assert "kid_note" not in quality.feature_metrics(a, b, labels, kid_subsets=10, kid_subset_size=400)
+
+
+def test_kid_of_a_set_against_itself_is_negative_and_said_to_be() -> None:
+    """The unbiased MMD^2 of the points {0, 1} against themselves, with k(x, y) = (x y + 1)^3 in one dimension:
+    within each set k(0, 1) = 1; across them the mean of k(0, 0) = 1, k(1, 1) = 8 and twice k(0, 1) = 1, 11/4;
+    so 1 + 1 - 2 * 11/4 = -3.5 exactly, below 0 as an unbiased estimate may be."""
+    x = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    assert distances.polynomial_mmd2(x, x) == -3.5
+    kid, std = distances.kernel_distance(x, x)
+    assert (kid, std) == (-3.5, None)
+    note = distances.kid_note(kid, std, 2, 2, 1000)
+    assert note is not None and note.endswith("KID is below 0: it is an unbiased estimate of MMD^2 (Binkowski et al. "
+                                              "2018), which falls below 0 for some draws when the two distributions "
+                                              "are close; read it as 0 within its noise")
+    assert distances.kid_note(0.5, 0.1, 2000, 2000, 1000) is None
+    assert distances.kid_note(0.5, None, 2000, 2000, 1000) == (
+        "no standard deviation of KID: it is computed on a single subset")
 
 
 def test_precision_recall_on_points_on_a_line() -> None:

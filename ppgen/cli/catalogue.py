@@ -79,5 +79,5 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
         return 0
     if args.name not in SOURCES:
         raise SpecError(f"data fetch: unknown data set {args.name!r}; accepted: {', '.join(SOURCES)}")
-    print(f"{args.name}: nothing to fetch ({SOURCES[args.name]})")
+    print(f"{args.name}: nothing to fetch. {SOURCES[args.name]}")
     return 0

@@ -23,24 +23,27 @@ RUN_HELP = "run folder written by ppgen fit (it reads RUN/spec.yaml and RUN/chec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ppgen", description="Define, fit, sample, evaluate and diagnose generative models.")
+    """The ``ppgen`` parser. No parser takes an abbreviation of an option (``--epoch`` for ``--epochs``): a
+    misspelled option is refused with its name rather than read as whichever option it begins."""
+    p = argparse.ArgumentParser(prog="ppgen", allow_abbrev=False,
+                                description="Define, fit, sample, evaluate and diagnose generative models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("list", help="families, zoo specs, inference recipes and data sets")
+    s = sub.add_parser("list", help="families, zoo specs, inference recipes and data sets", allow_abbrev=False)
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("init", help="copy a zoo spec or recipe into this folder to edit it")
+    s = sub.add_parser("init", help="copy a zoo spec or recipe into this folder to edit it", allow_abbrev=False)
     s.add_argument("name", help="a zoo spec or recipe name (see ppgen list), e.g. vae or pcd")
     s.add_argument("-o", "--output", metavar="FILE", help="where to write it (default NAME.yaml here)")
     s.set_defaults(func=cmd_init)
 
-    s = sub.add_parser("data", help="data sets: ppgen data fetch NAME")
+    s = sub.add_parser("data", help="data sets: ppgen data fetch NAME", allow_abbrev=False)
     dsub = s.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    f = dsub.add_parser("fetch", help="fetch a data set into the cache")
+    f = dsub.add_parser("fetch", help="fetch a data set into the cache", allow_abbrev=False)
     f.add_argument("name", help="data set name (see ppgen list)")
     f.set_defaults(func=cmd_data_fetch)
 
-    s = sub.add_parser("fit", help="fit a model spec with an inference recipe")
+    s = sub.add_parser("fit", help="fit a model spec with an inference recipe", allow_abbrev=False)
     s.add_argument("spec", help="model spec: a zoo name (vae; see ppgen list) or a YAML file (my_vae.yaml)")
     s.add_argument("--inference", "-i", metavar="RECIPE",
                    help="inference recipe: a YAML file or a zoo name (pcd); default: the family's routine")
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "10 to 30 s within an epoch; and a line at the end of each epoch (default on)")
     s.set_defaults(func=cmd_fit)
 
-    s = sub.add_parser("sample", help="draw samples from a fitted run")
+    s = sub.add_parser("sample", help="draw samples from a fitted run", allow_abbrev=False)
     s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("-o", "--output", help="FILE.png (a picture) or FILE.npz (the arrays); default RUN/figures/samples-N.png")
@@ -68,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a site of the model, e.g. --given y=3 (a class of the label site); repeatable")
     s.set_defaults(func=cmd_sample)
 
-    s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics (into RUN/evaluation.json)")
+    s = sub.add_parser("evaluate", help="test NLL in nats and bits/dim, family metrics (into RUN/evaluation.json)",
+                       allow_abbrev=False)
     s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--k", type=int, help="VAE and programs: importance samples per test example (default 1000); the "
@@ -89,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "10 to 30 s (default on); each long phase's estimated time is said in any case")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots (RUN/figures/)")
+    s = sub.add_parser("diagnose", help="ArviZ InferenceData (RUN/idata.nc), summary and plots (RUN/figures/)",
+                       allow_abbrev=False)
     s.add_argument("run", metavar="RUN", help=RUN_HELP)
     s.set_defaults(func=cmd_diagnose)
 
-    s = sub.add_parser("compare", help="one table and one figure across runs")
+    s = sub.add_parser("compare", help="one table and one figure across runs", allow_abbrev=False)
     s.add_argument("runs", nargs="+", metavar="RUN",
                    help="run folders written by ppgen fit; RUN/evaluation.json, where ppgen evaluate wrote one, "
                         "gives the likelihood and sample-quality columns")

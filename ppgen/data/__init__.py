@@ -34,17 +34,17 @@ def _loader(name: str) -> Callable[[DataSpec], Arrays]:
     }[name]
 
 
-#: The data sources and what each is, for ``ppgen list``.
+#: The data sources and what each is, one whole sentence each, for ``ppgen list``.
 SOURCES = {
-    "mnist": "MNIST 28x28 digits, 50k/10k/10k train/val/test (fetched once into the cache)",
-    "digits": "scikit-learn's 8x8 digits, 1797 images (ships with scikit-learn)",
-    "toy1d": "1-D densities with exact CDFs: normal, exponential, mixture",
-    "toy2d": "2-D benchmarks: ring8, grid25, moons, spiral",
-    "npz": "your own .npz with an array x (N, ...) and optional labels y",
-    "images": "your own folder of png/jpg/bmp images, optionally one sub-folder per class",
-    "toyseq": "HMM sequences (N, T, 1) with known parameters: gaussian (3 states), casino (Durbin et al.)",
-    "macro": "US quarterly GDP growth or inflation 1959-2009 (ships with statsmodels), 2-year windows",
-    "toymix": "Gaussian mixtures with known parameters: blobs3 (2-D), trio1d, duo1d",
+    "mnist": "MNIST's 28x28 handwritten digits, split 50k/10k/10k into train/val/test and fetched once into the cache.",
+    "digits": "The UCI 8x8 handwritten digits that ship with scikit-learn, 1797 images.",
+    "toy1d": "One-dimensional densities with exact CDFs: normal, exponential, mixture.",
+    "toy2d": "Two-dimensional benchmarks: ring8, grid25, moons, spiral.",
+    "npz": "Your own .npz file with an array x (N, ...) and optional labels y.",
+    "images": "Your own folder of png/jpg/bmp images, optionally one sub-folder per class.",
+    "toyseq": "HMM sequences (N, T, 1) with known parameters: gaussian (3 states), casino (Durbin et al. 1998).",
+    "macro": "US quarterly GDP growth or inflation 1959-2009 (ships with statsmodels), cut into 2-year windows.",
+    "toymix": "Gaussian mixtures with known parameters: blobs3 (2-D), trio1d, duo1d.",
 }
 
 

@@ -47,7 +47,7 @@ def table(runs: Sequence[Run]) -> list[dict[str, Any]]:
         row.update({k: ev.get(k) for k in HOW if k in ev})
         if ev.get("test_nll_nats") is not None:
             row["estimator"] = estimator(ev)
-        row["data"] = _data_label(run)
+        row["data"] = data_label(run.spec.data)
         rows.append(row)
     return mark(rows)
 
@@ -88,12 +88,35 @@ def estimator(ev: dict[str, Any]) -> str:
     return "exact"
 
 
-def _data_label(run: Run) -> str:
-    data = run.spec.data
-    parts = [data.name] + [f"{k}={v}" for k, v in (("distribution", getattr(data, "distribution", None)),
-                                                 ("n", getattr(data, "n", None)),
-                                                 ("binarize", getattr(data, "binarize", None))) if v]
-    return " ".join(str(p) for p in parts)
+#: The data keys that do not change which examples a run was trained or evaluated on (only how they were
+#: batched), left out of :func:`data_label`; ``labels_seed`` counts only where ``labels`` hides some labels.
+NOT_DATA = ("name", "batch_size")
+
+
+def data_label(data: Any) -> str:
+    """What a run was trained and evaluated on, as the table's ``data`` column shows it: the source's name,
+    then every key of the data spec that changes the examples or their labels (``path``, ``distribution``,
+    ``n``, ``limit``, the split fractions, ``image_size``, the few-labels keys, ...) where it is not the
+    source's default, and the binarization as it was applied. Two runs whose labels differ were trained on
+    different data, so their losses and likelihoods are marked (:func:`findings`)."""
+    from ppgen.data.sources import resolve_binarize
+    from ppgen.spec import SEQUENCE_SOURCES, SEQUENCE_TEST_FRACTION
+
+    fields = type(data).model_fields
+    parts = [str(data.name)]
+    for key, field in fields.items():
+        value = getattr(data, key)
+        if key in NOT_DATA or (key == "labels_seed" and data.labels is None):
+            continue
+        if key == "binarize":
+            applied = resolve_binarize(data)
+            if applied != "none" or resolve_binarize(data.model_copy(update={"binarize": None})) != "none":
+                parts.append(f"binarize={applied}")
+            continue
+        default = SEQUENCE_TEST_FRACTION if key == "test_fraction" and data.name in SEQUENCE_SOURCES else field.default
+        if value != default:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)

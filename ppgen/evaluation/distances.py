@@ -49,7 +49,10 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def polynomial_mmd2(a: torch.Tensor, b: torch.Tensor, degree: int = 3) -> float:
     """Unbiased MMD^2 between feature sets a (n, d) and b (m, d) with k(x, y) = (x.y / d + 1)^degree:
-    the means of k over distinct pairs within a and within b, minus twice the mean over a x b."""
+    the means of k over distinct pairs within a and within b, minus twice the mean over a x b.
+
+    Being unbiased, it is below 0 for some draws of two sets from one distribution (their expectation is
+    0): a small negative value says the sets are as alike as the noise lets one tell, not an error."""
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     n, m, d = a.shape[0], b.shape[0], a.shape[1]
     if n < 2 or m < 2:
@@ -63,11 +66,22 @@ def polynomial_mmd2(a: torch.Tensor, b: torch.Tensor, degree: int = 3) -> float:
 
 
 def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> tuple[float, float]:
-    """KID: the mean and standard deviation over ``subsets`` random subsets (of ``subset_size`` from each
-    set, or all of the smaller set) of :func:`polynomial_mmd2`, as in Binkowski et al. (2018)."""
+                    seed: int = 0) -> tuple[float, float | None]:
+    """KID (Binkowski et al. 2018): the mean of :func:`polynomial_mmd2` over ``subsets`` random subsets of
+    ``subset_size`` examples from each set (or all of the smaller set), and the standard deviation of those
+    values, the spread of one subset's estimate.
+
+    Where a subset would hold all of both sets (two sets of equal size, at most ``subset_size``) every subset
+    gives the same number: it is computed once on the whole sets and the standard deviation is None, as it is
+    for a single subset. There is no spread over subsets to measure then, and the 0 (or 1e-14, from
+    rounding) that the formula returns would claim a precision that the estimate does not have.
+
+    KID, the mean of unbiased estimates, is itself unbiased, so it can be negative when the two
+    distributions are close (see :func:`polynomial_mmd2`)."""
     real, fake = torch.as_tensor(real), torch.as_tensor(fake)
     size = min(subset_size, real.shape[0], fake.shape[0])
+    if size == real.shape[0] == fake.shape[0]:
+        return polynomial_mmd2(real, fake), None
     gen = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(subsets):
@@ -75,7 +89,22 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, 
         ib = torch.randperm(fake.shape[0], generator=gen)[:size]
         values.append(polynomial_mmd2(real[ia], fake[ib]))
     v = torch.tensor(values, dtype=torch.float64)
-    return float(v.mean()), float(v.std()) if len(values) > 1 else 0.0
+    return float(v.mean()), float(v.std()) if len(values) > 1 else None
+
+
+def kid_note(kid: float, kid_std: float | None, n_real: int, n_fake: int, subset_size: int) -> str | None:
+    """What a reader of :func:`kernel_distance`'s numbers needs told: why there is no standard deviation,
+    and that a negative KID is the unbiased estimator's noise; None where neither applies."""
+    notes = []
+    if kid_std is None:
+        notes.append(f"no standard deviation of KID: both sets of {n_real} feature vectors fit in one subset of "
+                     f"{subset_size}, so KID is computed once on all of them and has no spread over subsets (more "
+                     f"than {subset_size} samples give one)" if n_real == n_fake <= subset_size else
+                     "no standard deviation of KID: it is computed on a single subset")
+    if kid < 0:
+        notes.append("KID is below 0: it is an unbiased estimate of MMD^2 (Binkowski et al. 2018), which falls below "
+                     "0 for some draws when the two distributions are close; read it as 0 within its noise")
+    return "; ".join(notes) or None
 
 
 def _kth_neighbour_radii(f: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:

@@ -9,7 +9,10 @@ space (the distances are in :mod:`ppgen.evaluation.distances`):
 - ``fid_classifier``: the Frechet distance between Gaussians fitted to the two feature sets (Heusel
   et al. 2017): ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2));
 - ``kid_classifier``: the kernel distance, the unbiased MMD^2 with the cubic polynomial kernel
-  k(a, b) = (a.b / d + 1)^3, averaged over random subsets (Binkowski et al. 2018);
+  k(a, b) = (a.b / d + 1)^3, averaged over random subsets of 1,000 (Binkowski et al. 2018), and
+  ``kid_classifier_std``, the standard deviation over the subsets. Unbiased, KID can be below 0 when the
+  two sets come from close distributions. With 1,000 samples or fewer one subset holds them all: KID is
+  computed once and its standard deviation is null; ``kid_note`` says so (and why a KID is negative);
 - ``precision`` and ``recall``: the share of samples inside the k-nearest-neighbour balls of the test
   features, and of test features inside the balls of the samples, k = 3 (Kynkaanniemi et al. 2019);
 - ``class_entropy``: the entropy in nats of the classifier's predicted digit labels over the samples,
@@ -39,7 +42,8 @@ from typing import Any
 import torch
 
 from ppgen.contracts import MeanSamples
-from ppgen.evaluation.distances import class_entropy, frechet_distance, kernel_distance, precision_recall
+from ppgen.evaluation.distances import (class_entropy, frechet_distance, kernel_distance, kid_note,
+                                        precision_recall)
 from ppgen.evaluation.feature_classifier import DigitClassifier, classifier, embed
 from ppgen.evaluation.toy_checks import ks_statistic, mode_coverage, toy2d_modes
 from ppgen.progress import phase
@@ -54,11 +58,14 @@ MODE_SAMPLES = 2500
 
 
 def feature_metrics(real: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor, num_classes: int = 10,
-                    *, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    """The five numbers between real features (n, d) and fake features (m, d) with the fakes' labels."""
+                    *, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """The five numbers between real features (n, d) and fake features (m, d) with the fakes' labels, and
+    ``kid_classifier_std``: None where the sets fit in one KID subset (:func:`kernel_distance`), with
+    ``kid_note`` saying why, as it says why where KID is negative."""
     kid, kid_std = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(real, fake, k)
-    return {
+    out: dict[str, Any] = {
         "fid_classifier": frechet_distance(real, fake),
         "kid_classifier": kid,
         "kid_classifier_std": kid_std,
@@ -66,6 +73,10 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor, fake_labels: torch.T
         "recall": recall,
         "class_entropy": class_entropy(fake_labels, num_classes),
     }
+    note = kid_note(kid, kid_std, len(real), len(fake), kid_subset_size)
+    if note:
+        out["kid_note"] = note
+    return out
 
 
 def is_mnist_shaped(event_shape: tuple[int, ...]) -> bool:

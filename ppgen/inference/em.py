@@ -1,5 +1,5 @@
-"""The ``em`` routine: expectation-maximization to the posterior mode (MAP-EM) of the mixture and HMM
-families, with restarts fitted together, as a step of the training loop. The algorithm, its M-steps,
+"""Expectation-maximization to the posterior mode (MAP-EM) of the mixture and HMM families, with restarts
+fitted together, as a step of the training loop. The algorithm, its M-steps,
 restarts and stopping rule are :mod:`ppgen.inference.em_algorithm`.
 
 **In the loop** (:mod:`ppgen.training.loop`): EM needs the whole training set in every step (``data.batch_size``
