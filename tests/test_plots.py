@@ -132,13 +132,35 @@ def test_training_curves_draw_a_number_and_its_negation_once(tmp_path: Path, sav
     # without the run's labels the loss's panel says which number it is
     curves.training_curves(_rbm_metrics(), tmp_path / "unlabelled.png")
     (loss,) = [ax for ax in saved[-1].axes if ax.get_label() == "loss"]
-    assert loss.get_title() == "training loss = minus pseudo-log-likelihood"
+    assert " ".join(loss.get_title().split()) == "training loss = minus pseudo-log-likelihood"
     assert "pseudo_loglik" not in {ax.get_label() for ax in saved[-1].axes if ax.axison}
     # a number that is minus another on some records only is a quantity of its own: both panels stay
     differ = _rbm_metrics()
     differ[4]["pseudo_loglik"] += 1.0
     curves.training_curves(differ, tmp_path / "other.png", labels=_rbm_labels())
     assert {"loss", "pseudo_loglik"} <= {ax.get_label() for ax in saved[-1].axes if ax.axison}
+
+
+def test_training_curves_draw_one_number_under_two_names_once(tmp_path: Path, saved: list) -> None:
+    """A DBN's upper layer records its reconstruction error as its ``loss`` and as ``recon_error``: one
+    panel for the two in that layer, while the bottom layer, whose loss is another number, keeps both. Long
+    titles are broken between words, no line longer than 40 characters."""
+    recs = []
+    for layer, loss in ((0, lambda s: 200.0 - s), (1, lambda s: 0.06 + 0.001 * s)):
+        for s in range(1, 6):
+            err = 60.0 + s if layer == 0 else loss(s)
+            recs.append({"kind": "train", "layer": layer, "step": s + 10 * layer, "loss": loss(s), "recon_error": err})
+    curves.training_curves(recs, tmp_path / "dbn.png")
+    axes = [ax for ax in saved[0].axes if ax.axison]
+    by_layer = {}
+    for ax in axes:
+        by_layer.setdefault(ax.get_title().split(":")[0], []).append(ax.get_label())
+    assert sorted(by_layer["layer 1"]) == ["loss", "recon_error"] and by_layer["layer 2"] == ["loss"], by_layer
+    assert all(len(line) <= 40 for ax in axes for line in ax.get_title().splitlines())
+    # a number equal to another on some records only is a quantity of its own
+    recs[-1]["recon_error"] += 1.0
+    curves.training_curves(recs, tmp_path / "dbn2.png")
+    assert sum(ax.get_label() == "recon_error" for ax in saved[-1].axes if ax.axison) == 2
 
 
 def _legend_metric_lists() -> dict[str, list[dict[str, Any]]]:

@@ -32,26 +32,30 @@ def _quantities(train: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> li
     return base + [k for k in keys if k.startswith("val_") and k[4:] not in base]
 
 
-def _repeats(key: str, other: str, records: list[dict[str, Any]]) -> bool:
-    """Whether ``key`` only repeats ``other`` with the sign flipped: on every record that has ``key`` (or
-    ``val_key``) ``other`` (or ``val_other``) is there too and is minus it (an RBM's ``pseudo_loglik``
-    beside its ``loss``, minus the pseudo-log-likelihood)."""
+def _repeats(key: str, other: str, records: list[dict[str, Any]], sign: float = -1.0) -> bool:
+    """Whether ``key`` only repeats ``other``: on every record that has ``key`` (or ``val_key``) ``other`` (or
+    ``val_other``) is there too and equals ``sign`` times it. With ``sign`` -1, the sign flipped (an RBM's
+    ``pseudo_loglik`` beside its ``loss``, minus the pseudo-log-likelihood); with +1, the same number under
+    two names (a DBN's upper layer, whose ``loss`` is its ``recon_error``)."""
     seen = False
     for m in records:
         for a, b in ((key, other), (f"val_{key}", f"val_{other}")):
             if a in m:
-                if b not in m or not isinstance(m[b], (int, float)) or float(m[a]) != -float(m[b]):
+                if b not in m or not isinstance(m[b], (int, float)) or float(m[a]) != sign * float(m[b]):
                     return False
                 seen = True
     return seen
 
 
 def _unrepeated(keys: list[str], records: list[dict[str, Any]], negated: dict[str, str]) -> list[str]:
-    """``keys`` without those that repeat an earlier one's number with the sign flipped (:func:`_repeats`);
-    ``negated`` gets, for each key kept, the key it stands for, negated."""
+    """``keys`` without those that repeat an earlier one's number, with the sign flipped or not
+    (:func:`_repeats`); ``negated`` gets, for each key kept, the key it stands for, negated."""
     out: list[str] = []
     for key in keys:
-        kept = next((k for k in out if not k.startswith("val_") and _repeats(key, k, records)), None)
+        earlier = [k for k in out if not k.startswith("val_")]
+        if any(_repeats(key, k, records, sign=1.0) for k in earlier):
+            continue
+        kept = next((k for k in earlier if _repeats(key, k, records)), None)
         if kept is None:
             out.append(key)
         else:
@@ -159,7 +163,7 @@ def training_curves(metrics: list[dict[str, Any]], path: str | Path, title: str 
         panel = metric_title(name) + (" (validation)" if key.startswith("val_") else "")
         if base in negated and base not in (labels or {}):  # its label does not say what the number is
             panel += f" = minus {metric_title(names.get(negated[base], negated[base]))}"
-        ax.set_title(panel if layer is None else f"layer {layer + 1}: {panel}", fontsize=9)
+        ax.set_title(wrap_title(panel if layer is None else f"layer {layer + 1}: {panel}"), fontsize=9)
         ax.set_label(key)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -185,6 +189,14 @@ def wrap_label(text: str, width: int = 30) -> str:
         return text
     head, unit = text.split(" (", 1)
     return f"{head}\n({unit}"
+
+
+def wrap_title(text: str, width: int = 40) -> str:
+    """A panel's title on lines of at most about ``width`` characters, broken between words, so that the
+    titles of neighbouring panels do not run into each other."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text
 
 
 def loss_trace_figure(idata: Any, path: Path, labels: dict[str, str] | None = None) -> Path | None:
