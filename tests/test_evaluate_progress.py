@@ -13,21 +13,7 @@ from ppgen import progress
 from ppgen.cli import main
 from ppgen.evaluation.evaluate import evaluate
 
-
-class Clock:
-    """A clock that moves ``step`` seconds each time it is read."""
-
-    def __init__(self, step: float) -> None:
-        self.t, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.t += self.step
-        return self.t
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+from fake_io import Clock, Terminal
 
 
 def _run(stream: io.StringIO, *, show: bool, batches: int = 100, seconds: float = 5.6, per: int = 100) -> str:

@@ -13,21 +13,7 @@ import pytest
 from ppgen import progress
 from ppgen.cli import main
 
-
-class Clock:
-    """A clock that moves ``step`` seconds each time it is read."""
-
-    def __init__(self, step: float) -> None:
-        self.t, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.t += self.step
-        return self.t
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+from fake_io import Clock, Terminal
 
 
 # 200 digits for training in batches of 10: 20 steps an epoch
