@@ -27,13 +27,7 @@ D, H1, H2 = 4, 3, 2
 def _dbn(hidden: list[int] | None = None, seed: int = 0, event_shape: tuple[int, ...] = (D,)) -> DBN:
     spec = DBNSpec(hidden=hidden or [H1, H2], data={"name": "digits"}, bound={"samples": 7})
     model = DBN(spec, DataInfo(event_shape, "binary"))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.layers:
-            layer.W.normal_(0, 1.2)
-            layer.b.normal_()
-            layer.c.normal_()
-    return model.double()
+    return _randomised(model, seed, 1.2)
 
 
 def _states(n: int) -> torch.Tensor:
@@ -231,13 +225,7 @@ def test_gibbs_sites_and_samples_have_every_layer_and_the_datas_shape() -> None:
 def _gaussian_dbn(hidden: list[int]) -> DBN:
     spec = DBNSpec(hidden=hidden, visible="gaussian", data={"name": "toy1d", "binarize": "none"}, gaussian={"sigma": 0.8})
     model = DBN(spec, DataInfo((1,), "continuous"))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for layer in model.layers:
-            layer.W.normal_(0, 1.0)
-            layer.b.normal_()
-            layer.c.normal_()
-    return model.double()
+    return _randomised(model, 3, 1.0)
 
 
 @torch.no_grad()
@@ -257,3 +245,14 @@ def test_gaussian_visible_units_give_a_density_in_data_units() -> None:
     down = (-0.5 * ((v - mean) / sigma) ** 2 - torch.log(sigma * math.sqrt(2 * math.pi))).sum(-1)
     up = torch.logsumexp(_top_minus_energy(top, h1[:, None, :], _states(2)), -1)
     assert torch.allclose(deep.log_joint([v, h1]), down + up, atol=1e-10)
+
+
+def _randomised(model: DBN, seed: int, scale: float) -> DBN:
+    """``model`` in float64 with every layer's weights drawn from N(0, scale^2) and its biases from N(0, 1)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.W.normal_(0, scale)
+            layer.b.normal_()
+            layer.c.normal_()
+    return model.double()

@@ -85,11 +85,7 @@ def test_kernel_distance_subsets_are_averaged() -> None:
     gen = torch.Generator().manual_seed(1)
     a, b = torch.randn(20, 2, generator=gen), torch.randn(30, 2, generator=gen) * 2
     kid, std = distances.kernel_distance(a, b, subsets=3, subset_size=10, seed=4)
-    sel = torch.Generator().manual_seed(4)
-    vals = []
-    for _ in range(3):
-        ia, ib = torch.randperm(20, generator=sel)[:10], torch.randperm(30, generator=sel)[:10]
-        vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
+    vals = _subset_values(a, b, subsets=3, size=10, seed=4)
     assert kid == pytest.approx(np.mean(vals), rel=1e-12)
     assert std == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
 
@@ -104,11 +100,7 @@ def test_kid_of_sets_that_fit_in_one_subset_has_no_standard_deviation() -> None:
     kid, std = distances.kernel_distance(a, b, subsets=10, subset_size=1000)
     assert std is None and kid == distances.polynomial_mmd2(a, b)
     kid, std = distances.kernel_distance(a, b, subsets=10, subset_size=400, seed=3)
-    sel = torch.Generator().manual_seed(3)
-    vals = []
-    for _ in range(10):
-        ia, ib = torch.randperm(500, generator=sel)[:400], torch.randperm(500, generator=sel)[:400]
-        vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
+    vals = _subset_values(a, b, subsets=10, size=400, seed=3)
     assert kid == pytest.approx(np.mean(vals), rel=1e-12) and std == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
     assert std > 1e-3 * abs(kid)
     labels = torch.zeros(500, dtype=torch.long)
@@ -347,3 +339,13 @@ def test_every_family_draws_the_same_number_of_quality_samples(family: str, kind
         spec["sampling"] = {"quality_samples": 20}
         assert quality.sample_count(ppgen.build(ppgen.load_spec(spec), DataInfo((1, 28, 28), kind))) == 20
         assert quality.sample_count(ppgen.build(ppgen.load_spec(spec), DataInfo((1, 28, 28), kind)), 50) == 50
+
+
+def _subset_values(a: torch.Tensor, b: torch.Tensor, *, subsets: int, size: int, seed: int) -> list[float]:
+    """The MMD^2 of each random pair of subsets, drawn as kernel_distance draws them: a replay of its values."""
+    sel = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(subsets):
+        ia, ib = torch.randperm(len(a), generator=sel)[:size], torch.randperm(len(b), generator=sel)[:size]
+        vals.append(distances.polynomial_mmd2(a[ia], b[ib]))
+    return vals
