@@ -171,7 +171,9 @@ class DiagnosticFigures(Capability):
     own (the model language's, a plug-in's); ppgen's other families have theirs in :mod:`ppgen.plots.families`."""
 
     @abstract
-    def diagnostic_figures(self, idata: Any, folder: Path) -> dict[str, Path]:
+    def diagnostic_figures(self, idata: Any, folder: Path, labels: dict[str, str] | None = None) -> dict[str, Path]:
+        """``labels``: what the numbers the run recorded are, with units
+        (:func:`ppgen.plots.metric_labels.metric_labels`), for figures that show them."""
         raise NotImplementedError
 
 

@@ -22,7 +22,8 @@ from ppgen.plots.common import label_trace_axes, panel_count, save_figure, subpl
 from ppgen.plots.predictive import point_estimate_figure
 
 
-def diagnostic_figures(model: BayesFamily, idata: Any, folder: Path) -> dict[str, Path]:
+def diagnostic_figures(model: BayesFamily, idata: Any, folder: Path,
+                       labels: dict[str, str] | None = None) -> dict[str, Path]:
     """What ``ppgen diagnose`` draws for a Bayesian family: for a point estimate its values, likelihood and
     plug-in predictive (:func:`~ppgen.plots.predictive.point_estimate_figure`), for posterior draws
     :func:`workflow_figures`."""

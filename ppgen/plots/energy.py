@@ -47,7 +47,8 @@ def figures(model: EnergyFamily, folder: Path, data: Dataset) -> dict[str, Path]
     return out
 
 
-def diagnostic_figures(model: EnergyFamily, idata: Any, folder: Path) -> dict[str, Path]:
+def diagnostic_figures(model: EnergyFamily, idata: Any, folder: Path,
+                       labels: dict[str, str] | None = None) -> dict[str, Path]:
     """Trace and rank plots of the chain statistics (for ``ppgen diagnose``)."""
     az = arviz()
     folder = Path(folder)

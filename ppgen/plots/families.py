@@ -3,17 +3,15 @@
 :data:`TABLE` maps a family class to its figure functions: ``figures(model, folder, data)``, what
 ``ppgen fit`` draws after training, and ``diagnostic(model, idata, folder)``, what ``ppgen diagnose``
 draws in place of the generic posterior and loss-trace figures (with ``labels=``, the labels of the
-recorded numbers, where the entry is ``labelled``). A family takes the entry of the first
+recorded numbers). A family takes the entry of the first
 class of its MRO that has one, so a subclass (GBRBM, the gated PixelCNN) shares its base's figures.
 A family outside the table (the model language's families, a family of an installed package) draws its
 own where it declares so: the :class:`~ppgen.contracts.OwnFigures` and
-:class:`~ppgen.contracts.DiagnosticFigures` capabilities (its ``diagnostic_figures`` gets ``labels=`` where
-it has a ``labels`` parameter).
+:class:`~ppgen.contracts.DiagnosticFigures` capabilities (its ``diagnostic_figures`` gets ``labels=`` too).
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -31,19 +29,18 @@ from ppgen.plots import bayesian, energy, gan, pixel, vae
 
 
 class FamilyFigures(NamedTuple):
-    """A family's figure functions; None where it has none of that kind. ``labelled``: ``diagnostic``
-    takes the labels of the recorded numbers (``labels=``, :func:`~ppgen.plots.metric_labels.metric_labels`)."""
+    """A family's figure functions; None where it has none of that kind. ``diagnostic`` takes the labels of
+    the recorded numbers (``labels=``, :func:`~ppgen.plots.metric_labels.metric_labels`)."""
 
     figures: Callable[[Any, Path, Dataset], dict[str, Path]] | None = None
     diagnostic: Callable[..., dict[str, Path]] | None = None
-    labelled: bool = False
 
 
 TABLE: dict[type[Family], FamilyFigures] = {
     VAE: FamilyFigures(vae.figures),
-    GAN: FamilyFigures(gan.figures, gan.diagnostic_figures, labelled=True),
+    GAN: FamilyFigures(gan.figures, gan.diagnostic_figures),
     EnergyFamily: FamilyFigures(energy.figures, energy.diagnostic_figures),
-    PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures, labelled=True),
+    PixelFamily: FamilyFigures(pixel.figures, pixel.diagnostic_figures),
     BayesFamily: FamilyFigures(None, bayesian.diagnostic_figures),
     GMM: FamilyFigures(bayesian.figures_of_gmm, bayesian.diagnostic_figures),
     HMM: FamilyFigures(bayesian.figures_of_hmm, bayesian.diagnostic_figures),
@@ -70,11 +67,7 @@ def diagnostic_figures(model: Family, idata: Any, folder: Path,
     drawn then); ``labels`` name the numbers the run recorded, for the families whose figures show them."""
     found = entry(type(model))
     if found is not None and found.diagnostic is not None:
-        extra = {"labels": labels} if found.labelled else {}
-        return dict(found.diagnostic(model, idata, Path(folder), **extra))
+        return dict(found.diagnostic(model, idata, Path(folder), labels=labels))
     if found is None and isinstance(model, DiagnosticFigures):
-        # a family's own method takes the labels where it declares a ``labels`` parameter
-        takes = "labels" in inspect.signature(model.diagnostic_figures).parameters
-        extra = {"labels": labels} if takes else {}
-        return dict(model.diagnostic_figures(idata, Path(folder), **extra))
+        return dict(model.diagnostic_figures(idata, Path(folder), labels=labels))
     return None
