@@ -24,8 +24,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DIGITS = DataInfo((1, 8, 8), "binary", 10)
 
 
-def m2(hidden: int = 8, classify: bool = True) -> dict:
-    nets = {"dec": {"inputs": ["z", "y"], "hidden": [hidden]}, "enc": {"inputs": ["x", "y"], "hidden": [hidden]}}
+def m2(hidden: int = 8, classify: bool = True, per_class: bool = False) -> dict:
+    """A tiny M2; ``per_class`` gives it one decoder per class (``per: y``) instead of one reading [z, y]."""
+    dec = {"inputs": ["z"], "per": "y"} if per_class else {"inputs": ["z", "y"]}
+    nets = {"dec": {**dec, "hidden": [hidden]}, "enc": {"inputs": ["x", "y"], "hidden": [hidden]}}
     guide = {"z": {"dist": "Normal", "loc": "enc.loc", "scale": "softplus(enc.scale) + 1e-4"}}
     if classify:
         nets["cls"] = {"inputs": ["x"], "hidden": [hidden]}
@@ -52,11 +54,12 @@ def _build(spec: dict, info: DataInfo = DIGITS):
 # --------------------------------------------------------------------------- M2
 
 
-def test_enumerated_labels_equal_the_explicit_sum_over_classes() -> None:
+@pytest.mark.parametrize("per_class", [False, True])
+def test_enumerated_labels_equal_the_explicit_sum_over_classes(per_class: bool) -> None:
     """For a hidden label the bound is sum_c q(c|x) [log p(x, c, z_c) - log q(z_c|x, c) - log q(c|x)], for a
     given one (in the same batch) log p(x, y, z_y) - log q(z_y|x, y): written out class by class with the
-    same draws z_c = loc_c + eps_c scale_c."""
-    model = _build(m2())
+    same draws z_c = loc_c + eps_c scale_c; with one decoder per class as with one shared."""
+    model = _build(m2(per_class=per_class))
     prog, mods = model.program, model._mods()
     x = _x(5)
     y = torch.tensor([-1, 4, -1, -1, 7])
@@ -117,8 +120,9 @@ def _explicit_m2_loss(model, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
 @pytest.mark.parametrize("labels", ["hidden", "mixed"])
 @pytest.mark.parametrize("elbo", ["meanfield", "trace"])
 @pytest.mark.parametrize("particles", [1, 2])
+@pytest.mark.parametrize("per_class", [False, True])
 def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: bool, labels: str, elbo: str,
-                                                                       particles: int) -> None:
+                                                                       particles: int, per_class: bool) -> None:
     """The loss the svi routine minimises for M2 (the recipe's bound and classification term), on a
     tiny M2 with 4 classes: its value and its gradient in every parameter, the classifier q(y|x) first, equal
     the explicit formula of the paper with the same draws, through the fused path and through Pyro. The fused
@@ -126,7 +130,7 @@ def test_m2_loss_and_its_gradient_equal_the_explicit_sum_over_classes(fused: boo
     closed-form KL, so through Pyro it is Monte Carlo."""
     from ppgen.inference.svi import SVI, SVIConfig
 
-    spec = m2(hidden=5)
+    spec = m2(hidden=5, per_class=per_class)
     spec["model"]["z"]["shape"] = [2]
     model = _build(spec, TINY)
     g = torch.Generator().manual_seed(4)

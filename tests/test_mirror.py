@@ -96,6 +96,7 @@ TESTED_BY = {
     "ppgen.models.gan": ["test_gan.py"],
     "ppgen.models.vae": ["test_vae.py", "test_program_truth.py"],
     "ppgen.nets.blocks": ["test_nets.py"],
+    "ppgen.nets.per_class": ["test_nets_per_class.py"],
     "ppgen.nets.gan": ["test_nets_gan.py"],
     "ppgen.overrides": ["test_spec.py"],
     "ppgen.paths": ["test_paths.py"],

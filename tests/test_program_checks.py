@@ -93,3 +93,31 @@ def test_network_checks():
                     networks={"dec": {"inputs": ["z"]}, "enc": {"inputs": ["z"]}})
     with pytest.raises(SpecError, match=r"guide\.z\.loc: the network enc reads z itself"):
         check_networks(st)
+
+
+Y = {"dist": "Categorical", "logits": 0.0, "observed": "y"}
+
+
+@pytest.mark.parametrize("per, extra, pattern", [
+    ("w", {}, r"networks\.dec\.per: 'w' is not a site of the model"),
+    ("z", {}, r"networks\.dec\.per: 'z' is a Normal site; one network per class needs a scalar Categorical site"),
+    ("y", {"inputs": ["z", "y"]}, r"networks\.dec: 'y' is both in inputs and per"),
+    ("y", {"kind": "conv", "hidden": [8]}, r"networks\.dec\.per: one network per class is for kinds mlp and linear"),
+])
+def test_per_class_network_checks(per, extra, pattern):
+    st = _structure({"y": Y, "z": Z, "x": X}, networks={"dec": {"inputs": ["z"], "per": per, **extra}})
+    with pytest.raises(SpecError, match=pattern):
+        check_networks(st)
+
+
+def test_a_per_class_network_reads_its_label_like_an_input():
+    """The label that chooses the network is read like an input: defined before the site that uses it."""
+    _all(_structure({"y": Y, "z": Z, "x": X}, networks={"dec": {"inputs": ["z"], "per": "y"}}))
+    st = _structure({"z": {**Z, "loc": "net"}, "y": Y, "x": {**X, "logits": "dec"}},
+                    networks={"net": {"inputs": ["x"], "per": "y"}, "dec": {"inputs": ["z"]}})
+    with pytest.raises(SpecError, match=r"model\.z\.loc: the network net reads '(x|y)', which is defined after it"):
+        check_networks(st)
+    st = _structure({"w": {**Z, "loc": 0.0}, "z": {**Z, "loc": "net"}, "y": Y, "x": X},
+                    networks={"net": {"inputs": ["w"], "per": "y"}, "dec": {"inputs": ["z"]}})
+    with pytest.raises(SpecError, match=r"model\.z\.loc: the network net reads 'y', which is defined after it"):
+        check_networks(st)

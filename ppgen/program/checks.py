@@ -123,6 +123,24 @@ def check_guide(st: Structure, spec: ModelSpec) -> None:
             raise SpecError(f"{g.where}: {name} is observed")
 
 
+def _check_per(st: Structure, at: str, decl) -> None:
+    """``per: y`` names a Categorical site of the model that is not also an input feature."""
+    per = decl.per
+    if per in st.networks or per in st.params:
+        raise SpecError(f"{at}.per: {per!r} is {_describe_name(st, per)}; per names a Categorical site of the model")
+    site = st.model.get(per)
+    if site is None:
+        raise SpecError(f"{at}.per: {per!r} is not a site of the model")
+    if site.entry.name != "Categorical" or site.shape not in (None, ()):
+        raise SpecError(f"{at}.per: {per!r} is a {site.entry.name} site; one network per class needs a scalar "
+                        "Categorical site (a label)")
+    if per in decl.inputs:
+        raise SpecError(f"{at}: {per!r} is both in inputs and per; per already gives each class its own network, "
+                        f"so drop it from inputs")
+    if decl.kind == "conv":
+        raise SpecError(f"{at}.per: one network per class is for kinds mlp and linear, not 'conv'")
+
+
 def check_networks(st: Structure) -> None:
     used: dict[str, set[str]] = {n: set() for n in st.networks}
     whole: dict[str, list[str]] = {n: [] for n in st.networks}
@@ -145,6 +163,8 @@ def check_networks(st: Structure) -> None:
                 raise SpecError(f"{at}.inputs: {inp!r} is {_describe_name(st, inp)}, not a site; a network reads sites")
             if inp not in st.model:
                 raise SpecError(f"{at}.inputs: {inp!r} is not a site of the model")
+        if decl.per is not None:
+            _check_per(st, at, decl)
         if decl.outputs is not None:
             for head, shape in decl.outputs.items():
                 if any(d < 1 for d in shape):
@@ -166,7 +186,8 @@ def check_networks(st: Structure) -> None:
                 for ref in expr.references(node):
                     if ref.name not in st.networks:
                         continue
-                    for inp in st.networks[ref.name].inputs:
+                    decl = st.networks[ref.name]
+                    for inp in [*decl.inputs, *([decl.per] if decl.per else [])]:
                         if inp == name:
                             raise SpecError(f"{s.where}.{key}: the network {ref.name} reads {name} itself, and {name} "
                                             "depends on it: a cycle")

@@ -93,6 +93,9 @@ def compile_program(spec: ProgramSpec, info: DataInfo) -> Program:
             m = by_name[inp]
             classes = m.options.get("classes") if m.entry.name == "Categorical" else None
             inputs.append(InputSpec(inp, m.shape, classes))
+        if decl.per is not None:
+            m = by_name[decl.per]
+            inputs.append(InputSpec(decl.per, m.shape, m.options.get("classes"), selects=True))
         networks[name] = (decl, inputs, heads[name])
     return Program(spec, info, model, guide, networks, params, constants, auto_globals)
 

@@ -18,13 +18,15 @@ class NetworkDecl(Strict):
     """A network declared once: its kind (``mlp``, ``conv`` or ``linear``, as in ``ppgen.nets.blocks``), the
     sites it reads (``inputs``), hidden sizes and activation. Its outputs ("heads", ``encoder.loc``) take
     the shapes of the parameters they feed; ``outputs`` gives them explicitly where that cannot be
-    inferred (a head used inside a matrix product)."""
+    inferred (a head used inside a matrix product). ``per: y`` makes one network (``mlp`` or ``linear``)
+    for each class of the Categorical site ``y``, chosen by its value: one model per class."""
 
     kind: Literal["mlp", "conv", "linear"] = "mlp"
     inputs: list[str] = Field(min_length=1)
     hidden: list[int] = Field(default_factory=lambda: [400])
     activation: Activation = "relu"
     outputs: dict[str, list[int]] | None = None
+    per: str | None = None
 
 
 class ParamDecl(Strict):

@@ -5,7 +5,9 @@ A network reads one or more sites (their values flattened and joined; a Categori
 and produces one output or several named heads (``encoder.loc``, ``encoder.scale``), each of the shape of
 the parameter it feeds. ``mlp`` and ``linear`` use :func:`ppgen.nets.blocks.mlp`; ``conv`` uses the convolutional
 encoder of :mod:`ppgen.nets.blocks` when its first input is an image (further inputs join the flattened
-features) and the convolutional decoder when its outputs are images.
+features) and the convolutional decoder when its outputs are images. ``per: y`` gives an MLP one set of
+weights for each class of the Categorical site ``y`` (:mod:`ppgen.nets.per_class`): y chooses the
+network, it is not one of its input features.
 
 Site values carry batch dimensions in front of the event (examples, particles, enumerated values); a
 network broadcasts its inputs' batch dimensions, runs once on all of them flattened into one batch, and
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from ppgen.nets.blocks import ConvDecoder, ConvEncoder, mlp
+from ppgen.nets.per_class import PerClassMLP
 from ppgen.spec import SpecError
 
 
@@ -29,10 +32,11 @@ class InputSpec:
     site: str
     shape: tuple[int, ...]
     classes: int | None = None  # a Categorical label: one-hot of this many classes
+    selects: bool = False  # the label that chooses the class's weights (``per: y``), not a feature
 
     @property
     def size(self) -> int:
-        return math.prod(self.shape) * (self.classes or 1)
+        return 0 if self.selects else math.prod(self.shape) * (self.classes or 1)
 
 
 class Network(nn.Module):
@@ -52,7 +56,17 @@ class Network(nn.Module):
         out = sum(self.sizes)
         self.mode = "vector"
         at = f"networks.{name}"
-        if kind in ("mlp", "linear"):
+        selectors = [i for i, s in enumerate(inputs) if s.selects]
+        self.per = selectors[0] if selectors else None
+        if self.per is not None:
+            per = inputs[self.per]
+            if kind not in ("mlp", "linear"):
+                raise SpecError(f"{at}.per: one network per class is for kinds mlp and linear, not {kind!r}")
+            if len(selectors) > 1 or per.classes is None or per.shape != ():
+                raise SpecError(f"{at}.per: {per.site!r} must be one Categorical label (a scalar site with classes)")
+            d_in = sum(i.size for i in inputs)
+            self.core = PerClassMLP(per.classes, [d_in, out] if kind == "linear" else [d_in, *hidden, out], activation)
+        elif kind in ("mlp", "linear"):
             d_in = sum(i.size for i in inputs)
             self.core = mlp([d_in, out] if kind == "linear" else [d_in, *hidden, out], activation)
         else:
@@ -122,6 +136,14 @@ class Network(nn.Module):
                 rest = [r.expand(*batch, r.shape[-1]).reshape(-1, r.shape[-1]) for r in rest]
                 feats = torch.cat([feats, *rest], -1)
             out = self.core.head(feats)
+        elif self.per is not None:
+            label = values[self.per]
+            flat = [self._flat(s, v) for s, v in zip(specs, values) if not s.selects]
+            batch = torch.broadcast_shapes(label.shape, *(f.shape[:-1] for f in flat))
+            n = math.prod(batch)
+            joined = (torch.cat([f.expand(*batch, f.shape[-1]).reshape(n, f.shape[-1]) for f in flat], -1) if flat
+                      else label.new_zeros(n, 0, dtype=torch.get_default_dtype()))
+            out = self.core(joined, label.expand(batch).reshape(n))
         else:
             flat = [self._flat(s, v) for s, v in zip(specs, values)]
             if len(flat) == 1:
