@@ -10,7 +10,7 @@ import torch
 
 import ppgen
 from ppgen.data.core import DataInfo
-from ppgen.program.label_figures import code_samples, code_space, style_sites, style_transfer
+from ppgen.program.label_figures import code_samples, code_space, style_is_shared, style_sites, style_transfer
 
 INFO = DataInfo((1, 4, 4), "binary", 3)
 
@@ -50,6 +50,23 @@ def test_style_transfer_decodes_one_style_per_row_at_every_class(tmp_path, saved
     grid = np.asarray(ax.images[0].get_array())
     assert grid.shape[:2] == (2 * 5 + 1, 4 * 5 + 1)
     np.testing.assert_allclose(grid[6:10, 1:5], X[1, 0].numpy())  # row 2 starts with its input
+
+
+def test_style_is_not_shared_by_a_decoder_per_class(tmp_path):
+    """One decoder per class (``per: y``) reads z its own way in each class: no style transfer figure; an
+    encoder per class alone leaves the decoder's z shared."""
+    assert style_is_shared(_build(M2))
+    per_dec = {**M2, "networks": {**M2["networks"], "dec": {"inputs": ["z"], "per": "y", "hidden": [4]}}}
+    assert not style_is_shared(_build(per_dec))
+    per_enc = {**M2, "networks": {**M2["networks"], "enc": {"inputs": ["x"], "per": "y", "hidden": [4]}}}
+    assert style_is_shared(_build(per_enc))
+    assert not style_is_shared(_build(CODE))
+    from ppgen.data.core import Dataset
+
+    y = torch.tensor([0, 1, 2, 0, 1])
+    data = Dataset("digits", X, X, X, y, y, y, binarize="static", num_classes=3)
+    figures = _build(per_dec).figures(tmp_path, data)
+    assert "samples_by_class" in figures and "style_transfer" not in figures
 
 
 def test_code_space_projects_codes_on_their_principal_components(tmp_path, saved, monkeypatch):

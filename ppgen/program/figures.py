@@ -62,7 +62,7 @@ def program_figures(model: Any, data: Any, folder: Path, n: int = 100, seed: int
         if prog.y_site is not None and y_test is not None and image:
             from ppgen.program import label_figures
 
-            if label_figures.style_sites(model):
+            if label_figures.style_sites(model) and label_figures.style_is_shared(model):
                 out["style_transfer"] = label_figures.style_transfer(model, x_test[:8], y_test[:8].to(model.device),
                                                                      folder / "style_transfer.png")
         if prog.delta_locals and image:

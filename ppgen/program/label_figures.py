@@ -1,7 +1,8 @@
 """Figures of programs with a label site or a deterministic code.
 
 - ``style_transfer.png`` (Kingma et al. 2014, fig. 1): for each test example, its style z from the guide
-  (q(z | x, y) at the example's label) and E[x | z, y = c] for every class c: one z, every y;
+  (q(z | x, y) at the example's label) and E[x | z, y = c] for every class c: one z, every y (not drawn
+  where the decoder has one network per class, ``per: y``: there z has no meaning shared by the classes);
 - ``code_space.png``: the deterministic codes (a ``delta`` guide: an autoencoder) of test examples, the
   first two principal components coloured by label;
 - ``code_samples.png``: E[x | z] for z drawn from N(0, I) and from a Normal fitted to the training codes:
@@ -27,6 +28,19 @@ def style_sites(model: Any) -> list[Any]:
     prog = model.program
     y = prog.y_site.name if prog.y_site is not None else None
     return [g for g in prog.local_guide if not g.enumerate and g.name != y and g.name in prog.model_by_name]
+
+
+def style_is_shared(model: Any) -> bool:
+    """Whether one style z means the same across classes: not where a network reading a style site has one
+    set of weights per class of the label (``per: y``), since then each class decodes z its own way."""
+    prog = model.program
+    if prog.y_site is None:
+        return False
+    style = {s.name for s in style_sites(model)}
+    for _, inputs, _ in prog.networks.values():
+        if any(i.selects and i.site == prog.y_site.name for i in inputs) and any(i.site in style for i in inputs):
+            return False
+    return True
 
 
 @torch.no_grad()
