@@ -8,6 +8,8 @@ discriminative classifier of the same labels, and the autoencoder against the VA
     python benchmarks/labels.py all --out DIR --minutes 7 --parallel 12      # every job at once
     python benchmarks/labels.py report DIR [DIR...] -o benchmarks/results/labels.md
     python benchmarks/labels.py speed --steps 20 --rounds 3          # seconds per M2 step, two ways
+    python benchmarks/labels.py trace models/ssvae.yaml --recipe inference/ssvae.yaml --out RUN --epochs 40 \
+        --set networks.decoder.per=y --set 'networks.decoder.inputs=[z]'   # q(y|x) accuracy after each epoch
     python benchmarks/labels.py curve benchmarks/results/labels -o benchmarks/results/labels_curve.png
 
 Jobs (each writes DIR/<job>-<labels>-<seed>.json):
@@ -421,6 +423,31 @@ def accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def trace(args: argparse.Namespace) -> int:
+    """Fit a run one epoch at a time (resuming a run folder that exists) and print, after each epoch, the
+    test accuracy of q(y | x) on the whole test split as one JSON line: the M2 curves of the results."""
+    from ppgen.evaluation.classify import guide_log_probs
+
+    out = Path(args.out)
+    done = 0
+    if (out / "metrics.jsonl").exists():
+        done = sum(1 for m in ppgen.open_run(out).metrics if m.get("kind") == "epoch")
+    t0 = time.perf_counter()
+    for epoch in range(done + 1, args.epochs + 1):
+        if epoch == 1:
+            ppgen.fit(args.spec, args.recipe, out=out, epochs=1, seed=args.seed, overrides=args.set, progress=False)
+        else:
+            ppgen.fit(out, None, out=out, epochs=epoch, resume=True, progress=False)
+        run = ppgen.open_run(out)
+        x, y = run.data.split("test")
+        with torch.no_grad():
+            acc = float((guide_log_probs(run.model, x.to(run.model.device)).argmax(1).cpu() == y).double().mean())
+        loss = [m for m in run.metrics if m.get("kind") == "epoch"][-1].get("loss")
+        print(json.dumps({"epoch": epoch, "guide_accuracy": acc, "loss": loss, "t": round(time.perf_counter() - t0),
+                          "load_average": list(load_average())}), flush=True)
+    return 0
+
+
 def speed(args: argparse.Namespace) -> int:
     """Seconds per training step of M2 (``models/ssvae.yaml`` with ``inference/ssvae.yaml``: 128 images and 32
     labelled ones, every class of the hidden labels summed out in one batched pass) with the networks' first
@@ -486,6 +513,13 @@ def main() -> int:
     sp.add_argument("--steps", type=int, default=20)
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("trace")
+    t.add_argument("spec")
+    t.add_argument("--recipe")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int, required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec overrides")
     cu = sub.add_parser("curve")
     cu.add_argument("dirs", nargs="+")
     cu.add_argument("-o", "--output", required=True)
@@ -501,6 +535,8 @@ def main() -> int:
         return accuracy(args)
     if args.cmd == "speed":
         return speed(args)
+    if args.cmd == "trace":
+        return trace(args)
     if args.cmd == "curve":
         return curve(args)
     return report(args)
