@@ -340,48 +340,83 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The series of the accuracy-against-labels figure: (file-name prefix, label).
+CURVE_SERIES = {
+    "cvae": "CVAE by Bayes' rule, a decoder and encoder per class",
+    "cvae_shared": "CVAE by Bayes' rule, one decoder reading [z, y]",
+    "mlp": "MLP 784-500-10 (discriminative)",
+    "m2_per_class": "M2 q(y | x), a decoder per class, z = 10",
+    "m2": "M2 q(y | x), one decoder reading [z, y] (the paper's)",
+}
+
+
+def curve_points(dirs: list[str]) -> dict[str, dict[int, list[tuple[float, int, int | None]]]]:
+    """The points of :func:`curve`, read from the records in ``dirs``: for each series, labelled-set size ->
+    [(accuracy, seed, epochs)], one per seed (for M2 the longest fit of each seed, its last epoch).
+    Records: ``cvae-N-S.json`` (a ``job cvae``) and ``cvae-all-S-accuracy.json`` (``accuracy`` of a fit on
+    all labels), the same with ``cvae_shared`` for the shared decoder, ``mlp-N-S.json``,
+    ``m2-100-S-*epochs.json`` and ``m2-per-class-z10-100-S.jsonl`` (``trace``)."""
+    sizes = {"100": 100, "1000": 1000, "all": 50000}
+    found: dict[tuple[str, int, int], tuple[float, int | None]] = {}
+
+    def put(series: str, n: int, seed: int, acc: float, epochs: int | None) -> None:
+        key = (series, n, seed)
+        if key not in found or (epochs or 0) > (found[key][1] or 0):
+            found[key] = (acc, epochs)
+
+    for d in dirs:
+        for p in sorted(Path(d).iterdir()):
+            name = p.name
+            if p.suffix == ".jsonl" and name.startswith("m2-per-class-z10-100-"):
+                lines = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+                if lines:
+                    put("m2_per_class", 100, int(name[:-6].rsplit("-", 1)[1]), lines[-1]["guide_accuracy"],
+                        lines[-1]["epoch"])
+                continue
+            if p.suffix != ".json":
+                continue
+            r = json.loads(p.read_text())
+            for prefix in ("cvae_shared", "cvae"):
+                if name.startswith(prefix + "-all-") and name.endswith("-accuracy.json") and "bayes_accuracy" in r:
+                    put(prefix, 50000, int(name.split("-")[2]), r["bayes_accuracy"], r.get("epochs_done"))
+                    break
+                if name.startswith(prefix + "-") and "evaluation" in r:
+                    put(prefix, sizes[str(r["labels"])], int(r["seed"]), r["evaluation"]["bayes_accuracy"],
+                        r.get("epochs"))
+                    break
+            else:
+                if r.get("job") == "mlp":
+                    put("mlp", sizes[str(r["labels"])], int(r["seed"]), r["evaluation"]["accuracy"], None)
+                elif name.startswith("m2-100-") and name.endswith("epochs.json") and "guide_accuracy_by_epoch" in r:
+                    by_epoch = r["guide_accuracy_by_epoch"]
+                    last = max(by_epoch, key=int)
+                    put("m2", 100, int(r["seed"]), by_epoch[last], int(last))
+    out: dict[str, dict[int, list[tuple[float, int, int | None]]]] = {}
+    for (series, n, seed), (acc, epochs) in sorted(found.items()):
+        out.setdefault(series, {}).setdefault(n, []).append((acc, seed, epochs))
+    return out
+
+
 def curve(args: argparse.Namespace) -> int:
-    """Test accuracy against the number of labelled examples, from the records in ``args.dirs``: the CVAE
-    by Bayes' rule (``cvae-N-S.json``; with all labels ``cvae-all-S-accuracy.json``), the discriminative
-    MLP (``mlp-N-S.json``) and M2's q(y | x) (``m2-100-S-*epochs.json``, its last epoch). Each point is the
-    mean over seeds, with every seed drawn."""
+    """Test accuracy against the number of labelled examples (:func:`curve_points`): each point the mean over
+    seeds, with every seed drawn faint."""
     from matplotlib.figure import Figure
 
-    sizes = {"100": 100, "1000": 1000, "all": 50000}
-    series: dict[str, dict[int, list[float]]] = {}
-    for d in args.dirs:
-        for p in sorted(Path(d).glob("*.json")):
-            r = json.loads(p.read_text())
-            name = p.stem
-            if name.startswith("cvae-") and "evaluation" in r:
-                series.setdefault("CVAE, Bayes' rule (generative)", {}).setdefault(
-                    sizes[str(r["labels"])], []).append(r["evaluation"]["bayes_accuracy"])
-            elif name.startswith("cvae-all-") and "bayes_accuracy" in r:
-                series.setdefault("CVAE, Bayes' rule (generative)", {}).setdefault(50000, []).append(r["bayes_accuracy"])
-            elif r.get("job") == "mlp":
-                series.setdefault("MLP 784-500-10 (discriminative)", {}).setdefault(
-                    sizes[str(r["labels"])], []).append(r["evaluation"]["accuracy"])
-            elif name.startswith("m2-100-") and name.endswith("epochs") and "guide_accuracy_by_epoch" in r:
-                by_epoch = r["guide_accuracy_by_epoch"]
-                last = max(by_epoch, key=int)
-                series.setdefault("M2 q(y | x) (semi-supervised, all images)", {}).setdefault(100, []).append(
-                    (int(last), by_epoch[last], r["seed"]))
+    series = curve_points(args.dirs)
     fig = Figure(figsize=(6.4, 4.2), dpi=100)
     ax = fig.add_subplot()
-    for (label, points), marker in zip(sorted(series.items()), "osD"):
+    for key, marker in zip(CURVE_SERIES, "osD^v"):
+        if key not in series:
+            continue
+        points = series[key]
         xs = sorted(points)
-        if label.startswith("M2"):
-            # several records of one seed (30 and 80 epochs): keep the longest fit of each seed
-            best: dict[int, tuple[int, float]] = {}
-            for epochs, acc, seed in points[100]:
-                if seed not in best or epochs > best[seed][0]:
-                    best[seed] = (epochs, acc)
-            values = {100: [100 * a for _, a in best.values()]}
-            label += ", epochs " + " and ".join(str(e) for e, _ in best.values())
-        else:
-            values = {n: [100 * a for a in points[n]] for n in xs}
+        label = CURVE_SERIES[key]
+        if key.startswith("m2"):
+            label += ", epochs " + ", ".join(str(e) for _, _, e in points[100])
+        values = {n: [100 * a for a, _, _ in points[n]] for n in xs}
         means = [statistics.mean(values[n]) for n in xs]
-        line = ax.plot(xs, means, marker=marker, label=label)[0]
+        line = ax.plot(xs, means, marker=marker, label=label, linestyle="--" if key.endswith("shared") or key == "m2"
+                       else "-")[0]
         for n in xs:
             ax.plot([n] * len(values[n]), values[n], linestyle="none", marker=marker, alpha=0.35,
                     color=line.get_color())
