@@ -11,6 +11,7 @@ discriminative classifier of the same labels, and the autoencoder against the VA
     python benchmarks/labels.py trace models/ssvae.yaml --recipe inference/ssvae.yaml --out RUN --epochs 40 \
         --set networks.decoder.per=y --set 'networks.decoder.inputs=[z]'   # q(y|x) accuracy after each epoch
     python benchmarks/labels.py curve benchmarks/results/labels -o benchmarks/results/labels_curve.png
+    python benchmarks/labels.py subnormals [--run RUN] --threads 1   # M2 steps, subnormals computed or flushed
 
 Jobs (each writes DIR/<job>-<labels>-<seed>.json):
 
@@ -458,6 +459,61 @@ def accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def subnormals(args: argparse.Namespace) -> int:
+    """Seconds per training step of M2 with a decoder per class (``models/ssvae_per_class.yaml``, the ssvae
+    recipe) once q(y | x) is sure of its answers, with IEEE arithmetic (subnormal floats computed) against
+    subnormals flushed to zero (what ``ppgen fit`` does, :mod:`ppgen.training.subnormals`): the same
+    batches, in alternating rounds in one process, torch on ``--threads`` threads. The model is the last
+    checkpoint of ``--run`` (a fitted M2), or else a new one whose classifier's last layer is scaled by
+    ``--scale`` so that its q(y | x) is as sure as a fitted one's."""
+    from ppgen.inference.svi import SVI
+    from ppgen.training.subnormals import flushing_subnormals
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    recipe = ppgen.load_recipe(RECIPES / "ssvae.yaml")
+    if args.run:
+        run = ppgen.open_run(args.run)
+        model, data, batch_size = run.model, run.data, run.spec.data.batch_size
+    else:
+        spec = ppgen.load_spec(MODELS / "ssvae_per_class.yaml", [])
+        data = ppdata.load(spec.data)
+        model, batch_size = ppgen.build(spec, data.info), spec.data.batch_size
+        last = [m for m in model._mods()[0]["classifier"].modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(args.scale)
+            last.bias.mul_(args.scale)
+    routine = SVI(recipe)
+    state = routine.init(model)
+    batches = [b for _, b in zip(range(args.steps), data.batches(0, batch_size, args.seed))]
+    with torch.no_grad():
+        from ppgen.evaluation.classify import guide_log_probs
+
+        weights = guide_log_probs(model, batches[0][0][: batch_size]).exp()
+    tiny = torch.finfo(torch.float32).tiny
+    times: dict[str, list[float]] = {"ieee": [], "flushed": []}
+    torch.set_flush_denormal(False)
+    for _ in range(args.rounds):
+        for name in times:
+            t0 = time.perf_counter()
+            if name == "flushed":
+                with flushing_subnormals():
+                    for b in batches:
+                        routine.step(state, b)
+            else:
+                for b in batches:
+                    routine.step(state, b)
+            times[name].append((time.perf_counter() - t0) / len(batches))
+    best = {k: min(v) for k, v in times.items()}
+    out = {"model": args.run or f"models/ssvae_per_class.yaml, classifier's last layer x {args.scale}",
+           "q_y_weights_subnormal": float(((weights > 0) & (weights < tiny)).double().mean()),
+           "q_y_weights_zero": float((weights == 0).double().mean()),
+           "seconds_per_step": best, "ieee_over_flushed": best["ieee"] / best["flushed"], "rounds": times,
+           "steps_per_round": len(batches), "threads": args.threads, "machine": machine()}
+    print(json.dumps(out))
+    return 0
+
+
 def trace(args: argparse.Namespace) -> int:
     """Fit a run one epoch at a time (resuming a run folder that exists) and print, after each epoch, the
     test accuracy of q(y | x) on the whole test split as one JSON line: the M2 curves of the results."""
@@ -548,6 +604,13 @@ def main() -> int:
     sp.add_argument("--steps", type=int, default=20)
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--seed", type=int, default=0)
+    sn = sub.add_parser("subnormals")
+    sn.add_argument("--run", help="a fitted M2 run folder (else a new model with a sure classifier)")
+    sn.add_argument("--scale", type=float, default=400.0)
+    sn.add_argument("--steps", type=int, default=5)
+    sn.add_argument("--rounds", type=int, default=3)
+    sn.add_argument("--threads", type=int, default=1)
+    sn.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("trace")
     t.add_argument("spec")
     t.add_argument("--recipe")
@@ -572,6 +635,8 @@ def main() -> int:
         return speed(args)
     if args.cmd == "trace":
         return trace(args)
+    if args.cmd == "subnormals":
+        return subnormals(args)
     if args.cmd == "curve":
         return curve(args)
     return report(args)

@@ -157,6 +157,7 @@ TESTED_BY = {
     "ppgen.training.metrics_log": ["test_metrics_log.py"],
     "ppgen.training.plan": ["test_resume.py"],
     "ppgen.training.rng": ["test_dbn.py"],
+    "ppgen.training.subnormals": ["test_training_subnormals.py"],
     "ppgen.training.signals": ["test_signals.py"],
     "ppgen.training.start": ["test_start.py"],
     "ppgen.zoo": ["test_zoo.py"],

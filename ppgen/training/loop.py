@@ -17,6 +17,8 @@ A resume keeps the spec and the recipe the checkpoint records, except for the ke
 the way out of a divergence is to continue from the last good checkpoint with a lower learning rate.
 Each change is recorded (a ``resumed`` record in ``metrics.jsonl``, a line in ``history.jsonl``); an
 unchanged resume is exact. The process writing a run folder holds its lock (:func:`ppgen.store.lock.run_lock`).
+While the epochs run, subnormal floats are flushed to zero in the training thread and the caller's mode is
+put back after (:mod:`ppgen.training.subnormals`: on x86 CPUs they can make a step several times slower).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ppgen.training.metrics_log import MetricsLog
 from ppgen.training.plan import (FitPlan, Job, check_new_folder, default_out, interrupted_unsaved, resume_folder,
                                  resume_plan, write_folder)
 from ppgen.training.rng import seed_all
+from ppgen.training.subnormals import flushing_subnormals
 from ppgen.training.signals import StopFlag
 from ppgen.training.start import Position, begin, restore
 
@@ -174,7 +177,8 @@ def _train(fabric: Any, job: Job, dataset: Any) -> None:
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and rank == 0
     val_x, val_y = dataset.split("val")
     val = (val_x.to(fabric.device), val_y.to(fabric.device) if val_y is not None else None)
-    with StopFlag() as stop, MetricsLog(Path(job.out) / "metrics.jsonl", enabled=rank == 0) as log:
+    with StopFlag() as stop, MetricsLog(Path(job.out) / "metrics.jsonl", enabled=rank == 0) as log, \
+            flushing_subnormals():
         loop = _Loop(fabric, job, recipe, model, routine, dataset, spec.data.batch_size, plan.steps_per_epoch, val,
                      show, Checkpointer(fabric, job, spec, recipe, model, routine),
                      UpdateGuard(model, routine, recipe.routine), log, stop)
