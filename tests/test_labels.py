@@ -493,6 +493,8 @@ SMALL = ["data.name=digits", "data.limit=300"]
 @pytest.mark.parametrize("name, overrides, recipe, expect", [
     ("ssvae", SMALL + ["data.labels=30", "data.labelled_batch=8", "data.batch_size=64"], "inference/ssvae.yaml",
      {"bayes_accuracy", "guide_accuracy", "test_nll_nats", "elbo"}),
+    ("ssvae_per_class", SMALL + ["data.labels=30", "data.labelled_batch=8", "data.batch_size=64"],
+     "inference/ssvae.yaml", {"bayes_accuracy", "guide_accuracy", "test_nll_nats", "elbo"}),
     ("cvae_classifier", SMALL, None, {"bayes_accuracy", "test_nll_nats", "elbo"}),
     ("autoencoder", SMALL, None, {"objective", "reconstruction_sq_error"}),
 ])
@@ -510,11 +512,23 @@ def test_zoo_label_programs_fit_evaluate_and_draw(name: str, overrides: list[str
         assert "test_nll_nats" not in res and "bayes_accuracy" not in res  # no proposal, no labels
     figures = run.model.figures(run.path / "figures", run.data)
     want = {"ssvae": {"samples_by_class", "style_transfer", "reconstructions"},
+            "ssvae_per_class": {"samples_by_class", "reconstructions"},
             "cvae_classifier": {"samples_by_class"},
             "autoencoder": {"code_space", "code_samples", "reconstructions"}}[name]
     assert want <= set(figures) and all(p.exists() for p in figures.values())
     if name == "ssvae":
         assert diagnose(run)["idata"].exists()
+    if name == "ssvae_per_class":
+        assert "style_transfer" not in figures  # each class reads z its own way
+
+
+def test_ssvae_per_class_is_ssvae_with_a_decoder_per_class_and_a_small_z() -> None:
+    """The zoo's two M2 specs differ in the decoder and the size of z only (and their names)."""
+    per_class = ppgen.load_spec(ROOT / "models/ssvae_per_class.yaml")
+    m2 = ppgen.load_spec(ROOT / "models/ssvae.yaml", ["name=ssvae_per_class", "networks.decoder.per=y",
+                                                      "networks.decoder.inputs=[z]", "model.z.shape=[10]"])
+    assert per_class == m2
+    assert ppgen.load_spec(ROOT / "models/ssvae.yaml") != per_class
 
 
 def test_sample_given_a_class_of_a_one_hot_label_site() -> None:
