@@ -466,6 +466,9 @@ def subnormals(args: argparse.Namespace) -> int:
     batches, in alternating rounds in one process, torch on ``--threads`` threads. The model is the last
     checkpoint of ``--run`` (a fitted M2), or else a new one whose classifier's last layer is scaled by
     ``--scale`` so that its q(y | x) is as sure as a fitted one's."""
+    from contextlib import nullcontext
+
+    from ppgen.evaluation.classify import guide_log_probs
     from ppgen.inference.svi import SVI
     from ppgen.training.subnormals import flushing_subnormals
 
@@ -487,20 +490,14 @@ def subnormals(args: argparse.Namespace) -> int:
     state = routine.init(model)
     batches = [b for _, b in zip(range(args.steps), data.batches(0, batch_size, args.seed))]
     with torch.no_grad():
-        from ppgen.evaluation.classify import guide_log_probs
-
-        weights = guide_log_probs(model, batches[0][0][: batch_size]).exp()
+        weights = guide_log_probs(model, batches[0][0][:batch_size]).exp()  # the unlabelled part of a batch
     tiny = torch.finfo(torch.float32).tiny
     times: dict[str, list[float]] = {"ieee": [], "flushed": []}
     torch.set_flush_denormal(False)
     for _ in range(args.rounds):
         for name in times:
             t0 = time.perf_counter()
-            if name == "flushed":
-                with flushing_subnormals():
-                    for b in batches:
-                        routine.step(state, b)
-            else:
+            with flushing_subnormals() if name == "flushed" else nullcontext():
                 for b in batches:
                     routine.step(state, b)
             times[name].append((time.perf_counter() - t0) / len(batches))

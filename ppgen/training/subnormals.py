@@ -4,9 +4,9 @@ A float32 below 2**-126 (about 1.2e-38) in magnitude is subnormal. x86 CPUs comp
 in microcode, many times slower than with normal ones. Training can make them by the million: in the
 semi-supervised M2, once q(y | x) rules a class out its weight in the sum over classes falls below that,
 and every gradient that flows back through the networks for that class is scaled by it. On an Intel Xeon
-(2 cores, torch 2.13 with MKL, one thread), a step of M2 with a decoder per class took 0.7 to 0.9 s after
-25 epochs against 0.19 to 0.30 s with subnormals flushed, and its epochs grew from 45 s to 200 s as
-q(y | x) became confident (``python benchmarks/labels.py subnormals`` measures the ratio on a CPU).
+(2 cores, torch 2.13 with MKL, one thread), the epochs of M2 with a decoder per class grew from 45 s to
+243 s as q(y | x) became confident, and a step of the fitted model took 0.634 s against 0.116 s with
+subnormals flushed (``python benchmarks/labels.py subnormals --run RUN`` measures the ratio on a CPU).
 
 :func:`flushing_subnormals` turns on the processor's flush-to-zero and denormals-are-zero mode
 (:func:`torch.set_flush_denormal`) for the fit and puts back the mode it found when the fit ends, so the
